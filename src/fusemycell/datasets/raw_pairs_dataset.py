@@ -1,0 +1,163 @@
+"""``FuseMyCellPairsDataset``: a folder of ``image_{N}_{channel}_{angle|fused}.tif`` files.
+
+Loading scans the folder (recursively) and pairs angle with fused by
+``(N, channel)`` without reading any voxels; nodes then read the volumes they
+need, lazily, through :mod:`fusemycell.io.tiff`. Saving writes volumes under
+their FuseMyCell names; it is how the simulation pipeline fills a raw folder.
+
+Real data is never overwritten: a folder the simulator writes into carries a
+marker file, and saving into a folder that holds TIFF files but no marker is
+refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kedro.io.core import AbstractDataset, DatasetError
+from kedro_datasets._typing import TablePreview
+
+from fusemycell.io.pairs import PairingError, RawPair, pair_files, parse_filename
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
+
+#: Marker file naming a folder as written by the simulator (safe to overwrite).
+SYNTHETIC_MARKER = ".fusemycell-synthetic"
+
+SaveValue = Volume | tuple[Volume, Volume] | Callable[[], Any]
+
+
+def _tiff_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
+
+
+class FuseMyCellPairsDataset(AbstractDataset[dict[str, SaveValue], dict[str, RawPair]]):
+    """A local folder of FuseMyCell angle/fused volumes.
+
+    ``load`` returns ``{pair_key: RawPair}`` (``pair_key`` like
+    ``image_3_nucleus``), warning about files that do not follow the naming
+    pattern and about angles or fused volumes without their partner.
+
+    ``save`` takes a mapping whose keys are file stems
+    (``image_3_nucleus_angle``) with a :class:`~fusemycell.io.tiff.Volume`, or
+    pair keys (``image_3_nucleus``) with an ``(angle, fused)`` tuple. A value may
+    be a callable returning either, so volumes are produced and written one at a
+    time. Each file is written atomically.
+
+    Example catalog entry::
+
+        raw_pairs:
+          type: fusemycell.datasets.FuseMyCellPairsDataset
+          path: data/01_raw/synthetic
+    """
+
+    def __init__(self, *, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """Create a dataset over the folder ``path`` (created on first save).
+
+        Args:
+            path: Local folder holding (or receiving) the ``.tif`` files.
+            metadata: Free metadata for plugins such as kedro-viz (layer, ...).
+        """
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+    def load(self) -> dict[str, RawPair]:
+        """Pair the folder's files; raises ``DatasetError`` if the folder is missing or empty."""
+        if not self._path.is_dir():
+            raise DatasetError(
+                f"{self._path}: raw data folder not found. Run 'kedro run --pipeline simulation' to "
+                "create synthetic pairs there, or point the catalog entry at your FuseMyCell folder"
+            )
+        try:
+            listing = pair_files(_tiff_files(self._path), root=self._path)
+        except PairingError as exc:
+            raise DatasetError(str(exc)) from exc
+        if not listing.pairs:
+            raise DatasetError(
+                f"{self._path}: no image_{{N}}_{{nucleus|membrane}}_{{angle|fused}}.tif files found"
+                + (f"; ignored: {', '.join(listing.unmatched)}" if listing.unmatched else "")
+            )
+        return listing.pairs
+
+    def save(self, data: Mapping[str, SaveValue]) -> None:
+        """Write each volume under its FuseMyCell name, refusing to touch a folder of real data."""
+        self._guard_real_data()
+        self._path.mkdir(parents=True, exist_ok=True)
+        (self._path / SYNTHETIC_MARKER).write_text(
+            "Written by the fusemycell simulation pipeline; its .tif files may be replaced.\n"
+        )
+        written: set[Path] = set()
+        for key, value in data.items():
+            for stem, volume in self._expand(key, value):
+                target = self._path / f"{stem}.tif"
+                try:
+                    save_volume(target, volume)
+                except (VolumeFormatError, OSError) as exc:
+                    raise DatasetError(str(exc)) from exc
+                written.add(target)
+        # a synthetic folder holds exactly what was last simulated: stale volumes would be paired too
+        for stale in set(_tiff_files(self._path)) - written:
+            stale.unlink()
+
+    def _expand(self, key: str, value: SaveValue) -> list[tuple[str, Volume]]:
+        if callable(value):
+            value = value()
+        try:
+            if isinstance(value, Volume):
+                name = parse_filename(f"{key}.tif")
+                return [(name.filename(suffix=""), value)]
+            if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Volume) for v in value):
+                parse_filename(f"{key}_angle.tif")
+                return [(f"{key}_angle", value[0]), (f"{key}_fused", value[1])]
+        except PairingError as exc:
+            raise DatasetError(f"{self._path}: cannot save {key!r}: {exc}") from exc
+        raise DatasetError(
+            f"{self._path}: cannot save {key!r}: expected a Volume for a file stem "
+            f"or an (angle, fused) tuple for a pair key, got {type(value).__name__}"
+        )
+
+    def _guard_real_data(self) -> None:
+        if not self._path.exists() or (self._path / SYNTHETIC_MARKER).exists():
+            return
+        existing = _tiff_files(self._path)
+        if existing:
+            raise DatasetError(
+                f"{self._path}: refusing to write synthetic volumes into a folder that holds "
+                f"{len(existing)} TIFF file(s) not written by the simulator (e.g. {existing[0].name}). "
+                "Point the simulation output at its own folder"
+            )
+
+    def _exists(self) -> bool:
+        return self._path.is_dir() and any(self._path.rglob("image_*_*_*.tif*"))
+
+    def preview(self) -> TablePreview:
+        """kedro-viz preview: one row per pair with shapes and voxel sizes (headers only, no voxels)."""
+        rows = []
+        for key, pair in self.load().items():
+            row: dict[str, Any] = {"pair": key, "channel": pair.channel}
+            for kind in ("angle", "fused"):
+                path = getattr(pair, kind)
+                if path is None:
+                    row[f"{kind} shape"] = "missing"
+                    continue
+                try:
+                    info = read_info(path)
+                    row[f"{kind} shape"] = "x".join(map(str, info.shape))
+                    row["spacing zyx (um)"] = ", ".join(f"{s:g}" for s in info.spacing_zyx)
+                    row["study"] = info.metadata.get("study", "")
+                except VolumeFormatError as exc:
+                    row[f"{kind} shape"] = f"unreadable: {exc}"
+            rows.append(row)
+        columns = ["pair", "channel", "study", "angle shape", "fused shape", "spacing zyx (um)"]
+        return TablePreview(
+            {
+                "index": list(range(len(rows))),
+                "columns": columns,
+                "data": [[row.get(c, "") for c in columns] for row in rows],
+            }
+        )

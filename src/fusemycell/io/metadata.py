@@ -1,0 +1,100 @@
+"""FuseMyCell metadata: the many spellings of voxel size, unit, channel and study.
+
+The challenge volumes carry ImageJ-style ``key=value`` metadata whose keys were
+written by different tools: ``PhysicalSizeX``, ``physicalsizex`` and
+``physical_size_x`` all mean the same thing. This module maps every spelling to
+one canonical name and turns sizes into micrometres. It does not read files;
+:mod:`fusemycell.io.tiff` does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+#: Canonical metadata keys written by :func:`fusemycell.io.tiff.write_volume`.
+CANONICAL_KEYS = (
+    "physical_size_x",
+    "physical_size_y",
+    "physical_size_z",
+    "spacing",
+    "unit",
+    "axes",
+    "channel",
+    "study",
+)
+
+#: Micrometres per unit, for the unit names found in microscopy files.
+UNIT_TO_MICROMETRE = {
+    "um": 1.0,
+    "µm": 1.0,
+    "μm": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "micrometers": 1.0,
+    "micrometres": 1.0,
+    "\\u00b5m": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "nanometre": 1e-3,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "millimetre": 1e3,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+    "pixel": 1.0,  # ImageJ's "no calibration": sizes are taken as they are
+}
+
+
+def canonical_key(key: str) -> str:
+    """Return the canonical spelling of a metadata key.
+
+    ``PhysicalSizeX``, ``physicalsizex``, ``physical_size_x`` and
+    ``Physical Size X`` all become ``physical_size_x``; keys that are not
+    FuseMyCell keys are returned lower-cased with separators removed, so that
+    comparisons are case-insensitive.
+    """
+    squashed = re.sub(r"[\s_\-]", "", str(key)).lower()
+    for axis in "xyz":
+        if squashed == f"physicalsize{axis}":
+            return f"physical_size_{axis}"
+    return squashed
+
+
+def normalise_metadata(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Return ``raw`` with FuseMyCell keys in their canonical spelling.
+
+    Keys that are not FuseMyCell keys are kept (lower-cased), so no metadata is
+    lost on a read-write round trip. When two spellings of the same key are
+    present, the first one found wins.
+    """
+    normalised: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        normalised.setdefault(canonical_key(key), value)
+    return normalised
+
+
+def unit_scale_to_micrometre(unit: Any) -> float | None:
+    """Micrometres per ``unit``, or ``None`` when the unit is unknown."""
+    if unit is None:
+        return 1.0
+    name = str(unit).strip().lower().replace(" ", "")
+    return UNIT_TO_MICROMETRE.get(name)
+
+
+def as_positive_float(value: Any) -> float | None:
+    """Parse a voxel size; ``None`` when it is missing, not a number or not > 0."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return number

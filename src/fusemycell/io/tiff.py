@@ -1,0 +1,550 @@
+"""Reading and writing FuseMyCell TIFF volumes (ZYX, ImageJ metadata, BigTIFF).
+
+Three things matter for light-sheet volumes of several GB:
+
+* **Lazy reads.** :class:`LazyVolume` reads only the z-planes (and, for
+  contiguous files, only the bytes) a caller slices, so a slab of a 2 GB volume
+  costs the slab, not the volume.
+* **Atomic writes.** :func:`write_volume` writes to a temporary file in the
+  target folder and renames it, so a crash never leaves a half-written TIFF
+  under the final name.
+* **Clear errors.** Every problem with a file raises :class:`VolumeFormatError`
+  naming the file and the problem, never a traceback from deep inside tifffile.
+
+This module does not import Kedro; :mod:`fusemycell.datasets` wraps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from fusemycell.io.metadata import (
+    as_positive_float,
+    canonical_key,
+    normalise_metadata,
+    unit_scale_to_micrometre,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Side of the square TIFF tiles written by :func:`write_volume` (the challenge writes 128).
+TILE_SIZE = 128
+
+#: Spellings :func:`write_volume` can use for the voxel-size keys, as found in the challenge data.
+SPACING_SPELLINGS = {
+    "PhysicalSizeX": ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeZ"),
+    "physicalsizex": ("physicalsizex", "physicalsizey", "physicalsizez"),
+    "physical_size_x": ("physical_size_x", "physical_size_y", "physical_size_z"),
+}
+
+# Keys ImageJ itself owns in the description; they describe the file, not the sample.
+_IMAGEJ_LAYOUT_KEYS = {
+    "imagej",
+    "images",
+    "slices",
+    "frames",
+    "channels",
+    "hyperstack",
+    "mode",
+    "loop",
+    "min",
+    "max",
+    "shape",
+}
+_SPACING_KEYS = {"physical_size_x", "physical_size_y", "physical_size_z", "spacing", "unit"}
+_RESOLUTION_UNIT_TO_MICROMETRE = {3: 1e4, 4: 1e3, 5: 1.0}  # centimetre, millimetre, micrometre
+
+
+class VolumeFormatError(ValueError):
+    """A file is not a readable 3D FuseMyCell volume; the message names the file."""
+
+
+@dataclass
+class Volume:
+    """A ZYX volume with its voxel size and metadata.
+
+    Attributes
+    ----------
+    data
+        The voxels, ``(z, y, x)``: a NumPy array or, for lazy reads, a
+        :class:`LazyVolume` that reads what is sliced.
+    spacing_zyx
+        Voxel size along z, y and x in micrometres.
+    metadata
+        All other metadata, keys in canonical spelling (``channel``, ``study``, ...).
+    source
+        The file it was read from, when it was read from one.
+    spelling
+        Spelling of the voxel-size keys in the file (a key of :data:`SPACING_SPELLINGS`);
+        writing the volume back keeps it, so outputs look like their inputs.
+    """
+
+    data: Any
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    spelling: str = "PhysicalSizeX"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the voxel array, ``(z, y, x)``."""
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Data type of the voxels."""
+        return np.dtype(self.data.dtype)
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What a file holds, read from its header without reading voxels."""
+
+    path: str
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    spacing_zyx: tuple[float, float, float]
+    metadata: dict[str, Any]
+    spacing_found: bool
+    contiguous_offset: int | None
+    spelling: str = "PhysicalSizeX"
+
+
+def _fail(path: Any, problem: str) -> VolumeFormatError:
+    return VolumeFormatError(f"{path}: {problem}")
+
+
+def _open_tiff(path: str | os.PathLike) -> tifffile.TiffFile:
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "file not found")
+    if path.is_dir():
+        raise _fail(path, "is a folder, expected a TIFF file")
+    if path.stat().st_size == 0:
+        raise _fail(path, "file is empty (0 bytes)")
+    try:
+        return tifffile.TiffFile(path)
+    except tifffile.TiffFileError as exc:
+        raise _fail(path, f"not a readable TIFF file ({exc})") from exc
+    except (OSError, ValueError, struct.error) as exc:  # struct.error: truncated header
+        raise _fail(path, f"not a readable TIFF file ({type(exc).__name__}: {exc})") from exc
+
+
+def _raw_metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
+    """Metadata from whichever flavour the file uses: ImageJ, tifffile-shaped, or plain ``key=value``."""
+    raw: dict[str, Any] = {}
+    if tif.is_imagej and tif.imagej_metadata:
+        raw.update(tif.imagej_metadata)
+    elif tif.is_shaped and tif.shaped_metadata:
+        raw.update(tif.shaped_metadata[0])
+    else:
+        description = tif.pages.first.description or ""
+        for line in description.splitlines():
+            if "=" in line:
+                key, _, value = line.partition("=")
+                raw[key.strip()] = _parse_scalar(value.strip())
+    return raw
+
+
+def _parse_scalar(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _resolution_sizes_um(page: tifffile.TiffPage, unit_scale: float | None) -> tuple[float | None, float | None]:
+    """Pixel size (y, x) in micrometres from the TIFF resolution tags, if they mean one."""
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None, None
+    unit_tag = tags.get("ResolutionUnit")
+    unit_code = int(unit_tag.value) if unit_tag is not None else 2
+    if unit_code == 1:  # ImageJ: no unit in the tag, the unit is in the description
+        scale = unit_scale if unit_scale is not None else 1.0
+    elif unit_code in _RESOLUTION_UNIT_TO_MICROMETRE:
+        scale = _RESOLUTION_UNIT_TO_MICROMETRE[unit_code]
+    else:  # inches: a print resolution (72 dpi), never a voxel size
+        return None, None
+    sizes = []
+    for name in ("YResolution", "XResolution"):
+        numerator, denominator = tags[name].value
+        pixels_per_unit = numerator / denominator if denominator else 0
+        size = as_positive_float(scale / pixels_per_unit) if pixels_per_unit > 0 else None
+        # tifffile and many writers store (1, 1) when no calibration was given
+        sizes.append(None if (numerator, denominator) == (1, 1) and unit_code != 1 else size)
+    return sizes[0], sizes[1]
+
+
+def _resolve_spacing(
+    path: Any, metadata: dict[str, Any], page: tifffile.TiffPage
+) -> tuple[tuple[float, float, float], bool]:
+    """Voxel size (z, y, x) in micrometres; ``found`` is False when any axis fell back to 1.0."""
+    unit_scale = unit_scale_to_micrometre(metadata.get("unit"))
+    if unit_scale is None:
+        logger.warning("%s: unknown unit %r, voxel sizes taken as micrometres", path, metadata.get("unit"))
+        unit_scale = 1.0
+    res_y, res_x = _resolution_sizes_um(page, unit_scale)
+
+    def from_key(*keys: str) -> float | None:
+        for key in keys:
+            value = as_positive_float(metadata.get(key))
+            if value is not None:
+                return value * unit_scale
+        return None
+
+    x = from_key("physical_size_x") or res_x
+    y = from_key("physical_size_y") or res_y or x
+    x = x or y
+    z = from_key("physical_size_z", "spacing")
+    missing = [name for name, value in zip("zyx", (z, y, x)) if value is None]
+    if missing:
+        logger.warning(
+            "%s: no voxel size found for axis %s (metadata or resolution tags); using 1.0 um",
+            path,
+            ", ".join(missing),
+        )
+    spacing = tuple(float(v) if v is not None else 1.0 for v in (z, y, x))
+    return spacing, not missing  # type: ignore[return-value]
+
+
+def _validate_series(path: Any, tif: tifffile.TiffFile) -> tifffile.TiffPageSeries:
+    if not tif.series:
+        raise _fail(path, "TIFF holds no image")
+    series = tif.series[0]
+    page = tif.pages.first
+    shape = tuple(series.shape)
+    if "S" in series.axes or getattr(page, "samplesperpixel", 1) > 1:
+        raise _fail(
+            path,
+            f"has {getattr(page, 'samplesperpixel', '?')} samples per pixel (RGB or multi-sample); "
+            "expected one grey value per voxel",
+        )
+    if len(shape) != 3:
+        raise _fail(
+            path,
+            f"is {len(shape)}D with shape {shape} (axes {series.axes!r}); expected a 3D ZYX stack",
+        )
+    if any(size == 0 for size in shape):
+        raise _fail(path, f"has an empty axis, shape {shape}")
+    dtype = np.dtype(series.dtype)
+    if dtype.kind not in "uif":
+        raise _fail(path, f"has voxel type {dtype}; expected unsigned/signed integers or floats")
+    return series
+
+
+def read_info(path: str | os.PathLike) -> VolumeInfo:
+    """Read shape, dtype, voxel size and metadata of a volume without reading its voxels.
+
+    Raises
+    ------
+    VolumeFormatError
+        If the file is missing, not a TIFF, truncated, not 3D, multi-sample or non-numeric.
+    """
+    with _open_tiff(path) as tif:
+        return _info_from_open(path, tif)
+
+
+def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
+    try:
+        series = _validate_series(path, tif)
+        raw = _raw_metadata(tif)
+        page = tif.pages.first
+    except VolumeFormatError:
+        raise
+    except Exception as exc:  # tifffile raises many types on corrupt headers
+        raise _fail(path, f"corrupt TIFF header ({type(exc).__name__}: {exc})") from exc
+    spelling = next((name for name in SPACING_SPELLINGS if name in raw), "PhysicalSizeX")
+    metadata = {k: v for k, v in normalise_metadata(raw).items() if k not in _IMAGEJ_LAYOUT_KEYS}
+    metadata["axes"] = "ZYX"
+    spacing, found = _resolve_spacing(path, metadata, page)
+    # memory-map only what NumPy can map as is: uncompressed, untiled, little-endian
+    mappable = not page.is_tiled and page.compression == 1 and tif.byteorder == "<"
+    offset = series.dataoffset if mappable else None
+    return VolumeInfo(
+        path=str(path),
+        shape=tuple(int(s) for s in series.shape),  # type: ignore[arg-type]
+        dtype=np.dtype(series.dtype),
+        spacing_zyx=spacing,
+        metadata=metadata,
+        spacing_found=found,
+        contiguous_offset=offset,
+        spelling=spelling,
+    )
+
+
+class LazyVolume:
+    """A ZYX volume on disk that reads only what is sliced.
+
+    Contiguous uncompressed files (ImageJ hyperstacks, the challenge's usual
+    layout) are memory-mapped, so any box costs only its own bytes. Tiled or
+    compressed files are read one z-plane (TIFF page) at a time, so a slab
+    ``volume[z0:z1]`` costs ``z1 - z0`` planes.
+
+    The object is picklable (it reopens the file in the new process), so it can
+    be handed to worker processes.
+    """
+
+    def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
+        self.path = str(path)
+        self.info = info or read_info(path)
+        self._memmap: np.memmap | None = None
+        self._tif: tifffile.TiffFile | None = None
+
+    # -- array protocol ---------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape ``(z, y, x)``."""
+        return self.info.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Voxel data type."""
+        return self.info.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Always 3."""
+        return 3
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the whole volume in memory, in bytes."""
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LazyVolume({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[:, :, :]
+        return data.astype(dtype) if dtype is not None else data
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "info": self.info}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["info"])  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Release the file handle and memory map (they are reopened on the next read)."""
+        if self._tif is not None:
+            self._tif.close()
+        self._tif = None
+        self._memmap = None
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = _expand_key(key, self.shape)
+        if self.info.contiguous_offset is not None:
+            if self._memmap is None:
+                self._memmap = np.memmap(
+                    self.path,
+                    dtype=self.dtype,
+                    mode="r",
+                    offset=self.info.contiguous_offset,
+                    shape=self.shape,
+                )
+            return np.array(self._memmap[key])
+        return self._read_planes(key)
+
+    def _read_planes(self, key: tuple[Any, Any, Any]) -> np.ndarray:
+        z_key, yx_key = key[0], key[1:]
+        planes = np.arange(self.shape[0])[z_key]
+        if self._tif is None:
+            self._tif = tifffile.TiffFile(self.path)
+        pages = self._tif.series[0].pages
+        if len(pages) != self.shape[0]:  # one page holds the whole volume (rare): no plane access
+            return np.asarray(self._tif.series[0].asarray())[key]
+        try:
+            stack = [pages[int(z)].asarray()[yx_key] for z in np.atleast_1d(planes)]
+        except Exception as exc:
+            raise _fail(self.path, f"could not read z-planes ({type(exc).__name__}: {exc}); file truncated?") from exc
+        if np.ndim(planes) == 0:
+            return stack[0]
+        return np.stack(stack) if stack else np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *yx_key)]
+
+    def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""
+        for z0 in range(0, self.shape[0], max(1, int(depth))):
+            yield z0, self[z0 : z0 + depth]
+
+
+def _expand_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        index = key.index(Ellipsis)
+        key = key[:index] + (slice(None),) * (len(shape) - len(key) + 1) + key[index + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices for a {len(shape)}D volume: {key}")
+    return tuple(key) + (slice(None),) * (len(shape) - len(key))  # type: ignore[return-value]
+
+
+def read_volume(path: str | os.PathLike, *, lazy: bool = False) -> Volume:
+    """Read a FuseMyCell TIFF volume.
+
+    Parameters
+    ----------
+    path
+        The ``.tif`` file.
+    lazy
+        Return a :class:`LazyVolume` in ``Volume.data`` instead of reading every voxel.
+
+    Raises
+    ------
+    VolumeFormatError
+        If the file is not a readable 3D volume (see :func:`read_info`).
+    """
+    with _open_tiff(path) as tif:
+        info = _info_from_open(path, tif)
+        if lazy:
+            data: Any = LazyVolume(path, info)
+        else:
+            try:
+                data = tif.series[0].asarray()
+            except Exception as exc:
+                raise _fail(path, f"could not read voxels ({type(exc).__name__}: {exc}); file truncated?") from exc
+            data = np.asarray(data).reshape(info.shape)
+    return Volume(
+        data=data,
+        spacing_zyx=info.spacing_zyx,
+        metadata=dict(info.metadata),
+        source=str(path),
+        spelling=info.spelling,
+    )
+
+
+def _description(
+    shape: tuple[int, int, int],
+    spacing_zyx: tuple[float, float, float],
+    metadata: Mapping[str, Any],
+    spelling: str,
+) -> str:
+    """ImageJ ``key=value`` description with FuseMyCell keys in the requested spelling."""
+    key_x, key_y, key_z = SPACING_SPELLINGS[spelling]
+    lines = [
+        "ImageJ=1.11a",
+        f"images={shape[0]}",
+        f"slices={shape[0]}",
+        "hyperstack=true",
+        "mode=grayscale",
+        "unit=um",
+        f"spacing={spacing_zyx[0]!r}",
+        f"{key_x}={spacing_zyx[2]!r}",
+        f"{key_y}={spacing_zyx[1]!r}",
+        f"{key_z}={spacing_zyx[0]!r}",
+        "axes=ZYX",
+    ]
+    for key, value in metadata.items():
+        canonical = canonical_key(key)
+        if canonical in _SPACING_KEYS or canonical in _IMAGEJ_LAYOUT_KEYS or canonical == "axes":
+            continue
+        if isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            text = str(value).replace("\n", " ").replace("\r", " ")
+            lines.append(f"{key}={text}")
+    return "\n".join(lines) + "\n"
+
+
+def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
+    """Yield the volume's tiles plane by plane (edge tiles zero-padded), reading one plane at a time."""
+    depth, height, width = data.shape
+    for z in range(depth):
+        plane = np.asarray(data[z])
+        for y0 in range(0, height, tile):
+            for x0 in range(0, width, tile):
+                block = plane[y0 : y0 + tile, x0 : x0 + tile]
+                if block.shape == (tile, tile):
+                    yield np.ascontiguousarray(block)
+                else:
+                    padded = np.zeros((tile, tile), dtype=plane.dtype)
+                    padded[: block.shape[0], : block.shape[1]] = block
+                    yield padded
+
+
+def write_volume(
+    path: str | os.PathLike,
+    data: Any,
+    spacing_zyx: tuple[float, float, float],
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    spelling: str = "PhysicalSizeX",
+) -> Path:
+    """Write a ZYX volume as the challenge does, atomically.
+
+    BigTIFF, tiles of 128x128, resolution tags ``(1/size_x, 1/size_y)`` and
+    ImageJ metadata (``spacing``, ``unit``, voxel sizes, ``axes``, plus every
+    scalar in ``metadata`` such as ``channel`` and ``study``). The file is
+    written next to its target under a temporary name and renamed, so the
+    target is either the old file or the complete new one.
+
+    Parameters
+    ----------
+    path
+        Target ``.tif`` path; its folder is created if needed.
+    data
+        A 3D array or array-like (a :class:`LazyVolume` is streamed plane by plane).
+    spacing_zyx
+        Voxel size in micrometres.
+    metadata
+        Extra metadata; voxel-size keys in it are replaced by ``spacing_zyx``.
+    spelling
+        Spelling of the voxel-size keys, one of :data:`SPACING_SPELLINGS`.
+    """
+    path = Path(path)
+    if spelling not in SPACING_SPELLINGS:
+        raise ValueError(f"spelling must be one of {sorted(SPACING_SPELLINGS)}, got {spelling!r}")
+    if len(data.shape) != 3 or any(s == 0 for s in data.shape):
+        raise _fail(path, f"cannot write shape {tuple(data.shape)}: expected a non-empty 3D ZYX array")
+    spacing = tuple(float(s) for s in spacing_zyx)
+    if len(spacing) != 3 or any(as_positive_float(s) is None for s in spacing):
+        raise _fail(path, f"cannot write spacing {spacing_zyx}: expected three positive sizes (z, y, x)")
+    shape = tuple(int(s) for s in data.shape)
+    dtype = np.dtype(data.dtype)
+    description = _description(shape, spacing, metadata or {}, spelling)  # type: ignore[arg-type]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tifffile warns that ImageJ does not define BigTIFF; the challenge does it
+            tifffile.imwrite(
+                temporary,
+                _tiles(data, TILE_SIZE),
+                shape=shape,
+                dtype=dtype,
+                bigtiff=True,
+                tile=(TILE_SIZE, TILE_SIZE),
+                photometric="minisblack",
+                resolution=(1.0 / spacing[2], 1.0 / spacing[1]),
+                resolutionunit=1,
+                description=description,
+                metadata=None,
+            )
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_volume(path: str | os.PathLike, volume: Volume) -> Path:
+    """Write a :class:`Volume` with :func:`write_volume`, keeping its metadata spelling."""
+    return write_volume(path, volume.data, volume.spacing_zyx, volume.metadata, spelling=volume.spelling)

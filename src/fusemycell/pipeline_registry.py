@@ -1,0 +1,35 @@
+"""Project pipelines.
+
+Every pipeline is imported explicitly (not through ``find_pipelines``): with
+``kedro run --pipelines X`` Kedro asks ``find_pipelines`` for ``X`` alone, so a
+composite built from its result would miss the others. Importing them here
+makes ``--pipeline X``, ``--pipelines X,Y`` and ``__default__`` all work.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from fusemycell.pipelines import evaluation, inference, patching, preprocessing, simulation, training
+
+#: Pipelines in data-flow order; ``__default__`` chains them all.
+PIPELINE_ORDER = ("simulation", "preprocessing", "patching", "training", "evaluation", "inference")
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines.
+
+    Returns:
+        A mapping from pipeline names to ``Pipeline`` objects; ``__default__`` is the full chain.
+    """
+    modules = {
+        "simulation": simulation,
+        "preprocessing": preprocessing,
+        "patching": patching,
+        "training": training,
+        "evaluation": evaluation,
+        "inference": inference,
+    }
+    pipelines = {name: modules[name].create_pipeline() for name in PIPELINE_ORDER}
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

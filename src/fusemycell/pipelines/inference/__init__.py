@@ -1,0 +1,5 @@
+"""Inference pipeline."""
+
+from fusemycell.pipelines.inference.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

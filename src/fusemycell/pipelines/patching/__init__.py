@@ -1,0 +1,5 @@
+"""Patching pipeline."""
+
+from fusemycell.pipelines.patching.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,5 @@
+"""Preprocessing pipeline."""
+
+from fusemycell.pipelines.preprocessing.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

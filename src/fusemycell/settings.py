@@ -1,0 +1,18 @@
+"""Project settings: configuration loading and plugins.
+
+Parameters merge *softly*: ``conf/mac/parameters.yml`` overrides only the keys
+it names (``training.batch_size``), the rest of ``training`` comes from
+``conf/base``. Hooks of installed plugins (kedro-mlflow) register themselves.
+"""
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft"},
+    "config_patterns": {
+        "mlflow": ["mlflow*", "mlflow*/**"],
+    },
+}
