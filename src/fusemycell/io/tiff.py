@@ -183,9 +183,10 @@ def _resolution_sizes_um(page: tifffile.TiffPage, unit_scale: float | None) -> t
     for name in ("YResolution", "XResolution"):
         numerator, denominator = tags[name].value
         pixels_per_unit = numerator / denominator if denominator else 0
-        size = as_positive_float(scale / pixels_per_unit) if pixels_per_unit > 0 else None
-        # tifffile and many writers store (1, 1) when no calibration was given
-        sizes.append(None if (numerator, denominator) == (1, 1) and unit_code != 1 else size)
+        # writers store (1, 1) when no calibration was given: no information (and 1.0 is the fallback anyway)
+        uncalibrated = numerator == denominator
+        size = as_positive_float(scale / pixels_per_unit) if pixels_per_unit > 0 and not uncalibrated else None
+        sizes.append(size)
     return sizes[0], sizes[1]
 
 
@@ -271,7 +272,7 @@ def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
     metadata = {k: v for k, v in normalise_metadata(raw).items() if k not in _IMAGEJ_LAYOUT_KEYS}
     metadata["axes"] = "ZYX"
     spacing, found = _resolve_spacing(path, metadata, page)
-    # memory-map only what NumPy can map as is: uncompressed, untiled, little-endian
+    # read raw bytes only where they are plain voxels: uncompressed, untiled, little-endian
     mappable = not page.is_tiled and page.compression == 1 and tif.byteorder == "<"
     offset = series.dataoffset if mappable else None
     return VolumeInfo(
@@ -290,9 +291,10 @@ class LazyVolume:
     """A ZYX volume on disk that reads only what is sliced.
 
     Contiguous uncompressed files (ImageJ hyperstacks, the challenge's usual
-    layout) are memory-mapped, so any box costs only its own bytes. Tiled or
-    compressed files are read one z-plane (TIFF page) at a time, so a slab
-    ``volume[z0:z1]`` costs ``z1 - z0`` planes.
+    layout) are read row range by row range straight into the result, so a box
+    costs about its own bytes. Tiled or compressed files are decoded one z-plane
+    (TIFF page) at a time, so a slab ``volume[z0:z1]`` costs the slab plus one
+    plane. The result is always a new array; nothing stays mapped.
 
     The object is picklable (it reopens the file in the new process), so it can
     be handed to worker processes.
@@ -301,7 +303,7 @@ class LazyVolume:
     def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
         self.path = str(path)
         self.info = info or read_info(path)
-        self._memmap: np.memmap | None = None
+        self._file: Any = None
         self._tif: tifffile.TiffFile | None = None
 
     # -- array protocol ---------------------------------------------------------------------
@@ -342,41 +344,59 @@ class LazyVolume:
         self.__init__(state["path"], state["info"])  # type: ignore[misc]
 
     def close(self) -> None:
-        """Release the file handle and memory map (they are reopened on the next read)."""
+        """Release the file handles (they are reopened on the next read)."""
         if self._tif is not None:
             self._tif.close()
+        if self._file is not None:
+            self._file.close()
         self._tif = None
-        self._memmap = None
+        self._file = None
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = _expand_key(key, self.shape)
-        if self.info.contiguous_offset is not None:
-            if self._memmap is None:
-                self._memmap = np.memmap(
-                    self.path,
-                    dtype=self.dtype,
-                    mode="r",
-                    offset=self.info.contiguous_offset,
-                    shape=self.shape,
-                )
-            return np.array(self._memmap[key])
-        return self._read_planes(key)
+        planes = np.arange(self.shape[0])[key[0]]
+        z_list = np.atleast_1d(planes)
+        # a probe of one plane gives the output's yx shape for any yx key (ints, slices, arrays)
+        yx_shape = np.empty(self.shape[1:], dtype=bool)[key[1:]].shape
+        out = np.empty((len(z_list), *yx_shape), dtype=self.dtype)
+        try:
+            if self.info.contiguous_offset is not None:
+                self._read_contiguous(z_list, key[1:], out)
+            else:
+                self._read_pages(z_list, key[1:], out)
+        except VolumeFormatError:
+            raise
+        except Exception as exc:  # tifffile and the OS raise many types on damaged files
+            raise _fail(self.path, f"could not read z-planes ({type(exc).__name__}: {exc}); file truncated?") from exc
+        return out[0] if np.ndim(planes) == 0 else out
 
-    def _read_planes(self, key: tuple[Any, Any, Any]) -> np.ndarray:
-        z_key, yx_key = key[0], key[1:]
-        planes = np.arange(self.shape[0])[z_key]
+    def _read_contiguous(self, z_list: np.ndarray, yx_key: tuple[Any, Any], out: np.ndarray) -> None:
+        """Read only the rows each plane needs, straight from the file (no memory map left resident)."""
+        rows = np.arange(self.shape[1])[yx_key[0]]
+        first_row, last_row = int(np.min(rows)), int(np.max(rows)) + 1
+        row_bytes = self.shape[2] * self.dtype.itemsize
+        plane_bytes = self.shape[1] * row_bytes
+        buffer = np.empty((last_row - first_row, self.shape[2]), dtype=self.dtype)
+        local_key = (rows - first_row if np.ndim(rows) else int(rows) - first_row, yx_key[1])
+        if self._file is None:
+            self._file = open(self.path, "rb")  # kept open across reads, closed by close()
+        for index, z in enumerate(z_list):
+            self._file.seek(self.info.contiguous_offset + int(z) * plane_bytes + first_row * row_bytes)
+            if self._file.readinto(memoryview(buffer).cast("B")) != buffer.nbytes:
+                raise _fail(self.path, f"file ends inside z-plane {int(z)}; file truncated?")
+            out[index] = buffer[local_key]
+
+    def _read_pages(self, z_list: np.ndarray, yx_key: tuple[Any, Any], out: np.ndarray) -> None:
+        """Decode one TIFF page (z-plane) at a time into the output."""
         if self._tif is None:
             self._tif = tifffile.TiffFile(self.path)
         pages = self._tif.series[0].pages
         if len(pages) != self.shape[0]:  # one page holds the whole volume (rare): no plane access
-            return np.asarray(self._tif.series[0].asarray())[key]
-        try:
-            stack = [pages[int(z)].asarray()[yx_key] for z in np.atleast_1d(planes)]
-        except Exception as exc:
-            raise _fail(self.path, f"could not read z-planes ({type(exc).__name__}: {exc}); file truncated?") from exc
-        if np.ndim(planes) == 0:
-            return stack[0]
-        return np.stack(stack) if stack else np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *yx_key)]
+            whole = np.asarray(self._tif.series[0].asarray()).reshape(self.shape)
+            out[...] = whole[z_list][(slice(None), *yx_key)]
+            return
+        for index, z in enumerate(z_list):
+            out[index] = pages[int(z)].asarray()[yx_key]
 
     def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""

@@ -45,7 +45,9 @@ def form_fused(specimen: Specimen, spec: VolumeSpec, config: SimulationConfig, s
     """Noise-free fused irradiance (1.0 = ``config.fused.photons`` photons)."""
     params = config.fused
     spacing = spec.spacing_zyx
-    blurred = gaussian_blur_um(specimen.density, (params.psf_sigma_z_um, params.psf_sigma_xy_um, params.psf_sigma_xy_um), spacing)
+    blurred = gaussian_blur_um(
+        specimen.density, (params.psf_sigma_z_um, params.psf_sigma_xy_um, params.psf_sigma_xy_um), spacing
+    )
     depth_z = tissue_depth_um(specimen.tissue, 0, spacing[0])
     return blurred * attenuation(depth_z, params.attenuation_length_um) / np.float32(scale)
 
@@ -79,10 +81,14 @@ def simulate_pair(spec: VolumeSpec, config: SimulationConfig) -> tuple[Volume, V
     scale = float(np.percentile(specimen.density[specimen.tissue], 99.5)) if specimen.tissue.any() else 1.0
     scale = scale if scale > 0 else 1.0
     cam = config.camera
-    fused = camera(form_fused(specimen, spec, config, scale), config.fused.photons, cam.offset_adu,
-                   cam.gain_adu_per_photon, cam.read_noise_adu, rng)
-    angle = camera(form_single_view(specimen, spec, config, scale), config.angle.photons, cam.offset_adu,
-                   cam.gain_adu_per_photon, cam.read_noise_adu, rng)
+    sensor = {
+        "offset_adu": cam.offset_adu,
+        "gain_adu_per_photon": cam.gain_adu_per_photon,
+        "read_noise_adu": cam.read_noise_adu,
+        "rng": rng,
+    }
+    fused = camera(form_fused(specimen, spec, config, scale), photons_at_unit=config.fused.photons, **sensor)
+    angle = camera(form_single_view(specimen, spec, config, scale), photons_at_unit=config.angle.photons, **sensor)
     spelling = config.spellings[spec.image_id % len(config.spellings)]
     volumes = []
     for data in (angle, fused):

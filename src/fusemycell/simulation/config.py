@@ -86,19 +86,19 @@ class FusedParams(_Strict):
 class AngleParams(_Strict):
     """The input: one illumination side (along x) and one detection side (along z)."""
 
-    illumination_attenuation_length_um: float = Field(default=45.0, gt=0)
+    illumination_attenuation_length_um: float = Field(default=30.0, gt=0)
     """Light-sheet intensity decay with the tissue path from the illumination side (e-folding length)."""
     sheet_sigma_um: float = Field(default=0.9, ge=0)
     """Light-sheet half thickness (Gaussian sigma) where it enters the specimen."""
-    sheet_growth_um_per_100um: float = Field(default=3.0, ge=0)
+    sheet_growth_um_per_100um: float = Field(default=6.0, ge=0)
     """Sheet thickening by scattering: sigma added per 100 um of illuminated tissue."""
-    detection_attenuation_length_um: float = Field(default=60.0, gt=0)
+    detection_attenuation_length_um: float = Field(default=35.0, gt=0)
     """Emission decay with the tissue path towards the detection objective (e-folding length)."""
     psf_sigma_xy_um: float = Field(default=0.3, gt=0)
     """Lateral PSF width at the specimen surface."""
     psf_sigma_z_um: float = Field(default=1.6, gt=0)
     """Axial PSF width of the detection objective alone."""
-    detection_blur_growth_um_per_100um: float = Field(default=2.0, ge=0)
+    detection_blur_growth_um_per_100um: float = Field(default=5.0, ge=0)
     """Lateral blur added per 100 um of tissue between the plane and the objective (aberrations)."""
     haze_fraction: float = Field(default=0.2, ge=0)
     """Scattered light: share of the signal spread into a wide halo."""
@@ -151,4 +151,3 @@ class SimulationConfig(_Strict):
         if duplicates:
             raise ValueError(f"duplicate (image_id, channel) in volumes: {duplicates}")
         return value
-

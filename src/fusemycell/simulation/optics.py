@@ -28,9 +28,7 @@ def attenuation(depth_um: np.ndarray, length_um: float) -> np.ndarray:
     return np.exp(-depth_um / np.float32(length_um)).astype(np.float32)
 
 
-def gaussian_blur_um(
-    image: np.ndarray, sigma_um: Sequence[float], spacing_zyx: Sequence[float]
-) -> np.ndarray:
+def gaussian_blur_um(image: np.ndarray, sigma_um: Sequence[float], spacing_zyx: Sequence[float]) -> np.ndarray:
     """Gaussian blur with widths in micrometres (z, y, x); 0 leaves an axis alone."""
     sigma_voxels = [s / d for s, d in zip(sigma_um, spacing_zyx)]
     return ndimage.gaussian_filter(image.astype(np.float32, copy=False), sigma_voxels, mode="nearest")
@@ -70,6 +68,7 @@ def depth_varying_blur(
 
 def camera(
     irradiance: np.ndarray,
+    *,
     photons_at_unit: float,
     offset_adu: float,
     gain_adu_per_photon: float,

@@ -1,0 +1,41 @@
+"""Shared fixtures: telemetry off, a throw-away copy of the project for Kedro sessions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# no network at run time: kedro-telemetry must never try to send anything
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(destination: Path) -> Path:
+    """Copy what a Kedro run needs (config, project metadata) into ``destination``.
+
+    Runs in the copy write their data and their MLflow store (``mlflow.db``)
+    there, never into the developer's project.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(PROJECT_ROOT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
+    (destination / "conf" / "local").mkdir(exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, destination / name)
+    (destination / "src").mkdir(exist_ok=True)  # Kedro wants it; the package itself is installed
+    for layer in sorted(p.name for p in (PROJECT_ROOT / "data").iterdir() if p.is_dir()):
+        (destination / "data" / layer).mkdir(parents=True, exist_ok=True)
+    return destination
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project copy, made the working directory (relative catalog paths resolve there)."""
+    project = copy_project(tmp_path / "project")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return project

@@ -1,0 +1,184 @@
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+
+from fusemycell.io.tiff import (
+    SPACING_SPELLINGS,
+    LazyVolume,
+    Volume,
+    VolumeFormatError,
+    read_info,
+    read_volume,
+    save_volume,
+    write_volume,
+)
+
+
+@pytest.fixture
+def volume_array():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 60000, size=(7, 150, 133), dtype=np.uint16)  # not multiples of the 128 tile
+
+
+@pytest.mark.parametrize("spelling", sorted(SPACING_SPELLINGS))
+def test_write_then_read_round_trips_voxels_spacing_and_metadata(tmp_path, volume_array, spelling):
+    path = write_volume(
+        tmp_path / "v.tif", volume_array, (2.0, 0.39, 0.195), {"channel": "nucleus", "study": "s2"}, spelling=spelling
+    )
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.data, volume_array)
+    assert volume.spacing_zyx == pytest.approx((2.0, 0.39, 0.195))
+    assert volume.metadata["channel"] == "nucleus"
+    assert volume.metadata["study"] == "s2"
+    assert volume.spelling == spelling
+
+
+def test_written_file_is_the_challenge_layout(tmp_path, volume_array):
+    path = write_volume(tmp_path / "v.tif", volume_array, (2.0, 0.4, 0.25))
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        assert tif.is_bigtiff
+        assert tif.is_imagej
+        assert page.is_tiled and (page.tilelength, page.tilewidth) == (128, 128)
+        assert tif.series[0].axes == "ZYX"
+        x_res = page.tags["XResolution"].value
+        y_res = page.tags["YResolution"].value
+        assert x_res[0] / x_res[1] == pytest.approx(1 / 0.25)
+        assert y_res[0] / y_res[1] == pytest.approx(1 / 0.4)
+        assert tif.imagej_metadata["spacing"] == pytest.approx(2.0)
+
+
+def test_write_is_atomic_no_partial_file_left_on_failure(tmp_path, volume_array):
+    target = tmp_path / "v.tif"
+    write_volume(target, volume_array, (1, 1, 1))
+    before = target.read_bytes()
+
+    class Exploding:
+        shape = volume_array.shape
+        dtype = volume_array.dtype
+
+        def __getitem__(self, z):
+            if z == 3:
+                raise RuntimeError("disk went away")
+            return volume_array[z]
+
+    with pytest.raises(RuntimeError, match="disk went away"):
+        write_volume(target, Exploding(), (1, 1, 1))
+    assert target.read_bytes() == before  # the previous artefact is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["v.tif"]  # no temporary file left behind
+
+
+def test_write_rejects_bad_shapes_and_spacing(tmp_path):
+    with pytest.raises(VolumeFormatError, match="v.tif.*3D"):
+        write_volume(tmp_path / "v.tif", np.zeros((4, 4), np.uint16), (1, 1, 1))
+    with pytest.raises(VolumeFormatError, match="spacing"):
+        write_volume(tmp_path / "v.tif", np.zeros((2, 4, 4), np.uint16), (1, 0, 1))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "resolution", "expected"),
+    [
+        ({"spacing": 3.0, "unit": "micron", "PhysicalSizeX": 0.39, "PhysicalSizeY": 0.39}, None, (3.0, 0.39, 0.39)),
+        ({"physicalsizez": 1.5, "physicalsizex": 0.2, "unit": "um"}, None, (1.5, 0.2, 0.2)),
+        ({"physical_size_z": 2.0, "physical_size_y": 0.3, "physical_size_x": 0.25}, None, (2.0, 0.3, 0.25)),
+        ({"spacing": 2000.0, "unit": "nm", "PhysicalSizeX": 390.0}, None, (2.0, 0.39, 0.39)),
+        ({"spacing": 2.5, "unit": "micron"}, (1 / 0.195, 1 / 0.195), (2.5, 0.195, 0.195)),  # resolution tags
+    ],
+)
+def test_spacing_is_found_in_every_spelling_and_unit(tmp_path, metadata, resolution, expected):
+    path = tmp_path / "v.tif"
+    description = "ImageJ=1.11a\nimages=4\nslices=4\n" + "".join(f"{k}={v}\n" for k, v in metadata.items())
+    kwargs = {"resolution": resolution, "resolutionunit": 1} if resolution else {}
+    tifffile.imwrite(
+        path, np.zeros((4, 8, 8), np.uint16), photometric="minisblack", description=description, metadata=None, **kwargs
+    )
+    assert read_info(path).spacing_zyx == pytest.approx(expected)
+
+
+def test_tifffile_shaped_metadata_is_read(tmp_path):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(
+        path,
+        np.zeros((4, 8, 8), np.uint16),
+        photometric="minisblack",
+        metadata={"PhysicalSizeZ": 2.0, "PhysicalSizeX": 0.3, "channel": "membrane"},
+    )
+    info = read_info(path)
+    assert info.spacing_zyx == pytest.approx((2.0, 0.3, 0.3))
+    assert info.metadata["channel"] == "membrane"
+
+
+def test_missing_spacing_falls_back_to_one_with_a_warning_naming_the_file(tmp_path, caplog):
+    path = tmp_path / "no_spacing.tif"
+    tifffile.imwrite(path, np.zeros((4, 8, 8), np.uint16), photometric="minisblack")
+    with caplog.at_level(logging.WARNING):
+        info = read_info(path)
+    assert info.spacing_zyx == (1.0, 1.0, 1.0)
+    assert not info.spacing_found
+    assert "no_spacing.tif" in caplog.text
+
+
+def test_inch_resolution_is_not_taken_for_a_voxel_size(tmp_path):
+    path = tmp_path / "dpi.tif"
+    tifffile.imwrite(
+        path, np.zeros((4, 8, 8), np.uint16), photometric="minisblack", resolution=(72, 72), resolutionunit=2
+    )
+    assert read_info(path).spacing_zyx == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("layout", ["tiled", "contiguous"])
+def test_lazy_volume_reads_the_same_voxels_as_a_full_read(tmp_path, volume_array, layout):
+    path = tmp_path / "v.tif"
+    if layout == "tiled":
+        write_volume(path, volume_array, (1, 1, 1))
+    else:
+        tifffile.imwrite(path, volume_array, imagej=True)
+    lazy = read_volume(path, lazy=True).data
+    assert isinstance(lazy, LazyVolume)
+    assert (lazy.info.contiguous_offset is not None) == (layout == "contiguous")
+    assert lazy.shape == volume_array.shape and lazy.dtype == volume_array.dtype
+    for key in [np.s_[2:5], np.s_[3], np.s_[1:6:2, 10:40, 7], np.s_[..., 5:9], np.s_[-2:], np.s_[:, 100:]]:
+        np.testing.assert_array_equal(lazy[key], volume_array[key])
+    np.testing.assert_array_equal(np.asarray(lazy), volume_array)
+
+
+def test_lazy_volume_slabs_cover_every_plane_once(tmp_path, volume_array):
+    path = write_volume(tmp_path / "v.tif", volume_array, (1, 1, 1))
+    lazy = read_volume(path, lazy=True).data
+    starts = [z0 for z0, _ in lazy.iter_slabs(3)]
+    rebuilt = np.concatenate([slab for _, slab in lazy.iter_slabs(3)])
+    assert starts == [0, 3, 6]
+    np.testing.assert_array_equal(rebuilt, volume_array)
+
+
+def test_lazy_volume_survives_pickling_for_worker_processes(tmp_path, volume_array):
+    path = write_volume(tmp_path / "v.tif", volume_array, (1, 1, 1))
+    lazy = read_volume(path, lazy=True).data
+    _ = lazy[0]  # opens a handle that must not travel
+    clone = pickle.loads(pickle.dumps(lazy))
+    np.testing.assert_array_equal(clone[4], volume_array[4])
+
+
+def test_a_lazy_volume_can_be_written_plane_by_plane(tmp_path, volume_array):
+    source = write_volume(tmp_path / "a.tif", volume_array, (2, 0.5, 0.5), {"study": "x"})
+    volume = read_volume(source, lazy=True)
+    copy = save_volume(tmp_path / "b.tif", volume)
+    again = read_volume(copy)
+    np.testing.assert_array_equal(again.data, volume_array)
+    assert again.metadata["study"] == "x"
+
+
+def test_save_volume_keeps_the_spelling_of_the_source(tmp_path, volume_array):
+    source = write_volume(tmp_path / "a.tif", volume_array, (2, 0.5, 0.5), spelling="physical_size_x")
+    copy = save_volume(tmp_path / "b.tif", read_volume(source))
+    assert "physical_size_x=0.5" in tifffile.TiffFile(copy).pages.first.description
+    assert read_volume(copy).spelling == "physical_size_x"
+
+
+def test_volume_reports_shape_and_dtype():
+    volume = Volume(data=np.zeros((2, 3, 4), np.float32))
+    assert volume.shape == (2, 3, 4)
+    assert volume.dtype == np.float32
