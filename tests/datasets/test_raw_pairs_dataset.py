@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from kedro.io.core import DatasetError
 
-from fusemycell.datasets import FuseMyCellPairsDataset
-from fusemycell.datasets.raw_pairs_dataset import SYNTHETIC_MARKER
+from fusemycell.datasets import FuseMyCellPairsDataset, ParallelVolumes
+from fusemycell.datasets.raw_pairs_dataset import GENERATED_MARKER
 from fusemycell.io.tiff import Volume, read_volume, write_volume
 
 
@@ -28,7 +28,7 @@ def test_save_pairs_then_load_them(tmp_path):
     assert read_volume(pairs["image_0_nucleus"].angle).data.max() == 1
     assert read_volume(pairs["image_0_nucleus"].fused).data.max() == 2
     assert pairs["image_1_membrane"].fused is None
-    assert (tmp_path / "synthetic" / SYNTHETIC_MARKER).exists()
+    assert (tmp_path / "synthetic" / GENERATED_MARKER).exists()
 
 
 def test_saving_again_replaces_the_previous_simulation(tmp_path):
@@ -42,10 +42,10 @@ def test_saving_again_replaces_the_previous_simulation(tmp_path):
 def test_real_data_is_never_overwritten(tmp_path):
     real = write_volume(tmp_path / "image_0_nucleus_angle.tif", np.full((3, 8, 8), 9, np.uint16), (1, 1, 1))
     before = real.read_bytes()
-    with pytest.raises(DatasetError, match="refusing to write synthetic volumes.*image_0_nucleus_angle.tif"):
+    with pytest.raises(DatasetError, match="refusing to write into a folder.*image_0_nucleus_angle.tif"):
         FuseMyCellPairsDataset(path=tmp_path).save({"image_0_nucleus": (_volume(1), _volume(2))})
     assert real.read_bytes() == before
-    assert not (tmp_path / SYNTHETIC_MARKER).exists()
+    assert not (tmp_path / GENERATED_MARKER).exists()
 
 
 def test_bad_keys_are_refused(tmp_path):
@@ -57,7 +57,7 @@ def test_bad_keys_are_refused(tmp_path):
 
 
 def test_missing_folder_says_what_to_run(tmp_path):
-    with pytest.raises(DatasetError, match="raw data folder not found.*kedro run --pipeline simulation"):
+    with pytest.raises(DatasetError, match="data folder not found.*kedro run --pipeline simulation"):
         FuseMyCellPairsDataset(path=tmp_path / "nowhere").load()
 
 
@@ -67,13 +67,25 @@ def test_folder_without_fusemycell_files_lists_what_it_ignored(tmp_path):
         FuseMyCellPairsDataset(path=tmp_path).load()
 
 
-def test_pairs_are_found_in_subfolders_and_duplicates_refused(tmp_path):
+def test_pairs_are_found_in_subfolders_and_duplicates_are_listed(tmp_path):
     write_volume(tmp_path / "study1" / "image_0_nucleus_angle.tif", np.ones((2, 4, 4), np.uint16), (1, 1, 1))
     write_volume(tmp_path / "study1" / "image_0_nucleus_fused.tif", np.ones((2, 4, 4), np.uint16), (1, 1, 1))
     assert FuseMyCellPairsDataset(path=tmp_path).load()["image_0_nucleus"].is_complete
     write_volume(tmp_path / "study2" / "image_0_nucleus_angle.tif", np.ones((2, 4, 4), np.uint16), (1, 1, 1))
-    with pytest.raises(DatasetError, match="duplicate id"):
-        FuseMyCellPairsDataset(path=tmp_path).load()
+    listing = FuseMyCellPairsDataset(path=tmp_path).load()
+    assert "image_0_nucleus" not in listing
+    assert set(listing.duplicates["image_0_nucleus_angle"]) == {
+        str(tmp_path / "study1" / "image_0_nucleus_angle.tif"),
+        str(tmp_path / "study2" / "image_0_nucleus_angle.tif"),
+    }
+
+
+def test_parallel_save_writes_every_volume(tmp_path):
+    volumes = ParallelVolumes({f"image_{i}_nucleus": (_volume(i + 1), _volume(i + 10)) for i in range(3)}, workers=2)
+    FuseMyCellPairsDataset(path=tmp_path).save(volumes)
+    listing = FuseMyCellPairsDataset(path=tmp_path).load()
+    assert set(listing) == {"image_0_nucleus", "image_1_nucleus", "image_2_nucleus"}
+    assert read_volume(listing["image_2_nucleus"].fused).data.max() == 12
 
 
 def test_preview_is_a_table_of_pairs(tmp_path):

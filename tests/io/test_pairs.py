@@ -53,9 +53,21 @@ def test_angles_pair_with_fused_by_id_and_channel(caplog):
     assert "image_9_actin_angle.tif (unknown channel 'actin'" in unmatched_warnings[0].getMessage()
 
 
-def test_duplicate_ids_in_subfolders_are_refused():
-    with pytest.raises(PairingError, match="duplicate id: a/image_1_nucleus_angle.tif and b/image_1_nucleus_angle.tif"):
-        pair_files(["a/image_1_nucleus_angle.tif", "b/image_1_nucleus_angle.tif"])
+def test_duplicate_ids_leave_that_pair_out_and_name_both_files(caplog):
+    files = [
+        "a/image_1_nucleus_angle.tif",
+        "b/image_1_nucleus_angle.tif",
+        "a/image_1_nucleus_fused.tif",
+        "a/image_2_nucleus_angle.tif",
+        "a/image_2_nucleus_fused.tif",
+    ]
+    with caplog.at_level(logging.WARNING):
+        listing = pair_files(files)
+    assert set(listing) == {"image_2_nucleus"}  # the good pair is kept
+    assert listing.duplicates == {
+        "image_1_nucleus_angle": ("a/image_1_nucleus_angle.tif", "b/image_1_nucleus_angle.tif")
+    }
+    assert "duplicate id: a/image_1_nucleus_angle.tif and b/image_1_nucleus_angle.tif" in caplog.text
 
 
 def test_require_complete_names_every_incomplete_pair():
@@ -76,5 +88,5 @@ def test_require_complete_names_every_incomplete_pair():
 
 
 def test_require_complete_on_an_empty_folder():
-    with pytest.raises(PairingError, match="no FuseMyCell files"):
+    with pytest.raises(PairingError, match="no usable FuseMyCell files"):
         require_complete(pair_files([]), "preprocessing")

@@ -140,8 +140,25 @@ def test_lazy_volume_reads_the_same_voxels_as_a_full_read(tmp_path, volume_array
     assert isinstance(lazy, LazyVolume)
     assert (lazy.info.contiguous_offset is not None) == (layout == "contiguous")
     assert lazy.shape == volume_array.shape and lazy.dtype == volume_array.dtype
-    for key in [np.s_[2:5], np.s_[3], np.s_[1:6:2, 10:40, 7], np.s_[..., 5:9], np.s_[-2:], np.s_[:, 100:]]:
-        np.testing.assert_array_equal(lazy[key], volume_array[key])
+    keys = [
+        np.s_[2:5],
+        np.s_[3],
+        np.s_[1:6:2, 10:40, 7],
+        np.s_[..., 5:9],
+        np.s_[-2:],
+        np.s_[:, 100:],
+        np.s_[1:3, 100:149, 50:131],
+        np.s_[:, [3, 140], 5:9],
+        np.s_[2, [1, 2], [3, 4, 5]],
+        np.s_[4, 129, 128],
+    ]
+    for key in keys:
+        expected = (
+            volume_array[key]
+            if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, list) for k in key[1:]))
+            else volume_array[key[0]][key[1]][..., key[2]]
+        )
+        np.testing.assert_array_equal(lazy[key], expected)
     np.testing.assert_array_equal(np.asarray(lazy), volume_array)
 
 

@@ -5,7 +5,7 @@ Loading scans the folder (recursively) and pairs angle with fused by
 need, lazily, through :mod:`fusemycell.io.tiff`. Saving writes volumes under
 their FuseMyCell names; it is how the simulation pipeline fills a raw folder.
 
-Real data is never overwritten: a folder the simulator writes into carries a
+Real data is never overwritten: a folder a pipeline writes into carries a
 marker file, and saving into a folder that holds TIFF files but no marker is
 refused.
 """
@@ -14,37 +14,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
-from fusemycell.io.pairs import PairingError, RawPair, pair_files, parse_filename
+from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
 from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
 
-#: Marker file naming a folder as written by the simulator (safe to overwrite).
-SYNTHETIC_MARKER = ".fusemycell-synthetic"
+#: Marker file naming a folder as written by a fusemycell pipeline (its .tif files may be replaced).
+GENERATED_MARKER = ".fusemycell-generated"
 
 SaveValue = Volume | tuple[Volume, Volume] | Callable[[], Any]
+
+
+def _write_one(target: Path, volume: Volume) -> Path:
+    """Write one volume (in a worker process when saving in parallel)."""
+    return save_volume(target, volume)
 
 
 def _tiff_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
 
 
-class FuseMyCellPairsDataset(AbstractDataset[dict[str, SaveValue], dict[str, RawPair]]):
+class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListing]):
     """A local folder of FuseMyCell angle/fused volumes.
 
-    ``load`` returns ``{pair_key: RawPair}`` (``pair_key`` like
-    ``image_3_nucleus``), warning about files that do not follow the naming
-    pattern and about angles or fused volumes without their partner.
+    ``load`` returns a :class:`~fusemycell.io.pairs.PairListing`, a mapping
+    ``{pair_key: RawPair}`` (``pair_key`` like ``image_3_nucleus``) that also
+    lists the files left out (bad names, duplicate ids); it warns about those
+    and about angles or fused volumes without their partner.
 
     ``save`` takes a mapping whose keys are file stems
     (``image_3_nucleus_angle``) with a :class:`~fusemycell.io.tiff.Volume`, or
     pair keys (``image_3_nucleus``) with an ``(angle, fused)`` tuple. A value may
     be a callable returning either, so volumes are produced and written one at a
-    time. Each file is written atomically.
+    time. Each file is written atomically. When the mapping has a ``workers``
+    attribute above 1 (see :class:`ParallelVolumes`), volumes are written by that
+    many processes; a lazily computed volume is then streamed plane by plane in
+    its worker, so memory stays bounded per worker.
 
     Example catalog entry::
 
@@ -66,41 +76,47 @@ class FuseMyCellPairsDataset(AbstractDataset[dict[str, SaveValue], dict[str, Raw
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
 
-    def load(self) -> dict[str, RawPair]:
-        """Pair the folder's files; raises ``DatasetError`` if the folder is missing or empty."""
+    def load(self) -> PairListing:
+        """Pair the folder's files; raises ``DatasetError`` if the folder is missing or holds no such file."""
         if not self._path.is_dir():
             raise DatasetError(
-                f"{self._path}: raw data folder not found. Run 'kedro run --pipeline simulation' to "
-                "create synthetic pairs there, or point the catalog entry at your FuseMyCell folder"
+                f"{self._path}: data folder not found. For raw data run 'kedro run --pipeline simulation' "
+                "to create synthetic pairs, or point raw_dir at your FuseMyCell folder "
+                "(kedro run --params raw_dir=...)"
             )
-        try:
-            listing = pair_files(_tiff_files(self._path), root=self._path)
-        except PairingError as exc:
-            raise DatasetError(str(exc)) from exc
-        if not listing.pairs:
+        listing = pair_files(_tiff_files(self._path), root=self._path)
+        if not listing.pairs and not listing.duplicates:
             raise DatasetError(
                 f"{self._path}: no image_{{N}}_{{nucleus|membrane}}_{{angle|fused}}.tif files found"
                 + (f"; ignored: {', '.join(listing.unmatched)}" if listing.unmatched else "")
             )
-        return listing.pairs
+        return listing
 
     def save(self, data: Mapping[str, SaveValue]) -> None:
         """Write each volume under its FuseMyCell name, refusing to touch a folder of real data."""
         self._guard_real_data()
         self._path.mkdir(parents=True, exist_ok=True)
-        (self._path / SYNTHETIC_MARKER).write_text(
-            "Written by the fusemycell simulation pipeline; its .tif files may be replaced.\n"
+        (self._path / GENERATED_MARKER).write_text(
+            "Written by a fusemycell pipeline; its .tif files are replaced on the next run.\n"
         )
+        workers = int(getattr(data, "workers", 1) or 1)
         written: set[Path] = set()
-        for key, value in data.items():
-            for stem, volume in self._expand(key, value):
-                target = self._path / f"{stem}.tif"
-                try:
-                    save_volume(target, volume)
-                except (VolumeFormatError, OSError) as exc:
-                    raise DatasetError(str(exc)) from exc
-                written.add(target)
-        # a synthetic folder holds exactly what was last simulated: stale volumes would be paired too
+        try:
+            if workers > 1 and len(data) > 1:
+                with ProcessPoolExecutor(max_workers=min(workers, len(data))) as pool:
+                    jobs = [
+                        pool.submit(_write_one, self._path / f"{stem}.tif", volume)
+                        for key, value in data.items()
+                        for stem, volume in self._expand(key, value)
+                    ]
+                    written.update(job.result() for job in jobs)
+            else:
+                for key, value in data.items():
+                    for stem, volume in self._expand(key, value):
+                        written.add(_write_one(self._path / f"{stem}.tif", volume))
+        except (VolumeFormatError, OSError) as exc:
+            raise DatasetError(str(exc)) from exc
+        # a generated folder holds exactly what was last produced: stale volumes would be paired too
         for stale in set(_tiff_files(self._path)) - written:
             stale.unlink()
 
@@ -122,14 +138,14 @@ class FuseMyCellPairsDataset(AbstractDataset[dict[str, SaveValue], dict[str, Raw
         )
 
     def _guard_real_data(self) -> None:
-        if not self._path.exists() or (self._path / SYNTHETIC_MARKER).exists():
+        if not self._path.exists() or (self._path / GENERATED_MARKER).exists():
             return
         existing = _tiff_files(self._path)
         if existing:
             raise DatasetError(
-                f"{self._path}: refusing to write synthetic volumes into a folder that holds "
-                f"{len(existing)} TIFF file(s) not written by the simulator (e.g. {existing[0].name}). "
-                "Point the simulation output at its own folder"
+                f"{self._path}: refusing to write into a folder that holds {len(existing)} TIFF file(s) "
+                f"not written by a fusemycell pipeline (e.g. {existing[0].name}); real data is never "
+                "overwritten. Point this output at its own folder"
             )
 
     def _exists(self) -> bool:
@@ -138,7 +154,7 @@ class FuseMyCellPairsDataset(AbstractDataset[dict[str, SaveValue], dict[str, Raw
     def preview(self) -> TablePreview:
         """kedro-viz preview: one row per pair with shapes and voxel sizes (headers only, no voxels)."""
         rows = []
-        for key, pair in self.load().items():
+        for key, pair in self.load().pairs.items():
             row: dict[str, Any] = {"pair": key, "channel": pair.channel}
             for kind in ("angle", "fused"):
                 path = getattr(pair, kind)
@@ -161,3 +177,15 @@ class FuseMyCellPairsDataset(AbstractDataset[dict[str, SaveValue], dict[str, Raw
                 "data": [[row.get(c, "") for c in columns] for row in rows],
             }
         )
+
+
+class ParallelVolumes(dict):
+    """A ``{name: volume}`` mapping for :class:`FuseMyCellPairsDataset` that is saved by ``workers`` processes.
+
+    Values must be picklable (volumes with NumPy or lazily computed data, or
+    ``functools.partial`` of module-level functions).
+    """
+
+    def __init__(self, *args: Any, workers: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers = workers

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ FILENAME_PATTERN = re.compile(
 
 
 class PairingError(ValueError):
-    """Files in a raw folder cannot be paired; the message names them."""
+    """A file name or a set of files cannot be paired; the message names them."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,23 @@ class RawPair:
 
 
 @dataclass(frozen=True)
-class PairListing:
-    """The result of scanning a folder: pairs by key, and what did not fit."""
+class PairListing(Mapping[str, RawPair]):
+    """The result of scanning a folder: a mapping ``pair_key -> RawPair``, plus what did not fit."""
 
     pairs: dict[str, RawPair]
-    unmatched: tuple[str, ...]
-    """Files left out, each as ``"name (reason)"``."""
+    unmatched: tuple[str, ...] = ()
+    """Files left out because of their name, each as ``"name (reason)"``."""
+    duplicates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """``"image_{N}_{channel}_{kind}" -> files`` claimed by several files; those pairs are left out."""
+
+    def __getitem__(self, key: str) -> RawPair:
+        return self.pairs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
     @property
     def complete(self) -> dict[str, RawPair]:
@@ -112,14 +123,11 @@ def pair_files(paths: Iterable[str | Path], root: str | Path | None = None) -> P
     Files that do not match the naming pattern are listed in one warning and
     left out. A fused file without its angle, or an angle without its fused,
     is kept (an angle alone is enough for inference) and reported by name.
-
-    Raises
-    ------
-    PairingError
-        If two files claim the same ``(N, channel, kind)``, e.g. the same name
-        in two sub-folders: which one to use cannot be guessed.
+    Two files claiming the same ``(N, channel, kind)`` (the same name in two
+    sub-folders, say) cannot be told apart: that pair is left out and both
+    files are named in a warning and in :attr:`PairListing.duplicates`.
     """
-    found: dict[tuple[int, str, str], str] = {}
+    found: dict[tuple[int, str, str], list[str]] = {}
     unmatched: list[str] = []
     for raw_path in sorted(str(p) for p in paths):
         try:
@@ -128,35 +136,34 @@ def pair_files(paths: Iterable[str | Path], root: str | Path | None = None) -> P
             reason = str(exc).split(": ", 1)[-1]
             unmatched.append(f"{_relative(raw_path, root)} ({reason})")
             continue
-        slot = (name.image_id, name.channel, name.kind)
-        if slot in found:
-            raise PairingError(
-                f"duplicate id: {found[slot]} and {raw_path} are both image {name.image_id} "
-                f"{name.channel} {name.kind}; keep one of them"
-            )
-        found[slot] = raw_path
+        found.setdefault((name.image_id, name.channel, name.kind), []).append(raw_path)
 
     if unmatched:
+        logger.warning("%d file(s) ignored, not FuseMyCell volumes: %s", len(unmatched), ", ".join(unmatched))
+    duplicates = {
+        f"{pair_key(image_id, channel)}_{kind}": tuple(files)
+        for (image_id, channel, kind), files in found.items()
+        if len(files) > 1
+    }
+    for slot, files in duplicates.items():
         logger.warning(
-            "%d file(s) ignored, not FuseMyCell volumes: %s",
-            len(unmatched),
-            ", ".join(unmatched),
+            "duplicate id: %s are all %s; that pair is left out, keep one of them", " and ".join(files), slot
         )
+    duplicated_pairs = {slot.rsplit("_", 1)[0] for slot in duplicates}
 
     pairs: dict[str, RawPair] = {}
     for image_id, channel in sorted({(i, c) for i, c, _ in found}):
-        pair = RawPair(
-            image_id=image_id,
-            channel=channel,
-            angle=found.get((image_id, channel, "angle")),
-            fused=found.get((image_id, channel, "fused")),
-        )
+        if pair_key(image_id, channel) in duplicated_pairs:
+            continue
+        angle = found.get((image_id, channel, "angle"), [None])[0]
+        fused = found.get((image_id, channel, "fused"), [None])[0]
+        pair = RawPair(image_id=image_id, channel=channel, angle=angle, fused=fused)
         if pair.angle is None:
             logger.warning("%s: fused volume without its angle (single view); unusable for training", pair.fused)
         elif pair.fused is None:
             logger.warning("%s: angle without its fused volume; usable for inference only", pair.angle)
         pairs[pair.key] = pair
-    return PairListing(pairs=pairs, unmatched=tuple(unmatched))
+    return PairListing(pairs=pairs, unmatched=tuple(unmatched), duplicates=duplicates)
 
 
 def require_complete(listing: PairListing, where: str) -> dict[str, RawPair]:
@@ -173,7 +180,7 @@ def require_complete(listing: PairListing, where: str) -> dict[str, RawPair]:
         )
         raise PairingError(f"{where} needs angle/fused pairs, {len(incomplete)} incomplete: {details}")
     if not listing.pairs:
-        raise PairingError(f"{where} needs angle/fused pairs, but no FuseMyCell files were found")
+        raise PairingError(f"{where} needs angle/fused pairs, but no usable FuseMyCell files were found")
     return listing.complete
 
 

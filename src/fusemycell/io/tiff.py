@@ -296,8 +296,10 @@ class LazyVolume:
     (TIFF page) at a time, so a slab ``volume[z0:z1]`` costs the slab plus one
     plane. The result is always a new array; nothing stays mapped.
 
-    The object is picklable (it reopens the file in the new process), so it can
-    be handed to worker processes.
+    Indexing follows NumPy for ints and slices; index lists or arrays select
+    independently per axis (outer indexing, as zarr's ``oindex``). The object is
+    picklable (it reopens the file in the new process), so it can be handed to
+    worker processes.
     """
 
     def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
@@ -356,8 +358,8 @@ class LazyVolume:
         key = _expand_key(key, self.shape)
         planes = np.arange(self.shape[0])[key[0]]
         z_list = np.atleast_1d(planes)
-        # a probe of one plane gives the output's yx shape for any yx key (ints, slices, arrays)
-        yx_shape = np.empty(self.shape[1:], dtype=bool)[key[1:]].shape
+        # a probe of one plane gives the output's yx shape; rows then columns (outer indexing)
+        yx_shape = np.empty(self.shape[1:], dtype=bool)[key[1]][..., key[2]].shape
         out = np.empty((len(z_list), *yx_shape), dtype=self.dtype)
         try:
             if self.info.contiguous_offset is not None:
@@ -377,17 +379,16 @@ class LazyVolume:
         row_bytes = self.shape[2] * self.dtype.itemsize
         plane_bytes = self.shape[1] * row_bytes
         buffer = np.empty((last_row - first_row, self.shape[2]), dtype=self.dtype)
-        local_key = (rows - first_row if np.ndim(rows) else int(rows) - first_row, yx_key[1])
         if self._file is None:
             self._file = open(self.path, "rb")  # kept open across reads, closed by close()
         for index, z in enumerate(z_list):
             self._file.seek(self.info.contiguous_offset + int(z) * plane_bytes + first_row * row_bytes)
             if self._file.readinto(memoryview(buffer).cast("B")) != buffer.nbytes:
                 raise _fail(self.path, f"file ends inside z-plane {int(z)}; file truncated?")
-            out[index] = buffer[local_key]
+            out[index] = buffer[rows - first_row][..., yx_key[1]]
 
     def _read_pages(self, z_list: np.ndarray, yx_key: tuple[Any, Any], out: np.ndarray) -> None:
-        """Decode one TIFF page (z-plane) at a time into the output."""
+        """Decode one TIFF page (z-plane) at a time into the output; from uncompressed tiles, only those needed."""
         if self._tif is None:
             self._tif = tifffile.TiffFile(self.path)
         pages = self._tif.series[0].pages
@@ -395,8 +396,44 @@ class LazyVolume:
             whole = np.asarray(self._tif.series[0].asarray()).reshape(self.shape)
             out[...] = whole[z_list][(slice(None), *yx_key)]
             return
+        rows = np.arange(self.shape[1])[yx_key[0]]
+        cols = np.arange(self.shape[2])[yx_key[1]]
         for index, z in enumerate(z_list):
-            out[index] = pages[int(z)].asarray()[yx_key]
+            page = pages[int(z)]
+            if self._tiles_readable(page) and (np.size(rows) < self.shape[1] or np.size(cols) < self.shape[2]):
+                out[index] = self._read_tiles(page, rows, cols)
+            else:
+                out[index] = page.asarray()[yx_key]
+
+    def _tiles_readable(self, page: Any) -> bool:
+        layout = page.keyframe  # TiffFrame pages share the layout of their key frame
+        return bool(
+            layout.is_tiled
+            and layout.compression == 1
+            and self._tif.byteorder == "<"
+            and layout.samplesperpixel == 1
+            and layout.tiledepth == 1
+            and np.dtype(layout.dtype) == self.dtype
+        )
+
+    def _read_tiles(self, page: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Read the uncompressed tiles covering ``rows x cols`` of one page, straight from the file."""
+        tile_h, tile_w = page.keyframe.tilelength, page.keyframe.tilewidth
+        tiles_across = -(-self.shape[2] // tile_w)
+        first_ty, last_ty = int(np.min(rows)) // tile_h, int(np.max(rows)) // tile_h
+        first_tx, last_tx = int(np.min(cols)) // tile_w, int(np.max(cols)) // tile_w
+        block = np.empty(((last_ty - first_ty + 1) * tile_h, (last_tx - first_tx + 1) * tile_w), dtype=self.dtype)
+        tile = np.empty((tile_h, tile_w), dtype=self.dtype)
+        handle = self._tif.filehandle
+        for ty in range(first_ty, last_ty + 1):
+            for tx in range(first_tx, last_tx + 1):
+                handle.seek(page.dataoffsets[ty * tiles_across + tx])
+                if handle.readinto(memoryview(tile).cast("B")) != tile.nbytes:
+                    raise _fail(self.path, f"file ends inside a tile of z-plane {page.index}; file truncated?")
+                y, x = (ty - first_ty) * tile_h, (tx - first_tx) * tile_w
+                block[y : y + tile_h, x : x + tile_w] = tile
+        # index rows, then columns, as two steps: an outer product for any mix of ints, slices and arrays
+        return block[rows - first_ty * tile_h][..., cols - first_tx * tile_w]
 
     def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""

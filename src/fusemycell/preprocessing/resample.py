@@ -1,0 +1,62 @@
+"""Linear resampling to a target voxel size, one axis at a time, slab-friendly.
+
+Voxel centres are aligned: output voxel ``o`` of ``n_out`` samples the input at
+``(o + 0.5) * n_in / n_out - 0.5``, clamped to the volume. Resampling back to the
+original number of voxels is the inverse used at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def resampled_shape(
+    shape: Sequence[int], spacing_zyx: Sequence[float], target_spacing_zyx: Sequence[float]
+) -> tuple[int, int, int]:
+    """Number of voxels per axis covering the same field of view at the target voxel size."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_zyx, target_spacing_zyx))  # type: ignore[return-value]
+
+
+def linear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index: the two input indices and the weight of the second."""
+    position = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
+    position = np.clip(position, 0, n_in - 1)
+    lower = np.floor(position).astype(np.int64)
+    upper = np.minimum(lower + 1, n_in - 1)
+    return lower, upper, (position - lower).astype(np.float32)
+
+
+def resample_axis(
+    array: np.ndarray,
+    axis: int,
+    n_out: int,
+    output_indices: np.ndarray | None = None,
+    *,
+    n_in: int | None = None,
+    offset: int = 0,
+) -> np.ndarray:
+    """Linear interpolation of ``array`` along ``axis`` to ``n_out`` samples.
+
+    ``output_indices`` selects which output samples to compute (all by default).
+    When ``array`` holds only input samples ``[offset, offset + len)`` of an axis
+    of ``n_in`` samples, pass both: a slab of the output is then made from the
+    input planes it needs (see :func:`source_planes`).
+    """
+    n_in = array.shape[axis] if n_in is None else n_in
+    if n_in == n_out and output_indices is None and offset == 0:
+        return array
+    lower, upper, weight = linear_weights(n_in, n_out)
+    if output_indices is not None:
+        lower, upper, weight = lower[output_indices], upper[output_indices], weight[output_indices]
+    shape = [1] * array.ndim
+    shape[axis] = -1
+    weight = weight.reshape(shape)
+    return np.take(array, lower - offset, axis=axis) * (1 - weight) + np.take(array, upper - offset, axis=axis) * weight
+
+
+def source_planes(n_in: int, n_out: int, output_indices: np.ndarray) -> tuple[int, int]:
+    """Input z range ``[start, stop)`` needed to compute the given output planes."""
+    lower, upper, _ = linear_weights(n_in, n_out)
+    return int(lower[output_indices].min()), int(upper[output_indices].max()) + 1

@@ -1,0 +1,145 @@
+"""Validation of angle/fused pairs before any heavy work: every problem, in one report.
+
+Errors make a pair unusable (the ``on_invalid`` policy then stops the run or
+leaves the pair out); warnings are reported and the pair is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fusemycell.io.pairs import PairListing
+from fusemycell.preprocessing.fingerprint import VolumeScan
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about one pair (or one file)."""
+
+    pair: str
+    file: str
+    problem: str
+    severity: str  # "error" | "warning"
+
+
+@dataclass
+class ValidationReport:
+    """All findings, and which pairs can be used."""
+
+    pairs_found: int
+    valid_pairs: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Findings that make a pair unusable."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def invalid_pairs(self) -> list[str]:
+        """Pairs with at least one error."""
+        return sorted({p.pair for p in self.errors})
+
+    def to_dict(self, policy: str) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {
+            "policy": policy,
+            "pairs_found": self.pairs_found,
+            "valid_pairs": self.valid_pairs,
+            "invalid_pairs": self.invalid_pairs,
+            "errors": len(self.errors),
+            "warnings": len(self.problems) - len(self.errors),
+            "problems": [asdict(p) for p in self.problems],
+            "ignored_files": self.ignored_files,
+        }
+
+    def describe(self) -> str:
+        """Every problem on its own line, for an error message or a log."""
+        return "\n".join(f"  - [{p.severity}] {p.pair}: {p.problem} ({p.file})" for p in self.problems)
+
+
+def validate_pairs(
+    listing: PairListing,
+    scans: Mapping[str, VolumeScan],
+    *,
+    patch_size_zyx: Sequence[int],
+    spacing_tolerance: float = 0.01,
+) -> ValidationReport:
+    """Check every pair of ``listing`` against its scans (keyed by file stem).
+
+    Errors: unreadable file, missing angle or fused, duplicate id, unknown
+    channel in a file name, angle/fused shape mismatch, non-finite voxels,
+    constant image. Warnings: angle/fused voxel sizes that disagree (the
+    angle's is used), no voxel size in the file, a channel in the metadata that
+    contradicts the name, a volume smaller than the patch in some axis (it is
+    padded when patches are cut).
+    """
+    problems: list[Problem] = []
+    ignored: list[str] = []
+
+    def add(pair: str, file: str, problem: str, severity: str = "error") -> None:
+        problems.append(Problem(pair=pair, file=file, problem=problem, severity=severity))
+
+    for entry in listing.unmatched:
+        if "unknown channel" in entry:
+            name = entry.split(" (", 1)[0]
+            add(name.rsplit("_", 1)[0], name, entry.split(" (", 1)[1].rstrip(")"))
+        else:
+            ignored.append(entry)
+    for slot, files in listing.duplicates.items():
+        add(slot.rsplit("_", 1)[0], " and ".join(files), f"duplicate id: {len(files)} files are {slot}")
+
+    for key, pair in listing.pairs.items():
+        if pair.angle is None or pair.fused is None:
+            missing, present = ("angle", pair.fused) if pair.angle is None else ("fused", pair.angle)
+            add(key, str(present), f"missing {missing} volume (have only {present})")
+            continue
+        angle, fused = scans[f"{key}_angle"], scans[f"{key}_fused"]
+        readable = True
+        for scan in (angle, fused):
+            if scan.error is not None:
+                add(key, scan.path, f"unreadable: {scan.error}")
+                readable = False
+        if not readable:
+            continue
+        if angle.shape != fused.shape:
+            add(key, fused.path, f"angle shape {angle.shape} and fused shape {fused.shape} differ")
+        spacing_diff = max(abs(a - f) / max(a, f) for a, f in zip(angle.spacing_zyx, fused.spacing_zyx))
+        if spacing_diff > spacing_tolerance:
+            add(
+                key,
+                fused.path,
+                f"voxel sizes disagree: angle {_fmt(angle.spacing_zyx)} um, fused {_fmt(fused.spacing_zyx)} um; "
+                "they share one grid, the angle's is used",
+                "warning",
+            )
+        for scan in (angle, fused):
+            if scan.nonfinite:
+                add(key, scan.path, f"{scan.nonfinite} non-finite voxels (NaN or Inf)")
+            if scan.is_constant:
+                add(key, scan.path, f"constant image (every voxel is {scan.minimum:g})")
+            if not scan.spacing_found:
+                add(key, scan.path, "no voxel size in the file; 1.0 um assumed", "warning")
+            if scan.metadata_channel and scan.metadata_channel.lower() != pair.channel:
+                add(
+                    key,
+                    scan.path,
+                    f"metadata says channel {scan.metadata_channel!r} but the name says {pair.channel!r}",
+                    "warning",
+                )
+        small = [
+            f"{axis}: {size} < {patch}" for axis, size, patch in zip("zyx", angle.shape, patch_size_zyx) if size < patch
+        ]
+        if small:
+            add(key, angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
+
+    invalid = {p.pair for p in problems if p.severity == "error"}
+    valid = sorted(key for key in listing.pairs if key not in invalid)
+    return ValidationReport(pairs_found=len(listing.pairs), valid_pairs=valid, problems=problems, ignored_files=ignored)
+
+
+def _fmt(spacing: Sequence[float]) -> str:
+    return "x".join(f"{s:g}" for s in spacing)
