@@ -27,6 +27,11 @@ def copy_project(destination: Path) -> Path:
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, destination / name)
     (destination / "src").mkdir(exist_ok=True)  # Kedro wants it; the package itself is installed
+    # MLflow caches one store per tracking URI, so the relative sqlite:///mlflow.db of conf/base
+    # would follow the first copy of a test session; each copy tracks to its own absolute path
+    (destination / "conf" / "test" / "mlflow.yml").write_text(
+        f"server:\n  mlflow_tracking_uri: sqlite:///{(destination / 'mlflow.db').as_posix()}\n"
+    )
     for layer in sorted(p.name for p in (PROJECT_ROOT / "data").iterdir() if p.is_dir()):
         (destination / "data" / layer).mkdir(parents=True, exist_ok=True)
     return destination
@@ -39,3 +44,22 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(project)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return project
+
+
+def run_session(project: Path, pipelines: list[str], env: str = "test", **runtime_params) -> dict:
+    """Run pipelines in a Kedro session, as ``kedro run --pipelines ... --env test --params ...`` does.
+
+    kedro-mlflow ends its run in the runner's context, which can leave the run on
+    this thread's MLflow stack; it is closed here so the next session starts its own.
+    """
+    import mlflow
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    try:
+        with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params or None) as session:
+            return session.run(pipeline_names=pipelines)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()

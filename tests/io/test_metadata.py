@@ -11,8 +11,10 @@ def test_every_spelling_of_a_voxel_size_maps_to_one_key(spelling):
 
 
 def test_normalise_keeps_unknown_keys_and_first_spelling_wins():
-    normalised = normalise_metadata({"PhysicalSizeZ": 2.0, "physical_size_z": 9.0, "Study": "s1", "Channel": "nucleus"})
-    assert normalised == {"physical_size_z": 2.0, "study": "s1", "channel": "nucleus"}
+    normalised = normalise_metadata(
+        {"PhysicalSizeZ": 2.0, "physical_size_z": 9.0, "Study": "s1", "Channel": "nucleus", "norm_Low": 3}
+    )
+    assert normalised == {"physical_size_z": 2.0, "study": "s1", "channel": "nucleus", "norm_Low": 3}
 
 
 @pytest.mark.parametrize(("unit", "scale"), [("micron", 1.0), ("µm", 1.0), ("um", 1.0), ("nm", 1e-3), ("mm", 1e3)])

@@ -1,6 +1,7 @@
-"""Kedro datasets for FuseMyCell volumes; the file handling itself lives in :mod:`fusemycell.io`."""
+"""Kedro datasets for FuseMyCell volumes and patches; the file handling itself lives in plain modules."""
 
+from fusemycell.datasets.patch_store_dataset import PatchStoreDataset
 from fusemycell.datasets.raw_pairs_dataset import FuseMyCellPairsDataset, ParallelVolumes
 from fusemycell.datasets.tiff_volume_dataset import TiffVolumeDataset
 
-__all__ = ["FuseMyCellPairsDataset", "ParallelVolumes", "TiffVolumeDataset"]
+__all__ = ["FuseMyCellPairsDataset", "ParallelVolumes", "PatchStoreDataset", "TiffVolumeDataset"]

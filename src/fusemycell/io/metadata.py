@@ -51,25 +51,30 @@ UNIT_TO_MICROMETRE = {
 }
 
 
+_SIMPLE_KEYS = {"spacing", "unit", "axes", "channel", "study"}
+
+
 def canonical_key(key: str) -> str:
-    """Return the canonical spelling of a metadata key.
+    """Return the canonical spelling of a FuseMyCell metadata key.
 
     ``PhysicalSizeX``, ``physicalsizex``, ``physical_size_x`` and
-    ``Physical Size X`` all become ``physical_size_x``; keys that are not
-    FuseMyCell keys are returned lower-cased with separators removed, so that
-    comparisons are case-insensitive.
+    ``Physical Size X`` all become ``physical_size_x``; ``Spacing``, ``UNIT``,
+    ``Axes``, ``Channel``, ``Study`` become lower case. Other keys are returned
+    as they are.
     """
     squashed = re.sub(r"[\s_\-]", "", str(key)).lower()
     for axis in "xyz":
         if squashed == f"physicalsize{axis}":
             return f"physical_size_{axis}"
-    return squashed
+    if squashed in _SIMPLE_KEYS:
+        return squashed
+    return str(key)
 
 
 def normalise_metadata(raw: dict[str, Any] | None) -> dict[str, Any]:
     """Return ``raw`` with FuseMyCell keys in their canonical spelling.
 
-    Keys that are not FuseMyCell keys are kept (lower-cased), so no metadata is
+    Keys that are not FuseMyCell keys are kept as they are, so no metadata is
     lost on a read-write round trip. When two spellings of the same key are
     present, the first one found wins.
     """

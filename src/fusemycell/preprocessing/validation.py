@@ -97,48 +97,67 @@ def validate_pairs(
             missing, present = ("angle", pair.fused) if pair.angle is None else ("fused", pair.angle)
             add(key, str(present), f"missing {missing} volume (have only {present})")
             continue
-        angle, fused = scans[f"{key}_angle"], scans[f"{key}_fused"]
-        readable = True
-        for scan in (angle, fused):
-            if scan.error is not None:
-                add(key, scan.path, f"unreadable: {scan.error}")
-                readable = False
-        if not readable:
-            continue
-        if angle.shape != fused.shape:
-            add(key, fused.path, f"angle shape {angle.shape} and fused shape {fused.shape} differ")
-        spacing_diff = max(abs(a - f) / max(a, f) for a, f in zip(angle.spacing_zyx, fused.spacing_zyx))
-        if spacing_diff > spacing_tolerance:
-            add(
+        problems.extend(
+            _check_pair(
                 key,
-                fused.path,
-                f"voxel sizes disagree: angle {_fmt(angle.spacing_zyx)} um, fused {_fmt(fused.spacing_zyx)} um; "
-                "they share one grid, the angle's is used",
-                "warning",
+                pair.channel,
+                scans[f"{key}_angle"],
+                scans[f"{key}_fused"],
+                patch_size_zyx=patch_size_zyx,
+                spacing_tolerance=spacing_tolerance,
             )
-        for scan in (angle, fused):
-            if scan.nonfinite:
-                add(key, scan.path, f"{scan.nonfinite} non-finite voxels (NaN or Inf)")
-            if scan.is_constant:
-                add(key, scan.path, f"constant image (every voxel is {scan.minimum:g})")
-            if not scan.spacing_found:
-                add(key, scan.path, "no voxel size in the file; 1.0 um assumed", "warning")
-            if scan.metadata_channel and scan.metadata_channel.lower() != pair.channel:
-                add(
-                    key,
-                    scan.path,
-                    f"metadata says channel {scan.metadata_channel!r} but the name says {pair.channel!r}",
-                    "warning",
-                )
-        small = [
-            f"{axis}: {size} < {patch}" for axis, size, patch in zip("zyx", angle.shape, patch_size_zyx) if size < patch
-        ]
-        if small:
-            add(key, angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
+        )
 
     invalid = {p.pair for p in problems if p.severity == "error"}
     valid = sorted(key for key in listing.pairs if key not in invalid)
     return ValidationReport(pairs_found=len(listing.pairs), valid_pairs=valid, problems=problems, ignored_files=ignored)
+
+
+def _check_pair(
+    key: str,
+    channel: str,
+    angle: VolumeScan,
+    fused: VolumeScan,
+    *,
+    patch_size_zyx: Sequence[int],
+    spacing_tolerance: float,
+) -> list[Problem]:
+    """Findings for one complete pair."""
+    found: list[Problem] = []
+
+    def add(file: str, problem: str, severity: str = "error") -> None:
+        found.append(Problem(pair=key, file=file, problem=problem, severity=severity))
+
+    unreadable = [scan for scan in (angle, fused) if scan.error is not None]
+    for scan in unreadable:
+        add(scan.path, f"unreadable: {scan.error}")
+    if unreadable:
+        return found
+    if angle.shape != fused.shape:
+        add(fused.path, f"angle shape {angle.shape} and fused shape {fused.shape} differ")
+    spacing_diff = max(abs(a - f) / max(a, f) for a, f in zip(angle.spacing_zyx, fused.spacing_zyx))
+    if spacing_diff > spacing_tolerance:
+        add(
+            fused.path,
+            f"voxel sizes disagree: angle {_fmt(angle.spacing_zyx)} um, fused {_fmt(fused.spacing_zyx)} um; "
+            "they share one grid, the angle's is used",
+            "warning",
+        )
+    for scan in (angle, fused):
+        if scan.nonfinite:
+            add(scan.path, f"{scan.nonfinite} non-finite voxels (NaN or Inf)")
+        if scan.is_constant:
+            add(scan.path, f"constant image (every voxel is {scan.minimum:g})")
+        if not scan.spacing_found:
+            add(scan.path, "no voxel size in the file; 1.0 um assumed", "warning")
+        if scan.metadata_channel and scan.metadata_channel.lower() != channel:
+            add(scan.path, f"metadata says channel {scan.metadata_channel!r} but the name says {channel!r}", "warning")
+    small = [
+        f"{axis}: {size} < {patch}" for axis, size, patch in zip("zyx", angle.shape, patch_size_zyx) if size < patch
+    ]
+    if small:
+        add(angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
+    return found
 
 
 def _fmt(spacing: Sequence[float]) -> str:

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -11,6 +9,7 @@ from fusemycell.datasets import FuseMyCellPairsDataset
 from fusemycell.io.tiff import read_volume
 from fusemycell.pipelines.simulation import create_pipeline
 from fusemycell.pipelines.simulation.nodes import simulate_acquisitions
+from tests.conftest import run_session
 
 TINY = {
     "seed": 1,
@@ -47,9 +46,7 @@ def test_bad_parameters_name_the_yaml_and_the_field():
 
 
 def test_kedro_session_runs_simulation_in_the_test_env(kedro_project):
-    bootstrap_project(kedro_project)
-    with KedroSession.create(project_path=kedro_project, env="test") as session:
-        session.run(pipeline_names=["simulation"])
+    run_session(kedro_project, ["simulation"])
     raw = kedro_project / "data" / "01_raw" / "synthetic"
     names = sorted(p.name for p in raw.glob("*.tif"))
     assert names == [

@@ -1,8 +1,63 @@
-"""Preprocessing pipeline; registered empty until issue #3 lands."""
+"""Preprocessing pipeline: raw pairs -> fingerprint, validation, split, normalised volumes (02_intermediate)."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from fusemycell.pipelines.preprocessing.nodes import (
+    plan_normalized_volumes,
+    plot_fingerprints,
+    scan_raw_volumes,
+    select_valid_pairs,
+    split_volumes,
+    summarise_fingerprint,
+    validate_raw_pairs,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty, valid pipeline: nodes arrive with issue #3."""
-    return Pipeline([])
+    """Fingerprint every file in one slab-by-slab pass, validate, split by volume, then normalise and crop."""
+    return Pipeline(
+        [
+            Node(
+                func=scan_raw_volumes,
+                inputs=["raw_pairs", "params:preprocessing"],
+                outputs="volume_scans",
+                name="fingerprint_raw_volumes",
+            ),
+            Node(
+                func=summarise_fingerprint,
+                inputs="volume_scans",
+                outputs=["fingerprint", "fingerprint_table", "fingerprint_summary"],
+                name="summarise_fingerprint",
+            ),
+            Node(
+                func=plot_fingerprints,
+                inputs="volume_scans",
+                outputs="fingerprint_figures",
+                name="plot_fingerprint_figures",
+            ),
+            Node(
+                func=validate_raw_pairs,
+                inputs=["raw_pairs", "volume_scans", "params:preprocessing", "params:patching"],
+                outputs="validation_report",
+                name="validate_raw_pairs",
+            ),
+            Node(
+                func=select_valid_pairs,
+                inputs=["validation_report", "params:preprocessing"],
+                outputs="valid_pairs",
+                name="apply_validation_policy",
+            ),
+            Node(
+                func=split_volumes,
+                inputs=["valid_pairs", "volume_scans", "params:preprocessing"],
+                outputs="volume_split",
+                name="split_train_val_test_by_volume",
+            ),
+            Node(
+                func=plan_normalized_volumes,
+                inputs=["raw_pairs", "volume_scans", "valid_pairs", "params:preprocessing"],
+                outputs=["normalized_volumes", "preprocessing_records"],
+                name="crop_and_normalize_volumes",
+            ),
+        ]
+    )

@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
+from fusemycell.configuration import load_config
 from fusemycell.io.pairs import pair_key
 from fusemycell.io.tiff import Volume
 from fusemycell.simulation import SimulationConfig, VolumeSpec, simulate_pair
@@ -18,10 +17,7 @@ logger = logging.getLogger(__name__)
 
 def parse_simulation_config(simulation: dict[str, Any]) -> SimulationConfig:
     """Validate ``params:simulation``; a bad value raises naming the field."""
-    try:
-        return SimulationConfig.model_validate(simulation)
-    except ValidationError as exc:
-        raise ValueError(f"invalid parameters under 'simulation' (parameters_simulation.yml):\n{exc}") from None
+    return load_config(SimulationConfig, simulation, "simulation")
 
 
 def simulate_acquisitions(simulation: dict[str, Any]) -> dict[str, Callable[[], tuple[Volume, Volume]]]:

@@ -1,0 +1,24 @@
+"""Turning a parameter group from the Kedro YAML into a typed, validated config object."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def load_config(model: type[Config], values: dict[str, Any] | None, name: str) -> Config:
+    """Validate ``params:<name>`` against ``model``.
+
+    Raises
+    ------
+    ValueError
+        Naming the YAML file and every bad field, e.g.
+        ``invalid parameters under 'patching' ... patch_size_zyx: ...``.
+    """
+    try:
+        return model.model_validate(values or {})
+    except ValidationError as exc:
+        raise ValueError(f"invalid parameters under '{name}' (conf/base/parameters_{name}.yml):\n{exc}") from None

@@ -1,0 +1,178 @@
+"""The patch store: one folder per split, patches as two memory-mappable arrays plus an index.
+
+Layout of a store folder::
+
+    store.json   format, version, split, patch size, dtype, count
+    angle.npy    (count, pz, py, px) inputs, NumPy format, memory-mappable
+    fused.npy    (count, pz, py, px) targets
+    index.csv    one row per patch: pair, channel, study, origin_z/y/x, how it was drawn, ...
+
+Each patch is one contiguous chunk of the ``.npy`` files, written with plain
+file writes (no memory map kept while writing), so writing costs one patch of
+memory. The folder is written under a temporary name and renamed, so a store is
+either complete or absent. Readers open the memory maps lazily in each process,
+which makes :class:`PatchStore` safe with several DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STORE_FORMAT = "fusemycell-patch-store"
+STORE_VERSION = 1
+ARRAYS = ("angle", "fused")
+
+
+class PatchStoreError(ValueError):
+    """A patch store is missing, incomplete or inconsistent; the message names the folder."""
+
+
+class _NpyWriter:
+    """Writes fixed-size patches into a ``.npy`` file by index."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype):
+        self.file = open(path, "wb")  # closed by close()
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+        self.offset = self.file.tell()
+        self.patch_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self.dtype = dtype
+        self.file.truncate(self.offset + self.patch_bytes * shape[0])
+
+    def write(self, index: int, patch: np.ndarray) -> None:
+        self.file.seek(self.offset + index * self.patch_bytes)
+        self.file.write(np.ascontiguousarray(patch, dtype=self.dtype).tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def write_patch_store(
+    directory: str | os.PathLike,
+    index: pd.DataFrame,
+    patch_size_zyx: tuple[int, int, int],
+    dtype: str,
+    patches: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a store from ``(row, angle_patch, fused_patch)`` triples (any order, every row once).
+
+    Raises
+    ------
+    PatchStoreError
+        If a row is missing or written twice, or a patch has the wrong shape.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    partial = directory.parent / f".{directory.name}.{uuid.uuid4().hex[:8]}.partial"
+    partial.mkdir()
+    count = len(index)
+    dtype_ = np.dtype(dtype)
+    writers = {name: _NpyWriter(partial / f"{name}.npy", (count, *patch_size_zyx), dtype_) for name in ARRAYS}
+    seen = np.zeros(count, dtype=bool)
+    try:
+        for row, angle, fused in patches:
+            if seen[row]:
+                raise PatchStoreError(f"{directory}: patch {row} written twice")
+            for name, patch in zip(ARRAYS, (angle, fused)):
+                if tuple(patch.shape) != tuple(patch_size_zyx):
+                    raise PatchStoreError(
+                        f"{directory}: patch {row} ({name}) has shape {patch.shape}, not {patch_size_zyx}"
+                    )
+                writers[name].write(row, patch)
+            seen[row] = True
+        for writer in writers.values():
+            writer.close()
+        if not seen.all():
+            raise PatchStoreError(f"{directory}: {int((~seen).sum())} of {count} patches were never written")
+        index.to_csv(partial / "index.csv", index=False)
+        description = {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            "count": count,
+            "patch_size_zyx": list(patch_size_zyx),
+            "dtype": dtype_.name,
+            **(metadata or {}),
+        }
+        (partial / "store.json").write_text(json.dumps(description, indent=2))
+        _replace_directory(partial, directory)
+    except BaseException:
+        for writer in writers.values():
+            writer.file.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``: the old store is moved aside first and deleted last."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class PatchStore:
+    """Read access to a patch store; ``store[i]`` is ``(angle, fused)`` float32 arrays."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        description_path = self.directory / "store.json"
+        if not description_path.is_file():
+            raise PatchStoreError(
+                f"{self.directory}: not a patch store (no store.json); run 'kedro run --pipeline patching' to create it"
+            )
+        try:
+            self.description = json.loads(description_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PatchStoreError(f"{description_path}: unreadable store description ({exc})") from exc
+        if self.description.get("format") != STORE_FORMAT:
+            raise PatchStoreError(f"{self.directory}: store.json is not a {STORE_FORMAT} description")
+        self.patch_size_zyx = tuple(self.description["patch_size_zyx"])
+        self.index = pd.read_csv(self.directory / "index.csv")
+        if len(self.index) != self.description["count"]:
+            raise PatchStoreError(
+                f"{self.directory}: index.csv has {len(self.index)} rows, store.json says {self.description['count']}"
+            )
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.description["count"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The memory-mapped ``angle`` and ``fused`` arrays (opened on first use in each process)."""
+        if self._arrays is None:
+            self._arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+            for name, array in self._arrays.items():
+                if array.shape != (len(self), *self.patch_size_zyx):
+                    raise PatchStoreError(
+                        f"{self.directory}: {name}.npy has shape {array.shape}, expected "
+                        f"{(len(self), *self.patch_size_zyx)}"
+                    )
+        return self._arrays
+
+    def __getitem__(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        arrays = self.arrays()
+        return (
+            np.asarray(arrays["angle"][item], dtype=np.float32),
+            np.asarray(arrays["fused"][item], dtype=np.float32),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": str(self.directory)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"])  # type: ignore[misc]

@@ -1,0 +1,202 @@
+"""Nodes of the preprocessing pipeline: thin wrappers around :mod:`fusemycell.preprocessing`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fusemycell.configuration import load_config
+from fusemycell.datasets import ParallelVolumes
+from fusemycell.io.pairs import PairListing
+from fusemycell.normalization import NormalizationStats
+from fusemycell.patching.config import PatchingConfig, resolve_patch_size
+from fusemycell.preprocessing.config import PreprocessingConfig
+from fusemycell.preprocessing.crop import full_box, specimen_box
+from fusemycell.preprocessing.figures import fingerprint_figure
+from fusemycell.preprocessing.fingerprint import (
+    FINGERPRINT_PERCENTILES,
+    VolumeScan,
+    available_cores,
+    dataset_summary,
+    scan_volumes,
+)
+from fusemycell.preprocessing.split import split_by_volume
+from fusemycell.preprocessing.validation import validate_pairs
+from fusemycell.preprocessing.volumes import PreprocessedVolume, VolumeTransform
+
+logger = logging.getLogger(__name__)
+
+
+def scan_raw_volumes(raw_pairs: PairListing, preprocessing: dict[str, Any]) -> dict[str, VolumeScan]:
+    """Fingerprint every raw file, slab by slab, ``preprocessing.workers`` files at a time."""
+    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    wanted = sorted(
+        set(FINGERPRINT_PERCENTILES) | {config.normalization.low_percentile, config.normalization.high_percentile}
+    )
+    jobs = [
+        {
+            "path": path,
+            "pair": key,
+            "kind": kind,
+            "channel": pair.channel,
+            "slab_depth": config.slab_depth,
+            "percentiles": wanted,
+            "projection_side": config.projection_side,
+        }
+        for key, pair in raw_pairs.items()
+        for kind, path in (("angle", pair.angle), ("fused", pair.fused))
+        if path is not None
+    ]
+    logger.info("fingerprinting %d files with %s worker(s)", len(jobs), config.workers or "all")
+    return {scan.name: scan for scan in scan_volumes(jobs, config.workers)}
+
+
+def summarise_fingerprint(volume_scans: dict[str, VolumeScan]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """The fingerprint as JSON (with profiles), as a table, and the per-study summary."""
+    scans = list(volume_scans.values())
+    summary = dataset_summary(scans)
+    fingerprint = {"volumes": [scan.record() for scan in scans], "summary": summary}
+    return fingerprint, pd.DataFrame([scan.row() for scan in scans]), pd.DataFrame(summary)
+
+
+def plot_fingerprints(volume_scans: dict[str, VolumeScan]) -> dict[str, Callable[[], Figure]]:
+    """One figure per pair, drawn lazily while saving (one figure in memory at a time)."""
+    pairs = sorted({scan.pair for scan in volume_scans.values()})
+    return {
+        pair: partial(fingerprint_figure, volume_scans.get(f"{pair}_angle"), volume_scans.get(f"{pair}_fused"), pair)
+        for pair in pairs
+    }
+
+
+def _spacings(volume_scans: dict[str, VolumeScan]) -> list[tuple[float, ...]]:
+    return [scan.spacing_zyx for scan in volume_scans.values() if scan.error is None and scan.kind == "angle"]
+
+
+def validate_raw_pairs(
+    raw_pairs: PairListing,
+    volume_scans: dict[str, VolumeScan],
+    preprocessing: dict[str, Any],
+    patching: dict[str, Any],
+) -> dict[str, Any]:
+    """Every problem of every pair, in one report (saved whatever the policy)."""
+    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    patch_config = load_config(PatchingConfig, patching, "patching")
+    report = validate_pairs(
+        raw_pairs,
+        volume_scans,
+        patch_size_zyx=resolve_patch_size(patch_config, _spacings(volume_scans)),
+        spacing_tolerance=config.spacing_tolerance,
+    )
+    for problem in report.problems:
+        log = logger.error if problem.severity == "error" else logger.warning
+        log("%s: %s (%s)", problem.pair, problem.problem, problem.file)
+    return report.to_dict(policy=config.on_invalid)
+
+
+def select_valid_pairs(validation_report: dict[str, Any], preprocessing: dict[str, Any]) -> list[str]:
+    """Apply ``on_invalid``: ``fail`` stops naming every problem; ``skip`` keeps the valid pairs."""
+    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    errors = [p for p in validation_report["problems"] if p["severity"] == "error"]
+    if errors and config.on_invalid == "fail":
+        listing = "\n".join(f"  - {p['pair']}: {p['problem']} ({p['file']})" for p in errors)
+        raise ValueError(
+            f"{len(errors)} problem(s) in {len(validation_report['invalid_pairs'])} pair(s) "
+            f"(full report in data/08_reporting/validation_report.json):\n{listing}\n"
+            "Fix the files, or set preprocessing.on_invalid: skip to leave these pairs out."
+        )
+    if errors:
+        logger.warning(
+            "skipping %d invalid pair(s): %s",
+            len(validation_report["invalid_pairs"]),
+            ", ".join(validation_report["invalid_pairs"]),
+        )
+    if not validation_report["valid_pairs"]:
+        raise ValueError("no valid angle/fused pair left to preprocess (see data/08_reporting/validation_report.json)")
+    return list(validation_report["valid_pairs"])
+
+
+def split_volumes(
+    valid_pairs: list[str], volume_scans: dict[str, VolumeScan], preprocessing: dict[str, Any]
+) -> pd.DataFrame:
+    """Train/val/test by volume, stratified by channel and study, deterministic by seed."""
+    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    volumes = [
+        {"pair": key, "channel": volume_scans[f"{key}_angle"].channel, "study": volume_scans[f"{key}_angle"].study}
+        for key in valid_pairs
+    ]
+    assignment = split_by_volume(
+        volumes,
+        val_fraction=config.split.val_fraction,
+        test_fraction=config.split.test_fraction,
+        seed=config.split.seed,
+        min_per_split=config.split.min_per_split,
+    )
+    table = pd.DataFrame(volumes).assign(split=lambda t: t["pair"].map(assignment))
+    logger.info("split by volume: %s", table["split"].value_counts().to_dict())
+    return table
+
+
+def plan_normalized_volumes(
+    raw_pairs: PairListing,
+    volume_scans: dict[str, VolumeScan],
+    valid_pairs: list[str],
+    preprocessing: dict[str, Any],
+) -> tuple[ParallelVolumes, pd.DataFrame]:
+    """Crop, normalise (challenge percentiles) and optionally resample every valid pair.
+
+    Returns lazily computed volumes (written plane by plane by the dataset,
+    ``preprocessing.workers`` at a time) and the table of what was done to each,
+    which is what maps predictions back to the raw grid and intensity scale.
+    """
+    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    volumes = ParallelVolumes(workers=config.workers or available_cores())
+    records = []
+    for key in valid_pairs:
+        pair = raw_pairs[key]
+        scans = {kind: volume_scans[f"{key}_{kind}"] for kind in ("angle", "fused")}
+        spacing = scans["angle"].spacing_zyx  # angle and fused share one grid; the input's voxel size rules
+        profiles = [(s.profile_z, s.profile_y, s.profile_x) for s in scans.values()]
+        box = (
+            specimen_box(profiles, spacing, threshold=config.crop.threshold, margin_um=config.crop.margin_um)
+            if config.crop.enabled
+            else full_box(scans["angle"].shape)
+        )
+        for kind, scan in scans.items():
+            stats = NormalizationStats(
+                low=scan.percentile(config.normalization.low_percentile),
+                high=scan.percentile(config.normalization.high_percentile),
+                p_low=config.normalization.low_percentile,
+                p_high=config.normalization.high_percentile,
+            )
+            transform = VolumeTransform(
+                original_shape=tuple(scan.shape),
+                spacing_zyx=tuple(spacing),
+                box=box,
+                stats=stats,
+                output_spacing_zyx=config.resample.target_spacing_zyx if config.resample.enabled else None,
+            )
+            lazy = PreprocessedVolume(getattr(pair, kind), transform, np.dtype(config.output_dtype))
+            metadata = {"channel": pair.channel, "study": scan.study, "norm_low": stats.low, "norm_high": stats.high}
+            volumes[f"{key}_{kind}"] = lazy.as_volume(metadata)
+            reference = scan.percentile(99.9)
+            records.append(
+                {
+                    "pair": key,
+                    "kind": kind,
+                    "channel": pair.channel,
+                    "study": scan.study,
+                    "source": getattr(pair, kind),
+                    **transform.record(),
+                    # the fused 99.9th percentile after normalisation: the patch sampler's foreground reference
+                    "p99_9_normalized": reference
+                    if stats.is_constant
+                    else (reference - stats.low) / (stats.high - stats.low),
+                }
+            )
+    return volumes, pd.DataFrame(records)

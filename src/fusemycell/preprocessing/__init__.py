@@ -1,0 +1,1 @@
+"""Fingerprint, validation, normalisation, crop, resampling and split of FuseMyCell pairs (no Kedro)."""

@@ -1,0 +1,98 @@
+"""simulation -> preprocessing -> patching through a real Kedro session in the test environment."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusemycell.io.tiff import read_volume
+from fusemycell.normalization import percentile_normalize
+from fusemycell.patching.store import PatchStore
+from tests.conftest import copy_project, run_session
+
+
+@pytest.fixture(scope="module")
+def processed_project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("chain") / "project")
+    previous = os.getcwd()
+    os.chdir(project)
+    try:
+        run_session(project, ["simulation", "preprocessing", "patching"])
+    finally:
+        os.chdir(previous)
+    return project
+
+
+def test_reports_are_written(processed_project):
+    reporting = processed_project / "data" / "08_reporting"
+    fingerprint = json.loads((reporting / "fingerprint" / "fingerprint.json").read_text())
+    assert len(fingerprint["volumes"]) == 8
+    assert {"profile_z", "profile_x", "percentiles", "foreground_fraction"} <= set(fingerprint["volumes"][0])
+    table = pd.read_csv(reporting / "fingerprint" / "fingerprint.csv")
+    assert {"p2", "p99_8", "p99_9", "p0_1", "p50", "foreground_fraction", "spacing_z_um"} <= set(table.columns)
+    summary = pd.read_csv(reporting / "fingerprint" / "summary.csv")
+    assert set(summary["study"]) == {"a", "c"}
+    assert sorted(p.name for p in (reporting / "fingerprint" / "figures").iterdir()) == [
+        "image_0_nucleus.png",
+        "image_1_membrane.png",
+        "image_2_nucleus.png",
+        "image_3_membrane.png",
+    ]
+    report = json.loads((reporting / "validation_report.json").read_text())
+    assert report["errors"] == 0 and len(report["valid_pairs"]) == 4
+
+
+def test_normalized_volumes_follow_the_challenge_formula(processed_project):
+    intermediate = processed_project / "data" / "02_intermediate"
+    records = pd.read_csv(intermediate / "preprocessing.csv")
+    assert len(records) == 8
+    row = records[(records.pair == "image_0_nucleus") & (records.kind == "fused")].iloc[0]
+    raw = read_volume(row["source"]).data
+    normalized = read_volume(intermediate / "volumes" / "image_0_nucleus_fused.tif")
+    box = tuple(slice(int(row[f"crop_{a}0"]), int(row[f"crop_{a}1"])) for a in "zyx")
+    np.testing.assert_allclose(normalized.data, percentile_normalize(raw.astype(np.float64))[box], rtol=1e-5, atol=1e-6)
+    assert normalized.metadata["norm_low"] == pytest.approx(np.percentile(raw, 2))
+
+
+def test_split_is_by_volume_and_test_volumes_are_never_patched(processed_project):
+    split = pd.read_csv(processed_project / "data" / "02_intermediate" / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
+    test_pairs = set(split.loc[split.split == "test", "pair"])
+    for name in ("train", "val"):
+        store = PatchStore(processed_project / "data" / "05_model_input" / "patches" / name)
+        assert len(store) > 0
+        assert store.patch_size_zyx == (8, 16, 16)
+        assert not set(store.index["pair"]) & test_pairs
+        assert set(store.index["pair"]) == set(split.loc[split.split == name, "pair"])
+        assert (store.index["split"] == name).all()
+        angle, fused = store[0]
+        assert angle.shape == (8, 16, 16) and np.isfinite(angle).all() and np.isfinite(fused).all()
+
+
+def test_patches_focus_on_the_signal(processed_project):
+    store = PatchStore(processed_project / "data" / "05_model_input" / "patches" / "train")
+    share = store.index["contains_foreground"].mean()
+    assert share >= 1 - 0.25  # background_fraction of the base parameters
+
+
+def test_fail_policy_stops_but_saves_the_report_and_skip_processes_the_good_pairs(kedro_project):
+    run_session(kedro_project, ["simulation"])
+    raw = kedro_project / "data" / "01_raw" / "synthetic"
+    # a user's own folder (no simulator marker), with one broken file
+    mine = kedro_project / "data" / "01_raw" / "mine"
+    shutil.copytree(raw, mine, ignore=shutil.ignore_patterns(".fusemycell-generated"))
+    (mine / "image_2_nucleus_fused.tif").write_bytes(b"broken on purpose")
+
+    with pytest.raises(ValueError, match=r"image_2_nucleus: unreadable"):
+        run_session(kedro_project, ["preprocessing"], raw_dir=str(mine))
+    report = json.loads((kedro_project / "data" / "08_reporting" / "validation_report.json").read_text())
+    assert report["invalid_pairs"] == ["image_2_nucleus"]  # saved although the run stopped
+
+    (kedro_project / "conf" / "test" / "parameters_skip.yml").write_text("preprocessing:\n  on_invalid: skip\n")
+    run_session(kedro_project, ["preprocessing"], raw_dir=str(mine))
+    volumes = sorted(p.name for p in (kedro_project / "data" / "02_intermediate" / "volumes").glob("*.tif"))
+    assert "image_2_nucleus_angle.tif" not in volumes
+    assert len(volumes) == 6

@@ -1,0 +1,47 @@
+from collections import Counter
+
+import pytest
+
+from fusemycell.preprocessing.split import split_by_volume
+
+
+def _volumes(n_per_stratum=4, studies=("a", "b", "c")):
+    return [
+        {"pair": f"image_{len(studies) * 10 * c + 10 * s + i}_{channel}", "channel": channel, "study": study}
+        for c, channel in enumerate(("nucleus", "membrane"))
+        for s, study in enumerate(studies)
+        for i in range(n_per_stratum)
+    ]
+
+
+def test_split_is_disjoint_complete_and_deterministic():
+    volumes = _volumes()
+    first = split_by_volume(volumes, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert set(first) == {v["pair"] for v in volumes}  # every volume, exactly once (a dict key)
+    assert split_by_volume(list(reversed(volumes)), val_fraction=0.2, test_fraction=0.2, seed=3) == first
+    assert split_by_volume(volumes, val_fraction=0.2, test_fraction=0.2, seed=4) != first
+
+
+def test_split_is_stratified_by_channel_and_study():
+    volumes = _volumes(n_per_stratum=5)
+    assignment = split_by_volume(volumes, val_fraction=0.2, test_fraction=0.2, seed=0)
+    counts = Counter(assignment.values())
+    assert counts == {"train": 18, "val": 6, "test": 6}
+    for split in ("val", "test"):
+        members = [v for v in volumes if assignment[v["pair"]] == split]
+        # every (study, channel) stratum contributes exactly once to a 6-volume split of 6 strata
+        assert Counter((v["study"], v["channel"]) for v in members) == Counter(
+            {(s, c): 1 for s in "abc" for c in ("nucleus", "membrane")}
+        )
+
+
+def test_small_datasets_still_get_validation_and_test_volumes():
+    volumes = _volumes(n_per_stratum=1, studies=("a", "c"))
+    counts = Counter(split_by_volume(volumes, val_fraction=0.1, test_fraction=0.1, seed=0).values())
+    assert counts == {"train": 2, "val": 1, "test": 1}
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_datasets_keep_everything_for_training(n):
+    volumes = _volumes(n_per_stratum=1, studies=("a",))[:n]
+    assert set(split_by_volume(volumes, val_fraction=0.2, test_fraction=0.2, seed=0).values()) == {"train"}

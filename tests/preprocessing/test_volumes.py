@@ -1,0 +1,66 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.normalization import NormalizationStats, normalize
+from fusemycell.preprocessing.resample import resample_axis
+from fusemycell.preprocessing.volumes import PreprocessedVolume, VolumeTransform
+
+
+@pytest.fixture
+def raw(tmp_path):
+    data = np.random.default_rng(0).integers(100, 4000, (12, 40, 36)).astype(np.uint16)
+    return write_volume(tmp_path / "raw.tif", data, (2.0, 0.5, 0.5)), data
+
+
+def _transform(data, resample=None):
+    stats = NormalizationStats(low=float(np.percentile(data, 2)), high=float(np.percentile(data, 99.8)))
+    return VolumeTransform(
+        original_shape=data.shape,
+        spacing_zyx=(2.0, 0.5, 0.5),
+        box=((2, 10), (5, 35), (0, 30)),
+        stats=stats,
+        output_spacing_zyx=resample,
+    )
+
+
+def test_slabs_equal_crop_then_challenge_normalisation(raw):
+    path, data = raw
+    transform = _transform(data)
+    lazy = PreprocessedVolume(str(path), transform)
+    expected = normalize(data[2:10, 5:35, 0:30], transform.stats)
+    assert lazy.shape == (8, 30, 30)
+    np.testing.assert_allclose(lazy[0:3], expected[0:3], rtol=1e-6)
+    np.testing.assert_allclose(lazy[5], expected[5], rtol=1e-6)
+    np.testing.assert_allclose(lazy[2:6, 3:9, 4], expected[2:6, 3:9, 4], rtol=1e-6)
+
+
+def test_resampled_slabs_equal_the_full_resampling(raw):
+    path, data = raw
+    transform = _transform(data, resample=(1.0, 1.0, 1.0))
+    lazy = PreprocessedVolume(str(path), transform)
+    cropped = normalize(data[2:10, 5:35, 0:30], transform.stats)
+    assert lazy.shape == (16, 15, 15)
+    full = resample_axis(resample_axis(resample_axis(cropped, 0, 16), 1, 15), 2, 15)
+    np.testing.assert_allclose(np.concatenate([lazy[0:5], lazy[5:16]]), full, rtol=1e-5, atol=1e-6)
+    assert transform.final_spacing_zyx == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_written_volume_streams_the_transformation_and_pickles(raw, tmp_path):
+    path, data = raw
+    lazy = pickle.loads(pickle.dumps(PreprocessedVolume(str(path), _transform(data), np.float16)))
+    out = write_volume(tmp_path / "out.tif", lazy, lazy.transform.final_spacing_zyx)
+    written = read_volume(out)
+    assert written.data.dtype == np.float16
+    np.testing.assert_allclose(written.data, lazy[:].astype(np.float32), rtol=1e-3)
+
+
+def test_transform_record_round_trips(raw):
+    _, data = raw
+    for resample in (None, (1.0, 1.0, 1.0)):
+        transform = _transform(data, resample)
+        again = VolumeTransform.from_record(transform.record())
+        assert again.box == transform.box and again.stats == transform.stats
+        assert again.output_shape == transform.output_shape
