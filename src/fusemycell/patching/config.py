@@ -45,7 +45,7 @@ class PatchingConfig(_Strict):
     foreground: ForegroundParams = ForegroundParams()
     background_fraction: float = Field(default=0.25, ge=0, le=1)
     """Share of patches placed uniformly at random, so background is learned too."""
-    patches_per_megavoxel: float = Field(default=200.0, gt=0)
+    patches_per_megavoxel: float = Field(default=100.0, gt=0)
     """Patches per million foreground voxels of a volume."""
     min_patches_per_volume: int = Field(default=4, ge=1)
     """At least this many patches from every volume."""
