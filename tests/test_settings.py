@@ -22,8 +22,10 @@ def test_mac_overrides_only_what_it_names():
     assert mac["training"]["batch_size"] == 2
     assert mac["training"]["accumulation_steps"] > 1
     assert mac["training"]["amp"] is True
-    # keys mac does not name come from base
-    assert mac["training"]["epochs"] == base_training["epochs"]
+    # keys mac does not name come from base, also inside nested groups
+    assert mac["training"]["learning_rate"] == base_training["learning_rate"]
+    assert mac["training"]["model"]["base_channels"] != base_training["model"]["base_channels"]
+    assert mac["training"]["model"]["normalization"] == base_training["model"]["normalization"]
     assert mac["simulation"] == _parameters("local")["simulation"]
 
 

@@ -18,6 +18,9 @@ import numpy as np
 #: Percentiles of the challenge's normalisation.
 CHALLENGE_PERCENTILES = (2.0, 99.8)
 
+# voxels counted at once by the dense histogram (its 64-bit temporary stays at 32 MiB)
+_HISTOGRAM_CHUNK = 1 << 22
+
 # integer types whose full value range fits a dense histogram (at most 2**16 bins)
 _HISTOGRAM_DTYPES = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16)}
 
@@ -109,7 +112,11 @@ class IntensityHistogram:
         """Accumulate the voxels of ``slab``."""
         values = np.asarray(slab).ravel()
         if self.exact_histogram:
-            self.counts += np.bincount((values.astype(np.int64) - self._offset), minlength=self.counts.size)
+            # bincount converts to 64-bit integers: count in chunks so that copy stays small
+            for start in range(0, values.size, _HISTOGRAM_CHUNK):
+                chunk = values[start : start + _HISTOGRAM_CHUNK]
+                shifted = chunk if self._offset == 0 else chunk.astype(np.int32) - self._offset
+                self.counts += np.bincount(shifted, minlength=self.counts.size)
             self._sum += float(values.sum(dtype=np.float64))
             self.count += values.size
             return

@@ -1,11 +1,16 @@
-"""Project settings: configuration loading and plugins.
+"""Project settings: configuration loading, project hooks.
 
 Parameters merge *softly*: ``conf/mac/parameters.yml`` overrides only the keys
 it names (``training.batch_size``), the rest of ``training`` comes from
-``conf/base``. Hooks of installed plugins (kedro-mlflow) register themselves.
+``conf/base``. Hooks of installed plugins (kedro-mlflow) register themselves;
+the project adds the memory monitor.
 """
 
 from kedro.config import OmegaConfigLoader
+
+from fusemycell.hooks import MemoryMonitorHooks
+
+HOOKS = (MemoryMonitorHooks(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -29,7 +29,7 @@ def test_augmentations_keep_input_and_target_aligned(square):
     params = AugmentationParams(flip_xy=True, rotate_xy=True, flip_z=True, intensity_scale=(0.5, 2.0))
     seen_shapes = set()
     for seed in range(30):
-        a, t = augment_pair(angle, target, params, np.random.default_rng(seed))
+        a, t, _ = augment_pair(angle, target, params, np.random.default_rng(seed))
         factor = (t - 3 * a) / 1.0  # t = s * (3x + 1), a = s * x  ->  t - 3a = s
         np.testing.assert_allclose(factor, factor.flat[0], rtol=1e-5)
         assert 0.5 <= factor.flat[0] <= 2.0

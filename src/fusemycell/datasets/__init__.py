@@ -1,7 +1,8 @@
-"""Kedro datasets for FuseMyCell volumes and patches; the file handling itself lives in plain modules."""
+"""Kedro datasets for FuseMyCell volumes, patches and models; the file handling itself lives in plain modules."""
 
+from fusemycell.datasets.model_dataset import TorchModelDataset
 from fusemycell.datasets.patch_store_dataset import PatchStoreDataset
 from fusemycell.datasets.raw_pairs_dataset import FuseMyCellPairsDataset, ParallelVolumes
 from fusemycell.datasets.tiff_volume_dataset import TiffVolumeDataset
 
-__all__ = ["FuseMyCellPairsDataset", "ParallelVolumes", "PatchStoreDataset", "TiffVolumeDataset"]
+__all__ = ["FuseMyCellPairsDataset", "ParallelVolumes", "PatchStoreDataset", "TiffVolumeDataset", "TorchModelDataset"]

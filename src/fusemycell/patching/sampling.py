@@ -39,7 +39,12 @@ class ForegroundGrid:
 
 
 def foreground_grid(volume, block_zyx: Sequence[int], threshold: float, slab_depth: int = 16) -> ForegroundGrid:
-    """Block maxima of ``volume`` (array-like, read ``slab_depth`` planes at a time, rounded to whole blocks)."""
+    """Block maxima of ``volume`` (array-like, read ``slab_depth`` planes at a time, rounded to whole blocks).
+
+    Each slab is reduced axis by axis with ``np.maximum.reduceat`` (ragged edge
+    blocks included, no padded copy), and released before the next is read, so
+    memory is about one slab.
+    """
     block = tuple(max(1, int(b)) for b in block_zyx)
     depth, height, width = volume.shape
     grid_shape = tuple(-(-n // b) for n, b in zip((depth, height, width), block))
@@ -47,20 +52,16 @@ def foreground_grid(volume, block_zyx: Sequence[int], threshold: float, slab_dep
     planes = max(block[0], (slab_depth // block[0]) * block[0])
     for z0 in range(0, depth, planes):
         slab = np.asarray(volume[z0 : z0 + planes], dtype=np.float32)
-        slab = np.where(np.isfinite(slab), slab, -np.inf)
-        padded_shape = [-(-s // b) * b for s, b in zip(slab.shape, block)]
-        padded = np.full(padded_shape, -np.inf, dtype=np.float32)
-        padded[: slab.shape[0], : slab.shape[1], : slab.shape[2]] = slab
-        blocks = padded.reshape(
-            padded_shape[0] // block[0],
-            block[0],
-            padded_shape[1] // block[1],
-            block[1],
-            padded_shape[2] // block[2],
-            block[2],
-        ).max(axis=(1, 3, 5))
+        invalid = ~np.isfinite(slab)
+        if invalid.any():
+            slab[invalid] = -np.inf  # a NaN must not win a maximum
+        del invalid
+        reduced = slab
+        for axis, size in zip((2, 1, 0), (block[2], block[1], block[0])):
+            reduced = np.maximum.reduceat(reduced, np.arange(0, reduced.shape[axis], size), axis=axis)
+        del slab
         first = z0 // block[0]
-        maxima[first : first + blocks.shape[0]] = blocks
+        maxima[first : first + reduced.shape[0]] = reduced
     return ForegroundGrid(block_zyx=block, maxima=maxima, threshold=float(threshold))
 
 

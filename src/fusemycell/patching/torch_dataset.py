@@ -15,28 +15,60 @@ from fusemycell.patching.store import PatchStore
 
 
 def augment_pair(
-    angle: np.ndarray, fused: np.ndarray, params: AugmentationParams, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the same random flips, xy rotation and intensity scaling to both patches (ZYX)."""
+    angle: np.ndarray,
+    fused: np.ndarray,
+    params: AugmentationParams,
+    rng: np.random.Generator,
+    extra: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Apply the same random flips, xy rotation and intensity scaling to both patches (ZYX).
+
+    ``extra`` (``(channels, z, y, x)``, e.g. per-voxel depth maps) gets the same
+    flips and rotation but no intensity scaling.
+    """
+    arrays = [angle, fused] + ([extra] if extra is not None else [])
     square = angle.shape[1] == angle.shape[2]
     if params.flip_xy:
-        for axis in (1, 2):
+        for axis in (-2, -1):
             if rng.random() < 0.5:
-                angle, fused = np.flip(angle, axis), np.flip(fused, axis)
+                arrays = [np.flip(a, axis) for a in arrays]
     if params.flip_z and rng.random() < 0.5:
-        angle, fused = np.flip(angle, 0), np.flip(fused, 0)
+        arrays = [np.flip(a, -3) for a in arrays]
     if params.rotate_xy:
         turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
         if turns:
-            angle, fused = np.rot90(angle, turns, axes=(1, 2)), np.rot90(fused, turns, axes=(1, 2))
+            arrays = [np.rot90(a, turns, axes=(-2, -1)) for a in arrays]
     if params.intensity_scale is not None:
         factor = np.float32(rng.uniform(*params.intensity_scale))
-        angle, fused = angle * factor, fused * factor
-    return np.ascontiguousarray(angle), np.ascontiguousarray(fused)
+        arrays[0], arrays[1] = arrays[0] * factor, arrays[1] * factor
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    return arrays[0], arrays[1], (arrays[2] if extra is not None else None)
+
+
+def patch_geometry(
+    origin_zyx: tuple[int, int, int], spacing_zyx: tuple[float, float, float], patch_size: tuple[int, ...]
+) -> np.ndarray:
+    """Per-voxel ``(depth along z, depth along x, lateral voxel size)`` in micrometres, ``(3, z, y, x)``.
+
+    Depths are measured from the first plane (z) and first column (x) of the
+    preprocessed volume: the detection and illumination entry faces.
+    """
+    pz, py, px = patch_size
+    depth_z = (origin_zyx[0] + np.arange(pz, dtype=np.float32) + 0.5) * np.float32(spacing_zyx[0])
+    depth_x = (origin_zyx[2] + np.arange(px, dtype=np.float32) + 0.5) * np.float32(spacing_zyx[2])
+    geometry = np.empty((3, pz, py, px), dtype=np.float32)
+    geometry[0] = depth_z[:, None, None]
+    geometry[1] = depth_x[None, None, :]
+    geometry[2] = np.float32(spacing_zyx[2])
+    return geometry
 
 
 class PatchDataset(Dataset):
     """``(input, target)`` tensors of shape ``(1, pz, py, px)`` from a :class:`PatchStore`.
+
+    With ``geometry=True`` a third tensor ``(3, pz, py, px)`` holds each voxel's
+    depths along z and x and the lateral voxel size (see :func:`patch_geometry`),
+    transformed with the patch, for the physics-informed loss.
 
     Safe with several DataLoader workers: each worker opens its own memory maps
     and draws augmentations from a stream seeded by ``seed``, the epoch and the
@@ -50,13 +82,28 @@ class PatchDataset(Dataset):
         Augmentation settings; ``None`` for none (validation).
     seed
         Base seed of the augmentation streams.
+    geometry
+        Also return the per-voxel geometry (needs spacing columns in the store's index).
     """
 
-    def __init__(self, store: PatchStore | str, augmentation: AugmentationParams | None = None, seed: int = 0):
+    def __init__(
+        self,
+        store: PatchStore | str,
+        augmentation: AugmentationParams | None = None,
+        seed: int = 0,
+        geometry: bool = False,
+    ):
         self.store = store if isinstance(store, PatchStore) else PatchStore(store)
         self.augmentation = augmentation
         self.seed = int(seed)
         self.epoch = 0
+        self.geometry = geometry
+        if geometry:
+            missing = {"spacing_z_um", "spacing_y_um", "spacing_x_um"} - set(self.store.index.columns)
+            if missing:
+                raise ValueError(
+                    f"{self.store.directory}: index.csv lacks {sorted(missing)}; re-run the patching pipeline"
+                )
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draws for a new epoch."""
@@ -65,9 +112,18 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, ...]:
         angle, fused = self.store[item]
+        extra = None
+        if self.geometry:
+            row = self.store.index.iloc[int(item)]
+            extra = patch_geometry(
+                (int(row.origin_z), int(row.origin_y), int(row.origin_x)),
+                (float(row.spacing_z_um), float(row.spacing_y_um), float(row.spacing_x_um)),
+                self.store.patch_size_zyx,
+            )
         if self.augmentation is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(item)])
-            angle, fused = augment_pair(angle, fused, self.augmentation, rng)
-        return torch.from_numpy(angle[None]), torch.from_numpy(fused[None])
+            angle, fused, extra = augment_pair(angle, fused, self.augmentation, rng, extra)
+        tensors = (torch.from_numpy(angle[None]), torch.from_numpy(fused[None]))
+        return tensors + (torch.from_numpy(extra),) if extra is not None else tensors

@@ -140,15 +140,18 @@ def scan_volume(
         mip_yx = np.full((height, width), -np.inf, dtype=np.float32)
         mip_zx = np.empty((depth, width), dtype=np.float32)
         mip_zy = np.empty((depth, height), dtype=np.float32)
-        for z0, slab in lazy.iter_slabs(slab_depth):
+        for z0 in range(0, depth, slab_depth):
+            slab = lazy[z0 : z0 + slab_depth]
             histogram.add(slab)
-            values = np.where(np.isfinite(slab), slab, 0).astype(np.float64) if slab.dtype.kind == "f" else slab
-            profile_z[z0 : z0 + len(slab)] = values.mean(axis=(1, 2))
-            sum_y += values.sum(axis=(0, 2))
-            sum_x += values.sum(axis=(0, 1))
-            np.maximum(mip_yx, values.max(axis=0), out=mip_yx)
-            mip_zx[z0 : z0 + len(slab)] = values.max(axis=1)
-            mip_zy[z0 : z0 + len(slab)] = values.max(axis=2)
+            if slab.dtype.kind == "f":
+                slab = np.where(np.isfinite(slab), slab, 0).astype(np.float64)
+            profile_z[z0 : z0 + len(slab)] = slab.mean(axis=(1, 2))
+            sum_y += slab.sum(axis=(0, 2))
+            sum_x += slab.sum(axis=(0, 1))
+            np.maximum(mip_yx, slab.max(axis=0), out=mip_yx)
+            mip_zx[z0 : z0 + len(slab)] = slab.max(axis=1)
+            mip_zy[z0 : z0 + len(slab)] = slab.max(axis=2)
+            del slab  # release before the next read: one slab in memory at a time
         lazy.close()
     except VolumeFormatError as exc:
         scan.error = str(exc)

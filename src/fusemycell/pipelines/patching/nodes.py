@@ -83,6 +83,7 @@ def sample_patches(
                     "origin_x": x,
                     "drawn": drawn,
                     "foreground_level": level,
+                    **{f"spacing_{a}_um": float(record[f"output_spacing_{a}_um"]) for a in "zyx"},
                     "angle_path": volume.angle,
                     "fused_path": volume.fused,
                 }

@@ -1,8 +1,31 @@
-"""Training pipeline; registered empty until issue #4 lands."""
+"""Training pipeline: patch stores (05_model_input) -> trained U-Net (06_models), history and figures."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from fusemycell.pipelines.training.nodes import plot_learning_curves, train_fusion_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty, valid pipeline: nodes arrive with issue #4."""
-    return Pipeline([])
+    """Train on the train patches, select the best epoch on the validation patches."""
+    return Pipeline(
+        [
+            Node(
+                func=train_fusion_model,
+                inputs=[
+                    "patch_store_train",
+                    "patch_store_val",
+                    "params:training",
+                    "params:patching",
+                    "params:preprocessing",
+                ],
+                outputs=["trained_model", "training_history", "validation_slices"],
+                name="train_3d_unet",
+            ),
+            Node(
+                func=plot_learning_curves,
+                inputs="training_history",
+                outputs="learning_curves",
+                name="plot_learning_curves",
+            ),
+        ]
+    )

@@ -1,0 +1,131 @@
+"""Project hooks: the memory monitor (peak RSS and accelerator memory per node, logged and sent to MLflow)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from fusemycell.tracking import log_metrics
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two memory samples, unless ``monitor_interval`` is set in the parameters.
+DEFAULT_INTERVAL_S = 0.5
+
+
+@dataclass
+class NodeMemory:
+    """Peak memory while one node ran."""
+
+    node: str
+    peak_rss_mb: float
+    peak_device_mb: float
+    samples: int
+
+
+class _Sampler(threading.Thread):
+    """Samples this process's RSS, plus its worker processes', and the accelerator's memory."""
+
+    def __init__(self, interval: float):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.interval = interval
+        self.process = psutil.Process()
+        self.stopped = threading.Event()
+        self.peak_rss = 0
+        self.peak_device = 0.0
+        self.samples = 0
+        self._reset_device()
+        self.sample()
+
+    @staticmethod
+    def _reset_device() -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def sample(self) -> None:
+        import psutil
+        import torch
+
+        rss = self.process.memory_info().rss
+        for child in self.process.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except psutil.Error:  # the child ended between listing and reading
+                continue
+        self.peak_rss = max(self.peak_rss, rss)
+        if torch.cuda.is_available():
+            self.peak_device = max(self.peak_device, torch.cuda.max_memory_allocated() / 2**20)
+        elif hasattr(torch, "mps") and torch.backends.mps.is_available():
+            self.peak_device = max(self.peak_device, torch.mps.driver_allocated_memory() / 2**20)
+        self.samples += 1
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+        self.sample()
+
+
+class MemoryMonitorHooks:
+    """Samples memory while each node runs; logs the peak per node and records it in MLflow.
+
+    The sampling interval is the ``monitor_interval`` parameter (seconds).
+    Peaks are kept in :attr:`peaks` and logged to the active MLflow run as
+    ``memory.<node>.peak_rss_mb`` (and ``peak_device_mb`` on CUDA or MPS).
+    """
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL_S):
+        self.interval = interval
+        self.peaks: dict[str, NodeMemory] = {}
+        self._samplers: dict[str, _Sampler] = {}
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Read ``monitor_interval`` from the parameters."""
+        try:
+            value = context.params.get("monitor_interval", self.interval)
+        except Exception:  # noqa: BLE001 - parameters that fail to load are reported by Kedro itself
+            return
+        self.interval = float(value) if value else self.interval
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        """Start sampling."""
+        sampler = _Sampler(self.interval)
+        self._samplers[node.name] = sampler
+        sampler.start()
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        """Stop sampling, log and record the peak."""
+        self._finish(node.name)
+
+    @hook_impl
+    def on_node_error(self, node: Any) -> None:
+        """A failing node's peak is recorded too (it may be why it failed)."""
+        self._finish(node.name)
+
+    def _finish(self, name: str) -> None:
+        sampler = self._samplers.pop(name, None)
+        if sampler is None:
+            return
+        sampler.stop()
+        record = NodeMemory(name, sampler.peak_rss / 2**20, sampler.peak_device, sampler.samples)
+        self.peaks[name] = record
+        device = f", accelerator {record.peak_device_mb:.0f} MB" if record.peak_device_mb else ""
+        logger.info("memory: %s peaked at %.0f MB RSS%s", name, record.peak_rss_mb, device)
+        metrics = {f"memory.{name}.peak_rss_mb": record.peak_rss_mb}
+        if record.peak_device_mb:
+            metrics[f"memory.{name}.peak_device_mb"] = record.peak_device_mb
+        log_metrics(metrics)

@@ -1,0 +1,84 @@
+"""Typed configuration of the 3D U-Net; saved with the weights so a checkpoint alone rebuilds the network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class UNetConfig(BaseModel):
+    """Architecture of :class:`fusemycell.models.unet.UNet3D`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_channels: int = Field(default=1, ge=1)
+    """Input channels (the single view)."""
+    out_channels: int = Field(default=1, ge=1)
+    """Output channels (the predicted fusion)."""
+    depth: int = Field(default=4, ge=1, le=7)
+    """Resolution levels; ``depth - 1`` poolings."""
+    base_channels: int = Field(default=16, ge=1)
+    """Feature maps at full resolution; doubled at every level."""
+    max_channels: int = Field(default=256, ge=1)
+    """Cap on feature maps at coarse levels."""
+    convs_per_level: int = Field(default=2, ge=1, le=4)
+    """3x3x3 convolutions per level, each followed by normalisation and activation."""
+    normalization: Literal["instance", "group", "batch"] = "instance"
+    """Feature normalisation; instance and group do not depend on the batch size (batch 2 on a laptop)."""
+    groups: int = Field(default=8, ge=1)
+    """Groups for group normalisation (reduced to divide the channels)."""
+    activation: Literal["leaky_relu", "relu", "gelu", "silu"] = "leaky_relu"
+    """Non-linearity."""
+    upsampling: Literal["trilinear", "transposed"] = "trilinear"
+    """Trilinear interpolation then a convolution, or a transposed convolution."""
+    residual: bool = True
+    """Predict a correction added to the input instead of the image itself."""
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout before the bottleneck convolutions."""
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Voxel size the network is trained at; drives :func:`pooling_schedule`."""
+    pool_z: tuple[bool, ...] | None = None
+    """Pool z at each of the ``depth - 1`` levels; null = nnU-Net's rule from ``spacing_zyx``."""
+
+    @model_validator(mode="after")
+    def _pool_z_length(self) -> UNetConfig:
+        if self.pool_z is not None and len(self.pool_z) != self.depth - 1:
+            raise ValueError(f"pool_z needs depth - 1 = {self.depth - 1} entries, got {len(self.pool_z)}")
+        return self
+
+    @property
+    def pooling(self) -> list[tuple[int, int, int]]:
+        """Pooling kernel ``(z, y, x)`` of each level."""
+        if self.pool_z is not None:
+            return [(2 if pool else 1, 2, 2) for pool in self.pool_z]
+        return pooling_schedule(self.spacing_zyx, self.depth)
+
+    @property
+    def size_multiple(self) -> tuple[int, int, int]:
+        """Input sizes must be multiples of this (the model pads to it at its boundary)."""
+        multiple = [1, 1, 1]
+        for kernel in self.pooling:
+            multiple = [m * k for m, k in zip(multiple, kernel)]
+        return tuple(multiple)  # type: ignore[return-value]
+
+    def channels(self, level: int) -> int:
+        """Feature maps at ``level`` (0 = full resolution)."""
+        return min(self.base_channels * 2**level, self.max_channels)
+
+
+def pooling_schedule(spacing_zyx: Sequence[float], depth: int) -> list[tuple[int, int, int]]:
+    """nnU-Net's rule: an axis is pooled only while its spacing is within 2x of the finest axis.
+
+    After each pooling the pooled axes' spacings double, so a z spacing 3x the xy
+    spacing is left alone until xy has caught up.
+    """
+    spacing = list(map(float, spacing_zyx))
+    schedule = []
+    for _ in range(depth - 1):
+        finest = min(spacing)
+        kernel = tuple(2 if s <= 2 * finest else 1 for s in spacing)
+        schedule.append(kernel)
+        spacing = [s * k for s, k in zip(spacing, kernel)]
+    return schedule  # type: ignore[return-value]

@@ -1,0 +1,124 @@
+"""3D U-Net with anisotropy-aware pooling and an optional residual output."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusemycell.models.config import UNetConfig
+
+
+def _normalization(kind: str, channels: int, groups: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    groups = math.gcd(channels, groups)  # the largest group count <= groups that divides channels
+    return nn.GroupNorm(groups, channels)
+
+
+def _activation(kind: str) -> nn.Module:
+    return {
+        "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+        "relu": lambda: nn.ReLU(inplace=True),
+        "gelu": nn.GELU,
+        "silu": lambda: nn.SiLU(inplace=True),
+    }[kind]()
+
+
+class ConvBlock(nn.Sequential):
+    """``convs`` x (3x3x3 convolution, normalisation, activation)."""
+
+    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        if dropout > 0:
+            layers.append(nn.Dropout3d(dropout))
+        for index in range(config.convs_per_level):
+            layers += [
+                nn.Conv3d(in_channels if index == 0 else out_channels, out_channels, 3, padding=1, bias=False),
+                _normalization(config.normalization, out_channels, config.groups),
+                _activation(config.activation),
+            ]
+        super().__init__(*layers)
+
+
+class Upsample(nn.Module):
+    """Back to the finer level: trilinear interpolation + 3x3x3 conv, or a transposed convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int], mode: str):
+        super().__init__()
+        self.kernel = kernel
+        self.mode = mode
+        if mode == "transposed":
+            self.layer = nn.ConvTranspose3d(in_channels, out_channels, kernel_size=kernel, stride=kernel)
+        else:
+            self.layer = nn.Conv3d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.mode == "transposed":
+            return self.layer(features)
+        upsampled = F.interpolate(features, scale_factor=self.kernel, mode="trilinear", align_corners=False)
+        return self.layer(upsampled)
+
+
+class UNet3D(nn.Module):
+    """U-Net for ``(batch, channels, z, y, x)`` volumes of any size.
+
+    Inputs are padded (replicating the border) to a multiple of the total
+    pooling factor and the output is cropped back, so odd and anisotropic sizes
+    work. With ``config.residual`` the network predicts a correction that is
+    added to its input.
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        pooling = config.pooling
+        self.encoders = nn.ModuleList()
+        self.pools = nn.ModuleList()
+        in_channels = config.in_channels
+        for level in range(config.depth):
+            dropout = config.dropout if level == config.depth - 1 else 0.0
+            self.encoders.append(ConvBlock(in_channels, config.channels(level), config, dropout))
+            in_channels = config.channels(level)
+            if level < config.depth - 1:
+                self.pools.append(nn.MaxPool3d(kernel_size=pooling[level], stride=pooling[level]))
+        self.upsamples = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for level in reversed(range(config.depth - 1)):
+            self.upsamples.append(
+                Upsample(config.channels(level + 1), config.channels(level), pooling[level], config.upsampling)
+            )
+            self.decoders.append(ConvBlock(2 * config.channels(level), config.channels(level), config))
+        self.head = nn.Conv3d(config.channels(0), config.out_channels, kernel_size=1)
+        if config.residual:
+            # a residual network starts as the identity: its first predictions are the input itself
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """Predict the fused volume from a single view, ``(N, C, z, y, x)`` in and out."""
+        if volume.ndim != 5:
+            raise ValueError(f"UNet3D expects (batch, channels, z, y, x), got shape {tuple(volume.shape)}")
+        size = volume.shape[2:]
+        padding = []
+        for n, multiple in zip(reversed(size), reversed(self.config.size_multiple)):
+            padding += [0, (-n) % multiple]
+        padded = F.pad(volume, padding, mode="replicate") if any(padding) else volume
+        features = padded
+        skips = []
+        for level, encoder in enumerate(self.encoders):
+            features = encoder(features)
+            if level < len(self.pools):
+                skips.append(features)
+                features = self.pools[level](features)
+        for upsample, decoder in zip(self.upsamples, self.decoders):
+            skip = skips.pop()
+            features = decoder(torch.cat([upsample(features), skip], dim=1))
+        output = self.head(features)
+        if self.config.residual and self.config.in_channels == self.config.out_channels:
+            output = output + padded
+        return output[..., : size[0], : size[1], : size[2]]

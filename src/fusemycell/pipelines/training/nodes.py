@@ -1,0 +1,73 @@
+"""Nodes of the training pipeline: thin wrappers around :mod:`fusemycell.training`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fusemycell.configuration import load_config
+from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.patching.config import PatchingConfig
+from fusemycell.patching.store import PatchStore
+from fusemycell.preprocessing.config import PreprocessingConfig
+from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
+from fusemycell.training.config import TrainingConfig
+from fusemycell.training.engine import store_spacing, train
+from fusemycell.training.figures import learning_curves, validation_figure
+
+logger = logging.getLogger(__name__)
+
+
+def train_fusion_model(
+    patch_store_train: PatchStore,
+    patch_store_val: PatchStore,
+    training: dict[str, Any],
+    patching: dict[str, Any],
+    preprocessing: dict[str, Any],
+) -> tuple[TrainedModel, pd.DataFrame, Figure]:
+    """Train the 3D U-Net; returns the best model, the per-epoch history and validation slices.
+
+    Per-epoch metrics go to the MLflow run of this ``kedro run`` with ``step = epoch``.
+    """
+    config = load_config(TrainingConfig, training, "training")
+    patch_config = load_config(PatchingConfig, patching, "patching")
+    preprocessing_config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    run = RunLogger.current()
+    metadata = {
+        "normalization": preprocessing_config.normalization.model_dump(),
+        "patch_size_zyx": list(patch_store_train.patch_size_zyx),
+        "spacing_zyx": list(store_spacing(patch_store_train)),
+        "train_patches": len(patch_store_train),
+        "val_patches": len(patch_store_val),
+    }
+    result = train(
+        config,
+        patch_store_train.directory,
+        patch_store_val.directory,
+        augmentation=patch_config.augmentation,
+        epoch_callback=EpochMetricsLogger(run) if run is not None else None,
+        metadata=metadata,
+    )
+    best = next(h for h in result.history if h.epoch == result.best_epoch)
+    logger.info(
+        "best epoch %d: validation N_SSIM %.4f (SSIM %.4f, input %.4f)%s",
+        best.epoch,
+        best.val_nssim,
+        best.val_ssim,
+        best.val_ssim_input,
+        ", stopped early" if result.stopped_early else "",
+    )
+    log_metrics({"best_epoch": best.epoch, "best_val_nssim": best.val_nssim, "best_val_ssim": best.val_ssim})
+    if result.physics:
+        log_metrics({f"physics.{key}": value for key, value in result.physics.items()})
+    history = pd.DataFrame([asdict(h) for h in result.history])
+    return result.model, history, validation_figure(result.model, patch_store_val)
+
+
+def plot_learning_curves(training_history: pd.DataFrame) -> Figure:
+    """Loss and validation N_SSIM per epoch."""
+    return learning_curves(training_history)

@@ -1,0 +1,90 @@
+"""Choosing the device and the mixed precision that actually work on this machine."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not usable here; the message says what to do instead."""
+
+
+def mps_works() -> bool:
+    """True when Apple's MPS backend is present *and* runs a tiny operation (it is sometimes listed but broken)."""
+    if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return False
+    try:
+        probe = torch.ones(2, device="mps")
+        return bool((probe * 2).sum().item() == 4)
+    except Exception:  # noqa: BLE001 - any failure means "do not use MPS"
+        return False
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA, then MPS, then CPU; an explicit name is checked and explained when unavailable."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_works():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            "training.device is 'cuda' but no CUDA GPU is visible (torch.cuda.is_available() is False). "
+            "On a laptop run with --env mac (device auto); on a GPU machine check the driver and that "
+            "PyTorch was installed with CUDA support."
+        )
+    if name == "mps" and not mps_works():
+        raise DeviceError("training.device is 'mps' but Apple's MPS backend does not work here; use device: auto")
+    return torch.device(name)
+
+
+def resolve_world_size(devices: int | str, device: torch.device) -> int:
+    """Number of processes for one run: ``all`` = every visible GPU (1 on CPU or MPS)."""
+    if devices == "all":
+        return max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
+    count = int(devices)
+    if device.type == "cuda" and count > torch.cuda.device_count():
+        raise DeviceError(f"training.devices is {count} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    if device.type == "mps" and count > 1:
+        raise DeviceError("training.devices > 1 needs CUDA GPUs (or CPU processes); MPS is a single device")
+    return count
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What autocast and the gradient scaler do on this device."""
+
+    enabled: bool
+    dtype: torch.dtype
+    use_scaler: bool
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        """The autocast context for a forward pass."""
+        return torch.autocast(device_type=device.type, dtype=self.dtype, enabled=self.enabled)
+
+
+def resolve_precision(device: torch.device, amp: bool, amp_dtype: str = "auto") -> Precision:
+    """Mixed precision per device: bf16 where supported, fp16 with a GradScaler otherwise.
+
+    On CPU, AMP is used only when bf16 is asked for explicitly: most CPUs run it
+    no faster than float32.
+    """
+    if not amp:
+        return Precision(False, torch.float32, False)
+    if device.type == "cuda":
+        bf16 = amp_dtype == "bfloat16" or (amp_dtype == "auto" and torch.cuda.is_bf16_supported())
+        return Precision(True, torch.bfloat16, False) if bf16 else Precision(True, torch.float16, True)
+    if device.type == "mps":
+        if amp_dtype == "bfloat16":
+            return Precision(True, torch.bfloat16, False)
+        return Precision(True, torch.float16, True)
+    if amp_dtype == "bfloat16":
+        return Precision(True, torch.bfloat16, False)
+    logger.info("mixed precision skipped on CPU (no speed-up on most CPUs); set amp_dtype: bfloat16 to force it")
+    return Precision(False, torch.float32, False)

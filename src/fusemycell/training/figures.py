@@ -1,0 +1,48 @@
+"""Figures of training: validation slices (input / prediction / target) and learning curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.patching.store import PatchStore
+
+
+def validation_figure(model: TrainedModel, store: PatchStore, count: int = 4, device: str = "cpu") -> Figure:
+    """Middle xy slice of ``count`` validation patches: input, prediction, target, on one contrast per row."""
+    count = min(count, len(store))
+    rows = np.linspace(0, len(store) - 1, count).astype(int) if count else []
+    figure = Figure(figsize=(9, 3 * max(1, count)), layout="constrained")
+    network = model.network.to(device).eval()
+    for row, index in enumerate(rows):
+        single_view, target = store[int(index)]
+        with torch.no_grad():
+            prediction = network(torch.from_numpy(single_view)[None, None].to(device))[0, 0].cpu().numpy()
+        z = single_view.shape[0] // 2
+        images = (single_view[z], prediction[z], target[z])
+        low, high = np.percentile(target, (1, 99.8))
+        for column, (title, image) in enumerate(zip(("input (single view)", "prediction", "target (fused)"), images)):
+            axis = figure.add_subplot(count, 3, row * 3 + column + 1)
+            axis.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1)
+            axis.set_title(f"{title}, patch {index}", fontsize=9)
+            axis.axis("off")
+    return figure
+
+
+def learning_curves(history: pd.DataFrame) -> Figure:
+    """Training and validation loss, and validation N_SSIM, per epoch."""
+    figure = Figure(figsize=(10, 3.5), layout="constrained")
+    losses, scores = figure.subplots(1, 2)
+    losses.plot(history["epoch"], history["train_loss"], label="train")
+    losses.plot(history["epoch"], history["val_loss"], label="validation")
+    losses.set_xlabel("epoch")
+    losses.set_ylabel("loss")
+    losses.legend()
+    scores.plot(history["epoch"], history["val_nssim"], color="tab:green")
+    scores.axhline(0, color="grey", linewidth=0.8)  # identity scores 0
+    scores.set_xlabel("epoch")
+    scores.set_ylabel("validation N_SSIM")
+    return figure

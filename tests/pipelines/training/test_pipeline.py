@@ -1,0 +1,68 @@
+"""`kedro run --pipeline training --env test` through a real Kedro session, tracked in MLflow."""
+
+import os
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fusemycell.models.checkpoint import load_model
+from tests.conftest import copy_project, run_session
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("training") / "project")
+    previous = os.getcwd()
+    os.chdir(project)
+    try:
+        run_session(project, ["simulation", "preprocessing", "patching"])
+        run_session(project, ["training"])
+    finally:
+        os.chdir(previous)
+    return project
+
+
+def test_model_and_reports_are_written(trained_project):
+    model = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
+    assert model.metadata["patch_size_zyx"] == [8, 16, 16]
+    assert model.metadata["normalization"] == {"low_percentile": 2.0, "high_percentile": 99.8}
+    assert model.config.depth == 2 and model.config.base_channels == 4
+    history = pd.read_csv(trained_project / "data" / "08_reporting" / "training" / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    for figure in ("validation_slices.png", "learning_curves.png"):
+        assert (trained_project / "data" / "08_reporting" / "training" / figure).stat().st_size > 1000
+
+
+def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
+    uri = f"sqlite:///{(trained_project / 'mlflow.db').as_posix()}"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["fusemycell"], filter_string="tags.mlflow.runName = 'training'")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED"
+    assert run["params.training.batch_size"] == "2"  # flattened parameters
+    assert run["params.training.model.depth"] == "2"
+    client = MlflowClient(uri)
+    steps = [m.step for m in client.get_metric_history(run["run_id"], "val_nssim")]
+    assert steps == [1, 2]
+    for metric in (
+        "train_loss",
+        "val_loss",
+        "val_ssim",
+        "learning_rate",
+        "epoch_time_s",
+        "patches_per_s",
+        "peak_rss_mb",
+    ):
+        assert len(client.get_metric_history(run["run_id"], metric)) == 2, metric
+    assert run["metrics.memory.train_3d_unet.peak_rss_mb"] > 0  # the memory monitor's record
+    artifacts = {a.path for a in client.list_artifacts(run["run_id"], "training")}
+    assert {"training/validation_slices.png", "training/learning_curves.png", "training/history.csv"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run["run_id"], "model")] == ["model/fusemycell_unet.pt"]
+
+
+def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
+    with pytest.raises(Exception, match="kedro run --pipeline patching"):
+        run_session(kedro_project, ["training"])

@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+
+from fusemycell.models.checkpoint import load_model
+from fusemycell.models.config import UNetConfig
+from fusemycell.models.unet import UNet3D
+from fusemycell.patching.config import AugmentationParams
+from fusemycell.training.config import LossWeights, TrainingConfig
+from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, FusionModel, train
+from fusemycell.training.losses import image_loss
+from tests.training.conftest import make_store
+
+TINY_MODEL = {"depth": 2, "base_channels": 4}
+
+
+def _config(tmp_path, **changes):
+    values = {
+        "device": "cpu",
+        "epochs": 2,
+        "batch_size": 2,
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+        "model": TINY_MODEL,
+        "learning_rate": 5e-3,
+    }
+    values.update(changes)
+    return TrainingConfig(**values)
+
+
+def test_training_improves_validation_and_saves_every_epoch(tmp_path, stores):
+    epochs = []
+    result = train(_config(tmp_path, epochs=4), *stores, epoch_callback=epochs.append, metadata={"note": "x"})
+    assert [m.epoch for m in epochs] == [1, 2, 3, 4]
+    assert epochs[-1].val_loss < epochs[0].val_loss
+    assert all(math.isfinite(m.val_nssim) and m.patches_per_s > 0 and m.peak_rss_mb > 0 for m in epochs)
+    assert result.best_epoch == max(epochs, key=lambda m: m.val_nssim).epoch
+    saved = load_model(tmp_path / "ckpt" / BEST_MODEL)
+    assert saved.metadata["note"] == "x" and saved.metadata["best_epoch"] == result.best_epoch
+    assert (tmp_path / "ckpt" / LAST_CHECKPOINT).exists()
+    assert result.model.config.spacing_zyx == (1.0, 0.5, 0.5)
+
+
+def test_accumulating_k_batches_equals_one_batch_of_k_times_b():
+    """The engine divides each micro-batch's loss by its group size: gradients equal those of one big batch."""
+    torch.manual_seed(0)
+    model = FusionModel(UNet3D(UNetConfig(depth=2, base_channels=4, residual=False)))
+    inputs, targets = torch.rand(4, 1, 8, 16, 16), torch.rand(4, 1, 8, 16, 16)
+    weights = LossWeights(l1=1, mse=0.5, ssim=0.2)
+
+    model.zero_grad()
+    image_loss(model(inputs)[0], targets, weights).backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    for part in (slice(0, 2), slice(2, 4)):
+        (image_loss(model(inputs[part])[0], targets[part], weights) / 2).backward()
+    accumulated = [p.grad for p in model.parameters()]
+    for a, b in zip(whole, accumulated):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_engine_accumulation_makes_the_same_step_as_a_larger_batch(tmp_path):
+    train_store = make_store(tmp_path / "t", 4, seed=0)
+    val_store = make_store(tmp_path / "v", 2, seed=1)
+    common = {"epochs": 1, "grad_clip": None, "warmup_fraction": 0.0, "model": {**TINY_MODEL, "residual": False}}
+    one_batch = train(_config(tmp_path / "a", batch_size=4, accumulation_steps=1, **common), train_store, val_store)
+    accumulated = train(_config(tmp_path / "b", batch_size=2, accumulation_steps=2, **common), train_store, val_store)
+    for (name, a), (_, b) in zip(
+        one_batch.model.network.state_dict().items(), accumulated.model.network.state_dict().items()
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, stores):
+    augmentation = AugmentationParams()
+    straight = train(_config(tmp_path / "straight", epochs=3), *stores, augmentation=augmentation)
+
+    def kill_after_first(metrics):
+        if metrics.epoch == 1:
+            raise Killed("SIGKILL stand-in, after the epoch's checkpoint")
+
+    interrupted = _config(tmp_path / "resumed", epochs=3)
+    with pytest.raises(Killed):
+        train(interrupted, *stores, augmentation=augmentation, epoch_callback=kill_after_first)
+    resumed = train(interrupted.model_copy(update={"resume": True}), *stores, augmentation=augmentation)
+    assert [m.epoch for m in resumed.history] == [1, 2, 3]
+    assert resumed.weight_digests == straight.weight_digests
+    assert resumed.best_epoch == straight.best_epoch
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path, stores):
+    train(_config(tmp_path, epochs=1), *stores)
+    other = _config(tmp_path, epochs=2, resume=True, model={"depth": 2, "base_channels": 6})
+    with pytest.raises(ValueError, match="different model configuration"):
+        train(other, *stores)
+
+
+def test_physics_informed_training_fits_and_reports_the_forward_model(tmp_path, stores):
+    config = _config(tmp_path, epochs=1, physics={"enabled": True, "fit_steps": 5, "weight": 0.1})
+    result = train(config, *stores)
+    assert set(result.physics) == {
+        "illumination_attenuation_um",
+        "detection_attenuation_um",
+        "blur_growth_per_um",
+        "gain",
+        "offset",
+    }
+    assert math.isfinite(result.history[0].train_consistency)
+    assert result.model.metadata["physics"] == result.physics
+
+
+def test_early_stopping(tmp_path, stores):
+    # a zero learning rate never improves: patience 1 stops after the second epoch
+    config = _config(tmp_path, epochs=5, learning_rate=1e-12, early_stopping_patience=1, monitor="val_loss")
+    result = train(config, *stores)
+    assert result.stopped_early and len(result.history) == 2
+
+
+def test_ddp_on_two_cpu_processes(tmp_path, stores):
+    """gloo, 2 processes: both train, the weights stay identical, rank 0 alone writes."""
+    result = train(_config(tmp_path, devices=2, epochs=2), *stores)
+    assert len(result.weight_digests) == 2
+    assert result.weight_digests[0] == result.weight_digests[1]
+    assert result.writes_per_rank[0] >= 2 and result.writes_per_rank[1] == 0
+    assert [m.epoch for m in result.history] == [1, 2]
+    assert load_model(tmp_path / "ckpt" / BEST_MODEL).config == result.model.config
