@@ -6,7 +6,7 @@ import sys
 
 from kedro.framework.project import configure_project
 
-from fusemycell.pipeline_registry import PIPELINE_ORDER, register_pipelines
+from fusemycell.pipeline_registry import DEFAULT_CHAIN, PIPELINE_ORDER, register_pipelines
 
 
 def test_all_six_pipelines_and_the_default_chain_are_registered():
@@ -14,9 +14,11 @@ def test_all_six_pipelines_and_the_default_chain_are_registered():
     pipelines = register_pipelines()
     assert set(pipelines) == {*PIPELINE_ORDER, "__default__"}
     assert PIPELINE_ORDER == ("simulation", "preprocessing", "patching", "training", "evaluation", "inference")
-    every_node = {node.name for name in PIPELINE_ORDER for node in pipelines[name].nodes}
-    assert {node.name for node in pipelines["__default__"].nodes} == every_node
-    assert "simulate_light_sheet_acquisitions" in every_node
+    chain = {node.name for name in DEFAULT_CHAIN for node in pipelines[name].nodes}
+    assert DEFAULT_CHAIN == ("simulation", "preprocessing", "patching", "training", "evaluation")
+    assert {node.name for node in pipelines["__default__"].nodes} == chain
+    assert {"simulate_light_sheet_acquisitions", "train_3d_unet", "score_model_and_baselines"} <= chain
+    assert all(len(pipelines[name].nodes) > 0 for name in PIPELINE_ORDER)
 
 
 def _kedro(project, *args):

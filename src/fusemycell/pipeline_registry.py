@@ -12,15 +12,19 @@ from kedro.pipeline import Pipeline
 
 from fusemycell.pipelines import evaluation, inference, patching, preprocessing, simulation, training
 
-#: Pipelines in data-flow order; ``__default__`` chains them all.
+#: Pipelines in data-flow order.
 PIPELINE_ORDER = ("simulation", "preprocessing", "patching", "training", "evaluation", "inference")
+
+#: The main job, ``kedro run``: simulation to evaluation. Inference is the deployment step: it is
+#: run on its own, on a folder the user names (``--params inference.input_dir=...``).
+DEFAULT_CHAIN = PIPELINE_ORDER[:-1]
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        A mapping from pipeline names to ``Pipeline`` objects; ``__default__`` is the full chain.
+        A mapping from pipeline names to ``Pipeline`` objects; ``__default__`` is the main job.
     """
     modules = {
         "simulation": simulation,
@@ -31,5 +35,5 @@ def register_pipelines() -> dict[str, Pipeline]:
         "inference": inference,
     }
     pipelines = {name: modules[name].create_pipeline() for name in PIPELINE_ORDER}
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
     return pipelines

@@ -188,6 +188,14 @@ def test_a_lazy_volume_can_be_written_plane_by_plane(tmp_path, volume_array):
     assert again.metadata["study"] == "x"
 
 
+def test_rewriting_a_file_gives_the_same_description(tmp_path, volume_array):
+    first = write_volume(tmp_path / "a.tif", volume_array, (2, 0.5, 0.5), {"channel": "nucleus", "study": "s"})
+    second = save_volume(tmp_path / "b.tif", read_volume(first))
+    descriptions = [tifffile.TiffFile(p).pages.first.description for p in (first, second)]
+    assert descriptions[0] == descriptions[1]
+    assert descriptions[1].count("ImageJ=") == 1
+
+
 def test_save_volume_keeps_the_spelling_of_the_source(tmp_path, volume_array):
     source = write_volume(tmp_path / "a.tif", volume_array, (2, 0.5, 0.5), spelling="physical_size_x")
     copy = save_volume(tmp_path / "b.tif", read_volume(source))

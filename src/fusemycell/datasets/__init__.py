@@ -1,8 +1,17 @@
 """Kedro datasets for FuseMyCell volumes, patches and models; the file handling itself lives in plain modules."""
 
-from fusemycell.datasets.model_dataset import TorchModelDataset
+from fusemycell.datasets.model_dataset import OnnxModelDataset, TorchModelDataset
 from fusemycell.datasets.patch_store_dataset import PatchStoreDataset
 from fusemycell.datasets.raw_pairs_dataset import FuseMyCellPairsDataset, ParallelVolumes
+from fusemycell.datasets.tiff_folder_dataset import TiffFolderDataset
 from fusemycell.datasets.tiff_volume_dataset import TiffVolumeDataset
 
-__all__ = ["FuseMyCellPairsDataset", "ParallelVolumes", "PatchStoreDataset", "TiffVolumeDataset", "TorchModelDataset"]
+__all__ = [
+    "FuseMyCellPairsDataset",
+    "OnnxModelDataset",
+    "ParallelVolumes",
+    "PatchStoreDataset",
+    "TiffFolderDataset",
+    "TiffVolumeDataset",
+    "TorchModelDataset",
+]

@@ -1,8 +1,9 @@
-"""``TorchModelDataset``: a trained U-Net with its configuration and metadata, one ``.pt`` file."""
+"""Model files in the catalog: the PyTorch model (``.pt``) and its ONNX export."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,6 +16,9 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
     """Saves a :class:`~fusemycell.models.checkpoint.TrainedModel` atomically; loads it with
     ``torch.load(weights_only=True)`` (a file carrying pickled code is refused).
 
+    ``filepath`` may also be an MLflow artifact URI (``runs:/<run id>/model/fusemycell_unet.pt``,
+    ``models:/...``): the file is then fetched from the tracking server (read only).
+
     Example catalog entry::
 
         trained_model:
@@ -23,8 +27,10 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
     """
 
     def __init__(self, *, filepath: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-        """Create a dataset for the model file ``filepath`` (local)."""
-        self._filepath = PurePosixPath(Path(filepath).as_posix())
+        """Create a dataset for the model file ``filepath`` (local, or an MLflow artifact URI)."""
+        self._uri = str(filepath)
+        self._mlflow = self._uri.startswith(("runs:/", "models:/", "mlflow-artifacts:"))
+        self._filepath = PurePosixPath(self._uri if self._mlflow else Path(filepath).as_posix())
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
@@ -32,6 +38,8 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
 
     def load(self) -> TrainedModel:
         """Rebuild the network from the file alone."""
+        if self._mlflow:
+            return self._load_from_mlflow()
         if not Path(self._filepath).is_file():
             raise DatasetError(f"{self._filepath}: no trained model yet; run 'kedro run --pipeline training' first")
         try:
@@ -39,12 +47,64 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         except CheckpointError as exc:
             raise DatasetError(str(exc)) from exc
 
+    def _load_from_mlflow(self) -> TrainedModel:
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=self._uri, dst_path=scratch)
+            except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI
+                raise DatasetError(f"{self._uri}: could not fetch the model from MLflow ({exc})") from exc
+            try:
+                return load_model(local)
+            except CheckpointError as exc:
+                raise DatasetError(f"{self._uri}: {exc}") from exc
+
     def save(self, data: TrainedModel) -> None:
         """Write the model (weights, configuration, metadata) atomically."""
+        if self._mlflow:
+            raise DatasetError(f"{self._uri}: an MLflow URI is read-only; save to a local file")
         if not isinstance(data, TrainedModel):
             raise DatasetError(f"{self._filepath}: TorchModelDataset saves a TrainedModel, got {type(data).__name__}")
         try:
             save_model(data, self._filepath)
+        except OSError as exc:
+            raise DatasetError(f"could not write {self._filepath}: {exc}") from exc
+
+    def _exists(self) -> bool:
+        return self._mlflow or Path(self._filepath).is_file()
+
+
+class OnnxModelDataset(AbstractDataset[TrainedModel, str]):
+    """Saves a :class:`TrainedModel` as ONNX (dynamic spatial axes); loads the file's path.
+
+    Example catalog entry::
+
+        onnx_model:
+          type: fusemycell.datasets.OnnxModelDataset
+          filepath: data/06_models/fusemycell_unet.onnx
+    """
+
+    def __init__(self, *, filepath: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """Create a dataset for the ONNX file ``filepath``."""
+        self._filepath = PurePosixPath(Path(filepath).as_posix())
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def load(self) -> str:
+        """The ONNX file's path (open it with :class:`fusemycell.inference.onnx_backend.OnnxBackend`)."""
+        if not Path(self._filepath).is_file():
+            raise DatasetError(f"{self._filepath}: no ONNX model yet; run 'kedro run --pipeline training' first")
+        return str(self._filepath)
+
+    def save(self, data: TrainedModel) -> None:
+        """Export atomically."""
+        from fusemycell.inference.onnx_backend import export_onnx
+
+        try:
+            export_onnx(data, self._filepath)
         except OSError as exc:
             raise DatasetError(f"could not write {self._filepath}: {exc}") from exc
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -269,7 +270,7 @@ def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
     except Exception as exc:  # tifffile raises many types on corrupt headers
         raise _fail(path, f"corrupt TIFF header ({type(exc).__name__}: {exc})") from exc
     spelling = next((name for name in SPACING_SPELLINGS if name in raw), "PhysicalSizeX")
-    metadata = {k: v for k, v in normalise_metadata(raw).items() if k not in _IMAGEJ_LAYOUT_KEYS}
+    metadata = {k: v for k, v in normalise_metadata(raw).items() if str(k).lower() not in _IMAGEJ_LAYOUT_KEYS}
     metadata["axes"] = "ZYX"
     spacing, found = _resolve_spacing(path, metadata, page)
     # read raw bytes only where they are plain voxels: uncompressed, untiled, little-endian
@@ -307,6 +308,7 @@ class LazyVolume:
         self.info = info or read_info(path)
         self._file: Any = None
         self._tif: tifffile.TiffFile | None = None
+        self._lock = threading.Lock()  # one file handle: reads from several threads take turns
 
     # -- array protocol ---------------------------------------------------------------------
     @property
@@ -362,10 +364,11 @@ class LazyVolume:
         yx_shape = np.empty(self.shape[1:], dtype=bool)[key[1]][..., key[2]].shape
         out = np.empty((len(z_list), *yx_shape), dtype=self.dtype)
         try:
-            if self.info.contiguous_offset is not None:
-                self._read_contiguous(z_list, key[1:], out)
-            else:
-                self._read_pages(z_list, key[1:], out)
+            with self._lock:
+                if self.info.contiguous_offset is not None:
+                    self._read_contiguous(z_list, key[1:], out)
+                else:
+                    self._read_pages(z_list, key[1:], out)
         except VolumeFormatError:
             raise
         except Exception as exc:  # tifffile and the OS raise many types on damaged files
@@ -509,7 +512,7 @@ def _description(
     ]
     for key, value in metadata.items():
         canonical = canonical_key(key)
-        if canonical in _SPACING_KEYS or canonical in _IMAGEJ_LAYOUT_KEYS or canonical == "axes":
+        if canonical in _SPACING_KEYS or str(canonical).lower() in _IMAGEJ_LAYOUT_KEYS or canonical == "axes":
             continue
         if isinstance(value, (str, int, float, np.integer, np.floating)) and not isinstance(value, bool):
             text = str(value).replace("\n", " ").replace("\r", " ")

@@ -11,6 +11,16 @@ from torch import nn
 from fusemycell.models.config import UNetConfig
 
 
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    """1D Gaussian (radius 4 sigma), or the identity ``[1]`` for sigma 0."""
+    if sigma <= 0:
+        return torch.ones(1)
+    radius = max(1, int(4 * sigma + 0.5))
+    positions = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
 def _normalization(kind: str, channels: int, groups: int) -> nn.Module:
     if kind == "instance":
         return nn.InstanceNorm3d(channels, affine=True)
@@ -94,6 +104,7 @@ class UNet3D(nn.Module):
             )
             self.decoders.append(ConvBlock(2 * config.channels(level), config.channels(level), config))
         self.head = nn.Conv3d(config.channels(0), config.out_channels, kernel_size=1)
+        self.register_buffer("blur_kernel", _gaussian_kernel(config.residual_blur_sigma), persistent=False)
         if config.residual:
             # a residual network starts as the identity: its first predictions are the input itself
             nn.init.zeros_(self.head.weight)
@@ -108,6 +119,10 @@ class UNet3D(nn.Module):
         for n, multiple in zip(reversed(size), reversed(self.config.size_multiple)):
             padding += [0, (-n) % multiple]
         padded = F.pad(volume, padding, mode="replicate") if any(padding) else volume
+        return self.forward_padded(padded)[..., : size[0], : size[1], : size[2]]
+
+    def forward_padded(self, padded: torch.Tensor) -> torch.Tensor:
+        """The network proper, for sizes that are multiples of ``config.size_multiple`` (what ONNX exports)."""
         features = padded
         skips = []
         for level, encoder in enumerate(self.encoders):
@@ -120,5 +135,22 @@ class UNet3D(nn.Module):
             features = decoder(torch.cat([upsample(features), skip], dim=1))
         output = self.head(features)
         if self.config.residual and self.config.in_channels == self.config.out_channels:
-            output = output + padded
-        return output[..., : size[0], : size[1], : size[2]]
+            output = output + self._residual_base(padded)
+        return output
+
+    def _residual_base(self, volume: torch.Tensor) -> torch.Tensor:
+        """The input, or its separable Gaussian blur (replicated borders) when ``residual_blur_sigma`` > 0."""
+        if self.config.residual_blur_sigma <= 0:
+            return volume
+        kernel = self.blur_kernel.to(volume.dtype)
+        radius = kernel.numel() // 2
+        channels = volume.shape[1]
+        out = volume
+        for axis in range(3):
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            weights = kernel.view(1, 1, *shape).repeat(channels, 1, 1, 1, 1)
+            pad = [0, 0, 0, 0, 0, 0]
+            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+            out = F.conv3d(F.pad(out, pad, mode="replicate"), weights, groups=channels)
+        return out

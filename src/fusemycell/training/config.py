@@ -59,6 +59,7 @@ class ModelParams(_Strict):
     activation: Literal["leaky_relu", "relu", "gelu", "silu"] = "leaky_relu"
     upsampling: Literal["trilinear", "transposed"] = "trilinear"
     residual: bool = True
+    residual_blur_sigma: float = Field(default=0.0, ge=0, le=4)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     pool_z: tuple[bool, ...] | None = None
 

@@ -1,8 +1,49 @@
-"""Evaluation pipeline; registered empty until issue #5 lands."""
+"""Evaluation pipeline: predict the held-out test volumes, score model and baselines, report."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from fusemycell.pipelines.evaluation.nodes import (
+    plot_evaluation_summary,
+    plot_test_volumes,
+    predict_test_volumes,
+    score_test_volumes,
+    summarise_evaluation,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty, valid pipeline: nodes arrive with issue #5."""
-    return Pipeline([])
+    """Test volumes -> predictions (07_model_output) -> metrics, summaries and figures (08_reporting)."""
+    return Pipeline(
+        [
+            Node(
+                func=predict_test_volumes,
+                inputs=["raw_pairs", "volume_split", "trained_model", "params:inference"],
+                outputs="test_predictions",
+                name="predict_test_volumes",
+            ),
+            Node(
+                func=score_test_volumes,
+                inputs=["raw_pairs", "volume_split", "test_predictions", "params:evaluation"],
+                outputs="evaluation_metrics",
+                name="score_model_and_baselines",
+            ),
+            Node(
+                func=summarise_evaluation,
+                inputs="evaluation_metrics",
+                outputs=["evaluation_by_channel", "evaluation_by_study", "evaluation_report"],
+                name="summarise_evaluation",
+            ),
+            Node(
+                func=plot_test_volumes,
+                inputs=["raw_pairs", "volume_split", "test_predictions"],
+                outputs="evaluation_figures",
+                name="plot_test_volumes",
+            ),
+            Node(
+                func=plot_evaluation_summary,
+                inputs="evaluation_metrics",
+                outputs="evaluation_summary_figure",
+                name="plot_model_versus_baselines",
+            ),
+        ]
+    )

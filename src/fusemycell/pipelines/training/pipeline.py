@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from fusemycell.pipelines.training.nodes import plot_learning_curves, train_fusion_model
+from fusemycell.pipelines.training.nodes import export_onnx_model, plot_learning_curves, train_fusion_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,6 +20,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["trained_model", "training_history", "validation_slices"],
                 name="train_3d_unet",
+            ),
+            Node(
+                func=export_onnx_model,
+                inputs="trained_model",
+                outputs="onnx_model",
+                name="export_onnx",
             ),
             Node(
                 func=plot_learning_curves,

@@ -1,0 +1,213 @@
+"""Applying a trained model to a raw single-view file, as the challenge asks.
+
+The input is normalised with its own percentiles (the challenge's), optionally
+cropped to the specimen and resampled to the training voxel size, predicted with
+the streaming sliding window, then mapped back: resampled to the input's grid,
+placed in the full field of view, and turned into uint16 on the input's
+intensity scale. The result is a lazily computed :class:`~fusemycell.io.tiff.Volume`
+with the input's shape, voxel size and metadata; writing it streams the whole chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
+from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.normalization import NormalizationStats
+from fusemycell.preprocessing.crop import full_box, specimen_box
+from fusemycell.preprocessing.fingerprint import scan_volume
+from fusemycell.preprocessing.resample import linear_weights, resample_axis
+from fusemycell.preprocessing.volumes import PreprocessedVolume, VolumeTransform
+
+
+class InferenceSettings(BaseModel):
+    """How a model is applied (``params:inference``, besides the input and output folders)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    backend: Literal["torch", "onnx"] = "torch"
+    """PyTorch, or ONNX Runtime on the exported network."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """PyTorch device."""
+    amp: bool = True
+    """Mixed precision where the device gains from it."""
+    tile_zyx: tuple[int, int, int] | None = None
+    """Tile size; null = the training patch size, doubled in y and x."""
+    overlap: float = Field(default=0.5, ge=0, lt=1)
+    """Fraction of a tile shared with its neighbours."""
+    batch_size: int = Field(default=4, ge=1)
+    """Tiles per network call."""
+    tta: bool = False
+    """Test-time augmentation: average over flips along y and x."""
+    crop_to_specimen: bool = False
+    """Predict only the specimen's bounding box; the rest of the frame gets the input's background level."""
+    slab_depth: int = Field(default=16, ge=1)
+    """z-planes read at a time while measuring the input's percentiles."""
+    min_output_range: float = Field(default=4096.0, ge=1)
+    """Grey levels spanned by [p_low, p_high] in the uint16 output (the input's own span when wider)."""
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """What one pass over an input file tells the predictor."""
+
+    path: str
+    shape: tuple[int, int, int]
+    spacing_zyx: tuple[float, float, float]
+    stats: NormalizationStats
+    box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+def prepare_input(path: str, percentiles: Sequence[float], settings: InferenceSettings) -> PreparedInput:
+    """Percentiles (exact, slab by slab) and, when cropping, the specimen's box."""
+    scan = scan_volume(
+        str(path),
+        pair="",
+        kind="angle",
+        channel="",
+        slab_depth=settings.slab_depth,
+        percentiles=sorted({*percentiles}),
+        projection_side=16,
+    )
+    if scan.error is not None:
+        from fusemycell.io.tiff import VolumeFormatError
+
+        raise VolumeFormatError(scan.error)
+    stats = NormalizationStats(
+        low=scan.percentile(percentiles[0]),
+        high=scan.percentile(percentiles[1]),
+        p_low=percentiles[0],
+        p_high=percentiles[1],
+    )
+    box = (
+        specimen_box([(scan.profile_z, scan.profile_y, scan.profile_x)], scan.spacing_zyx)
+        if settings.crop_to_specimen
+        else full_box(scan.shape)
+    )
+    return PreparedInput(str(path), tuple(scan.shape), tuple(scan.spacing_zyx), stats, box)  # type: ignore[arg-type]
+
+
+class ResampledBack:
+    """Sequential array-like: planes of ``inner`` (on the resampled grid) interpolated back to ``shape``."""
+
+    def __init__(self, inner: Any, shape: Sequence[int]):
+        self.inner = inner
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(np.float32)
+        self._lower, self._upper, self._weight = linear_weights(inner.shape[0], self.shape[0])
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _inner_plane(self, index: int) -> np.ndarray:
+        if index not in self._cache:
+            for old in [k for k in self._cache if k < index - 1]:
+                del self._cache[old]
+            plane = self.inner[index][None]
+            plane = resample_axis(resample_axis(plane, 1, self.shape[1]), 2, self.shape[2])[0]
+            self._cache[index] = plane
+        return self._cache[index]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        lower, upper, weight = int(self._lower[z]), int(self._upper[z]), float(self._weight[z])
+        first = self._inner_plane(lower)
+        return first if upper == lower else first * (1 - weight) + self._inner_plane(upper) * weight
+
+
+class PlacedInFrame:
+    """Sequential array-like: planes of ``inner`` placed at ``box`` in a frame of ``shape`` filled with ``fill``."""
+
+    def __init__(self, inner: Any, box: Sequence[tuple[int, int]], shape: Sequence[int], fill: float):
+        self.inner = inner
+        self.box = tuple(box)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(np.float32)
+        self.fill = float(fill)
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        (z0, z1), (y0, y1), (x0, x1) = self.box
+        plane = np.full(self.shape[1:], self.fill, dtype=np.float32)
+        if z0 <= z < z1:
+            plane[y0:y1, x0:x1] = self.inner[z - z0]
+        return plane
+
+
+class MappedToUint16:
+    """Sequential array-like: normalised planes mapped to the input's intensity scale, as uint16."""
+
+    def __init__(self, inner: Any, stats: NormalizationStats, min_range: float):
+        self.inner = inner
+        self.shape = tuple(inner.shape)
+        self.dtype = np.dtype(np.uint16)
+        self.low = float(stats.low)
+        # a narrow input range would quantise the prediction coarsely: stretch it, the metric re-normalises
+        self.scale = max(float(stats.high - stats.low), float(min_range))
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        plane = np.asarray(self.inner[z], dtype=np.float32) * np.float32(self.scale) + np.float32(self.low)
+        return np.clip(np.rint(plane), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def default_tile(metadata: dict[str, Any]) -> tuple[int, int, int]:
+    """The training patch size, doubled in y and x (bigger tiles, fewer seams, same memory class)."""
+    patch = metadata.get("patch_size_zyx") or (32, 64, 64)
+    return int(patch[0]), 2 * int(patch[1]), 2 * int(patch[2])
+
+
+def predict_file(
+    path: str,
+    backend: Backend,
+    settings: InferenceSettings,
+    model_metadata: dict[str, Any],
+) -> Volume:
+    """The prediction of one raw single-view file, computed lazily (stream it with ``save_volume``)."""
+    percentiles = model_metadata.get("normalization", {})
+    prepared = prepare_input(
+        path,
+        (float(percentiles.get("low_percentile", 2.0)), float(percentiles.get("high_percentile", 99.8))),
+        settings,
+    )
+    resample_to = model_metadata.get("resample_spacing_zyx")
+    transform = VolumeTransform(
+        original_shape=prepared.shape,
+        spacing_zyx=prepared.spacing_zyx,
+        box=prepared.box,
+        stats=prepared.stats,
+        output_spacing_zyx=tuple(resample_to) if resample_to else None,
+    )
+    source = PreprocessedVolume(path, transform, np.float32)
+    predictor = FlipAveraging(backend) if settings.tta else backend
+    tile = settings.tile_zyx or default_tile(model_metadata)
+    prediction: Any = StreamingPrediction(
+        source, predictor, tile, overlap=settings.overlap, batch_size=settings.batch_size
+    )
+    if resample_to:
+        prediction = ResampledBack(prediction, transform.cropped_shape)
+    if transform.box != full_box(prepared.shape):
+        prediction = PlacedInFrame(prediction, transform.box, prepared.shape, fill=0.0)
+    header = read_volume(path, lazy=True)
+    header.data.close()
+    return Volume(
+        data=MappedToUint16(prediction, prepared.stats, settings.min_output_range),
+        spacing_zyx=header.spacing_zyx,
+        metadata=header.metadata,
+        source=path,
+        spelling=header.spelling,
+    )
+
+
+def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None = None) -> Backend:
+    """The PyTorch network on its device, or the ONNX Runtime session of its export."""
+    if settings.backend == "onnx":
+        from fusemycell.inference.onnx_backend import OnnxBackend
+
+        if not onnx_path:
+            raise ValueError("inference.backend is 'onnx' but inference.onnx_path is not set")
+        return OnnxBackend(onnx_path)
+    from fusemycell.inference.predictor import TorchBackend
+
+    return TorchBackend(model.network, settings.device, settings.amp)

@@ -1,0 +1,102 @@
+"""ONNX export of the trained network, and an ONNX Runtime backend for the predictor.
+
+The exported graph is the network proper (:meth:`UNet3D.forward_padded`) with
+dynamic batch and spatial axes; the backend pads each batch to a multiple of the
+network's pooling factor (replicating the border, as the PyTorch model does) and
+crops the result, so both backends give the same predictions for any size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusemycell.models.checkpoint import TrainedModel
+
+
+class _Exportable(torch.nn.Module):
+    def __init__(self, model: TrainedModel):
+        super().__init__()
+        self.network = model.network
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        return self.network.forward_padded(volume)
+
+
+def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -> Path:
+    """Write ``model`` as ONNX (input ``single_view``, output ``fused``, axes ``N, 1, z, y, x`` dynamic).
+
+    The model's configuration and metadata travel in the ONNX metadata
+    (``fusemycell_config``, ``fusemycell_metadata``), so the file alone can be applied.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
+    multiple = model.config.size_multiple
+    example = torch.rand(1, model.config.in_channels, *(2 * m for m in multiple))
+    module = _Exportable(model).eval()
+    axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
+    try:
+        with warnings.catch_warnings():
+            # instance normalisation always uses the input's statistics: "train=True" is what it should be
+            warnings.filterwarnings("ignore", message=".*instance_norm.*")
+            _export(module, example, temporary, axes, opset)
+        exported = onnx.load(str(temporary))
+        for key, value in (
+            ("fusemycell_config", model.config.model_dump_json()),
+            ("fusemycell_metadata", json.dumps(model.metadata, default=str)),
+        ):
+            entry = exported.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(exported, str(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, axes: dict[int, str], opset: int) -> None:
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=["single_view"],
+        output_names=["fused"],
+        dynamic_axes={"single_view": axes, "fused": axes},
+        opset_version=opset,
+        dynamo=False,
+    )
+
+
+class OnnxBackend:
+    """Runs an exported network with ONNX Runtime (CPU, or CUDA where its provider is installed)."""
+
+    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None):
+        import onnxruntime
+
+        self.path = Path(path)
+        available = onnxruntime.get_available_providers()
+        chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = onnxruntime.InferenceSession(str(self.path), providers=chosen)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        config = json.loads(metadata.get("fusemycell_config", "{}"))
+        self.metadata = json.loads(metadata.get("fusemycell_metadata", "{}"))
+        from fusemycell.models.config import UNetConfig
+
+        self.multiple = UNetConfig.model_validate(config).size_multiple if config else (1, 1, 1)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        size = batch.shape[2:]
+        padding = [(0, 0), (0, 0)] + [(0, (-n) % m) for n, m in zip(size, self.multiple)]
+        padded = np.pad(batch.astype(np.float32), padding, mode="edge") if any(p[1] for p in padding) else batch
+        (output,) = self.session.run(["fused"], {"single_view": np.ascontiguousarray(padded, dtype=np.float32)})
+        return output[..., : size[0], : size[1], : size[2]]

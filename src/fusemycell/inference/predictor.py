@@ -1,0 +1,165 @@
+"""Streaming sliding-window prediction.
+
+:class:`StreamingPrediction` is an array-like whose plane ``z`` is computed on
+demand: it reads the input one row of tiles at a time (a slab of ``tile_z``
+planes), predicts the tiles in batches, adds them with Gaussian weights into a
+window of accumulated planes, and hands out each plane once no later tile can
+touch it. Written with :func:`fusemycell.io.tiff.write_volume`, a prediction
+therefore streams from input file to output file with memory bounded by one
+slab, the accumulation window and a batch of tiles, whatever the volume's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from fusemycell.inference.tiling import TileGrid
+from fusemycell.training.devices import resolve_device, resolve_precision
+
+
+class Backend(Protocol):
+    """Predicts a batch ``(N, 1, z, y, x)`` float32 -> same shape."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """A PyTorch network on a device (``auto``: CUDA, then MPS, then CPU), with mixed precision where useful."""
+
+    def __init__(self, network: torch.nn.Module, device: str = "auto", amp: bool = True):
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(self.device, amp)
+        self.network = network.to(self.device).eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad(), self.precision.autocast(self.device):
+            output = self.network(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return output.float().cpu().numpy()
+
+
+class FlipAveraging:
+    """Test-time augmentation: the mean prediction over flips along x, y (and z)."""
+
+    def __init__(self, backend: Backend, axes: Sequence[int] = (-1, -2)):
+        self.backend = backend
+        self.flip_sets: list[tuple[int, ...]] = [()]
+        for axis in axes:
+            self.flip_sets += [flips + (axis,) for flips in self.flip_sets]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        total = np.zeros(batch.shape, dtype=np.float32)
+        for flips in self.flip_sets:
+            flipped = np.flip(batch, flips) if flips else batch
+            prediction = self.backend(np.ascontiguousarray(flipped))
+            total += np.flip(prediction, flips) if flips else prediction
+        return total / len(self.flip_sets)
+
+
+class StreamingPrediction:
+    """Array-like prediction of ``source`` (a normalised array-like), computed plane by plane.
+
+    Planes must be read in increasing order (as a TIFF writer does); each is
+    handed out once and then forgotten.
+
+    Parameters
+    ----------
+    source
+        Array-like ``(z, y, x)``; ``source[z0:z1]`` returns float32 planes on the network's scale.
+    backend
+        Predicts a batch of tiles.
+    tile, overlap, batch_size
+        Tiling (see :class:`~fusemycell.inference.tiling.TileGrid`) and tiles per network call.
+    transform, dtype
+        Applied to every finished plane (e.g. mapping back to uint16), and the resulting type.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        backend: Backend,
+        tile: Sequence[int],
+        *,
+        overlap: float = 0.5,
+        batch_size: int = 4,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        dtype: Any = np.float32,
+    ):
+        self.source = source
+        self.backend = backend
+        self.shape = tuple(int(s) for s in source.shape)
+        self.grid = TileGrid(self.shape, tile, overlap)
+        self.batch_size = max(1, int(batch_size))
+        self.transform = transform
+        self.dtype = np.dtype(dtype)
+        self._weights = self.grid.tile_weights()
+        self._rows = list(self.grid.starts[0])
+        self._next_row = 0
+        self._complete_below = 0  # planes below this index can no longer change
+        self._sums: dict[int, np.ndarray] = {}
+        self._next_plane = 0
+        self.peak_window_planes = 0
+
+    @property
+    def ndim(self) -> int:
+        """Always 3."""
+        return 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _process_row(self) -> None:
+        z0 = self._rows[self._next_row]
+        tile_z, tile_y, tile_x = self.grid.tile
+        slab = np.asarray(self.source[z0 : z0 + tile_z], dtype=np.float32)
+        for z in range(z0, z0 + tile_z):
+            if z not in self._sums:
+                self._sums[z] = np.zeros(self.shape[1:], dtype=np.float32)
+        origins = self.grid.yx_origins()
+        for first in range(0, len(origins), self.batch_size):
+            chunk = origins[first : first + self.batch_size]
+            batch = np.stack([slab[None, :, y : y + tile_y, x : x + tile_x] for y, x in chunk])
+            predictions = self.backend(batch)[:, 0] * self._weights
+            for (y, x), prediction in zip(chunk, predictions):
+                for dz in range(tile_z):
+                    self._sums[z0 + dz][y : y + tile_y, x : x + tile_x] += prediction[dz]
+        del slab
+        self._next_row += 1
+        self._complete_below = self._rows[self._next_row] if self._next_row < len(self._rows) else self.shape[0]
+        self.peak_window_planes = max(self.peak_window_planes, len(self._sums))
+
+    def _plane(self, z: int) -> np.ndarray:
+        if z < self._next_plane:
+            raise IndexError(f"plane {z} was already handed out; StreamingPrediction reads planes in order")
+        while z >= self._complete_below:
+            self._process_row()
+        for skipped in range(self._next_plane, z):
+            self._sums.pop(skipped, None)
+        self._next_plane = z + 1
+        plane = self._sums.pop(z) / self.grid.normaliser(z, z + 1)[0]
+        return self.transform(plane) if self.transform is not None else plane
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            z_key, rest = key[0], key[1:]
+        else:
+            z_key, rest = key, ()
+        if isinstance(z_key, (int, np.integer)):
+            plane = self._plane(int(z_key) % self.shape[0])
+            return plane[rest] if rest else plane
+        indices = range(self.shape[0])[z_key]
+        planes = np.stack([self._plane(z) for z in indices]) if len(indices) else np.empty((0, *self.shape[1:]))
+        return planes[(slice(None), *rest)] if rest else planes
+
+
+def predict_array(
+    volume: np.ndarray, backend: Backend, tile: Sequence[int], *, overlap: float = 0.5, batch_size: int = 4
+) -> np.ndarray:
+    """Sliding-window prediction of an in-memory (normalised) volume, float32."""
+    stream = StreamingPrediction(
+        np.asarray(volume, dtype=np.float32), backend, tile, overlap=overlap, batch_size=batch_size
+    )
+    return stream[:]

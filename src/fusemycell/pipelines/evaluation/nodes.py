@@ -1,0 +1,139 @@
+"""Nodes of the evaluation pipeline: thin wrappers around :mod:`fusemycell.evaluation` and ``inference``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict, Field
+
+from fusemycell.configuration import load_config
+from fusemycell.evaluation.figures import summary_figure, volume_figure
+from fusemycell.evaluation.scoring import score_pair
+from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+from fusemycell.io.pairs import PairListing
+from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.metrics.ssim import image_statistics
+from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.tracking import log_metrics
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationConfig(BaseModel):
+    """``params:evaluation``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blur_sigma_voxels: dict[str, float] = Field(default_factory=lambda: {"nucleus": 0.442, "membrane": 0.5})
+    """Sigma of the Gaussian-blur baseline per channel, in voxels (the public baseline's values)."""
+    segmenter: str = "skimage"
+    """Segmentation for N_IoU: ``skimage`` (offline, default) or ``cellpose`` (optional, weights on disk)."""
+    iou: bool = True
+    """Compute IoU and N_IoU (segmentation) besides SSIM and N_SSIM."""
+
+
+def _test_pairs(raw_pairs: PairListing, volume_split: pd.DataFrame) -> dict[str, Any]:
+    test = set(volume_split.loc[volume_split["split"] == "test", "pair"])
+    pairs = {key: raw_pairs[key] for key in sorted(test) if key in raw_pairs}
+    if not pairs:
+        raise ValueError("no test volume to evaluate: check preprocessing.split.test_fraction and re-run preprocessing")
+    return pairs
+
+
+def predict_test_volumes(
+    raw_pairs: PairListing, volume_split: pd.DataFrame, trained_model: TrainedModel, inference: dict[str, Any]
+) -> dict[str, Callable[[], Volume]]:
+    """Predictions of the held-out test volumes, produced one at a time while saving (same path as inference)."""
+    settings = load_config(InferenceSettings, inference, "inference")
+    backend = make_backend(trained_model, settings, inference.get("onnx_path"))
+    return {
+        Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.metadata)
+        for pair in _test_pairs(raw_pairs, volume_split).values()
+    }
+
+
+def score_test_volumes(
+    raw_pairs: PairListing, volume_split: pd.DataFrame, test_predictions: dict[str, str], evaluation: dict[str, Any]
+) -> pd.DataFrame:
+    """SSIM, N_SSIM, IoU and N_IoU of the model and both baselines for every test volume."""
+    config = load_config(EvaluationConfig, evaluation, "evaluation")
+    rows = []
+    for key, pair in _test_pairs(raw_pairs, volume_split).items():
+        prediction_path = test_predictions.get(Path(pair.angle).name)
+        if prediction_path is None:
+            raise ValueError(f"no prediction for {pair.angle}; run the evaluation pipeline from its start")
+        angle, fused = read_volume(pair.angle, lazy=True), read_volume(pair.fused, lazy=True)
+        prediction = read_volume(prediction_path, lazy=True)
+        study = str(fused.metadata.get("study", ""))
+        spacing = angle.spacing_zyx
+        scores = score_pair(
+            angle.data,
+            fused.data,
+            prediction.data,
+            pair.channel,
+            blur_sigmas=config.blur_sigma_voxels,
+            segmenter=config.segmenter,
+            anisotropy=spacing[0] / spacing[2],
+            with_iou=config.iou,
+        )
+        for row in scores:
+            rows.append({"pair": key, "channel": pair.channel, "study": study, **row})
+        model = next(r for r in scores if r["method"] == "model")
+        logger.info("%s: N_SSIM %.4f, N_IoU %.4f (SSIM %.4f)", key, model["n_ssim"], model["n_iou"], model["ssim"])
+    return pd.DataFrame(rows)
+
+
+def summarise_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Means per channel and per study for every method; the headline numbers also go to MLflow."""
+    columns = ["ssim", "n_ssim", "iou", "n_iou"]
+    by_channel = evaluation_metrics.groupby(["channel", "method"], as_index=False)[columns].mean()
+    by_study = evaluation_metrics.groupby(["study", "method"], as_index=False)[columns].mean()
+    report: dict[str, Any] = {"volumes": int(evaluation_metrics["pair"].nunique()), "per_channel": {}}
+    for row in by_channel.itertuples():
+        report["per_channel"].setdefault(row.channel, {})[row.method] = {c: float(getattr(row, c)) for c in columns}
+    overall = evaluation_metrics.groupby("method")[columns].mean()
+    report["overall"] = {method: overall.loc[method].to_dict() for method in overall.index}
+    metrics = {
+        f"test.{row.channel}.{row.method}.{c}": float(getattr(row, c))
+        for row in by_channel.itertuples()
+        for c in ("n_ssim", "n_iou")
+    }
+    metrics.update({f"test.{method}.{c}": float(overall.loc[method, c]) for method in overall.index for c in columns})
+    log_metrics(metrics)
+    model, blur = report["overall"].get("model", {}), report["overall"].get("gaussian_blur", {})
+    logger.info(
+        "test N_SSIM: model %.4f, Gaussian blur %.4f, identity 0",
+        model.get("n_ssim", float("nan")),
+        blur.get("n_ssim", float("nan")),
+    )
+    return by_channel, by_study, report
+
+
+def plot_test_volumes(
+    raw_pairs: PairListing, volume_split: pd.DataFrame, test_predictions: dict[str, str]
+) -> dict[str, Callable[[], Figure]]:
+    """One figure per test volume, drawn while saving (one in memory at a time)."""
+
+    def draw(key: str, angle: str, fused: str, prediction: str) -> Figure:
+        images = {
+            name: read_volume(path, lazy=True)
+            for name, path in (("input", angle), ("prediction", prediction), ("ground truth", fused))
+        }
+        statistics = {name: image_statistics(volume.data) for name, volume in images.items()}
+        return volume_figure(key, {n: v.data for n, v in images.items()}, statistics, images["input"].spacing_zyx)
+
+    return {
+        key: partial(draw, key, pair.angle, pair.fused, test_predictions[Path(pair.angle).name])
+        for key, pair in _test_pairs(raw_pairs, volume_split).items()
+    }
+
+
+def plot_evaluation_summary(evaluation_metrics: pd.DataFrame) -> Figure:
+    """Model versus baselines, per channel."""
+    return summary_figure(evaluation_metrics)

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+from kedro.io.core import DatasetError
+
+from fusemycell.datasets import OnnxModelDataset, TiffFolderDataset, TorchModelDataset
+from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.config import UNetConfig
+from fusemycell.models.unet import UNet3D
+
+
+def _model():
+    config = UNetConfig(depth=2, base_channels=2)
+    return TrainedModel(UNet3D(config), config, {"patch_size_zyx": [4, 8, 8]})
+
+
+def test_torch_model_dataset_round_trip_and_missing_file(tmp_path):
+    dataset = TorchModelDataset(filepath=str(tmp_path / "m.pt"))
+    with pytest.raises(DatasetError, match="run 'kedro run --pipeline training' first"):
+        dataset.load()
+    dataset.save(_model())
+    loaded = dataset.load()
+    assert loaded.metadata == {"patch_size_zyx": [4, 8, 8]}
+    with pytest.raises(DatasetError, match="saves a TrainedModel"):
+        dataset.save({"weights": 1})
+
+
+def test_a_pickled_checkpoint_is_refused_through_the_catalog(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("never",))
+
+    torch.save({"format": "fusemycell-unet", "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(DatasetError, match="refused"):
+        TorchModelDataset(filepath=str(tmp_path / "evil.pt")).load()
+
+
+def test_mlflow_uris_are_read_only(tmp_path):
+    dataset = TorchModelDataset(filepath="runs:/0123/model/fusemycell_unet.pt")
+    with pytest.raises(DatasetError, match="read-only"):
+        dataset.save(_model())
+
+
+def test_onnx_dataset_exports_and_returns_the_path(tmp_path):
+    dataset = OnnxModelDataset(filepath=str(tmp_path / "m.onnx"))
+    dataset.save(_model())
+    assert dataset.load() == str(tmp_path / "m.onnx")
+
+
+def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
+    good = Volume(data=np.ones((2, 4, 4), np.uint16), spacing_zyx=(1, 1, 1))
+
+    def broken():
+        raise ValueError("input truncated")
+
+    dataset = TiffFolderDataset(path=tmp_path / "out")
+    with pytest.raises(DatasetError, match=r"1 of 2 volume\(s\) could not be written(.|\n)*b.tif: input truncated"):
+        dataset.save({"a.tif": good, "b.tif": broken})
+    assert dataset.load() == {"a.tif": str(tmp_path / "out" / "a.tif")}
+    assert read_volume(tmp_path / "out" / "a.tif").data.sum() == 32
+    with pytest.raises(DatasetError, match="folder not found"):
+        TiffFolderDataset(path=tmp_path / "none").load()

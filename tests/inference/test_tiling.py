@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from fusemycell.inference.tiling import TileGrid, gaussian_weights_1d, tile_starts
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap"),
+    [(100, 32, 0.5), (33, 16, 0.5), (16, 16, 0.5), (7, 16, 0.5), (129, 64, 0.25), (50, 8, 0.0)],
+)
+def test_every_voxel_is_covered_and_the_last_tile_is_flush(size, tile, overlap):
+    starts = tile_starts(size, tile, overlap)
+    effective = min(tile, size)
+    assert starts[0] == 0
+    assert starts[-1] + effective == size
+    covered = np.zeros(size, dtype=int)
+    for start in starts:
+        covered[start : start + effective] += 1
+    assert covered.min() >= 1
+    step = max(1, int(tile * (1 - overlap)))
+    assert all(b - a <= step for a, b in zip(starts, starts[1:]))
+
+
+def test_gaussian_weights_peak_in_the_middle_and_are_never_zero():
+    weights = gaussian_weights_1d(64)
+    assert weights.max() == pytest.approx(1.0) and weights.min() > 0
+    assert np.argmax(weights) in (31, 32)
+    assert np.allclose(weights, weights[::-1])
+
+
+def test_grid_normaliser_is_the_sum_of_tile_weights():
+    grid = TileGrid((20, 37, 29), (8, 16, 16), overlap=0.5)
+    total = np.zeros(grid.shape)
+    weights = grid.tile_weights()
+    for z in grid.starts[0]:
+        for y, x in grid.yx_origins():
+            total[z : z + 8, y : y + 16, x : x + 16] += weights
+    np.testing.assert_allclose(grid.normaliser(0, 20), total, rtol=1e-5)
+    assert total.min() > 0
+
+
+def test_tiles_shrink_to_a_small_volume():
+    grid = TileGrid((3, 10, 40), (8, 16, 16))
+    assert grid.tile == (3, 10, 16)
+    assert grid.starts[0] == [0] and grid.starts[1] == [0]

@@ -1,0 +1,101 @@
+"""simulation -> ... -> evaluation, then inference, through real Kedro sessions in the test environment."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from fusemycell.io.tiff import read_volume
+from tests.conftest import copy_project, run_session
+
+
+@pytest.fixture(scope="module")
+def evaluated_project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("evaluation") / "project")
+    previous = os.getcwd()
+    os.chdir(project)
+    try:
+        run_session(project, ["simulation", "preprocessing", "patching", "training", "evaluation"])
+    finally:
+        os.chdir(previous)
+    return project
+
+
+def test_evaluation_writes_reports_for_model_and_baselines(evaluated_project):
+    reports = evaluated_project / "data" / "08_reporting" / "evaluation"
+    per_volume = pd.read_csv(reports / "per_volume.csv")
+    split = pd.read_csv(evaluated_project / "data" / "02_intermediate" / "split.csv")
+    test_pairs = set(split.loc[split.split == "test", "pair"])
+    assert set(per_volume["pair"]) == test_pairs
+    assert set(per_volume["method"]) == {"model", "identity", "gaussian_blur"}
+    identity = per_volume[per_volume.method == "identity"]
+    assert (identity["n_ssim"] == 0).all() and (identity["n_iou"] == 0).all()
+    assert per_volume[["ssim", "iou"]].notna().all().all()
+    assert {"channel", "method", "n_ssim", "n_iou"} <= set(pd.read_csv(reports / "by_channel.csv").columns)
+    assert {"study", "method"} <= set(pd.read_csv(reports / "by_study.csv").columns)
+    report = json.loads((reports / "report.json").read_text())
+    assert set(report["overall"]) == {"model", "identity", "gaussian_blur"}
+    assert sorted(p.stem for p in (reports / "volumes").glob("*.png")) == sorted(test_pairs)
+    assert (reports / "model_vs_baselines.png").stat().st_size > 1000
+
+
+def test_test_predictions_are_in_the_challenge_format(evaluated_project):
+    predictions = evaluated_project / "data" / "07_model_output" / "test_predictions"
+    for path in predictions.glob("*.tif"):
+        raw = read_volume(evaluated_project / "data" / "01_raw" / "synthetic" / path.name)
+        prediction = read_volume(path)
+        assert prediction.data.dtype == np.uint16 and prediction.shape == raw.shape
+        assert prediction.spacing_zyx == raw.spacing_zyx and prediction.metadata == raw.metadata
+
+
+def test_inference_contract_and_bad_inputs(evaluated_project):
+    inputs = evaluated_project / "incoming"
+    outputs = evaluated_project / "predictions"
+    inputs.mkdir()
+    raw = evaluated_project / "data" / "01_raw" / "synthetic"
+    for name in ("image_0_nucleus_angle.tif", "image_3_membrane_angle.tif", "image_3_membrane_fused.tif"):
+        shutil.copy(raw / name, inputs / name)
+    (inputs / "broken.tif").write_text("not a tiff")
+    tifffile.imwrite(inputs / "flat.tif", np.zeros((20, 20), np.uint16))
+    with pytest.raises(RuntimeError) as raised:
+        run_session(evaluated_project, ["inference"], inference={"input_dir": str(inputs), "output_dir": str(outputs)})
+    message = str(raised.value)
+    assert "2 input(s) could not be predicted" in message and "broken.tif" in message and "flat.tif" in message
+    written = sorted(p.name for p in outputs.iterdir())
+    assert written == ["image_0_nucleus_angle.tif", "image_3_membrane_angle.tif"]  # fused skipped, no partial file
+    for name in written:
+        source, prediction = read_volume(inputs / name), read_volume(outputs / name)
+        assert prediction.shape == source.shape and prediction.data.dtype == np.uint16
+        assert prediction.spacing_zyx == source.spacing_zyx and prediction.metadata == source.metadata
+        with tifffile.TiffFile(outputs / name) as tif:
+            assert tif.is_bigtiff and tif.pages.first.is_tiled
+
+
+def test_inference_with_the_onnx_backend(evaluated_project):
+    inputs = evaluated_project / "incoming_onnx"
+    inputs.mkdir()
+    shutil.copy(evaluated_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif", inputs)
+    run_session(
+        evaluated_project,
+        ["inference"],
+        inference={
+            "input_dir": str(inputs),
+            "output_dir": str(evaluated_project / "onnx_out"),
+            "backend": "onnx",
+            "onnx_path": str(evaluated_project / "data" / "06_models" / "fusemycell_unet.onnx"),
+        },
+    )
+    torch_inputs = evaluated_project / "incoming_torch"
+    shutil.copytree(inputs, torch_inputs)
+    run_session(
+        evaluated_project,
+        ["inference"],
+        inference={"input_dir": str(torch_inputs), "output_dir": str(evaluated_project / "torch_out")},
+    )
+    onnx = read_volume(evaluated_project / "onnx_out" / "image_2_nucleus_angle.tif").data.astype(int)
+    torch_ = read_volume(evaluated_project / "torch_out" / "image_2_nucleus_angle.tif").data.astype(int)
+    assert np.abs(onnx - torch_).max() <= 1
