@@ -211,3 +211,27 @@ def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None 
     from fusemycell.inference.predictor import TorchBackend
 
     return TorchBackend(model.network, settings.device, settings.amp)
+
+
+def predict_in_memory(single_view: np.ndarray, model: Any, settings: InferenceSettings) -> np.ndarray:
+    """The same prediction as :func:`predict_file` for an in-memory ZYX array (what the MLflow model serves)."""
+    from fusemycell.inference.predictor import TorchBackend, predict_array
+    from fusemycell.normalization import normalize
+
+    volume = np.asarray(single_view)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3D ZYX volume, got an array of shape {volume.shape}")
+    percentiles = model.metadata.get("normalization", {})
+    low_q = float(percentiles.get("low_percentile", 2.0))
+    high_q = float(percentiles.get("high_percentile", 99.8))
+    low, high = (float(v) for v in np.percentile(volume, (low_q, high_q)))
+    stats = NormalizationStats(low=low, high=high, p_low=low_q, p_high=high_q)
+    backend: Backend = TorchBackend(model.network, settings.device, settings.amp)
+    if settings.tta:
+        backend = FlipAveraging(backend)
+    tile = settings.tile_zyx or default_tile(model.metadata)
+    predicted = predict_array(
+        normalize(volume, stats), backend, tile, overlap=settings.overlap, batch_size=settings.batch_size
+    )
+    mapped = MappedToUint16(predicted, stats, settings.min_output_range)
+    return np.stack([mapped[z] for z in range(volume.shape[0])])

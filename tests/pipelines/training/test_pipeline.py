@@ -66,3 +66,19 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
 def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
     with pytest.raises(Exception, match="kedro run --pipeline patching"):
         run_session(kedro_project, ["training"])
+
+
+def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_project):
+    import numpy as np
+
+    from fusemycell.io.tiff import read_volume
+
+    uri = f"sqlite:///{(trained_project / 'mlflow.db').as_posix()}"
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.search_runs(experiment_names=["fusemycell"], filter_string="tags.mlflow.runName = 'training'").iloc[0]
+    model = mlflow.pyfunc.load_model(f"runs:/{run['run_id']}/fusemycell_model")
+    single_view = read_volume(trained_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif").data
+    prediction = model.predict(single_view)
+    assert isinstance(prediction, np.ndarray)
+    assert prediction.shape == single_view.shape and prediction.dtype == np.uint16
+    assert not np.array_equal(prediction, single_view)

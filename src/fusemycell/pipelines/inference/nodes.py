@@ -7,8 +7,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fusemycell.configuration import load_config
-from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
 from fusemycell.io.tiff import VolumeFormatError, read_info
 from fusemycell.models.checkpoint import TrainedModel
 
@@ -57,3 +59,11 @@ def check_failures(inference_report: dict[str, Any]) -> None:
         raise RuntimeError(
             f"{len(failures)} input(s) could not be predicted ({len(inference_report['predicted'])} were):\n{listing}"
         )
+
+
+def predict_single_view_array(
+    single_view: np.ndarray, trained_model: TrainedModel, inference: dict[str, Any]
+) -> np.ndarray:
+    """In-memory prediction of one ZYX array: the inference pipeline packaged as the MLflow model."""
+    settings = load_config(InferenceSettings, inference, "inference")
+    return predict_in_memory(single_view, trained_model, settings)

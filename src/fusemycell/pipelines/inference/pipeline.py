@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from fusemycell.pipelines.inference.nodes import check_failures, plan_predictions
+from fusemycell.pipelines.inference.nodes import check_failures, plan_predictions, predict_single_view_array
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -21,5 +21,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=None,
                 name="fail_on_unreadable_inputs",
             ),
+        ]
+    )
+
+
+def create_model_pipeline() -> Pipeline:
+    """One in-memory volume in, its prediction out: what kedro-mlflow packages as the MLflow pyfunc model.
+
+    Normalisation with the volume's percentiles, the streaming sliding window, the network, and the
+    mapping back to uint16, exactly as the folder pipeline does for files.
+    """
+    return Pipeline(
+        [
+            Node(
+                func=predict_single_view_array,
+                inputs=["single_view_array", "trained_model", "params:inference"],
+                outputs="predicted_fused_array",
+                name="predict_single_view_array",
+            )
         ]
     )
