@@ -14,7 +14,7 @@ from fusemycell.models.unet import UNet3D
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    config = UNetConfig(depth=3, base_channels=4, spacing_zyx=(2.0, 0.5, 0.5))
+    config = UNetConfig(depth=3, base_channels=4, spacing_zyx=(2.0, 0.5, 0.5), residual_blur_sigma=0.5)
     network = UNet3D(config)
     for parameter in network.parameters():
         torch.nn.init.normal_(parameter, std=0.1)

@@ -104,7 +104,13 @@ class UNet3D(nn.Module):
             )
             self.decoders.append(ConvBlock(2 * config.channels(level), config.channels(level), config))
         self.head = nn.Conv3d(config.channels(0), config.out_channels, kernel_size=1)
-        self.register_buffer("blur_kernel", _gaussian_kernel(config.residual_blur_sigma), persistent=False)
+        kernel = _gaussian_kernel(config.residual_blur_sigma)
+        for axis, name in enumerate(("blur_z", "blur_y", "blur_x")):
+            shape = [1, 1, 1]
+            shape[axis] = kernel.numel()
+            # static (channels, 1, kz, ky, kx) weights: a fixed shape exports to ONNX
+            weights = kernel.view(1, 1, *shape).repeat(config.in_channels, 1, 1, 1, 1)
+            self.register_buffer(name, weights, persistent=False)
         if config.residual:
             # a residual network starts as the identity: its first predictions are the input itself
             nn.init.zeros_(self.head.weight)
@@ -142,15 +148,10 @@ class UNet3D(nn.Module):
         """The input, or its separable Gaussian blur (replicated borders) when ``residual_blur_sigma`` > 0."""
         if self.config.residual_blur_sigma <= 0:
             return volume
-        kernel = self.blur_kernel.to(volume.dtype)
-        radius = kernel.numel() // 2
-        channels = volume.shape[1]
         out = volume
-        for axis in range(3):
-            shape = [1, 1, 1]
-            shape[axis] = -1
-            weights = kernel.view(1, 1, *shape).repeat(channels, 1, 1, 1, 1)
+        for axis, weights in enumerate((self.blur_z, self.blur_y, self.blur_x)):
+            radius = weights.shape[2 + axis] // 2
             pad = [0, 0, 0, 0, 0, 0]
             pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-            out = F.conv3d(F.pad(out, pad, mode="replicate"), weights, groups=channels)
+            out = F.conv3d(F.pad(out, pad, mode="replicate"), weights.to(out.dtype), groups=self.config.in_channels)
         return out

@@ -14,11 +14,11 @@ class _Strict(BaseModel):
 class LossWeights(_Strict):
     """Weights of the image losses (they are summed)."""
 
-    l1: float = Field(default=1.0, ge=0)
+    l1: float = Field(default=0.5, ge=0)
     """Mean absolute error."""
     mse: float = Field(default=0.0, ge=0)
     """Mean squared error."""
-    ssim: float = Field(default=0.2, ge=0)
+    ssim: float = Field(default=1.0, ge=0)
     """``1 - SSIM`` (3D, 7-voxel uniform window, computed in float32 even under AMP)."""
 
     @model_validator(mode="after")
@@ -59,7 +59,7 @@ class ModelParams(_Strict):
     activation: Literal["leaky_relu", "relu", "gelu", "silu"] = "leaky_relu"
     upsampling: Literal["trilinear", "transposed"] = "trilinear"
     residual: bool = True
-    residual_blur_sigma: float = Field(default=0.0, ge=0, le=4)
+    residual_blur_sigma: float = Field(default=0.5, ge=0, le=4)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     pool_z: tuple[bool, ...] | None = None
 

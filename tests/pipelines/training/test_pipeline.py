@@ -60,7 +60,10 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
     assert run["metrics.memory.train_3d_unet.peak_rss_mb"] > 0  # the memory monitor's record
     artifacts = {a.path for a in client.list_artifacts(run["run_id"], "training")}
     assert {"training/validation_slices.png", "training/learning_curves.png", "training/history.csv"} <= artifacts
-    assert [a.path for a in client.list_artifacts(run["run_id"], "model")] == ["model/fusemycell_unet.pt"]
+    assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {
+        "model/fusemycell_unet.pt",
+        "model/fusemycell_unet.onnx",
+    }
 
 
 def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
