@@ -63,3 +63,19 @@ def run_session(project: Path, pipelines: list[str], env: str = "test", **runtim
     finally:
         while mlflow.active_run():
             mlflow.end_run()
+
+
+def project_after(tmp_path_factory: pytest.TempPathFactory, name: str, *runs: list[str]) -> Path:
+    """A fresh project copy in which the given pipeline runs were made, one session each, in order.
+
+    For module-scoped fixtures; the working directory is restored afterwards.
+    """
+    project = copy_project(tmp_path_factory.mktemp(name) / "project")
+    previous = os.getcwd()
+    os.chdir(project)
+    try:
+        for pipelines in runs:
+            run_session(project, pipelines)
+    finally:
+        os.chdir(previous)
+    return project

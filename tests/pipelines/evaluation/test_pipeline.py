@@ -1,7 +1,6 @@
 """simulation -> ... -> evaluation, then inference, through real Kedro sessions in the test environment."""
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -10,19 +9,14 @@ import pytest
 import tifffile
 
 from fusemycell.io.tiff import read_volume
-from tests.conftest import copy_project, run_session
+from tests.conftest import project_after, run_session
 
 
 @pytest.fixture(scope="module")
 def evaluated_project(tmp_path_factory):
-    project = copy_project(tmp_path_factory.mktemp("evaluation") / "project")
-    previous = os.getcwd()
-    os.chdir(project)
-    try:
-        run_session(project, ["simulation", "preprocessing", "patching", "training", "evaluation"])
-    finally:
-        os.chdir(previous)
-    return project
+    return project_after(
+        tmp_path_factory, "evaluation", ["simulation", "preprocessing", "patching", "training", "evaluation"]
+    )
 
 
 def test_evaluation_writes_reports_for_model_and_baselines(evaluated_project):
@@ -99,3 +93,27 @@ def test_inference_with_the_onnx_backend(evaluated_project):
     onnx = read_volume(evaluated_project / "onnx_out" / "image_2_nucleus_angle.tif").data.astype(int)
     torch_ = read_volume(evaluated_project / "torch_out" / "image_2_nucleus_angle.tif").data.astype(int)
     assert np.abs(onnx - torch_).max() <= 1
+
+
+def test_inference_with_a_model_from_an_mlflow_uri(evaluated_project):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{(evaluated_project / 'mlflow.db').as_posix()}")
+    run = mlflow.search_runs(experiment_names=["fusemycell"], order_by=["start_time DESC"]).iloc[0]
+    inputs = evaluated_project / "incoming_mlflow"
+    inputs.mkdir()
+    shutil.copy(evaluated_project / "data" / "01_raw" / "synthetic" / "image_1_membrane_angle.tif", inputs)
+    (evaluated_project / "data" / "06_models" / "fusemycell_unet.pt").rename(evaluated_project / "moved_away.pt")
+    try:
+        run_session(
+            evaluated_project,
+            ["inference"],
+            inference={
+                "input_dir": str(inputs),
+                "output_dir": str(evaluated_project / "mlflow_out"),
+                "model_uri": f"runs:/{run['run_id']}/model/fusemycell_unet.pt",
+            },
+        )
+    finally:
+        (evaluated_project / "moved_away.pt").rename(evaluated_project / "data" / "06_models" / "fusemycell_unet.pt")
+    assert read_volume(evaluated_project / "mlflow_out" / "image_1_membrane_angle.tif").data.dtype == np.uint16

@@ -1,7 +1,6 @@
 """simulation -> preprocessing -> patching through a real Kedro session in the test environment."""
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -11,19 +10,12 @@ import pytest
 from fusemycell.io.tiff import read_volume
 from fusemycell.normalization import percentile_normalize
 from fusemycell.patching.store import PatchStore
-from tests.conftest import copy_project, run_session
+from tests.conftest import project_after, run_session
 
 
 @pytest.fixture(scope="module")
 def processed_project(tmp_path_factory):
-    project = copy_project(tmp_path_factory.mktemp("chain") / "project")
-    previous = os.getcwd()
-    os.chdir(project)
-    try:
-        run_session(project, ["simulation", "preprocessing", "patching"])
-    finally:
-        os.chdir(previous)
-    return project
+    return project_after(tmp_path_factory, "chain", ["simulation", "preprocessing", "patching"])
 
 
 def test_reports_are_written(processed_project):

@@ -1,27 +1,17 @@
 """`kedro run --pipeline training --env test` through a real Kedro session, tracked in MLflow."""
 
-import os
-
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from fusemycell.models.checkpoint import load_model
-from tests.conftest import copy_project, run_session
+from tests.conftest import project_after, run_session
 
 
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory):
-    project = copy_project(tmp_path_factory.mktemp("training") / "project")
-    previous = os.getcwd()
-    os.chdir(project)
-    try:
-        run_session(project, ["simulation", "preprocessing", "patching"])
-        run_session(project, ["training"])
-    finally:
-        os.chdir(previous)
-    return project
+    return project_after(tmp_path_factory, "training", ["simulation", "preprocessing", "patching"], ["training"])
 
 
 def test_model_and_reports_are_written(trained_project):
