@@ -162,4 +162,7 @@ def predict_array(
     stream = StreamingPrediction(
         np.asarray(volume, dtype=np.float32), backend, tile, overlap=overlap, batch_size=batch_size
     )
-    return stream[:]
+    output = np.empty(stream.shape, dtype=np.float32)  # filled plane by plane: one copy of the result
+    for z in range(stream.shape[0]):
+        output[z] = stream[z]
+    return output

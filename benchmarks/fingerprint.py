@@ -1,0 +1,478 @@
+"""Benchmark: the fingerprint of a >= 1 GiB uint16 volume, slab by slab versus the whole volume.
+
+The script writes, plane by plane and never holding it in memory, a uint16
+ZYX volume like the raw challenge data (camera background about 100 with
+noise, Gaussian blobs up to a few thousand counts), as the project's tiled
+BigTIFF (:func:`fusemycell.io.tiff.write_volume`).
+
+It then computes the fingerprint's statistics in two ways, each in a fresh
+Python process so that the peak resident memory of one does not hide that of
+the other:
+
+``ours``
+    :func:`fusemycell.preprocessing.fingerprint.scan_volume` (reads
+    ``--slab-depth`` planes at a time; exact percentiles from a dense 16-bit
+    histogram; mean profiles; maximum projections);
+``naive``
+    the reference: ``tifffile.imread`` of the whole volume, then
+    ``np.percentile`` for (0.1, 2, 50, 99.8, 99.9), ``mean`` along two axes
+    for the profiles along z, y and x, and ``max`` along each axis for the
+    projections (block-max downsampled like the scan's).
+
+Peak memory is the measuring process's ``VmHWM`` (peak resident set size of
+its memory image), with its value right after imports as the baseline;
+``ru_maxrss`` is reported beside it but is not used (a process started by
+``fork``/``vfork`` + ``exec`` inherits the parent's peak in it).
+
+It checks that the percentiles, minimum and maximum are equal to NumPy's, the
+profiles and the mean close (``np.allclose``) and the projections equal, and
+exits with status 1 if not; then it prints a Markdown table, the percentiles
+side by side and a description of the machine.
+
+With ``--cache cold`` the volume's pages are dropped from the OS page cache
+(``posix_fadvise(DONTNEED)``) before each run; ``warm`` reads it first;
+``both`` (the default) does both.
+
+Usage::
+
+    python benchmarks/fingerprint.py [--depth 150] [--slab-depth 16] [--workdir DIR] [--cache both]
+        [--repeat 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+#: Voxel size (z, y, x) in micrometres written into the file.
+SPACING_ZYX = (2.0, 0.65, 0.65)
+#: Percentiles of the fingerprint (``fusemycell.preprocessing.fingerprint.FINGERPRINT_PERCENTILES``).
+PERCENTILES = (0.1, 2.0, 50.0, 99.8, 99.9)
+#: Longer side of the stored projections (``scan_volume``'s default ``projection_side``).
+PROJECTION_SIDE = 256
+METHODS = ("ours", "naive")
+MIB = 1024 * 1024
+
+
+# -- synthetic volume ---------------------------------------------------------------------------
+class SyntheticRawVolume:
+    """A uint16 ZYX volume generated one z-plane at a time: camera background, noise and blobs.
+
+    ``volume[z]`` returns plane ``z`` (the same on every call), which is all
+    :func:`fusemycell.io.tiff.write_volume` needs to stream it to disk.
+
+    Parameters
+    ----------
+    shape
+        ``(z, y, x)`` size.
+    blobs
+        Number of Gaussian blobs (the specimen).
+    seed
+        Seed of the blob layout and of the noise.
+    """
+
+    background = 100.0
+    noise_sd = 8.0
+
+    def __init__(self, shape: tuple[int, int, int], blobs: int = 600, seed: int = 0):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(np.uint16)
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        depth, height, width = self.shape
+        self.centres = rng.uniform((0, 0, 0), (depth, height, width), size=(blobs, 3))
+        self.sigma_yx = rng.uniform(8.0, 40.0, size=blobs)
+        self.sigma_z = np.maximum(self.sigma_yx * SPACING_ZYX[2] / SPACING_ZYX[0], 1.0)
+        self.amplitude = rng.uniform(300.0, 3000.0, size=blobs)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        """Return z-plane ``z`` as a uint16 ``(y, x)`` array."""
+        z = int(z)
+        _, height, width = self.shape
+        rng = np.random.default_rng([self.seed, z])
+        plane = rng.standard_normal((height, width), dtype=np.float32)
+        plane *= np.float32(self.noise_sd)
+        plane += np.float32(self.background)
+        near = np.flatnonzero(np.abs(self.centres[:, 0] - z) <= 3 * self.sigma_z)
+        for blob in near:
+            cz, cy, cx = self.centres[blob]
+            sigma = self.sigma_yx[blob]
+            weight = self.amplitude[blob] * np.exp(-((z - cz) ** 2) / (2 * self.sigma_z[blob] ** 2))
+            y0, y1 = max(0, int(cy - 3 * sigma)), min(height, int(cy + 3 * sigma) + 1)
+            x0, x1 = max(0, int(cx - 3 * sigma)), min(width, int(cx + 3 * sigma) + 1)
+            gy = np.exp(-((np.arange(y0, y1) - cy) ** 2) / (2 * sigma**2)).astype(np.float32)
+            gx = np.exp(-((np.arange(x0, x1) - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
+            plane[y0:y1, x0:x1] += np.float32(weight) * np.outer(gy, gx)
+        return np.clip(np.rint(plane), 0, 65535).astype(np.uint16)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def drop_from_page_cache(path: Path) -> None:
+    """Ask the kernel to forget the cached pages of ``path`` (clean pages only; no root needed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def read_through(path: Path) -> None:
+    """Read ``path`` once so that its pages are in the OS page cache."""
+    with path.open("rb") as handle:
+        while handle.read(64 * MIB):
+            pass
+
+
+# -- measurement (runs in a fresh child process) ------------------------------------------------
+def _ru_maxrss_kib() -> int:
+    """``ru_maxrss`` of this process, in KiB; after ``fork`` + ``exec`` it includes the parent's peak."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _peak_rss_kib() -> int:
+    """Peak resident set size of this process image, in KiB (``VmHWM``; ``ru_maxrss`` without ``/proc``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return _ru_maxrss_kib()
+
+
+def block_max(image: np.ndarray, side: int = PROJECTION_SIDE) -> np.ndarray:
+    """Downsample a 2D image by block maxima so that its longer side is at most ``side`` (float32)."""
+    factor = max(1, int(np.ceil(max(image.shape) / side)))
+    image = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return image
+    height, width = (-(-n // factor) * factor for n in image.shape)
+    padded = np.full((height, width), -np.inf, dtype=np.float32)
+    padded[: image.shape[0], : image.shape[1]] = image
+    return padded.reshape(height // factor, factor, width // factor, factor).max(axis=(1, 3))
+
+
+def percentile_key(q: float) -> str:
+    """Key of percentile ``q`` in ``VolumeScan.percentiles`` (``0.1`` -> ``"0_1"``, ``2.0`` -> ``"2"``)."""
+    return f"{q:g}".replace(".", "_")
+
+
+def measure(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, object]:
+    """Compute the statistics of ``path`` with ``method`` and return time and memory.
+
+    Meant to run in a process of its own: the peak RSS it reports is that of
+    the whole process, with the baseline (after imports, before reading) given
+    separately. The statistics go to ``out`` (``.json``) and the projections to
+    ``out`` with suffix ``.npz``, for the parent to compare.
+
+    Parameters
+    ----------
+    method
+        ``"ours"`` (``scan_volume``) or ``"naive"`` (``tifffile.imread`` and NumPy).
+    path
+        The TIFF file.
+    slab_depth
+        Planes read at a time by ``scan_volume``.
+    out
+        Where to save the statistics.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``baseline_kib`` (peak RSS after imports), ``peak_kib``
+        (peak RSS after computing), ``ru_maxrss_kib``.
+    """
+    # both methods import the same modules, so both baselines match
+    from fusemycell.preprocessing.fingerprint import scan_volume
+
+    baseline = _peak_rss_kib()
+    start = time.perf_counter()
+    if method == "ours":
+        scan = scan_volume(str(path), pair="image_0_nucleus", kind="angle", channel="nucleus", slab_depth=slab_depth)
+        if scan.error:
+            raise RuntimeError(scan.error)
+        stats = {
+            "percentiles": scan.percentiles,
+            "minimum": scan.minimum,
+            "maximum": scan.maximum,
+            "mean": scan.mean,
+            "profile_z": scan.profile_z,
+            "profile_y": scan.profile_y,
+            "profile_x": scan.profile_x,
+        }
+        projections = scan.projections
+    elif method == "naive":
+        volume = tifffile.imread(path)
+        values = np.percentile(volume, PERCENTILES)
+        stats = {
+            "percentiles": {percentile_key(q): float(v) for q, v in zip(PERCENTILES, values)},
+            "minimum": float(volume.min()),
+            "maximum": float(volume.max()),
+            "mean": float(volume.mean(dtype=np.float64)),
+            "profile_z": volume.mean(axis=(1, 2)).tolist(),
+            "profile_y": volume.mean(axis=(0, 2)).tolist(),
+            "profile_x": volume.mean(axis=(0, 1)).tolist(),
+        }
+        projections = {name: block_max(volume.max(axis=axis)) for name, axis in (("yx", 0), ("zx", 1), ("zy", 2))}
+    else:
+        raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
+    seconds = time.perf_counter() - start
+    peak = _peak_rss_kib()
+    out.write_text(json.dumps(stats))
+    np.savez(out.with_suffix(".npz"), **projections)
+    return {"seconds": seconds, "baseline_kib": baseline, "peak_kib": peak, "ru_maxrss_kib": _ru_maxrss_kib()}
+
+
+def run_child(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, object]:
+    """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--measure",
+        method,
+        "--path",
+        str(path),
+        "--slab-depth",
+        str(slab_depth),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"measurement {method} of {path} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -- checks -------------------------------------------------------------------------------------
+def compare(ours: dict, naive: dict, ours_projections: dict, naive_projections: dict) -> list[str]:
+    """Return the differences between the scan's statistics and NumPy's (empty when they agree).
+
+    Percentiles, minimum, maximum and projections must be equal; the mean and
+    the profiles close (``np.allclose``: they are sums of 5e8 values in two
+    different orders).
+    """
+    failures = []
+    for key in (percentile_key(q) for q in PERCENTILES):
+        mine, theirs = ours["percentiles"].get(key), naive["percentiles"][key]
+        if mine != theirs:
+            failures.append(f"percentile {key}: scan {mine!r} != np.percentile {theirs!r}")
+    for key in ("minimum", "maximum"):
+        if ours[key] != naive[key]:
+            failures.append(f"{key}: scan {ours[key]!r} != numpy {naive[key]!r}")
+    if not np.isclose(ours["mean"], naive["mean"]):
+        failures.append(f"mean: scan {ours['mean']!r} vs numpy {naive['mean']!r}")
+    for axis in "zyx":
+        key = f"profile_{axis}"
+        if len(ours[key]) != len(naive[key]) or not np.allclose(ours[key], naive[key]):
+            failures.append(f"{key} differs")
+    for name, expected in naive_projections.items():
+        if name not in ours_projections or not np.array_equal(ours_projections[name], expected):
+            failures.append(f"projection {name} differs")
+    return failures
+
+
+def max_profile_difference(ours: dict, naive: dict) -> float:
+    """Largest relative difference between the two methods' profiles."""
+    worst = 0.0
+    for axis in "zyx":
+        a, b = np.asarray(ours[f"profile_{axis}"]), np.asarray(naive[f"profile_{axis}"])
+        if a.shape == b.shape:
+            worst = max(worst, float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12))))
+    return worst
+
+
+# -- report -------------------------------------------------------------------------------------
+def machine_description() -> list[str]:
+    """Return lines describing the machine and the library versions."""
+    total_ram = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return [
+        f"- platform: {platform.platform()}",
+        f"- CPUs: {os.cpu_count()}",
+        f"- RAM: {total_ram}",
+        f"- python {platform.python_version()}, numpy {np.__version__}, tifffile {tifffile.__version__}",
+    ]
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """Format measurement rows as a Markdown table."""
+    lines = [
+        "| method | cache | time (s, median) | peak RSS (MiB) | RSS above baseline (MiB) | ru_maxrss (MiB) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {row['cache']} | {row['seconds']:.2f} | {row['peak_kib'] / 1024:.0f} "
+            f"| {(row['peak_kib'] - row['baseline_kib']) / 1024:.0f} | {row['ru_maxrss_kib'] / 1024:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def percentile_table(ours: dict, naive: dict) -> str:
+    """The percentiles of both methods side by side, as a Markdown table."""
+    lines = ["| percentile | scan_volume | np.percentile | equal |", "|---:|---:|---:|---|"]
+    for q in PERCENTILES:
+        key = percentile_key(q)
+        mine, theirs = ours["percentiles"].get(key), naive["percentiles"][key]
+        lines.append(f"| {q:g} | {mine!r} | {theirs!r} | {'yes' if mine == theirs else '**no**'} |")
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (``--measure`` and its options are internal)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depth", type=int, default=150, help="z-planes (default 150: 1.03 GiB uint16)")
+    parser.add_argument("--plane", type=int, default=1920, help="y and x size of a plane (default 1920)")
+    parser.add_argument("--slab-depth", type=int, default=16, help="planes read at a time by scan_volume")
+    parser.add_argument("--workdir", type=Path, default=None, help="folder for the files (default: a temp dir)")
+    parser.add_argument(
+        "--cache", choices=("cold", "warm", "both"), default="both", help="page cache state before each run"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per method; time is the median")
+    parser.add_argument("--keep", action="store_true", help="keep the written files")
+    parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.depth, args.plane, args.slab_depth, args.repeat) <= 0:
+        parser.error("--depth, --plane, --slab-depth and --repeat must be positive")
+    return args
+
+
+def measure_repeated(
+    method: str, path: Path, cache: str, args: argparse.Namespace
+) -> tuple[dict[str, object], dict, dict[str, np.ndarray]]:
+    """Measure one method ``args.repeat`` times, each in a fresh process, with the page cache set up first.
+
+    Returns
+    -------
+    tuple
+        The row (median ``seconds``, the memory figures of the run with the
+        highest peak), and the statistics and projections of the last run.
+    """
+    out = path.with_name(f"{path.stem}_{method}.json")
+    results = []
+    for _ in range(args.repeat):
+        if cache == "cold":
+            drop_from_page_cache(path)
+        else:
+            read_through(path)
+        results.append(run_child(method, path, args.slab_depth, out))
+    stats = json.loads(out.read_text())
+    with np.load(out.with_suffix(".npz")) as archive:
+        projections = {name: archive[name] for name in archive.files}
+    out.unlink()
+    out.with_suffix(".npz").unlink()
+    worst = max(results, key=lambda result: result["peak_kib"])  # type: ignore[arg-type, return-value]
+    return {**worst, "seconds": float(np.median([r["seconds"] for r in results]))}, stats, projections
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """Write the volume, measure both methods, compare them, print the report; return the exit status."""
+    from fusemycell.io.tiff import write_volume
+
+    shape = (args.depth, args.plane, args.plane)
+    path = args.workdir / "volume.tif"
+    print(f"writing a {'x'.join(map(str, shape))} uint16 volume to {path}", file=sys.stderr)
+    start = time.perf_counter()
+    write_volume(path, SyntheticRawVolume(shape), SPACING_ZYX)
+    _fsync(path)
+    print(f"  {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+    caches = ("cold", "warm") if args.cache == "both" else (args.cache,)
+    rows, failures = [], []
+    for cache in caches:
+        stats, projections = {}, {}
+        for method in METHODS:
+            row, stats[method], projections[method] = measure_repeated(method, path, cache, args)
+            rows.append({"method": method, "cache": cache, **row})
+            print(f"  {method} {cache}: {row['seconds']:.2f} s (median)", file=sys.stderr)
+        failures += [
+            f"{cache}: {f}" for f in compare(stats["ours"], stats["naive"], projections["ours"], projections["naive"])
+        ]
+
+    volume_gib = np.prod(shape) * 2 / 1024**3
+    print(
+        f"## Fingerprint: {'x'.join(map(str, shape))} uint16 volume ({volume_gib:.2f} GiB, tiled BigTIFF), "
+        f"scan_volume with slab depth {args.slab_depth} vs tifffile.imread + NumPy, {args.repeat} runs each\n"
+    )
+    print(markdown_table(rows))
+    print(
+        "\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports. "
+        "ru_maxrss is shown for comparison: after fork+exec Linux carries the parent's peak into it."
+    )
+    print("\nPeak memory above baseline, ours / naive:\n")
+    for cache in caches:
+        ours, naive = (next(r for r in rows if r["method"] == m and r["cache"] == cache) for m in METHODS)
+        ratio = (ours["peak_kib"] - ours["baseline_kib"]) / (naive["peak_kib"] - naive["baseline_kib"])
+        print(f"- {cache}: {ratio:.3f}; whole-process peaks {ours['peak_kib'] / naive['peak_kib']:.3f}")
+    print(f"\nPercentiles ({caches[-1]} run):\n")
+    print(percentile_table(stats["ours"], stats["naive"]))
+    difference = max_profile_difference(stats["ours"], stats["naive"])
+    print(f"\nLargest relative difference between the profiles: {difference:.1e}.")
+    print("\nMachine:\n")
+    print("\n".join(machine_description()))
+    if failures:
+        print("\nFAILED:\n" + "\n".join(f"- {failure}" for failure in failures))
+        return 1
+    print(
+        "\nscan_volume agrees with NumPy: percentiles, minimum, maximum and projections equal, "
+        "mean and profiles allclose."
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, or one measurement when called with ``--measure``."""
+    args = parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.path, args.slab_depth, args.out)))
+        return 0
+    created = args.workdir is None
+    if created:
+        args.workdir = Path(tempfile.mkdtemp(prefix="fingerprint_"))
+    else:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return benchmark(args)
+    finally:
+        if not args.keep:
+            if created:
+                shutil.rmtree(args.workdir, ignore_errors=True)
+            else:
+                (args.workdir / "volume.tif").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

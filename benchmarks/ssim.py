@@ -1,0 +1,231 @@
+"""Benchmark: the project's challenge SSIM versus the challenge's reference computation.
+
+The script writes two uint16 ZYX volumes (``--shape``, default 128x1024x1024:
+smooth blobs plus noise, and a degraded copy: dimmer, blurred along x, other
+noise) as tiled BigTIFFs with :func:`fusemycell.io.tiff.write_volume`, from
+objects that make planes on demand. Then, each in a fresh Python process:
+
+``ours``
+    ``ssim(read_volume(p, lazy=True).data, read_volume(t, lazy=True).data)``
+    (:mod:`fusemycell.metrics.ssim`: exact percentiles from a histogram, then
+    blocks with a halo on a thread pool; neither volume is ever held);
+``reference``
+    ``tifffile.imread`` of both, ``percentile_normalize`` of each in float64,
+    ``skimage.metrics.structural_similarity(p, t, win_size=7,
+    data_range=max(np.ptp(p), np.ptp(t)))``.
+
+Peak memory is the process's ``VmHWM`` (``/proc/self/status``) with its value
+after imports as the baseline (``ru_maxrss`` is not used: after fork + exec
+Linux carries the parent's peak into it). The two SSIM values must agree to
+``--tolerance`` (1e-6), otherwise the exit status is 1.
+
+Usage::
+
+    python benchmarks/ssim.py [--shape 128 1024 1024] [--workdir DIR] [--tolerance 1e-6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("ours", "reference")
+SPACING_ZYX = (1.0, 0.39, 0.39)
+MIB = 1024 * 1024
+
+
+class SyntheticVolume:
+    """Array-like uint16 volume made plane by plane: blobs plus noise (``degraded``: dimmer, blurred, other noise)."""
+
+    def __init__(self, shape: tuple[int, int, int], degraded: bool):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(np.uint16)
+        self.ndim = 3
+        self.degraded = degraded
+        rng = np.random.default_rng(0)
+        count = 40
+        self._centres = rng.uniform(0, 1, (count, 3)) * np.array(shape)
+        self._sigmas = rng.uniform(0.02, 0.08, (count, 3)) * np.array(shape)
+        self._amplitudes = rng.uniform(500, 3000, count)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        _, ny, nx = self.shape
+        y = np.arange(ny, dtype=np.float32)
+        x = np.arange(nx, dtype=np.float32)
+        plane = np.full((ny, nx), 100.0, dtype=np.float32)
+        for (cz, cy, cx), (sz, sy, sx), amplitude in zip(self._centres, self._sigmas, self._amplitudes):
+            gz = np.exp(-0.5 * ((z - cz) / sz) ** 2)
+            if gz < 1e-4:
+                continue
+            gy = np.exp(-0.5 * ((y - cy) / sy) ** 2)
+            gx = np.exp(-0.5 * ((x - cx) / sx) ** 2)
+            plane += np.float32(amplitude * gz) * np.outer(gy, gx)
+        rng = np.random.default_rng(int(z) + (1_000_000 if self.degraded else 0))
+        if self.degraded:
+            plane = 0.7 * (plane + np.roll(plane, 2, axis=1) + np.roll(plane, -2, axis=1)) / 3 + 30
+            plane += rng.normal(0, 80, plane.shape).astype(np.float32)
+        else:
+            plane += rng.normal(0, 20, plane.shape).astype(np.float32)
+        return np.clip(plane, 0, 65535).astype(np.uint16)
+
+
+# -- measurement (runs in a fresh child process) ------------------------------------------------
+def _peak_rss_kib() -> int:
+    """Peak resident set size of this process image, in KiB (``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def measure(method: str, prediction_path: Path, target_path: Path) -> dict[str, object]:
+    """Compute the SSIM of the two files with ``method``; return value, time and memory."""
+    import skimage.metrics
+    import tifffile
+
+    from fusemycell.io.tiff import read_volume
+    from fusemycell.metrics.ssim import ssim
+    from fusemycell.normalization import percentile_normalize
+
+    baseline = _peak_rss_kib()
+    start = time.perf_counter()
+    if method == "ours":
+        prediction = read_volume(prediction_path, lazy=True).data
+        target = read_volume(target_path, lazy=True).data
+        value = ssim(prediction, target)
+        prediction.close()
+        target.close()
+    elif method == "reference":
+        p = percentile_normalize(tifffile.imread(prediction_path).astype(np.float64))
+        t = percentile_normalize(tifffile.imread(target_path).astype(np.float64))
+        value = skimage.metrics.structural_similarity(p, t, win_size=7, data_range=max(np.ptp(p), np.ptp(t)))
+    else:
+        raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
+    seconds = time.perf_counter() - start
+    return {"value": float(value), "seconds": seconds, "baseline_kib": baseline, "peak_kib": _peak_rss_kib()}
+
+
+def run_child(method: str, prediction_path: Path, target_path: Path) -> dict[str, object]:
+    """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure", method]
+    command += ["--prediction", str(prediction_path), "--target", str(target_path)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"measurement {method} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -- report -------------------------------------------------------------------------------------
+def machine_description() -> list[str]:
+    """Return lines describing the machine and the library versions."""
+    import scipy
+    import skimage
+    import tifffile
+
+    total_ram = "unknown"
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+    return [
+        f"- platform: {platform.platform()}",
+        f"- CPUs: {os.cpu_count()}",
+        f"- RAM: {total_ram}",
+        f"- python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"scikit-image {skimage.__version__}, tifffile {tifffile.__version__}",
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (``--measure``, ``--prediction`` and ``--target`` are internal)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[128, 1024, 1024], help="z y x (default 128 1024 1024)")
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="largest allowed |ours - reference| (1e-6)")
+    parser.add_argument("--workdir", type=Path, default=None, help="folder for the files (default: a temp dir)")
+    parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--prediction", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> int:
+    """Write both volumes, measure both methods, print the report; return the exit status."""
+    from fusemycell.io.tiff import write_volume
+
+    shape = tuple(args.shape)
+    paths = {"prediction": workdir / "prediction.tif", "target": workdir / "target.tif"}
+    start = time.perf_counter()
+    write_volume(paths["target"], SyntheticVolume(shape, degraded=False), SPACING_ZYX)
+    write_volume(paths["prediction"], SyntheticVolume(shape, degraded=True), SPACING_ZYX)
+    print(f"  wrote two {shape} uint16 volumes in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    results = {}
+    for method in METHODS:
+        results[method] = run_child(method, paths["prediction"], paths["target"])
+        print(f"  {method}: {results[method]['seconds']:.1f} s", file=sys.stderr)
+    volume_mib = np.prod(shape) * 2 / MIB
+    name = "x".join(map(str, shape))
+    print(f"## Challenge SSIM of two {name} uint16 volumes ({volume_mib:.0f} MiB each, tiled BigTIFF)\n")
+    print("| method | SSIM | time (s) | peak RSS (MiB) | baseline (MiB) | above baseline (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for method in METHODS:
+        r = results[method]
+        print(
+            f"| {method} | {r['value']:.9f} | {r['seconds']:.1f} | {int(r['peak_kib']) / 1024:.0f} "
+            f"| {int(r['baseline_kib']) / 1024:.0f} | {(int(r['peak_kib']) - int(r['baseline_kib'])) / 1024:.0f} |"
+        )
+    ours, reference = results["ours"], results["reference"]
+    difference = abs(float(ours["value"]) - float(reference["value"]))
+    speedup = float(reference["seconds"]) / float(ours["seconds"])
+    above = [int(r["peak_kib"]) - int(r["baseline_kib"]) for r in (ours, reference)]
+    peak_ratio = above[0] / above[1]
+    print("\nOurs versus the reference:\n")
+    print(f"- |difference|: {difference:.1e} (tolerance {args.tolerance:g})")
+    print(f"- speed-up: {speedup:.2f}x (target >= 3: {'met' if speedup >= 3 else 'not met'})")
+    print(
+        f"- peak RSS above baseline, ours / reference: {peak_ratio:.3f} (target <= 0.2: "
+        f"{'met' if peak_ratio <= 0.2 else 'not met'}); whole-process peaks "
+        f"{int(ours['peak_kib']) / int(reference['peak_kib']):.3f}"
+    )
+    print("\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports.")
+    print("\nMachine:\n")
+    print("\n".join(machine_description()))
+    if difference >= args.tolerance:
+        print(f"\nFAILED: SSIM differs by {difference:.2e} (tolerance {args.tolerance:g})")
+        return 1
+    print(f"\nBoth SSIM values agree within {args.tolerance:g}.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, or one measurement when called with ``--measure``."""
+    args = parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.prediction, args.target)))
+        return 0
+    created = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="ssim_")) if created else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return benchmark(args, workdir)
+    finally:
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            for name in ("prediction.tif", "target.tif"):
+                (workdir / name).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
