@@ -99,7 +99,10 @@ def test_inference_with_a_model_from_an_mlflow_uri(evaluated_project):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{(evaluated_project / 'mlflow.db').as_posix()}")
-    run = mlflow.search_runs(experiment_names=["fusemycell"], order_by=["start_time DESC"]).iloc[0]
+    # the run that trained (and logged) the model, not a later inference run
+    run = mlflow.search_runs(
+        experiment_names=["fusemycell"], filter_string="tags.mlflow.runName LIKE '%training%'"
+    ).iloc[0]
     inputs = evaluated_project / "incoming_mlflow"
     inputs.mkdir()
     shutil.copy(evaluated_project / "data" / "01_raw" / "synthetic" / "image_1_membrane_angle.tif", inputs)
