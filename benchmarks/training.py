@@ -40,7 +40,11 @@ missing or holds another patch size than the environment's, the stores are
 made first with ``kedro run --pipelines simulation,preprocessing,patching
 --env <env>`` (about a minute for ``mac``).
 
-The Markdown report goes to stdout, progress (the engine's log) to stderr.
+Both runs must see the same source, parameters and patch stores: the script
+hashes them (SHA-256) before and after each run, and exits with status 1 if
+anything changed or the two configurations differ in more than
+``physics.enabled``. The Markdown report goes to stdout, progress (the
+engine's log) to stderr.
 
 Usage::
 
@@ -124,6 +128,31 @@ def prepare_stores(env: str) -> None:
         raise RuntimeError(f"the patching pipeline ran but {reason}")
 
 
+def inputs_digest(env: str) -> dict[str, str]:
+    """SHA-256 of what a training run depends on: the package's source, the parameters, the patch stores.
+
+    The two variants must see the same three; a mismatch means something
+    changed them between (or during) the runs and the comparison is void.
+    """
+    import hashlib
+
+    groups = {
+        "source": sorted((ROOT / "src" / "fusemycell").rglob("*.py")),
+        "parameters": sorted((ROOT / "conf" / "base").glob("*.yml")) + sorted((ROOT / "conf" / env).glob("*.yml")),
+        "data": sorted(path for path in STORES.rglob("*") if path.is_file()),
+    }
+    digests = {}
+    for name, paths in groups.items():
+        digest = hashlib.sha256()
+        for path in paths:
+            digest.update(str(path.relative_to(ROOT)).encode())
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+        digests[name] = digest.hexdigest()
+    return digests
+
+
 # -- measurement (runs in a fresh child process) ------------------------------------------------
 def _peak_rss_kib() -> int:
     """Peak resident set size of this process image, in KiB (``VmHWM``; ``ru_maxrss`` without ``/proc``)."""
@@ -185,6 +214,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
     if args.seed is not None:
         update["seed"] = args.seed
     config = config.model_copy(update=update)
+    digests = inputs_digest(args.env)
     baseline = _peak_rss_kib()
     try:
         start = time.perf_counter()
@@ -211,6 +241,8 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "config": config.model_dump(mode="json", exclude={"checkpoint_dir"}),
+        "digests": digests,
+        "digests_after": inputs_digest(args.env),
     }
 
 
@@ -380,7 +412,37 @@ def benchmark(args: argparse.Namespace) -> int:
     print(f"\nBest-epoch validation N_SSIM, physics on - off: {difference:+.4f}.")
     print("\nMachine:\n")
     print("\n".join(machine_description(on["torch"], int(on["torch_threads"]))))
+    failures = comparability(results)
+    if failures:
+        print("\nFAILED, the two runs are not comparable:\n" + "\n".join(f"- {failure}" for failure in failures))
+        return 1
+    print("\nBoth runs used the same source, parameters and patch stores (SHA-256 before and after each run).")
     return 0
+
+
+def comparability(results: dict[str, dict]) -> list[str]:
+    """Why the variants' results cannot be compared (empty when they can).
+
+    Both runs must have the same configuration except ``physics.enabled``, and
+    the same source, parameters and data before and after training.
+    """
+    failures = []
+    configs = []
+    for result in results.values():
+        config = json.loads(json.dumps(result["config"]))
+        config["physics"].pop("enabled")
+        configs.append(config)
+    if configs[0] != configs[1]:
+        changed = sorted(key for key in configs[0] if configs[0][key] != configs[1].get(key))
+        failures.append(f"the training configurations differ in {', '.join(changed)}")
+    first = results["off"]["digests"]
+    for variant, result in results.items():
+        for when in ("digests", "digests_after"):
+            changed = [name for name, value in result[when].items() if value != first[name]]
+            if changed:
+                moment = "after" if when == "digests_after" else "before"
+                failures.append(f"physics {variant}, {moment} training: {', '.join(changed)} changed")
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:
