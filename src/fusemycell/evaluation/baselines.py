@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -61,8 +60,3 @@ def blur_sigma(channel: str, overrides: dict[str, float] | None = None) -> float
     if channel not in values:
         raise ValueError(f"no blur sigma for channel {channel!r}; known: {sorted(values)}")
     return float(values[channel])
-
-
-def halo(sigma: float, truncate: float = 4.0) -> int:
-    """Planes a blurred slab needs on each side."""
-    return int(math.ceil(truncate * sigma))

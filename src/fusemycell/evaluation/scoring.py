@@ -30,12 +30,17 @@ def score_pair(
     """
     blurred = GaussianBlurred(single_view, blur_sigma(channel, blur_sigmas))
     candidates = {"model": prediction, "identity": single_view, "gaussian_blur": blurred}
-    target_stats = image_statistics(fused)
+    # one statistics pass per volume, shared by SSIM and the segmentation
+    stats = {name: image_statistics(volume) for name, volume in candidates.items()}
+    stats["target"] = image_statistics(fused)
     ssims = {
-        name: ssim(volume, fused, statistics=(image_statistics(volume), target_stats))
-        for name, volume in candidates.items()
+        name: ssim(volume, fused, statistics=(stats[name], stats["target"])) for name, volume in candidates.items()
     }
-    ious = iou_scores(fused, candidates, channel, segmenter=segmenter, anisotropy=anisotropy) if with_iou else {}
+    ious = (
+        iou_scores(fused, candidates, channel, segmenter=segmenter, anisotropy=anisotropy, statistics=stats)
+        if with_iou
+        else {}
+    )
     rows = []
     for name in METHODS:
         rows.append(
