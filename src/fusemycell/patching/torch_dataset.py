@@ -125,5 +125,6 @@ class PatchDataset(Dataset):
         if self.augmentation is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(item)])
             angle, fused, extra = augment_pair(angle, fused, self.augmentation, rng, extra)
-        tensors = (torch.from_numpy(angle[None]), torch.from_numpy(fused[None]))
+        # copies: the store's memory maps are read-only, and a batch must not pin them
+        tensors = (torch.tensor(angle[None]), torch.tensor(fused[None]))
         return tensors + (torch.from_numpy(extra),) if extra is not None else tensors

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import logging
 import math
@@ -289,6 +290,7 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
             torch.cuda.set_device(device)
     main = rank == 0
     writes = 0
+    wrapped: nn.Module | None = None
     try:
         _seed_everything(config.seed)  # same initial weights on every rank
         precision: Precision = resolve_precision(device, config.amp, config.amp_dtype)
@@ -330,7 +332,7 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
         if physics is not None and not config.physics.learn:
             physics.requires_grad_(False)
 
-        wrapped: nn.Module = model
+        wrapped = model
         if distributed:
             wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         parameters = [p for p in model.parameters() if p.requires_grad]
@@ -518,9 +520,16 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
                 },
                 checkpoint_dir / SPAWN_RESULT,
             )
+        if distributed:
+            dist.barrier()  # no rank tears down its process group while another still talks to it
         return result
     finally:
         if distributed and dist.is_initialized():
+            # DDP's reducer holds the process group; left to the interpreter's final
+            # garbage collection, gloo's threads are destroyed during finalisation
+            # and the worker aborts ("terminate called without an active exception").
+            wrapped = None
+            gc.collect()
             dist.destroy_process_group()
 
 
