@@ -17,8 +17,24 @@ def test_all_six_pipelines_and_the_default_chain_are_registered():
     chain = {node.name for name in DEFAULT_CHAIN for node in pipelines[name].nodes}
     assert DEFAULT_CHAIN == ("simulation", "preprocessing", "patching", "training", "evaluation")
     assert {node.name for node in pipelines["__default__"].nodes} == chain
-    assert {"simulate_light_sheet_acquisitions", "train_3d_unet", "score_model_and_baselines"} <= chain
+    assert {
+        "simulation.simulate_light_sheet_acquisitions",
+        "training.train_3d_unet",
+        "evaluation.score_model_and_baselines",
+    } <= chain
     assert all(len(pipelines[name].nodes) > 0 for name in PIPELINE_ORDER)
+
+
+def test_each_pipeline_is_its_own_namespace_and_dataset_names_stay_global():
+    """kedro-viz collapses each pipeline into a group; the catalog names are not prefixed."""
+    configure_project("fusemycell")
+    pipelines = register_pipelines()
+    for name in PIPELINE_ORDER:
+        assert {node.namespace for node in pipelines[name].nodes} == {name}
+        assert all(node.name.startswith(f"{name}.") for node in pipelines[name].nodes)
+    datasets = pipelines["__default__"].datasets()
+    assert {"patch_store_train", "trained_model", "evaluation_report", "params:training"} <= datasets
+    assert not any(d.startswith(tuple(f"{name}." for name in PIPELINE_ORDER)) for d in datasets)
 
 
 def _kedro(project, *args):

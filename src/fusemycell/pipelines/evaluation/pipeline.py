@@ -45,5 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="evaluation_summary_figure",
                 name="plot_model_versus_baselines",
             ),
-        ]
+        ],
+        namespace="evaluation",  # kedro-viz groups its nodes; dataset names stay global
+        prefix_datasets_with_namespace=False,
     )

@@ -21,7 +21,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=None,
                 name="fail_on_unreadable_inputs",
             ),
-        ]
+        ],
+        namespace="inference",  # kedro-viz groups its nodes; dataset names stay global
+        prefix_datasets_with_namespace=False,
     )
 
 

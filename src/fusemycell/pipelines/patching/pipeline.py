@@ -15,5 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["patch_store_train", "patch_store_val", "patch_sampling_report"],
                 name="sample_signal_focused_patches",
             ),
-        ]
+        ],
+        namespace="patching",  # kedro-viz groups its nodes; dataset names stay global
+        prefix_datasets_with_namespace=False,
     )

@@ -59,5 +59,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["normalized_volumes", "preprocessing_records"],
                 name="crop_and_normalize_volumes",
             ),
-        ]
+        ],
+        namespace="preprocessing",  # kedro-viz groups its nodes; dataset names stay global
+        prefix_datasets_with_namespace=False,
     )

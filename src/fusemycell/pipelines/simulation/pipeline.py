@@ -15,5 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="raw_pairs",
                 name="simulate_light_sheet_acquisitions",
             )
-        ]
+        ],
+        namespace="simulation",  # kedro-viz groups its nodes; dataset names stay global
+        prefix_datasets_with_namespace=False,
     )

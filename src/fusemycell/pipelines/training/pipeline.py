@@ -33,5 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="learning_curves",
                 name="plot_learning_curves",
             ),
-        ]
+        ],
+        namespace="training",  # kedro-viz groups its nodes; dataset names stay global
+        prefix_datasets_with_namespace=False,
     )
