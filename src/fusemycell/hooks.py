@@ -82,7 +82,7 @@ class MemoryMonitorHooks:
 
     The sampling interval is the ``monitor_interval`` parameter (seconds).
     Peaks are kept in :attr:`peaks` and logged to the active MLflow run as
-    ``memory.<node>.peak_rss_mb`` (and ``peak_device_mb`` on CUDA or MPS).
+    ``memory.<pipeline>.<node>.peak_rss_mb`` (and ``peak_device_mb`` on CUDA or MPS).
     """
 
     def __init__(self, interval: float = DEFAULT_INTERVAL_S):
