@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fusemycell.inference.tiling import TileGrid
+from fusemycell.progress import Progress
 from fusemycell.training.devices import resolve_device, resolve_precision
 
 
@@ -87,6 +88,7 @@ class StreamingPrediction:
         batch_size: int = 4,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         dtype: Any = np.float32,
+        description: str = "sliding-window prediction",
     ):
         self.source = source
         self.backend = backend
@@ -102,6 +104,8 @@ class StreamingPrediction:
         self._sums: dict[int, np.ndarray] = {}
         self._next_plane = 0
         self.peak_window_planes = 0
+        self.description = description
+        self._progress: Progress | None = None
 
     @property
     def ndim(self) -> int:
@@ -119,6 +123,8 @@ class StreamingPrediction:
             if z not in self._sums:
                 self._sums[z] = np.zeros(self.shape[1:], dtype=np.float32)
         origins = self.grid.yx_origins()
+        if self._progress is None:
+            self._progress = Progress(self.description, total=len(self._rows) * len(origins), unit="tile")
         for first in range(0, len(origins), self.batch_size):
             chunk = origins[first : first + self.batch_size]
             batch = np.stack([slab[None, :, y : y + tile_y, x : x + tile_x] for y, x in chunk])
@@ -126,8 +132,11 @@ class StreamingPrediction:
             for (y, x), prediction in zip(chunk, predictions):
                 for dz in range(tile_z):
                     self._sums[z0 + dz][y : y + tile_y, x : x + tile_x] += prediction[dz]
+            self._progress.update(len(chunk))
         del slab
         self._next_row += 1
+        if self._next_row == len(self._rows):
+            self._progress.close()
         self._complete_below = self._rows[self._next_row] if self._next_row < len(self._rows) else self.shape[0]
         self.peak_window_planes = max(self.peak_window_planes, len(self._sums))
 

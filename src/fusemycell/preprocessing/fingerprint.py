@@ -19,6 +19,7 @@ import numpy as np
 
 from fusemycell.io.tiff import VolumeFormatError, read_volume
 from fusemycell.normalization import IntensityHistogram
+from fusemycell.progress import track
 
 #: Percentiles recorded for every volume.
 FINGERPRINT_PERCENTILES = (0.1, 2.0, 50.0, 99.8, 99.9)
@@ -192,10 +193,11 @@ def scan_volumes(jobs: Sequence[dict[str, Any]], workers: int | None = None) -> 
     ``workers=None`` uses every CPU core available to this process.
     """
     workers = available_cores() if workers is None else max(1, int(workers))
+    description = "fingerprinting volumes"
     if workers == 1 or len(jobs) <= 1:
-        return [_scan_job(job) for job in jobs]
+        return [_scan_job(job) for job in track(jobs, description, unit="file")]
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        return list(pool.map(_scan_job, jobs))
+        return list(track(pool.map(_scan_job, jobs), description, total=len(jobs), unit="file"))
 
 
 def available_cores() -> int:

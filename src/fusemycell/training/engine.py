@@ -42,6 +42,7 @@ from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.patching.store import PatchStore
 from fusemycell.patching.torch_dataset import PatchDataset
+from fusemycell.progress import track
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.devices import Precision, resolve_device, resolve_precision, resolve_world_size
 from fusemycell.training.losses import image_loss, normalized_ssim, ssim3d
@@ -393,7 +394,10 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
             seen = 0
             n_batches = len(loader)
             optimizer.zero_grad(set_to_none=True)
-            for step, batch in enumerate(loader):
+            batches = track(
+                loader, f"epoch {epoch}/{config.epochs}", unit="batch", summary=False, enabled=main
+            )  # the epoch's own log line is the summary
+            for step, batch in enumerate(batches):
                 single_view = batch[0].to(device, non_blocking=True)
                 target = batch[1].to(device, non_blocking=True)
                 geometry = batch[2].to(device, non_blocking=True) if physics_on else None

@@ -1,0 +1,103 @@
+"""Progress: a bar with rate and ETA on a terminal, one summary line in logs otherwise."""
+
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from fusemycell.inference.predictor import predict_array
+from fusemycell.progress import Progress, progress_mode, track
+
+SUMMARY = re.compile(r"^(?P<what>.+): (?P<count>\d+) (?P<unit>\w+) in [\d.]+ s \([\d.e+inf]+ (?P=unit)/s\)$")
+
+
+def _summaries(caplog):
+    return [SUMMARY.match(r.getMessage()) for r in caplog.records if r.name == "fusemycell.progress"]
+
+
+def test_auto_mode_is_a_log_line_when_not_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("FUSEMYCELL_PROGRESS", raising=False)
+    assert progress_mode() == "log"  # pytest captures standard error: not a terminal
+
+
+def test_log_mode_yields_everything_and_writes_one_summary_line(monkeypatch, caplog, capsys):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        assert list(track(range(5), "scanning", unit="file")) == [0, 1, 2, 3, 4]
+    (summary,) = _summaries(caplog)
+    assert summary and summary["what"] == "scanning" and summary["count"] == "5" and summary["unit"] == "file"
+    assert capsys.readouterr().err == ""  # no bar
+
+
+def test_bar_mode_shows_count_rate_and_eta_then_the_summary(monkeypatch, caplog, capsys):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "bar")
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        assert sum(track([1, 2, 3], "epoch 1/4", unit="batch")) == 6
+    err = capsys.readouterr().err
+    assert "epoch 1/4" in err and "/3" in err  # count out of the total
+    assert "batch/s" in err and "<" in err  # rate, and tqdm's elapsed<remaining (the ETA)
+    (summary,) = _summaries(caplog)
+    assert summary and summary["count"] == "3"
+
+
+def test_off_mode_and_disabled_ranks_show_nothing(monkeypatch, caplog, capsys):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "off")
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        assert list(track("abc", "quiet")) == ["a", "b", "c"]
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "bar")
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        assert list(track("abc", "rank 1", enabled=False)) == ["a", "b", "c"]
+    assert _summaries(caplog) == [] and capsys.readouterr().err == ""
+
+
+def test_a_failed_or_abandoned_loop_claims_no_summary(monkeypatch, caplog):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        with pytest.raises(OSError, match="disk gone"):
+            list(track(failing(), "writing"))
+        for item in track(range(10), "abandoned"):
+            if item == 2:
+                break
+    assert _summaries(caplog) == []
+
+
+def test_summary_can_be_left_to_the_caller(monkeypatch, caplog):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        list(track(range(3), "epoch 2/2", summary=False))
+    assert _summaries(caplog) == []
+
+
+def test_unknown_mode_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "loud")
+    with pytest.raises(ValueError, match="FUSEMYCELL_PROGRESS='loud'.*auto, bar, log, off"):
+        progress_mode()
+
+
+def test_push_style_progress_counts_updates_and_closes_once(monkeypatch, caplog):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        with Progress("tiles", total=7, unit="tile") as progress:
+            progress.update(4)
+            progress.update(3)
+        progress.close()
+    (summary,) = _summaries(caplog)
+    assert summary and summary["count"] == "7"
+
+
+def test_sliding_window_prediction_reports_its_tiles(monkeypatch, caplog):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+    volume = np.random.default_rng(0).random((12, 20, 20), dtype=np.float32)
+    with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+        out = predict_array(volume, lambda batch: batch, (8, 16, 16), overlap=0.5)
+    np.testing.assert_allclose(out, volume, rtol=1e-5)  # identity backend: blending is exact
+    (summary,) = _summaries(caplog)
+    assert summary and summary["what"] == "sliding-window prediction" and summary["unit"] == "tile"
+    # 12 planes of tile 8, step 4: z starts 0, 4; 20 pixels of tile 16, step 8: y/x starts 0, 4 (flush)
+    assert int(summary["count"]) == 2 * 2 * 2
