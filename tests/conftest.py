@@ -79,3 +79,14 @@ def project_after(tmp_path_factory: pytest.TempPathFactory, name: str, *runs: li
     finally:
         os.chdir(previous)
     return project
+
+
+@pytest.fixture(scope="session")
+def evaluated_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy after the whole main job (simulation to evaluation) in the test environment.
+
+    Shared by the evaluation and notebook tests; tests may add files to it but not remove any.
+    """
+    return project_after(
+        tmp_path_factory, "evaluation", ["simulation", "preprocessing", "patching", "training", "evaluation"]
+    )

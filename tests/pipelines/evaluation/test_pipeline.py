@@ -9,14 +9,7 @@ import pytest
 import tifffile
 
 from fusemycell.io.tiff import read_volume
-from tests.conftest import project_after, run_session
-
-
-@pytest.fixture(scope="module")
-def evaluated_project(tmp_path_factory):
-    return project_after(
-        tmp_path_factory, "evaluation", ["simulation", "preprocessing", "patching", "training", "evaluation"]
-    )
+from tests.conftest import run_session
 
 
 def test_evaluation_writes_reports_for_model_and_baselines(evaluated_project):
