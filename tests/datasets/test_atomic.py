@@ -77,7 +77,9 @@ def test_figures_single_folder_and_partitioned(tmp_path):
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["c.png"]
 
     partitioned = PartitionedDataset(
-        path=str(tmp_path / "per_volume"), dataset="fusemycell.datasets.atomic.MatplotlibDataset", filename_suffix=".png"
+        path=str(tmp_path / "per_volume"),
+        dataset="fusemycell.datasets.atomic.MatplotlibDataset",
+        filename_suffix=".png",
     )
     partitioned.save({"image_0": plt.figure(), "image_1": plt.figure()})
     assert sorted(p.name for p in (tmp_path / "per_volume").iterdir()) == ["image_0.png", "image_1.png"]
