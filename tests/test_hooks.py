@@ -34,3 +34,24 @@ def test_interval_comes_from_the_parameters():
     hooks = MemoryMonitorHooks()
     hooks.after_context_created(types.SimpleNamespace(params={"monitor_interval": 0.25}))
     assert hooks.interval == 0.25
+
+
+def test_an_unknown_environment_stops_at_once_with_the_list_of_environments(kedro_project):
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipeline", "simulation", "--env", "macc"],
+        cwd=kedro_project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
+    assert run.returncode != 0
+    assert "UnknownEnvironmentError: environment 'macc' not found" in output
+    assert "cloud, local, mac, test" in output
+    assert not list((kedro_project / "data" / "01_raw").rglob("*.tif"))  # nothing ran

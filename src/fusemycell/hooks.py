@@ -1,10 +1,12 @@
-"""Project hooks: the memory monitor (peak RSS and accelerator memory per node, logged and sent to MLflow)."""
+"""Project hooks: a check that the chosen environment exists, and the memory monitor (peak RSS and
+accelerator memory per node, logged and sent to MLflow)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -25,6 +27,31 @@ class NodeMemory:
     peak_rss_mb: float
     peak_device_mb: float
     samples: int
+
+
+class UnknownEnvironmentError(ValueError):
+    """``--env`` names an environment that has no folder under ``conf/``."""
+
+
+class EnvironmentCheckHooks:
+    """Stop at once, with the list of environments, when ``--env`` names one that does not exist.
+
+    Without it Kedro runs with the base configuration alone and kedro-mlflow falls back
+    to a ``./mlruns`` store that MLflow refuses, an error that says nothing about the typo.
+    """
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        loader = context.config_loader
+        conf = Path(str(getattr(loader, "conf_source", "")))
+        env = getattr(loader, "env", None) or getattr(loader, "default_run_env", None)
+        if not env or not conf.is_dir() or (conf / env).is_dir():
+            return
+        known = sorted(p.name for p in conf.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise UnknownEnvironmentError(
+            f"environment {env!r} not found: {conf / env} does not exist. "
+            f"Environments of this project: {', '.join(known)} (e.g. --env mac on a laptop, --env cloud on GPUs)"
+        )
 
 
 class _Sampler(threading.Thread):

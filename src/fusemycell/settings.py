@@ -8,9 +8,9 @@ the project adds the memory monitor.
 
 from kedro.config import OmegaConfigLoader
 
-from fusemycell.hooks import MemoryMonitorHooks
+from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks
 
-HOOKS = (MemoryMonitorHooks(),)
+HOOKS = (EnvironmentCheckHooks(), MemoryMonitorHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
