@@ -55,3 +55,42 @@ def test_an_unknown_environment_stops_at_once_with_the_list_of_environments(kedr
     assert "UnknownEnvironmentError: environment 'macc' not found" in output
     assert "cloud, local, mac, test" in output
     assert not list((kedro_project / "data" / "01_raw").rglob("*.tif"))  # nothing ran
+
+
+def test_run_summary_says_where_things_are_and_how_the_model_compares(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Node, Pipeline
+
+    from fusemycell.datasets.atomic import CSVDataset
+    from fusemycell.hooks import RunSummaryHooks
+
+    monkeypatch.chdir(tmp_path)
+    by_channel = CSVDataset(filepath=str(tmp_path / "data" / "08_reporting" / "by_channel.csv"))
+    by_channel.save(
+        pd.DataFrame(
+            {
+                "channel": ["membrane", "membrane", "membrane", "nucleus", "nucleus", "nucleus"],
+                "method": ["model", "gaussian_blur", "identity"] * 2,
+                "n_ssim": [0.43, 0.12, 0.0, 0.54, 0.11, 0.0],
+            }
+        )
+    )
+    catalog = DataCatalog({"evaluation_by_channel": by_channel})
+    pipeline = Pipeline([Node(lambda: None, None, "evaluation_by_channel", name="summarise")])
+    RunSummaryHooks().after_pipeline_run({}, pipeline, catalog)
+    out = capsys.readouterr().out
+    assert "metrics per channel:" in out and "data/08_reporting/by_channel.csv" in out  # relative to the project
+    assert "membrane            0.430 | 0.120 | 0.000" in out
+    assert "nucleus             0.540 | 0.110 | 0.000" in out
+
+
+def test_run_summary_lists_only_what_the_run_produced(tmp_path, capsys):
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import Node, Pipeline
+
+    from fusemycell.hooks import RunSummaryHooks
+
+    pipeline = Pipeline([Node(lambda: 1, None, "something_else", name="other")])
+    RunSummaryHooks().after_pipeline_run({}, pipeline, DataCatalog({"something_else": MemoryDataset()}))
+    assert "model:" not in capsys.readouterr().out

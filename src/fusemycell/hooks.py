@@ -1,5 +1,5 @@
-"""Project hooks: a check that the chosen environment exists, and the memory monitor (peak RSS and
-accelerator memory per node, logged and sent to MLflow)."""
+"""Project hooks: a check that the chosen environment exists, the memory monitor (peak RSS and
+accelerator memory per node, logged and sent to MLflow) and a summary of where a run put things."""
 
 from __future__ import annotations
 
@@ -156,3 +156,89 @@ class MemoryMonitorHooks:
         if record.peak_device_mb:
             metrics[f"memory.{name}.peak_device_mb"] = record.peak_device_mb
         log_metrics(metrics)
+
+
+#: Artefacts a user looks for after a run, in the order they are listed.
+SUMMARY_DATASETS = (
+    ("raw_pairs", "raw pairs"),
+    ("normalized_volumes", "preprocessed volumes"),
+    ("fingerprint_table", "fingerprint"),
+    ("patch_store_train", "training patches"),
+    ("trained_model", "model"),
+    ("onnx_model", "ONNX export"),
+    ("learning_curves", "learning curves"),
+    ("test_predictions", "test predictions"),
+    ("evaluation_by_channel", "metrics per channel"),
+    ("evaluation_summary_figure", "model vs baselines"),
+    ("inference_outputs", "predictions"),
+    ("inference_report", "inference report"),
+)
+
+
+class RunSummaryHooks:
+    """After a successful run, print where its artefacts and its MLflow run are.
+
+    When the run evaluated a model, the summary also gives the test N_SSIM per
+    channel of the model and of both baselines.
+    """
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        outputs = set(pipeline.all_outputs())
+        lines = []
+        for name, label in SUMMARY_DATASETS:
+            location = _location(catalog, name) if name in outputs else None
+            if location:
+                lines.append(f"  {label + ':':<22}{location}")
+        if "evaluation_by_channel" in outputs:
+            lines += _nssim_lines(catalog)
+        run = _mlflow_run()
+        if run is not None:
+            lines.append(f"  {'MLflow run:':<22}{run}  (browse: kedro mlflow ui)")
+        if lines:
+            print("\nfusemycell run finished:\n" + "\n".join(lines) + "\n  lineage graph:        kedro viz run\n")
+
+
+def _location(catalog: Any, name: str) -> str | None:
+    try:
+        description = catalog.get(name)._describe()
+    except Exception:  # noqa: BLE001 - a summary never fails a finished run
+        return None
+    inner = description.get("dataset") if isinstance(description.get("dataset"), dict) else {}
+    for source in (description, inner):
+        for key in ("filepath", "path"):
+            if source.get(key):
+                return _relative(str(source[key]))
+    return None
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def _nssim_lines(catalog: Any) -> list[str]:
+    try:
+        table = catalog.load("evaluation_by_channel")
+    except Exception:  # noqa: BLE001
+        return []
+    lines = ["  test N_SSIM (model | Gaussian blur | identity):"]
+    for channel, rows in table.groupby("channel"):
+        scores = {row.method: row.n_ssim for row in rows.itertuples()}
+        values = " | ".join(f"{scores.get(m, float('nan')):.3f}" for m in ("model", "gaussian_blur", "identity"))
+        lines.append(f"    {channel:<20}{values}")
+    return lines
+
+
+def _mlflow_run() -> str | None:
+    try:
+        import mlflow
+
+        run = mlflow.active_run() or mlflow.last_active_run()
+    except Exception:  # noqa: BLE001
+        return None
+    if run is None:
+        return None
+    return f"{run.info.run_id} in {mlflow.get_tracking_uri()}"

@@ -3,14 +3,14 @@
 Parameters merge *softly*: ``conf/mac/parameters.yml`` overrides only the keys
 it names (``training.batch_size``), the rest of ``training`` comes from
 ``conf/base``. Hooks of installed plugins (kedro-mlflow) register themselves;
-the project adds the memory monitor.
+the project adds an environment check, the memory monitor and the end-of-run summary.
 """
 
 from kedro.config import OmegaConfigLoader
 
-from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks
+from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks, RunSummaryHooks
 
-HOOKS = (EnvironmentCheckHooks(), MemoryMonitorHooks())
+HOOKS = (EnvironmentCheckHooks(), MemoryMonitorHooks(), RunSummaryHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
