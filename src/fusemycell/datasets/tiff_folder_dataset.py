@@ -11,6 +11,7 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 
 from fusemycell.io.tiff import Volume, VolumeFormatError, save_volume
+from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class TiffFolderDataset(AbstractDataset[Mapping[str, Volume | Callable[[], Volum
         """Write every volume; then fail naming those that could not be written."""
         self._path.mkdir(parents=True, exist_ok=True)
         failures = []
-        for name, value in data.items():
+        for name, value in track(data.items(), f"writing {self._path}", total=len(data), unit="file"):
             target = self._path / name
             try:
                 volume = value() if callable(value) else value
