@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusemycell.io.tiff import VolumeFormatError, read_info, read_volume, write_volume
+from fusemycell.io.tiff import LazyVolume, VolumeFormatError, read_info, read_volume, write_volume
 
 
 def _write(path, array, **kwargs):
@@ -46,8 +46,10 @@ def test_truncated_file_is_reported_not_a_numpy_traceback(tmp_path):
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(VolumeFormatError, match="truncated.tif.*truncated"):
         read_volume(truncated)
-    lazy = read_volume(truncated, lazy=True).data
-    with pytest.raises(VolumeFormatError, match="truncated.tif"):
+    with pytest.raises(VolumeFormatError, match="truncated.tif: file truncated"):
+        read_volume(truncated, lazy=True)  # found from the header, before any voxel is read
+    lazy = LazyVolume(truncated, read_info(path))  # a file cut after its header was read
+    with pytest.raises(VolumeFormatError, match="truncated.tif.*truncated"):
         lazy[:]
 
 

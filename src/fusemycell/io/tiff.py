@@ -16,6 +16,8 @@ This module does not import Kedro; :mod:`fusemycell.datasets` wraps it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import struct
@@ -65,6 +67,10 @@ _IMAGEJ_LAYOUT_KEYS = {
 }
 _SPACING_KEYS = {"physical_size_x", "physical_size_y", "physical_size_z", "spacing", "unit"}
 _RESOLUTION_UNIT_TO_MICROMETRE = {3: 1e4, 4: 1e3, 5: 1.0}  # centimetre, millimetre, micrometre
+_TIFF_MAGIC = {b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"}  # classic and BigTIFF, both byte orders
+
+#: Voxel types of raw volumes (single views and fused targets): the challenge's uint16, plus uint8 and float32.
+RAW_DTYPES = ("uint8", "uint16", "float32")
 
 
 class VolumeFormatError(ValueError):
@@ -126,6 +132,19 @@ def _fail(path: Any, problem: str) -> VolumeFormatError:
     return VolumeFormatError(f"{path}: {problem}")
 
 
+def raw_dtype_problem(dtype: Any) -> str | None:
+    """Why voxels of type ``dtype`` cannot be a raw FuseMyCell volume, or ``None`` when they can.
+
+    Any numeric type can be read; raw inputs and targets must be one of :data:`RAW_DTYPES`:
+    a signed type means negative intensities (predictions are uint16), float64 is not written
+    by any acquisition or by this pipeline and doubles memory.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.name in RAW_DTYPES:
+        return None
+    return f"voxel type {dtype.name} is not a raw FuseMyCell type (expected {', '.join(RAW_DTYPES)})"
+
+
 def _open_tiff(path: str | os.PathLike) -> tifffile.TiffFile:
     path = Path(path)
     if not path.exists():
@@ -136,10 +155,19 @@ def _open_tiff(path: str | os.PathLike) -> tifffile.TiffFile:
         raise _fail(path, "file is empty (0 bytes)")
     try:
         return tifffile.TiffFile(path)
-    except tifffile.TiffFileError as exc:
-        raise _fail(path, f"not a readable TIFF file ({exc})") from exc
-    except (OSError, ValueError, struct.error) as exc:  # struct.error: truncated header
-        raise _fail(path, f"not a readable TIFF file ({type(exc).__name__}: {exc})") from exc
+    except (tifffile.TiffFileError, OSError, ValueError, struct.error) as exc:  # struct.error: truncated header
+        detail = str(exc) if isinstance(exc, tifffile.TiffFileError) else f"{type(exc).__name__}: {exc}"
+        damage = ", truncated or corrupt" if _starts_as_tiff(path) else ""
+        raise _fail(path, f"not a readable TIFF file{damage} ({detail})") from exc
+
+
+def _starts_as_tiff(path: Path) -> bool:
+    """True when the file begins with a TIFF signature (so a failure to parse it is damage)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) in _TIFF_MAGIC
+    except OSError:
+        return False
 
 
 def _raw_metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
@@ -209,9 +237,20 @@ def _resolve_spacing(
         return None
 
     x = from_key("physical_size_x") or res_x
-    y = from_key("physical_size_y") or res_y or x
-    x = x or y
+    y = from_key("physical_size_y") or res_y
     z = from_key("physical_size_z", "spacing")
+    # a voxel size that is written but is not a positive number is damage, not an absent calibration
+    invalid = [
+        f"{key}={metadata[key]!r}"
+        for value, keys in ((z, ("physical_size_z", "spacing")), (y, ("physical_size_y",)), (x, ("physical_size_x",)))
+        if value is None
+        for key in keys
+        if metadata.get(key) not in (None, "")
+    ]
+    if invalid:
+        raise _fail(path, f"invalid voxel size in the metadata ({', '.join(invalid)}); expected positive numbers")
+    y = y or x
+    x = x or y
     missing = [name for name, value in zip("zyx", (z, y, x)) if value is None]
     if missing:
         logger.warning(
@@ -229,6 +268,11 @@ def _validate_series(path: Any, tif: tifffile.TiffFile) -> tifffile.TiffPageSeri
     series = tif.series[0]
     page = tif.pages.first
     shape = tuple(series.shape)
+    truncation = _truncation(tif)
+    if truncation is not None:
+        raise _fail(path, truncation)
+    if not shape or any(size == 0 for size in shape):
+        raise _fail(path, f"has an empty axis (shape {shape}): no voxels")
     if "S" in series.axes or getattr(page, "samplesperpixel", 1) > 1:
         raise _fail(
             path,
@@ -240,12 +284,29 @@ def _validate_series(path: Any, tif: tifffile.TiffFile) -> tifffile.TiffPageSeri
             path,
             f"is {len(shape)}D with shape {shape} (axes {series.axes!r}); expected a 3D ZYX stack",
         )
-    if any(size == 0 for size in shape):
-        raise _fail(path, f"has an empty axis, shape {shape}")
     dtype = np.dtype(series.dtype)
     if dtype.kind not in "uif":
         raise _fail(path, f"has voxel type {dtype}; expected unsigned/signed integers or floats")
     return series
+
+
+def _truncation(tif: tifffile.TiffFile) -> str | None:
+    """Why the file is shorter than its own header says (cut while copying, say), or ``None``."""
+    size = tif.filehandle.size
+    page = tif.pages.first
+    ends = [int(offset) + int(count) for offset, count in zip(page.dataoffsets, page.databytecounts) if count]
+    if ends and max(ends) > size:
+        return f"file truncated: it has {size} bytes, its first z-plane runs to byte {max(ends)}"
+    declared = tif.imagej_metadata.get("images") if tif.is_imagej and tif.imagej_metadata else None
+    if not isinstance(declared, int) or declared <= 1:
+        return None
+    if not page.is_tiled and page.compression == 1 and page.is_contiguous:  # ImageJ's: planes follow the first
+        end = int(page.dataoffsets[0]) + declared * int(page.nbytes)
+        if end > size:
+            return f"file truncated: it has {size} bytes, the {declared} z-planes its ImageJ header declares need {end}"
+    elif len(tif.pages) < declared:  # one page per plane: the missing ones were cut off
+        return f"file truncated: its ImageJ header declares {declared} z-planes, only {len(tif.pages)} are in the file"
+    return None
 
 
 def read_info(path: str | os.PathLike) -> VolumeInfo:
@@ -577,13 +638,13 @@ def write_volume(
     dtype = np.dtype(data.dtype)
     description = _description(shape, spacing, metadata or {}, spelling)  # type: ignore[arg-type]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        with warnings.catch_warnings():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(), _PythonWrites(open(temporary, "wb", buffering=0)) as handle:
             warnings.simplefilter("ignore")  # tifffile warns that ImageJ does not define BigTIFF; the challenge does it
             tifffile.imwrite(
-                temporary,
+                handle,
                 _tiles(data, TILE_SIZE),
                 shape=shape,
                 dtype=dtype,
@@ -597,12 +658,30 @@ def write_volume(
             )
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        _discard(temporary)
         raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _discard(temporary)
         raise
     return path
+
+
+class _PythonWrites(io.BufferedWriter):
+    """A file written through Python's ``write`` only, so that a full disk is reported as such.
+
+    Given a real file, tifffile writes arrays with ``ndarray.tofile``, which reports a full
+    disk as "N requested and M written" without a cause; without a file descriptor it
+    falls back to ``write``, which raises ``OSError(ENOSPC)``.
+    """
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file if it is there; failing to (read-only folder) must not hide the error being reported."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def save_volume(path: str | os.PathLike, volume: Volume) -> Path:

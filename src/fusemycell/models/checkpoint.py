@@ -8,6 +8,7 @@ network without the training code and never unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -58,17 +59,34 @@ class TrainedModel:
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then rename: never a half-written file."""
+    """``torch.save`` to a temporary file next to ``path``, then rename: never a half-written file.
+
+    Raises
+    ------
+    OSError
+        Naming ``path`` and the cause (full disk, read-only folder, ...); ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        torch.save(payload, temporary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as handle:  # through Python's file: a full disk is an OSError, with its cause
+            torch.save(payload, handle)
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        _discard(temporary)
+        # torch's writer, closing after a failed write, raises a RuntimeError ("unexpected pos") over the OSError
+        cause = exc.__context__ if isinstance(exc, RuntimeError) else exc
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}") from exc
     return path
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file if it is there; failing to (read-only folder) must not hide the error being reported."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:

@@ -16,6 +16,7 @@ which makes :class:`PatchStore` safe with several DataLoader workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fusemycell.progress import track
 
 STORE_FORMAT = "fusemycell-patch-store"
 STORE_VERSION = 1
@@ -73,15 +76,16 @@ def write_patch_store(
         If a row is missing or written twice, or a patch has the wrong shape.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     partial = directory.parent / f".{directory.name}.{uuid.uuid4().hex[:8]}.partial"
-    partial.mkdir()
     count = len(index)
     dtype_ = np.dtype(dtype)
-    writers = {name: _NpyWriter(partial / f"{name}.npy", (count, *patch_size_zyx), dtype_) for name in ARRAYS}
+    writers: dict[str, _NpyWriter] = {}
     seen = np.zeros(count, dtype=bool)
     try:
-        for row, angle, fused in patches:
+        partial.mkdir(parents=True)
+        for name in ARRAYS:
+            writers[name] = _NpyWriter(partial / f"{name}.npy", (count, *patch_size_zyx), dtype_)
+        for row, angle, fused in track(patches, f"writing {directory}", total=count, unit="patch"):
             if seen[row]:
                 raise PatchStoreError(f"{directory}: patch {row} written twice")
             for name, patch in zip(ARRAYS, (angle, fused)):
@@ -106,10 +110,13 @@ def write_patch_store(
         }
         (partial / "store.json").write_text(json.dumps(description, indent=2))
         _replace_directory(partial, directory)
-    except BaseException:
+    except BaseException as exc:
         for writer in writers.values():
-            writer.file.close()
+            with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+                writer.file.close()
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"could not write {directory}: {exc.strerror or exc}") from exc
         raise
     return directory
 
@@ -120,7 +127,12 @@ def _replace_directory(new: Path, target: Path) -> None:
     if target.exists():
         old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
         os.replace(target, old)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)  # the previous store goes back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

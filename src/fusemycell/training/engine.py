@@ -362,7 +362,14 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
             best_epoch, best_score = int(resume_state["best_epoch"]), float(resume_state["best_score"])
             bad_epochs = int(resume_state["bad_epochs"])
             best_path = checkpoint_dir / BEST_MODEL
-            if best_path.exists():
+            if best_epoch == start_epoch - 1:
+                # the checkpoint's own weights are the best; best.pt, written after it, may not have been
+                best_state = copy.deepcopy(model.unet.state_dict())
+                if main:
+                    best_metadata = _model_metadata(metadata, _best(history, best_epoch), physics)
+                    atomic_torch_save(TrainedModel(model.unet, unet_config, best_metadata).payload(), best_path)
+                    writes += 1
+            elif best_path.exists():
                 best_state = TrainedModel.from_payload(safe_torch_load(best_path)).network.state_dict()
             if main:
                 logger.info("resuming from %s after epoch %d", last_path, start_epoch - 1)
@@ -454,12 +461,7 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
             else:
                 bad_epochs += 1
             if main:
-                if improved or best_epoch == epoch:
-                    atomic_torch_save(
-                        TrainedModel(model.unet, unet_config, _model_metadata(metadata, metrics, physics)).payload(),
-                        checkpoint_dir / BEST_MODEL,
-                    )
-                    writes += 1
+                # the checkpoint first: a kill between the two writes leaves no best.pt ahead of it
                 atomic_torch_save(
                     {
                         "format": CHECKPOINT_FORMAT,
@@ -480,6 +482,12 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
                     last_path,
                 )
                 writes += 1
+                if improved or best_epoch == epoch:
+                    atomic_torch_save(
+                        TrainedModel(model.unet, unet_config, _model_metadata(metadata, metrics, physics)).payload(),
+                        checkpoint_dir / BEST_MODEL,
+                    )
+                    writes += 1
                 _log_epoch(metrics, config.epochs, [m.epoch_time_s for m in history[-(epoch - start_epoch + 1) :]])
                 if epoch_callback is not None:
                     epoch_callback(metrics)
