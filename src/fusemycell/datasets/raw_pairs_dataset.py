@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from kedro_datasets._typing import TablePreview
 
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
 from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
+from fusemycell.progress import track
 
 #: Marker file naming a folder as written by a fusemycell pipeline (its .tif files may be replaced).
 GENERATED_MARKER = ".fusemycell-generated"
@@ -101,6 +102,7 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
         )
         workers = int(getattr(data, "workers", 1) or 1)
         written: set[Path] = set()
+        description = f"writing {self._path}"
         try:
             if workers > 1 and len(data) > 1:
                 with ProcessPoolExecutor(max_workers=min(workers, len(data))) as pool:
@@ -109,9 +111,10 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
                         for key, value in data.items()
                         for stem, volume in self._expand(key, value)
                     ]
-                    written.update(job.result() for job in jobs)
+                    for job in track(as_completed(jobs), description, total=len(jobs), unit="file"):
+                        written.add(job.result())
             else:
-                for key, value in data.items():
+                for key, value in track(data.items(), description, total=len(data), unit="item"):
                     for stem, volume in self._expand(key, value):
                         written.add(_write_one(self._path / f"{stem}.tif", volume))
         except (VolumeFormatError, OSError) as exc:

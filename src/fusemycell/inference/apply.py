@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
-from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.io.tiff import Volume, VolumeFormatError, raw_dtype_problem, read_volume
 from fusemycell.normalization import NormalizationStats
 from fusemycell.preprocessing.crop import full_box, specimen_box
 from fusemycell.preprocessing.fingerprint import scan_volume
@@ -65,7 +66,15 @@ class PreparedInput:
 
 
 def prepare_input(path: str, percentiles: Sequence[float], settings: InferenceSettings) -> PreparedInput:
-    """Percentiles (exact, slab by slab) and, when cropping, the specimen's box."""
+    """Percentiles (exact, slab by slab) and, when cropping, the specimen's box.
+
+    Raises
+    ------
+    VolumeFormatError
+        Naming the file, when it cannot be read, is not of a raw voxel type
+        (:data:`~fusemycell.io.tiff.RAW_DTYPES`), holds NaN or Inf voxels (the
+        network would turn them into a garbage output), or is constant (nothing to restore).
+    """
     scan = scan_volume(
         str(path),
         pair="",
@@ -76,9 +85,14 @@ def prepare_input(path: str, percentiles: Sequence[float], settings: InferenceSe
         projection_side=16,
     )
     if scan.error is not None:
-        from fusemycell.io.tiff import VolumeFormatError
-
         raise VolumeFormatError(scan.error)
+    problem = raw_dtype_problem(scan.dtype)
+    if problem is None and scan.nonfinite:
+        problem = f"{scan.nonfinite} non-finite voxels (NaN or Inf); the prediction would be meaningless"
+    if problem is None and scan.is_constant:
+        problem = f"constant image (every voxel is {scan.minimum:g}); there is nothing to predict"
+    if problem is not None:
+        raise VolumeFormatError(f"{path}: {problem}")
     stats = NormalizationStats(
         low=scan.percentile(percentiles[0]),
         high=scan.percentile(percentiles[1]),
@@ -183,7 +197,12 @@ def predict_file(
     predictor = FlipAveraging(backend) if settings.tta else backend
     tile = settings.tile_zyx or default_tile(model_metadata)
     prediction: Any = StreamingPrediction(
-        source, predictor, tile, overlap=settings.overlap, batch_size=settings.batch_size
+        source,
+        predictor,
+        tile,
+        overlap=settings.overlap,
+        batch_size=settings.batch_size,
+        description=f"predicting {Path(path).name}",
     )
     if resample_to:
         prediction = ResampledBack(prediction, transform.cropped_shape)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fusemycell.io.pairs import PairListing
+from fusemycell.io.tiff import raw_dtype_problem
 from fusemycell.preprocessing.fingerprint import VolumeScan
 
 
@@ -71,7 +72,8 @@ def validate_pairs(
     """Check every pair of ``listing`` against its scans (keyed by file stem).
 
     Errors: unreadable file, missing angle or fused, duplicate id, unknown
-    channel in a file name, angle/fused shape mismatch, non-finite voxels,
+    channel in a file name, angle/fused shape mismatch, a voxel type that is
+    not a raw one (:data:`~fusemycell.io.tiff.RAW_DTYPES`), non-finite voxels,
     constant image. Warnings: angle/fused voxel sizes that disagree (the
     angle's is used), no voxel size in the file, a channel in the metadata that
     contradicts the name, a volume smaller than the patch in some axis (it is
@@ -144,6 +146,9 @@ def _check_pair(
             "warning",
         )
     for scan in (angle, fused):
+        dtype_problem = raw_dtype_problem(scan.dtype)
+        if dtype_problem:
+            add(scan.path, dtype_problem)
         if scan.nonfinite:
             add(scan.path, f"{scan.nonfinite} non-finite voxels (NaN or Inf)")
         if scan.is_constant:

@@ -11,7 +11,7 @@ import numpy as np
 
 from fusemycell.configuration import load_config
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
-from fusemycell.io.tiff import VolumeFormatError, read_info
+from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
 from fusemycell.models.checkpoint import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -22,9 +22,12 @@ def plan_predictions(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every readable 3D single view of the input folder, to be predicted under its own name.
 
-    Files that cannot be read or are not 3D are reported by name and left out; the
-    others are still predicted. ``*_fused.tif`` files are targets, not inputs, and
-    are skipped. Predictions are computed while the output dataset writes them.
+    Files that cannot be read, are not 3D or are not of a raw voxel type (float64,
+    signed integers) are reported by name and left out; the others are still
+    predicted. ``*_fused.tif`` files are targets, not inputs, and are skipped.
+    Predictions are computed while the output dataset writes them; an input whose
+    voxels turn out to be NaN/Inf or constant fails there, naming the file, after
+    the other predictions are written.
     """
     settings = load_config(InferenceSettings, inference, "inference")
     input_dir, output_dir = inference.get("input_dir"), inference.get("output_dir")
@@ -38,7 +41,10 @@ def plan_predictions(
             skipped.append(name)
             continue
         try:
-            read_info(path)
+            info = read_info(path)
+            problem = raw_dtype_problem(info.dtype)
+            if problem is not None:
+                raise VolumeFormatError(f"{path}: {problem}")
         except VolumeFormatError as exc:
             failures.append({"file": name, "problem": str(exc)})
             logger.error("%s", exc)
