@@ -46,9 +46,7 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
     tables = [o for cell in code for o in cell.outputs if "text/html" in o.get("data", {})]
     listing = [(i, [(o.output_type, sorted(o.get("data", {}))) for o in cell.outputs]) for i, cell in enumerate(code)]
     assert len(figures) >= (3 if path.stem.startswith("01") else 2) and len(tables) >= 2, listing
-    text = "\n".join(
-        o.get("text", "") + o.get("data", {}).get("text/plain", "") for cell in code for o in cell.outputs
-    )
+    text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for cell in code for o in cell.outputs)
     assert "environment test" in text
     if path.stem.startswith("02"):
         assert "gaussian_blur" in text and "identity" in text  # the metric table lists the baselines
