@@ -207,3 +207,26 @@ def test_volume_reports_shape_and_dtype():
     volume = Volume(data=np.zeros((2, 3, 4), np.float32))
     assert volume.shape == (2, 3, 4)
     assert volume.dtype == np.float32
+
+
+def test_remove_leftovers_deletes_only_what_interrupted_writes_left(tmp_path):
+    from fusemycell.io.tiff import remove_leftovers
+
+    keep = ["image_1_nucleus_angle.tif", ".hidden_user_file", ".notes.partial", ".x.1234567.partial", ".y.zzzzzzzz.old"]
+    for name in keep:
+        (tmp_path / name).write_text("keep")
+    stale_file = tmp_path / ".image_1_nucleus_angle.tif.0a1b2c3d.partial"
+    stale_file.write_bytes(b"half")
+    stale_store = tmp_path / ".train.deadbeef.partial"
+    stale_store.mkdir()
+    (stale_store / "angle.npy").write_bytes(b"half")
+    old_store = tmp_path / ".train.01234567.old"
+    old_store.mkdir()
+    other_store = tmp_path / ".val.89abcdef.partial"
+    other_store.mkdir()
+
+    assert sorted(p.name for p in remove_leftovers(tmp_path, "train")) == sorted([stale_store.name, old_store.name])
+    assert other_store.exists() and stale_file.exists()  # another target's leftovers are left alone
+    assert sorted(p.name for p in remove_leftovers(tmp_path)) == sorted([stale_file.name, other_store.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert remove_leftovers(tmp_path / "missing") == []

@@ -337,6 +337,7 @@ def test_preprocessing_killed_mid_volume_leaves_only_complete_volumes_and_the_re
         for path in (pair.angle, pair.fused):
             np.testing.assert_array_equal(read_volume(path).data, expected[Path(path).name])
     assert sorted(p.name for p in out.glob("*.tif")) == sorted(expected)
+    assert _temporaries(out) == []  # the rerun cleared what the killed run left
 
 
 # ------------------------------------------------------------------------------------------ patching
@@ -375,6 +376,7 @@ def test_patching_killed_leaves_the_old_store_or_none_and_the_rerun_completes(tm
     write_patch_store(target, index, (4, 8, 8), "float32", patches)  # the rerun
     store = PatchStore(target)
     assert len(store) == new_rows
+    assert _temporaries(target.parent) == []  # the rerun cleared what the killed run left
     for row, angle, fused in patches:
         np.testing.assert_array_equal(store[row][0], angle)
         np.testing.assert_array_equal(store[row][1], fused)
@@ -417,5 +419,6 @@ def test_inference_killed_mid_prediction_leaves_only_complete_predictions_and_th
     TiffFolderDataset(path=out).save(planned)  # the rerun
     listed = TiffFolderDataset(path=out).load()
     assert sorted(listed) == names and report["failures"] == []
+    assert _temporaries(out) == []  # the rerun cleared what the killed run left
     for name, path in listed.items():
         np.testing.assert_allclose(read_volume(path).data, expected[name], atol=1)

@@ -22,7 +22,7 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, remove_leftovers, save_volume
 from fusemycell.progress import track
 
 #: Marker file naming a folder as written by a fusemycell pipeline (its .tif files may be replaced).
@@ -97,6 +97,7 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
         """Write each volume under its FuseMyCell name, refusing to touch a folder of real data."""
         self._guard_real_data()
         self._path.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self._path)  # temporary files of a previous, killed run
         (self._path / GENERATED_MARKER).write_text(
             "Written by a fusemycell pipeline; its .tif files are replaced on the next run.\n"
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from fusemycell.io.tiff import Volume, VolumeFormatError, save_volume
+from fusemycell.io.tiff import Volume, VolumeFormatError, remove_leftovers, save_volume
 from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class TiffFolderDataset(AbstractDataset[Mapping[str, Volume | Callable[[], Volum
     def save(self, data: Mapping[str, Volume | Callable[[], Volume]]) -> None:
         """Write every volume; then fail naming those that could not be written."""
         self._path.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self._path)  # temporary files of a previous, killed run
         failures = []
         for name, value in track(data.items(), f"writing {self._path}", total=len(data), unit="file"):
             target = self._path / name

@@ -20,6 +20,8 @@ import contextlib
 import io
 import logging
 import os
+import re
+import shutil
 import struct
 import threading
 import uuid
@@ -682,6 +684,35 @@ def _discard(path: Path) -> None:
     """Remove a temporary file if it is there; failing to (read-only folder) must not hide the error being reported."""
     with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.(partial|old)$")
+
+
+def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete what killed atomic writes left in ``folder``: ``.NAME.XXXXXXXX.partial`` (or ``.old``).
+
+    Only entries of exactly that form are touched (``name`` limits them to one
+    target). Call it before writing into a folder, never while another process
+    writes there. Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    if removed:
+        logger.info("removed %d leftover(s) of interrupted writes in %s", len(removed), folder)
+    return removed
 
 
 def save_volume(path: str | os.PathLike, volume: Volume) -> Path:

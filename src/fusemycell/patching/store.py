@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fusemycell.io.tiff import remove_leftovers
 from fusemycell.progress import track
 
 STORE_FORMAT = "fusemycell-patch-store"
@@ -76,6 +77,7 @@ def write_patch_store(
         If a row is missing or written twice, or a patch has the wrong shape.
     """
     directory = Path(directory)
+    remove_leftovers(directory.parent, directory.name)  # of a previous, killed write of this store
     partial = directory.parent / f".{directory.name}.{uuid.uuid4().hex[:8]}.partial"
     count = len(index)
     dtype_ = np.dtype(dtype)
