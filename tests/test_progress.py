@@ -9,7 +9,7 @@ import pytest
 from fusemycell.inference.predictor import predict_array
 from fusemycell.progress import Progress, progress_mode, track
 
-SUMMARY = re.compile(r"^(?P<what>.+): (?P<count>\d+) (?P<unit>\w+) in [\d.]+ s \([\d.e+inf]+ (?P=unit)/s\)$")
+SUMMARY = re.compile(r"^(?P<what>.+): (?P<count>\d+) (?P<units>\w+) in [\d.]+ s \([\d.e+inf]+ (?P<unit>\w+)/s\)$")
 
 
 def _summaries(caplog):
@@ -26,7 +26,8 @@ def test_log_mode_yields_everything_and_writes_one_summary_line(monkeypatch, cap
     with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
         assert list(track(range(5), "scanning", unit="file")) == [0, 1, 2, 3, 4]
     (summary,) = _summaries(caplog)
-    assert summary and summary["what"] == "scanning" and summary["count"] == "5" and summary["unit"] == "file"
+    assert summary and summary["what"] == "scanning" and summary["count"] == "5"
+    assert summary["units"] == "files" and summary["unit"] == "file"
     assert capsys.readouterr().err == ""  # no bar
 
 
@@ -38,7 +39,7 @@ def test_bar_mode_shows_count_rate_and_eta_then_the_summary(monkeypatch, caplog,
     assert "epoch 1/4" in err and "/3" in err  # count out of the total
     assert "batch/s" in err and "<" in err  # rate, and tqdm's elapsed<remaining (the ETA)
     (summary,) = _summaries(caplog)
-    assert summary and summary["count"] == "3"
+    assert summary and summary["count"] == "3" and summary["units"] == "batches"
 
 
 def test_off_mode_and_disabled_ranks_show_nothing(monkeypatch, caplog, capsys):

@@ -36,7 +36,7 @@ class Progress:
     """Push-style progress for work that is not a loop over an iterable (``update`` then ``close``).
 
     On a terminal: a tqdm bar with count, rate and ETA. Otherwise, at ``close``:
-    one INFO line ``description: N unit in T s (R unit/s)`` (unless ``summary``
+    one INFO line ``description: N units in T s (R unit/s)`` (unless ``summary``
     is false, for loops that log their own line). ``enabled=False`` (e.g. on DDP
     ranks other than 0) shows nothing.
     """
@@ -111,4 +111,10 @@ def track(
 
 def _summary(description: str, count: int, unit: str, elapsed: float) -> str:
     rate = count / elapsed if elapsed > 0 else float("inf")
-    return f"{description}: {count} {unit} in {elapsed:.1f} s ({rate:.3g} {unit}/s)"
+    return f"{description}: {count} {_plural(unit, count)} in {elapsed:.1f} s ({rate:.3g} {unit}/s)"
+
+
+def _plural(unit: str, count: int) -> str:
+    if count == 1:
+        return unit
+    return unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
