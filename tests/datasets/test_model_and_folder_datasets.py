@@ -61,3 +61,26 @@ def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
     assert read_volume(tmp_path / "out" / "a.tif").data.sum() == 32
     with pytest.raises(DatasetError, match="folder not found"):
         TiffFolderDataset(path=tmp_path / "none").load()
+
+
+def test_folder_preview_is_the_max_projection_of_its_first_volume(tmp_path):
+    import base64
+    import io
+
+    import numpy as np
+    from kedro.io.core import DatasetError
+    from PIL import Image
+
+    from fusemycell.datasets import TiffFolderDataset
+    from fusemycell.io.tiff import write_volume
+
+    folder = TiffFolderDataset(path=tmp_path / "predictions")
+    (tmp_path / "predictions").mkdir()
+    with pytest.raises(DatasetError, match="no TIFF volume to preview"):
+        folder.preview()
+    volume = np.zeros((6, 20, 30), dtype=np.uint16)
+    volume[4, 5:8, 10:20] = 4000  # a bright bar in one plane only: the projection must show it
+    write_volume(tmp_path / "predictions" / "a.tif", volume, (2.0, 0.5, 0.5))
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(folder.preview()))))
+    assert image.shape[:2] == (20, 30)
+    assert image[6, 15] > image[15, 25]  # bar brighter than the background

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -9,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
+from kedro_datasets._typing import ImagePreview
 
-from fusemycell.io.tiff import Volume, VolumeFormatError, remove_leftovers, save_volume
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_volume, remove_leftovers, save_volume
 from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,19 @@ class TiffFolderDataset(AbstractDataset[Mapping[str, Volume | Callable[[], Volum
             raise DatasetError(
                 f"{len(failures)} of {len(data)} volume(s) could not be written:\n  - " + "\n  - ".join(failures)
             )
+
+    def preview(self) -> ImagePreview:
+        """kedro-viz preview: the z maximum projection of the folder's first volume (read slab by slab)."""
+        from fusemycell.datasets.tiff_volume_dataset import max_projection_png
+
+        files = self.load()
+        if not files:
+            raise DatasetError(f"{self._path}: no TIFF volume to preview")
+        try:
+            volume = read_volume(next(iter(files.values())), lazy=True)
+        except VolumeFormatError as exc:
+            raise DatasetError(str(exc)) from exc
+        return ImagePreview(base64.b64encode(max_projection_png(volume.data)).decode("utf-8"))
 
     def _exists(self) -> bool:
         return self._path.is_dir() and any(self.load())
