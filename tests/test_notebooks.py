@@ -37,7 +37,16 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
     client = NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    # as a user has it: conf/base's relative sqlite:///mlflow.db (the copy's absolute override set aside),
+    # with the kernel started in notebooks/, as `kedro jupyter lab` does
+    override = evaluated_project / "conf" / "test" / "mlflow.yml"
+    aside = override.with_name("mlflow.yml.aside")
+    override.rename(aside)
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    finally:
+        aside.rename(override)
+    assert not (path.parent / "mlflow.db").exists()  # no stray store next to the notebooks
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
@@ -50,7 +59,8 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
     assert "environment test" in text
     if path.stem.startswith("02"):
         assert "gaussian_blur" in text and "identity" in text  # the metric table lists the baselines
-        assert "tracking URI: sqlite:///" in text and "val_nssim" in text  # the curves came from MLflow
+        assert "tracking URI: sqlite:///" in text and "val_nssim" in text
+        assert "no MLflow run" not in text and "run '" in text  # the curves came from MLflow, not the CSV
 
 
 def test_kedro_jupyter_setup_installs_a_kernel_that_loads_kedro(tmp_path, kedro_project):
