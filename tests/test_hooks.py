@@ -1,6 +1,8 @@
 import types
 
 import numpy as np
+import pytest
+import torch
 
 from fusemycell.hooks import MemoryMonitorHooks
 
@@ -42,7 +44,7 @@ def test_an_unknown_environment_stops_at_once_with_the_list_of_environments(kedr
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipeline", "simulation", "--env", "macc"],
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "simulation", "--env", "macc"],
         cwd=kedro_project,
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
         capture_output=True,
@@ -53,7 +55,7 @@ def test_an_unknown_environment_stops_at_once_with_the_list_of_environments(kedr
     output = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
     assert run.returncode != 0
     assert "UnknownEnvironmentError: environment 'macc' not found" in output
-    assert "cloud, local, mac, test" in output
+    assert "Environments of this project: cloud, local, mac, test " in output
     assert not list((kedro_project / "data" / "01_raw").rglob("*.tif"))  # nothing ran
 
 
@@ -94,3 +96,25 @@ def test_run_summary_lists_only_what_the_run_produced(tmp_path, capsys):
     pipeline = Pipeline([Node(lambda: 1, None, "something_else", name="other")])
     RunSummaryHooks().after_pipeline_run({}, pipeline, DataCatalog({"something_else": MemoryDataset()}))
     assert "model:" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: the cloud env is valid here")
+def test_a_cuda_training_env_without_a_gpu_stops_before_any_node_runs(kedro_project):
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--env", "cloud"],
+        cwd=kedro_project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert "DeviceError: training.device is 'cuda' but no CUDA GPU is visible" in output
+    assert "--env mac" in output
+    assert not list((kedro_project / "data" / "01_raw").rglob("*.tif"))  # simulation never ran

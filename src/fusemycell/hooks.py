@@ -47,11 +47,29 @@ class EnvironmentCheckHooks:
         env = getattr(loader, "env", None) or getattr(loader, "default_run_env", None)
         if not env or not conf.is_dir() or (conf / env).is_dir():
             return
-        known = sorted(p.name for p in conf.iterdir() if p.is_dir() and not p.name.startswith("."))
+        base = getattr(loader, "base_env", None) or "base"
+        known = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != base and not p.name.startswith("."))
         raise UnknownEnvironmentError(
             f"environment {env!r} not found: {conf / env} does not exist. "
             f"Environments of this project: {', '.join(known)} (e.g. --env mac on a laptop, --env cloud on GPUs)"
         )
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Check the training device before any node runs, not hours later when training starts.
+
+        ``--env cloud`` on a machine without a CUDA GPU would otherwise run simulation,
+        preprocessing and patching first, then fail.
+        """
+        if "params:training" not in pipeline.inputs():
+            return
+        try:
+            training = catalog.load("params:training") or {}
+        except Exception:  # noqa: BLE001 - parameters that fail to load are reported by Kedro itself
+            return
+        from fusemycell.training.devices import resolve_device
+
+        resolve_device(str(training.get("device", "auto")))
 
 
 class _Sampler(threading.Thread):

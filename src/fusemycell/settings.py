@@ -6,11 +6,21 @@ it names (``training.batch_size``), the rest of ``training`` comes from
 the project adds an environment check, the memory monitor and the end-of-run summary.
 """
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
 from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks, RunSummaryHooks
 
 HOOKS = (EnvironmentCheckHooks(), MemoryMonitorHooks(), RunSummaryHooks())
+
+# Other libraries' notices that a user can do nothing about, printed on every command
+# (they buried the one line that matters when a run fails).
+for _message in (
+    r"register_new_resolver\(\) is deprecated",  # OmegaConf, called by Kedro and kedro-mlflow
+    r"Add type hints to the `predict` method",  # MLflow, about kedro-mlflow's pyfunc wrapper
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -131,3 +131,11 @@ def test_ddp_on_two_cpu_processes(tmp_path, stores):
     assert result.writes_per_rank[0] >= 2 and result.writes_per_rank[1] == 0
     assert [m.epoch for m in result.history] == [1, 2]
     assert load_model(tmp_path / "ckpt" / BEST_MODEL).config == result.model.config
+
+
+def test_resuming_past_the_asked_epochs_warns_that_nothing_is_left_to_train(tmp_path, stores, caplog):
+    train(_config(tmp_path, epochs=2), *stores)
+    with caplog.at_level("WARNING", logger="fusemycell.training.engine"):
+        result = train(_config(tmp_path, epochs=1, resume=True), *stores)
+    assert "already holds epoch 2 of the 1 asked for: nothing left to train" in caplog.text
+    assert [m.epoch for m in result.history] == [1, 2]  # the checkpoint's history, nothing new

@@ -373,6 +373,14 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
                 best_state = TrainedModel.from_payload(safe_torch_load(best_path)).network.state_dict()
             if main:
                 logger.info("resuming from %s after epoch %d", last_path, start_epoch - 1)
+                if start_epoch > config.epochs:
+                    logger.warning(
+                        "%s already holds epoch %d of the %d asked for: nothing left to train "
+                        "(raise training.epochs to train longer, or set training.resume: false to start over)",
+                        last_path,
+                        start_epoch - 1,
+                        config.epochs,
+                    )
 
         memory = _MemoryPeak(device)
         stopped_early = False
