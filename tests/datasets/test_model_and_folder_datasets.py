@@ -17,7 +17,7 @@ def _model():
 
 def test_torch_model_dataset_round_trip_and_missing_file(tmp_path):
     dataset = TorchModelDataset(filepath=str(tmp_path / "m.pt"))
-    with pytest.raises(DatasetError, match="run 'kedro run --pipeline training' first"):
+    with pytest.raises(DatasetError, match="run 'kedro run --pipelines training' first"):
         dataset.load()
     dataset.save(_model())
     loaded = dataset.load()

@@ -57,7 +57,7 @@ def test_bad_keys_are_refused(tmp_path):
 
 
 def test_missing_folder_says_what_to_run(tmp_path):
-    with pytest.raises(DatasetError, match="data folder not found.*kedro run --pipeline simulation"):
+    with pytest.raises(DatasetError, match="data folder not found.*kedro run --pipelines simulation"):
         FuseMyCellPairsDataset(path=tmp_path / "nowhere").load()
 
 
@@ -97,3 +97,17 @@ def test_preview_is_a_table_of_pairs(tmp_path):
     assert row["pair"] == "image_4_nucleus"
     assert row["angle shape"] == "3x10x12"
     assert row["spacing zyx (um)"] == "2, 0.5, 0.5"
+
+
+def test_missing_intermediate_folder_names_the_pipeline_that_writes_it(tmp_path):
+    dataset = FuseMyCellPairsDataset(path=tmp_path / "volumes", created_by="preprocessing")
+    with pytest.raises(DatasetError, match="data folder not found; run 'kedro run --pipelines preprocessing' first"):
+        dataset.load()
+
+
+def test_refusing_real_data_says_to_leave_out_the_simulation(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "image_0_nucleus_angle.tif", np.zeros((2, 4, 4), np.uint16))
+    with pytest.raises(DatasetError, match="leave out the simulation pipeline.*raw_dir=PATH"):
+        FuseMyCellPairsDataset(path=tmp_path).save({})

@@ -55,7 +55,7 @@ def test_store_refuses_incomplete_or_wrong_patches(tmp_path):
 
 
 def test_missing_store_says_which_pipeline_to_run(tmp_path):
-    with pytest.raises(PatchStoreError, match="kedro run --pipeline patching"):
+    with pytest.raises(PatchStoreError, match="kedro run --pipelines patching"):
         PatchStore(tmp_path / "nowhere")
 
 

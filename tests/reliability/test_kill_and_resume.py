@@ -366,7 +366,7 @@ def test_patching_killed_leaves_the_old_store_or_none_and_the_rerun_completes(tm
         assert not target.exists()
         with pytest.raises(PatchStoreError, match="not a patch store"):
             PatchStore(target)
-        with pytest.raises(DatasetError, match="kedro run --pipeline patching"):
+        with pytest.raises(DatasetError, match="kedro run --pipelines patching"):
             PatchStoreDataset(path=target).load()
         assert sorted(p.suffix for p in _temporaries(target.parent)) == [".old", ".partial"]
 

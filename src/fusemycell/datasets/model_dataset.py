@@ -41,7 +41,7 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         if self._mlflow:
             return self._load_from_mlflow()
         if not Path(self._filepath).is_file():
-            raise DatasetError(f"{self._filepath}: no trained model yet; run 'kedro run --pipeline training' first")
+            raise DatasetError(f"{self._filepath}: no trained model yet; run 'kedro run --pipelines training' first")
         try:
             return load_model(self._filepath)
         except CheckpointError as exc:
@@ -96,7 +96,7 @@ class OnnxModelDataset(AbstractDataset[TrainedModel, str]):
     def load(self) -> str:
         """The ONNX file's path (open it with :class:`fusemycell.inference.onnx_backend.OnnxBackend`)."""
         if not Path(self._filepath).is_file():
-            raise DatasetError(f"{self._filepath}: no ONNX model yet; run 'kedro run --pipeline training' first")
+            raise DatasetError(f"{self._filepath}: no ONNX model yet; run 'kedro run --pipelines training' first")
         return str(self._filepath)
 
     def save(self, data: TrainedModel) -> None:

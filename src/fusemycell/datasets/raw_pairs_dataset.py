@@ -64,14 +64,19 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
           path: data/01_raw/synthetic
     """
 
-    def __init__(self, *, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, path: str | os.PathLike, created_by: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         """Create a dataset over the folder ``path`` (created on first save).
 
         Args:
             path: Local folder holding (or receiving) the ``.tif`` files.
+            created_by: The pipeline that writes this folder, named when it is missing
+                (``None``: the raw folder, written by ``simulation`` or brought by the user).
             metadata: Free metadata for plugins such as kedro-viz (layer, ...).
         """
         self._path = Path(path)
+        self._created_by = created_by
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
@@ -80,10 +85,15 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
     def load(self) -> PairListing:
         """Pair the folder's files; raises ``DatasetError`` if the folder is missing or holds no such file."""
         if not self._path.is_dir():
+            if self._created_by:
+                raise DatasetError(
+                    f"{self._path}: data folder not found; run 'kedro run --pipelines {self._created_by}' "
+                    "first (with the same --env, and --params raw_dir=... if you use your own data)"
+                )
             raise DatasetError(
-                f"{self._path}: data folder not found. For raw data run 'kedro run --pipeline simulation' "
-                "to create synthetic pairs, or point raw_dir at your FuseMyCell folder "
-                "(kedro run --params raw_dir=...)"
+                f"{self._path}: data folder not found. For synthetic data run 'kedro run --pipelines simulation'; "
+                "for your FuseMyCell folder pass it to every run that reads raw data, e.g. 'kedro run "
+                "--pipelines preprocessing,patching,training,evaluation --params raw_dir=PATH'"
             )
         listing = pair_files(_tiff_files(self._path), root=self._path)
         if not listing.pairs and not listing.duplicates:
@@ -149,7 +159,9 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
             raise DatasetError(
                 f"{self._path}: refusing to write into a folder that holds {len(existing)} TIFF file(s) "
                 f"not written by a fusemycell pipeline (e.g. {existing[0].name}); real data is never "
-                "overwritten. Point this output at its own folder"
+                "overwritten. Point this output at its own folder; with your own data leave out the "
+                "simulation pipeline: 'kedro run --pipelines preprocessing,patching,training,evaluation "
+                "--params raw_dir=PATH'"
             )
 
     def _exists(self) -> bool:

@@ -147,7 +147,8 @@ class PatchStore:
         description_path = self.directory / "store.json"
         if not description_path.is_file():
             raise PatchStoreError(
-                f"{self.directory}: not a patch store (no store.json); run 'kedro run --pipeline patching' to create it"
+                f"{self.directory}: not a patch store (no store.json); "
+                "run 'kedro run --pipelines patching' to create it"
             )
         try:
             self.description = json.loads(description_path.read_text())

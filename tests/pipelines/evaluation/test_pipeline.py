@@ -113,3 +113,14 @@ def test_inference_with_a_model_from_an_mlflow_uri(evaluated_project):
     finally:
         (evaluated_project / "moved_away.pt").rename(evaluated_project / "data" / "06_models" / "fusemycell_unet.pt")
     assert read_volume(evaluated_project / "mlflow_out" / "image_1_membrane_angle.tif").data.dtype == np.uint16
+
+
+def test_test_pairs_missing_from_the_raw_folder_say_to_pass_raw_dir():
+    from fusemycell.io.pairs import pair_files
+    from fusemycell.pipelines.evaluation.nodes import _test_pairs
+
+    listing = pair_files(["/d/image_0_nucleus_angle.tif", "/d/image_0_nucleus_fused.tif"])
+    split = pd.DataFrame({"pair": ["image_0_nucleus", "image_7_membrane"], "split": ["test", "test"]})
+    with pytest.raises(ValueError, match="test pair.*image_7_membrane.*not in the raw folder.*raw_dir"):
+        _test_pairs(listing, split)
+    assert list(_test_pairs(listing, split.iloc[:1])) == ["image_0_nucleus"]

@@ -1,4 +1,4 @@
-"""The simulation pipeline through a real Kedro session, as `kedro run --pipeline simulation --env test` runs it."""
+"""The simulation pipeline through a real Kedro session, as `kedro run --pipelines simulation --env test` runs it."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline training --env test` through a real Kedro session, tracked in MLflow."""
+"""`kedro run --pipelines training --env test` through a real Kedro session, tracked in MLflow."""
 
 import mlflow
 import pandas as pd
@@ -57,7 +57,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
 
 
 def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
-    with pytest.raises(Exception, match="kedro run --pipeline patching"):
+    with pytest.raises(Exception, match="kedro run --pipelines patching"):
         run_session(kedro_project, ["training"])
 
 

@@ -40,7 +40,14 @@ class EvaluationConfig(BaseModel):
 
 def _test_pairs(raw_pairs: PairListing, volume_split: pd.DataFrame) -> dict[str, Any]:
     test = set(volume_split.loc[volume_split["split"] == "test", "pair"])
-    pairs = {key: raw_pairs[key] for key in sorted(test) if key in raw_pairs}
+    missing = sorted(test - set(raw_pairs))
+    if missing:
+        raise ValueError(
+            f"the split (data/02_intermediate/split.csv) names test pair(s) {', '.join(missing)} that are not in "
+            "the raw folder: pass the raw_dir preprocessing used (--params raw_dir=PATH) to this run too, "
+            "or re-run preprocessing on this raw folder"
+        )
+    pairs = {key: raw_pairs[key] for key in sorted(test)}
     if not pairs:
         raise ValueError("no test volume to evaluate: check preprocessing.split.test_fraction and re-run preprocessing")
     return pairs

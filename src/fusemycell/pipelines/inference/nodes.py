@@ -33,6 +33,11 @@ def plan_predictions(
     input_dir, output_dir = inference.get("input_dir"), inference.get("output_dir")
     if input_dir and output_dir and Path(input_dir).resolve() == Path(output_dir).resolve():
         raise ValueError(f"inference.output_dir is the input folder {input_dir}: predictions would overwrite inputs")
+    if not inference_inputs:
+        raise ValueError(
+            f"no .tif/.tiff file in the inference input folder {input_dir or '(the raw folder)'}; "
+            "sub-folders are not searched: set --params inference.input_dir=FOLDER"
+        )
     backend = make_backend(inference_model, settings, inference.get("onnx_path"))
     planned: dict[str, Any] = {}
     failures, skipped = [], []

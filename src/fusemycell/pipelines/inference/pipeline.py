@@ -6,7 +6,7 @@ from fusemycell.pipelines.inference.nodes import check_failures, plan_prediction
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """``kedro run --pipeline inference --params inference.input_dir=IN,inference.output_dir=OUT``."""
+    """``kedro run --pipelines inference --params inference.input_dir=IN,inference.output_dir=OUT``."""
     return Pipeline(
         [
             Node(

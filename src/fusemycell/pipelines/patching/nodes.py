@@ -40,7 +40,7 @@ def sample_patches(
     missing = [pair for pair in pairs if pair not in normalized_volumes]
     if missing:
         raise ValueError(
-            f"normalized volumes missing for {', '.join(missing)}; run 'kedro run --pipeline preprocessing' first"
+            f"normalized volumes missing for {', '.join(missing)}; run 'kedro run --pipelines preprocessing' first"
         )
     spacings = [
         tuple(fused_records.loc[pair, [f"output_spacing_{a}_um" for a in "zyx"]])
