@@ -102,3 +102,21 @@ def test_no_valid_pair_left_is_an_error():
     report = {"problems": [], "valid_pairs": [], "invalid_pairs": []}
     with pytest.raises(ValueError, match="no valid angle/fused pair"):
         select_valid_pairs(report, {"on_invalid": "skip"})
+
+
+def test_a_readable_file_is_still_checked_when_its_partner_is_unreadable(tmp_path, make_volume):
+    angle = tmp_path / "image_0_nucleus_angle.tif"
+    angle.write_bytes(b"not a tiff at all")
+    fused = make_volume("image_0_nucleus_fused.tif", value=7)
+    listing = pair_files([angle, fused])
+    scans = {
+        f"image_0_nucleus_{kind}": scan_volume(str(path), pair="image_0_nucleus", kind=kind, channel="nucleus")
+        for kind, path in (("angle", angle), ("fused", fused))
+    }
+    report = validate_pairs(listing, scans, patch_size_zyx=(4, 8, 8))
+    problems = [(p.file, p.problem) for p in report.problems]
+    assert any(file == str(angle) and problem.startswith("unreadable") for file, problem in problems), problems
+    assert (str(fused), "constant image (every voxel is 7)") in problems
+    with pytest.raises(ValueError) as failure:
+        select_valid_pairs(report.to_dict("fail"), {"on_invalid": "fail"})
+    assert str(failure.value).count(str(angle)) == 1  # the unreadable file is named once, not twice

@@ -133,19 +133,19 @@ def _check_pair(
     unreadable = [scan for scan in (angle, fused) if scan.error is not None]
     for scan in unreadable:
         add(scan.path, f"unreadable: {scan.error}")
-    if unreadable:
-        return found
-    if angle.shape != fused.shape:
-        add(fused.path, f"angle shape {angle.shape} and fused shape {fused.shape} differ")
-    spacing_diff = max(abs(a - f) / max(a, f) for a, f in zip(angle.spacing_zyx, fused.spacing_zyx))
-    if spacing_diff > spacing_tolerance:
-        add(
-            fused.path,
-            f"voxel sizes disagree: angle {_fmt(angle.spacing_zyx)} um, fused {_fmt(fused.spacing_zyx)} um; "
-            "they share one grid, the angle's is used",
-            "warning",
-        )
-    for scan in (angle, fused):
+    readable = [scan for scan in (angle, fused) if scan.error is None]
+    if not unreadable:  # the pair's own checks need both files
+        if angle.shape != fused.shape:
+            add(fused.path, f"angle shape {angle.shape} and fused shape {fused.shape} differ")
+        spacing_diff = max(abs(a - f) / max(a, f) for a, f in zip(angle.spacing_zyx, fused.spacing_zyx))
+        if spacing_diff > spacing_tolerance:
+            add(
+                fused.path,
+                f"voxel sizes disagree: angle {_fmt(angle.spacing_zyx)} um, fused {_fmt(fused.spacing_zyx)} um; "
+                "they share one grid, the angle's is used",
+                "warning",
+            )
+    for scan in readable:  # a readable file's own problems are reported even when its partner is unreadable
         dtype_problem = raw_dtype_problem(scan.dtype)
         if dtype_problem:
             add(scan.path, dtype_problem)
@@ -157,11 +157,12 @@ def _check_pair(
             add(scan.path, "no voxel size in the file; 1.0 um assumed", "warning")
         if scan.metadata_channel and scan.metadata_channel.lower() != channel:
             add(scan.path, f"metadata says channel {scan.metadata_channel!r} but the name says {channel!r}", "warning")
-    small = [
-        f"{axis}: {size} < {patch}" for axis, size, patch in zip("zyx", angle.shape, patch_size_zyx) if size < patch
-    ]
-    if small:
-        add(angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
+    if angle.error is None:
+        small = [
+            f"{axis}: {size} < {patch}" for axis, size, patch in zip("zyx", angle.shape, patch_size_zyx) if size < patch
+        ]
+        if small:
+            add(angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
     return found
 
 

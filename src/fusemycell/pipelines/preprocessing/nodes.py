@@ -104,7 +104,10 @@ def select_valid_pairs(validation_report: dict[str, Any], preprocessing: dict[st
     config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
     errors = [p for p in validation_report["problems"] if p["severity"] == "error"]
     if errors and config.on_invalid == "fail":
-        listing = "\n".join(f"  - {p['pair']}: {p['problem']} ({p['file']})" for p in errors)
+        listing = "\n".join(
+            f"  - {p['pair']}: {p['problem']}" + ("" if p["file"] in p["problem"] else f" ({p['file']})")
+            for p in errors
+        )
         raise ValueError(
             f"{len(errors)} problem(s) in {len(validation_report['invalid_pairs'])} pair(s) "
             f"(full report in data/08_reporting/validation_report.json):\n{listing}\n"
