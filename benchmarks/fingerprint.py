@@ -43,17 +43,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _measure
 import numpy as np
 import tifffile
+from _measure import drop_from_page_cache, fsync_file, peak_rss_kib, read_through, ru_maxrss_kib, run_measurement
 
 #: Voxel size (z, y, x) in micrometres written into the file.
 SPACING_ZYX = (2.0, 0.65, 0.65)
@@ -62,7 +61,6 @@ PERCENTILES = (0.1, 2.0, 50.0, 99.8, 99.9)
 #: Longer side of the stored projections (``scan_volume``'s default ``projection_side``).
 PROJECTION_SIDE = 256
 METHODS = ("ours", "naive")
-MIB = 1024 * 1024
 
 
 # -- synthetic volume ---------------------------------------------------------------------------
@@ -120,48 +118,7 @@ class SyntheticRawVolume:
         return np.clip(np.rint(plane), 0, 65535).astype(np.uint16)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def drop_from_page_cache(path: Path) -> None:
-    """Ask the kernel to forget the cached pages of ``path`` (clean pages only; no root needed)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def read_through(path: Path) -> None:
-    """Read ``path`` once so that its pages are in the OS page cache."""
-    with path.open("rb") as handle:
-        while handle.read(64 * MIB):
-            pass
-
-
 # -- measurement (runs in a fresh child process) ------------------------------------------------
-def _ru_maxrss_kib() -> int:
-    """``ru_maxrss`` of this process, in KiB; after ``fork`` + ``exec`` it includes the parent's peak."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, in KiB (``VmHWM``; ``ru_maxrss`` without ``/proc``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return _ru_maxrss_kib()
 
 
 def block_max(image: np.ndarray, side: int = PROJECTION_SIDE) -> np.ndarray:
@@ -209,7 +166,7 @@ def measure(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, ob
     # both methods import the same modules, so both baselines match
     from fusemycell.preprocessing.fingerprint import scan_volume
 
-    baseline = _peak_rss_kib()
+    baseline = peak_rss_kib()
     start = time.perf_counter()
     if method == "ours":
         scan = scan_volume(str(path), pair="image_0_nucleus", kind="angle", channel="nucleus", slab_depth=slab_depth)
@@ -241,30 +198,16 @@ def measure(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, ob
     else:
         raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
     seconds = time.perf_counter() - start
-    peak = _peak_rss_kib()
+    peak = peak_rss_kib()
     out.write_text(json.dumps(stats))
     np.savez(out.with_suffix(".npz"), **projections)
-    return {"seconds": seconds, "baseline_kib": baseline, "peak_kib": peak, "ru_maxrss_kib": _ru_maxrss_kib()}
+    return {"seconds": seconds, "baseline_kib": baseline, "peak_kib": peak, "ru_maxrss_kib": ru_maxrss_kib()}
 
 
 def run_child(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--measure",
-        method,
-        "--path",
-        str(path),
-        "--slab-depth",
-        str(slab_depth),
-        "--out",
-        str(out),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"measurement {method} of {path} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    arguments = ["--measure", method, "--path", str(path), "--slab-depth", str(slab_depth), "--out", str(out)]
+    return run_measurement(__file__, arguments, f"measurement {method} of {path}")
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -308,20 +251,7 @@ def max_profile_difference(ours: dict, naive: dict) -> float:
 # -- report -------------------------------------------------------------------------------------
 def machine_description() -> list[str]:
     """Return lines describing the machine and the library versions."""
-    total_ram = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return [
-        f"- platform: {platform.platform()}",
-        f"- CPUs: {os.cpu_count()}",
-        f"- RAM: {total_ram}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, tifffile {tifffile.__version__}",
-    ]
+    return _measure.machine_description(f"numpy {np.__version__}, tifffile {tifffile.__version__}")
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
@@ -407,7 +337,7 @@ def benchmark(args: argparse.Namespace) -> int:
     print(f"writing a {'x'.join(map(str, shape))} uint16 volume to {path}", file=sys.stderr)
     start = time.perf_counter()
     write_volume(path, SyntheticRawVolume(shape), SPACING_ZYX)
-    _fsync(path)
+    fsync_file(path)
     print(f"  {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     caches = ("cold", "warm") if args.cache == "both" else (args.cache,)

@@ -43,18 +43,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import _measure
 import numpy as np
 import tifffile
+from _measure import MIB, drop_from_page_cache, fsync_file, peak_rss_kib, ru_maxrss_kib, run_measurement
 
 #: Plane size of the challenge volumes (y, x).
 PLANE_SHAPE = (1920, 1920)
@@ -62,7 +61,6 @@ PLANE_SHAPE = (1920, 1920)
 SPACING_ZYX = (2.0, 0.65, 0.65)
 LAYOUTS = ("imagej", "tiled")
 METHODS = ("naive", "lazy")
-MIB = 1024 * 1024
 
 
 # -- synthetic volume ---------------------------------------------------------------------------
@@ -134,7 +132,7 @@ def write_imagej(path: Path, depth: int) -> Path:
             "PhysicalSizeZ": spacing_z,
         },
     )
-    _fsync(path)
+    fsync_file(path)
     return path
 
 
@@ -161,56 +159,11 @@ def write_tiled(path: Path, source: Path) -> Path:
         write_volume(path, volume.data, volume.spacing_zyx, volume.metadata, spelling=volume.spelling)
     finally:
         volume.data.close()
-    _fsync(path)
+    fsync_file(path)
     return path
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def drop_from_page_cache(path: Path) -> None:
-    """Ask the kernel to forget the cached pages of ``path`` (clean pages only; no root needed)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 # -- measurement (runs in a fresh child process) ------------------------------------------------
-def _ru_maxrss_kib() -> int:
-    """``ru_maxrss`` of this process, in KiB (the Linux unit).
-
-    On Linux it is *not* this program's own peak when the process was started
-    by ``fork``/``vfork`` + ``exec`` (as :mod:`subprocess` does): the kernel
-    keeps the maximum over the pre-``exec`` memory image too, which is the
-    parent's. It is reported for comparison only.
-    """
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, in KiB (``VmHWM``; ``ru_maxrss`` without ``/proc``).
-
-    ``VmHWM`` in ``/proc/self/status`` belongs to the memory image created by
-    ``exec``, so, unlike ``ru_maxrss``, it does not inherit the parent's peak.
-    It counts file pages mapped in (a memory-mapped read) as well as anonymous memory.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return _ru_maxrss_kib()
 
 
 def measure(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str, object]:
@@ -241,7 +194,7 @@ def measure(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str,
     """
     from fusemycell.io.tiff import read_volume  # imported by both methods, so both baselines match
 
-    baseline = _peak_rss_kib()
+    baseline = peak_rss_kib()
     start = time.perf_counter()
     if method == "naive":
         full = tifffile.imread(path)
@@ -254,8 +207,8 @@ def measure(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str,
     else:
         raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
     seconds = time.perf_counter() - start
-    peak = _peak_rss_kib()
-    ru_maxrss = _ru_maxrss_kib()
+    peak = peak_rss_kib()
+    ru_maxrss = ru_maxrss_kib()
     np.save(out, data)
     return {
         "seconds": seconds,
@@ -268,43 +221,14 @@ def measure(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str,
 
 def run_child(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--measure",
-        method,
-        "--path",
-        str(path),
-        "--z0",
-        str(z0),
-        "--slab",
-        str(slab),
-        "--out",
-        str(out),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"measurement {method} of {path} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    arguments = ["--measure", method, "--path", str(path), "--z0", str(z0), "--slab", str(slab), "--out", str(out)]
+    return run_measurement(__file__, arguments, f"measurement {method} of {path}")
 
 
 # -- report -------------------------------------------------------------------------------------
 def machine_description() -> list[str]:
     """Return lines describing the machine and the library versions."""
-    total_ram = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return [
-        f"- platform: {platform.platform()}",
-        f"- CPUs: {os.cpu_count()}",
-        f"- RAM: {total_ram}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, tifffile {tifffile.__version__}",
-    ]
+    return _measure.machine_description(f"numpy {np.__version__}, tifffile {tifffile.__version__}")
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:

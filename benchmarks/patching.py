@@ -47,23 +47,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _measure
 import numpy as np
 import tifffile
+from _measure import (
+    MIB,
+    drop_from_page_cache,
+    fsync_file,
+    peak_rss_kib,
+    read_through,
+    reset_peak_rss,
+    ru_maxrss_kib,
+    run_measurement,
+)
 
 #: Voxel size (z, y, x) in micrometres written into the files.
 SPACING_ZYX = (2.0, 0.65, 0.65)
 METHODS = ("ours", "naive")
 VOLUMES = ("angle", "fused")
-MIB = 1024 * 1024
 
 
 # -- synthetic volume ---------------------------------------------------------------------------
@@ -136,65 +143,12 @@ def write_pair(workdir: Path, shape: tuple[int, int, int]) -> dict[str, Path]:
     for kind in VOLUMES:
         start = time.perf_counter()
         paths[kind] = write_volume(workdir / f"{kind}.tif", SyntheticVolume(kind, shape), SPACING_ZYX)
-        _fsync(paths[kind])
+        fsync_file(paths[kind])
         print(f"  {kind}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return paths
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def drop_from_page_cache(path: Path) -> None:
-    """Ask the kernel to forget the cached pages of ``path`` (clean pages only; no root needed)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def read_through(path: Path) -> None:
-    """Read ``path`` once so that its pages are in the OS page cache."""
-    with path.open("rb") as handle:
-        while handle.read(64 * MIB):
-            pass
-
-
 # -- measurement (runs in a fresh child process) ------------------------------------------------
-def _ru_maxrss_kib() -> int:
-    """``ru_maxrss`` of this process, in KiB; after ``fork`` + ``exec`` it includes the parent's peak."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, in KiB (``VmHWM``; ``ru_maxrss`` without ``/proc``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return _ru_maxrss_kib()
-
-
-def _reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current RSS (``/proc/self/clear_refs``, Linux >= 4.0); return whether it worked.
-
-    It lets one process report the peak of each phase of a run separately.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def naive_block_maxima(volume: np.ndarray, block: tuple[int, int, int]) -> np.ndarray:
@@ -245,7 +199,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
     out = args.workdir / f"store_{method}"
     patch = tuple(args.patch)
     block = tuple(args.block)
-    baseline = _peak_rss_kib()
+    baseline = peak_rss_kib()
     start = time.perf_counter()
     if method == "ours":
         fused = read_volume(paths["fused"], lazy=True).data
@@ -261,8 +215,8 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
             rng=np.random.default_rng(args.seed),
         )
         sampled = time.perf_counter()
-        sampling_peak, ru_maxrss = _peak_rss_kib(), _ru_maxrss_kib()
-        _reset_peak_rss()
+        sampling_peak, ru_maxrss = peak_rss_kib(), ru_maxrss_kib()
+        reset_peak_rss()
         index = pd.DataFrame(
             [
                 {
@@ -292,8 +246,8 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
             rng=np.random.default_rng(args.seed),
         )
         sampled = time.perf_counter()
-        sampling_peak, ru_maxrss = _peak_rss_kib(), _ru_maxrss_kib()
-        _reset_peak_rss()
+        sampling_peak, ru_maxrss = peak_rss_kib(), ru_maxrss_kib()
+        reset_peak_rss()
         angle = tifffile.imread(paths["angle"])
         out.mkdir(parents=True, exist_ok=True)
         contains = np.zeros(len(origins), dtype=bool)
@@ -312,7 +266,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
     else:
         raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
     end = time.perf_counter()
-    extraction_peak = _peak_rss_kib()
+    extraction_peak = peak_rss_kib()
     return {
         "sampling_s": sampled - start,
         "extraction_s": end - sampled,
@@ -321,7 +275,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
         "sampling_peak_kib": sampling_peak,
         "extraction_peak_kib": extraction_peak,
         "peak_kib": max(sampling_peak, extraction_peak),
-        "ru_maxrss_kib": max(ru_maxrss, _ru_maxrss_kib()),
+        "ru_maxrss_kib": max(ru_maxrss, ru_maxrss_kib()),
         "foreground_voxels": grid.foreground_voxels(shape),
         "foreground_blocks": int(grid.mask.sum()),
         "blocks": int(grid.mask.size),
@@ -331,9 +285,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
 
 def run_child(method: str, args: argparse.Namespace) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
+    arguments = [
         "--measure",
         method,
         "--workdir",
@@ -359,10 +311,7 @@ def run_child(method: str, args: argparse.Namespace) -> dict[str, object]:
         "--block",
         *map(str, args.block),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"measurement {method} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_measurement(__file__, arguments, f"measurement {method}")
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -412,20 +361,7 @@ def compare_stores(ours: Path, naive: Path, dtype: str) -> list[str]:
 # -- report -------------------------------------------------------------------------------------
 def machine_description() -> list[str]:
     """Return lines describing the machine and the library versions."""
-    total_ram = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return [
-        f"- platform: {platform.platform()}",
-        f"- CPUs: {os.cpu_count()}",
-        f"- RAM: {total_ram}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, tifffile {tifffile.__version__}",
-    ]
+    return _measure.machine_description(f"numpy {np.__version__}, tifffile {tifffile.__version__}")
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:

@@ -51,15 +51,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _measure
 import numpy as np
+from _measure import MIB, peak_rss_kib, run_measurement
 
 #: Plane size of the challenge volumes (y, x), for the streaming part.
 PLANE_SHAPE = (1920, 1920)
@@ -69,7 +69,6 @@ STREAM_TILE = (16, 128, 128)
 OVERLAP = 0.5
 BATCH = 4
 METHODS = ("ours", "monai", "monai-ourweights", "stream")
-MIB = 1024 * 1024
 
 
 # -- network and data ---------------------------------------------------------------------------
@@ -126,12 +125,6 @@ class PlaneSource:
 
 
 # -- measurement (runs in a fresh child process) ------------------------------------------------
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, in KiB (``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
@@ -149,7 +142,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
         model = TrainedModel(net, net.config, {"patch_size_zyx": [16, 64, 64]})
         settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH)
-        baseline = _peak_rss_kib()
+        baseline = peak_rss_kib()
         start = time.perf_counter()
         volume = predict_file(str(args.path), TorchBackend(net, "cpu", False), settings, model.metadata)
         save_volume(args.out, volume)
@@ -161,7 +154,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         tile = tuple(args.tile)
         if args.measure == "ours":
             backend = TorchBackend(net, device="cpu", amp=False)
-            baseline = _peak_rss_kib()
+            baseline = peak_rss_kib()
             start = time.perf_counter()
             prediction = predict_array(volume, backend, tile, overlap=OVERLAP, batch_size=BATCH)
             seconds = time.perf_counter() - start
@@ -173,7 +166,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
             weights = None
             if args.measure == "monai-ourweights":
                 weights = torch.from_numpy(TileGrid(volume.shape, tile, OVERLAP).tile_weights())
-            baseline = _peak_rss_kib()
+            baseline = peak_rss_kib()
             start = time.perf_counter()
             with torch.no_grad():
                 output = sliding_window_inference(
@@ -190,18 +183,14 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
             prediction = output[0, 0].numpy()
             seconds = time.perf_counter() - start
         np.save(args.out, prediction)
-    result.update({"seconds": seconds, "baseline_kib": baseline, "peak_kib": _peak_rss_kib()})
+    result.update({"seconds": seconds, "baseline_kib": baseline, "peak_kib": peak_rss_kib()})
     return result
 
 
 def run_child(method: str, path: Path, out: Path, tile: tuple[int, ...]) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--measure", method, "--path", str(path)]
-    command += ["--out", str(out), "--tile", *(str(t) for t in tile)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"measurement {method} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    arguments = ["--measure", method, "--path", str(path), "--out", str(out), "--tile", *(str(t) for t in tile)]
+    return run_measurement(__file__, arguments, f"measurement {method}")
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -210,17 +199,10 @@ def machine_description() -> list[str]:
     import monai
     import torch
 
-    total_ram = "unknown"
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-    return [
-        f"- platform: {platform.platform()}",
-        f"- CPUs: {os.cpu_count()} (torch threads {torch.get_num_threads()})",
-        f"- RAM: {total_ram}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"monai {monai.__version__}",
-    ]
+    return _measure.machine_description(
+        f"numpy {np.__version__}, torch {torch.__version__}, monai {monai.__version__}",
+        cpus=f"- CPUs: {os.cpu_count()} (torch threads {torch.get_num_threads()})",
+    )
 
 
 def mib(kib: object) -> str:

@@ -28,20 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _measure
 import numpy as np
+from _measure import MIB, peak_rss_kib, run_measurement
 
 METHODS = ("ours", "reference")
 SPACING_ZYX = (1.0, 0.39, 0.39)
-MIB = 1024 * 1024
 
 
 class SyntheticVolume:
@@ -83,12 +81,6 @@ class SyntheticVolume:
 
 
 # -- measurement (runs in a fresh child process) ------------------------------------------------
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, in KiB (``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure(method: str, prediction_path: Path, target_path: Path) -> dict[str, object]:
@@ -100,7 +92,7 @@ def measure(method: str, prediction_path: Path, target_path: Path) -> dict[str, 
     from fusemycell.metrics.ssim import ssim
     from fusemycell.normalization import percentile_normalize
 
-    baseline = _peak_rss_kib()
+    baseline = peak_rss_kib()
     start = time.perf_counter()
     if method == "ours":
         prediction = read_volume(prediction_path, lazy=True).data
@@ -115,17 +107,13 @@ def measure(method: str, prediction_path: Path, target_path: Path) -> dict[str, 
     else:
         raise ValueError(f"unknown method {method!r}, expected one of {METHODS}")
     seconds = time.perf_counter() - start
-    return {"value": float(value), "seconds": seconds, "baseline_kib": baseline, "peak_kib": _peak_rss_kib()}
+    return {"value": float(value), "seconds": seconds, "baseline_kib": baseline, "peak_kib": peak_rss_kib()}
 
 
 def run_child(method: str, prediction_path: Path, target_path: Path) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--measure", method]
-    command += ["--prediction", str(prediction_path), "--target", str(target_path)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"measurement {method} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    arguments = ["--measure", method, "--prediction", str(prediction_path), "--target", str(target_path)]
+    return run_measurement(__file__, arguments, f"measurement {method}")
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -135,17 +123,10 @@ def machine_description() -> list[str]:
     import skimage
     import tifffile
 
-    total_ram = "unknown"
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-    return [
-        f"- platform: {platform.platform()}",
-        f"- CPUs: {os.cpu_count()}",
-        f"- RAM: {total_ram}",
-        f"- python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"scikit-image {skimage.__version__}, tifffile {tifffile.__version__}",
-    ]
+    return _measure.machine_description(
+        f"numpy {np.__version__}, scipy {scipy.__version__}, scikit-image {skimage.__version__}, "
+        f"tifffile {tifffile.__version__}"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

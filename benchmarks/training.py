@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -65,7 +64,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import _measure
 import numpy as np
+from _measure import cpu_model, peak_rss_kib, run_measurement
 
 #: The project root (the script lives in ``benchmarks/``).
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,17 +155,6 @@ def inputs_digest(env: str) -> dict[str, str]:
 
 
 # -- measurement (runs in a fresh child process) ------------------------------------------------
-def _peak_rss_kib() -> int:
-    """Peak resident set size of this process image, in KiB (``VmHWM``; ``ru_maxrss`` without ``/proc``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
@@ -215,7 +205,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
         update["seed"] = args.seed
     config = config.model_copy(update=update)
     digests = inputs_digest(args.env)
-    baseline = _peak_rss_kib()
+    baseline = peak_rss_kib()
     try:
         start = time.perf_counter()
         result = train(config, STORES / "train", STORES / "val", augmentation=augmentation, epoch_callback=None)
@@ -237,7 +227,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
         "simulation": params.get("simulation", {}).get("angle", {}),
         "seconds": seconds,
         "baseline_kib": baseline,
-        "peak_kib": _peak_rss_kib(),
+        "peak_kib": peak_rss_kib(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "config": config.model_dump(mode="json", exclude={"checkpoint_dir"}),
@@ -248,46 +238,28 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
 
 def run_child(variant: str, args: argparse.Namespace) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode); its log goes to stderr."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--measure", variant, "--env", args.env]
-    command += ["--device", args.device]
+    arguments = ["--measure", variant, "--env", args.env, "--device", args.device]
     if args.epochs is not None:
-        command += ["--epochs", str(args.epochs)]
+        arguments += ["--epochs", str(args.epochs)]
     if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    result = subprocess.run(
-        command,
+        arguments += ["--seed", str(args.seed)]
+    return run_measurement(
+        __file__,
+        arguments,
+        f"training with physics {variant}",
+        show_log=True,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"training with physics {variant} failed (exit status {result.returncode})")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # -- report -------------------------------------------------------------------------------------
 def machine_description(torch_version: str, threads: int) -> list[str]:
     """Return lines describing the machine and the library versions."""
-    total_ram, cpu = "unknown", platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total_ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-                break
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return [
-        f"- platform: {platform.platform()}",
-        f"- CPU: {cpu}, {os.cpu_count()} logical CPUs; torch uses {threads} threads",
-        f"- RAM: {total_ram}",
-        f"- python {platform.python_version()}, torch {torch_version}, numpy {np.__version__}",
-    ]
+    return _measure.machine_description(
+        f"torch {torch_version}, numpy {np.__version__}",
+        cpus=f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; torch uses {threads} threads",
+    )
 
 
 def best(result: dict) -> dict:
