@@ -13,7 +13,6 @@ Use them in the catalog as ``fusemycell.datasets.atomic.JSONDataset`` etc.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -21,6 +20,8 @@ from kedro.io.core import DatasetError, get_filepath_str
 from kedro_datasets.json import JSONDataset as _JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset as _MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset as _CSVDataset
+
+from fusemycell.io.tiff import temporary_sibling
 
 
 class AtomicSave:
@@ -35,7 +36,7 @@ class AtomicSave:
 
     def save(self, data: Any) -> None:
         final = super()._get_save_path()  # type: ignore[misc]
-        temporary = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
+        temporary = temporary_sibling(final)
         fs = self._fs  # type: ignore[attr-defined]
         protocol = self._protocol  # type: ignore[attr-defined]
         final_str, temporary_str = get_filepath_str(final, protocol), get_filepath_str(temporary, protocol)
@@ -56,13 +57,13 @@ class AtomicSave:
             raise
         finally:
             self._atomic_target = None
-        self._invalidate_cache()  # type: ignore[attr-defined]
+        self._invalidate_cache()  # type: ignore[attr-defined] # again: the rename came after the parent's call
 
 
 def _replace(fs: Any, source: str, target: str) -> None:
     """Move ``source`` over ``target``; a folder (a list or dict of figures) replaces the old folder."""
     if fs.isdir(source) and fs.exists(target):
-        old = f"{target}.{uuid.uuid4().hex[:8]}.old"
+        old = str(temporary_sibling(PurePosixPath(target), "old"))
         fs.mv(target, old, recursive=True)
         fs.mv(source, target, recursive=True)
         fs.rm(old, recursive=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fusemycell.io.tiff import temporary_sibling
 from fusemycell.models.checkpoint import TrainedModel
 
 
@@ -39,7 +39,7 @@ def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
+    temporary = temporary_sibling(path)
     multiple = model.config.size_multiple
     example = torch.rand(1, model.config.in_channels, *(2 * m for m in multiple))
     module = _Exportable(model).eval()

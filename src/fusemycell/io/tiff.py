@@ -28,8 +28,8 @@ import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
 
 import numpy as np
 import tifffile
@@ -640,7 +640,7 @@ def write_volume(
     dtype = np.dtype(data.dtype)
     description = _description(shape, spacing, metadata or {}, spelling)  # type: ignore[arg-type]
 
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
+    temporary = temporary_sibling(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings(), _PythonWrites(open(temporary, "wb", buffering=0)) as handle:
@@ -687,6 +687,16 @@ def _discard(path: Path) -> None:
 
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.(partial|old)$")
+_P = TypeVar("_P", bound=PurePath)
+
+
+def temporary_sibling(path: _P, kind: str = "partial") -> _P:
+    """``.NAME.XXXXXXXX.partial`` (or ``.old``) next to ``path``: where an atomic write puts its data first.
+
+    Every atomic writer of the project names its temporary files this way, so that
+    readers skip them (hidden names) and :func:`remove_leftovers` finds them.
+    """
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.{kind}"
 
 
 def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list[Path]:

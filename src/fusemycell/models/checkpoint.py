@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fusemycell.io.tiff import temporary_sibling
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 
@@ -67,7 +67,7 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
         Naming ``path`` and the cause (full disk, read-only folder, ...); ``path`` is left as it was.
     """
     path = Path(path)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial"
+    temporary = temporary_sibling(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:  # through Python's file: a full disk is an OSError, with its cause

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.tiff import remove_leftovers
+from fusemycell.io.tiff import remove_leftovers, temporary_sibling
 from fusemycell.progress import track
 
 STORE_FORMAT = "fusemycell-patch-store"
@@ -78,7 +77,7 @@ def write_patch_store(
     """
     directory = Path(directory)
     remove_leftovers(directory.parent, directory.name)  # of a previous, killed write of this store
-    partial = directory.parent / f".{directory.name}.{uuid.uuid4().hex[:8]}.partial"
+    partial = temporary_sibling(directory)
     count = len(index)
     dtype_ = np.dtype(dtype)
     writers: dict[str, _NpyWriter] = {}
@@ -127,7 +126,7 @@ def _replace_directory(new: Path, target: Path) -> None:
     """Put ``new`` at ``target``: the old store is moved aside first and deleted last."""
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+        old = temporary_sibling(target, "old")
         os.replace(target, old)
     try:
         os.replace(new, target)
