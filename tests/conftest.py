@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,19 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(project)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return project
+
+
+def run_kedro(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``kedro ARGS`` in ``project`` as a user types it (a fresh process, telemetry off, ``env`` added)."""
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def run_session(project: Path, pipelines: list[str], env: str = "test", **runtime_params) -> dict:

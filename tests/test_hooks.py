@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fusemycell.hooks import MemoryMonitorHooks
+from tests.conftest import run_kedro
 
 
 def test_memory_monitor_records_a_peak_per_node():
@@ -39,19 +40,7 @@ def test_interval_comes_from_the_parameters():
 
 
 def test_an_unknown_environment_stops_at_once_with_the_list_of_environments(kedro_project):
-    import os
-    import subprocess
-    import sys
-
-    run = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines", "simulation", "--env", "macc"],
-        cwd=kedro_project,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_kedro(kedro_project, "run", "--pipelines", "simulation", "--env", "macc")
     output = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
     assert run.returncode != 0
     assert "UnknownEnvironmentError: environment 'macc' not found" in output
@@ -100,19 +89,7 @@ def test_run_summary_lists_only_what_the_run_produced(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: the cloud env is valid here")
 def test_a_cuda_training_env_without_a_gpu_stops_before_any_node_runs(kedro_project):
-    import os
-    import subprocess
-    import sys
-
-    run = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--env", "cloud"],
-        cwd=kedro_project,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_kedro(kedro_project, "run", "--env", "cloud")
     output = " ".join((run.stdout + run.stderr).split())
     assert run.returncode != 0
     assert "DeviceError: training.device is 'cuda' but no CUDA GPU is visible" in output

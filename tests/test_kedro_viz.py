@@ -1,11 +1,9 @@
 """`kedro viz build` writes a static site whose JSON shows every pipeline, layer and main dataset."""
 
 import json
-import os
-import subprocess
-import sys
 
 from fusemycell.pipeline_registry import PIPELINE_ORDER
+from tests.conftest import run_kedro
 
 LAYERS = ["raw", "intermediate", "model_input", "models", "model_output", "reporting"]
 MAIN_DATASETS = {
@@ -24,16 +22,7 @@ MAIN_DATASETS = {
 
 
 def test_static_site_lists_every_pipeline_layer_and_main_dataset(kedro_project):
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-    built = subprocess.run(
-        [sys.executable, "-m", "kedro", "viz", "build"],
-        cwd=kedro_project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    built = run_kedro(kedro_project, "viz", "build")
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     api = kedro_project / "build" / "api"
     assert (kedro_project / "build" / "index.html").is_file()

@@ -1,13 +1,14 @@
 """Both notebooks run headlessly against the outputs of a test-environment run, and are committed clean."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.conftest import run_kedro
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -65,16 +66,7 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
 
 def test_kedro_jupyter_setup_installs_a_kernel_that_loads_kedro(tmp_path, kedro_project):
     """`kedro jupyter lab` starts with this kernel; it is installed where JUPYTER_DATA_DIR says."""
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "jupyter"), "KEDRO_DISABLE_TELEMETRY": "1"}
-    setup = subprocess.run(
-        [sys.executable, "-m", "kedro", "jupyter", "setup"],
-        cwd=kedro_project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    setup = run_kedro(kedro_project, "jupyter", "setup", JUPYTER_DATA_DIR=str(tmp_path / "jupyter"))
     assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
     (kernel,) = (tmp_path / "jupyter" / "kernels").glob("kedro_fusemycell*/kernel.json")
     spec = kernel.read_text()

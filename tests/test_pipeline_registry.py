@@ -1,12 +1,9 @@
 """Every pipeline is registered and runnable by name, alone or with others."""
 
-import os
-import subprocess
-import sys
-
 from kedro.framework.project import configure_project
 
 from fusemycell.pipeline_registry import DEFAULT_CHAIN, PIPELINE_ORDER, register_pipelines
+from tests.conftest import run_kedro
 
 
 def test_all_six_pipelines_and_the_default_chain_are_registered():
@@ -37,26 +34,13 @@ def test_each_pipeline_is_its_own_namespace_and_dataset_names_stay_global():
     assert not any(d.startswith(tuple(f"{name}." for name in PIPELINE_ORDER)) for d in datasets)
 
 
-def _kedro(project, *args):
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "kedro", *args],
-        check=False,
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_lists_the_pipelines_and_runs_several_by_name(kedro_project):
-    listed = _kedro(kedro_project, "registry", "list")
+    listed = run_kedro(kedro_project, "registry", "list")
     assert listed.returncode == 0, listed.stderr
     for name in PIPELINE_ORDER:
         assert f"- {name}" in listed.stdout
 
     # --pipelines X,Y imports only the named pipelines: the registry must still resolve both
-    run = _kedro(kedro_project, "run", "--pipelines", "simulation,preprocessing", "--env", "test")
+    run = run_kedro(kedro_project, "run", "--pipelines", "simulation,preprocessing", "--env", "test")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert len(list((kedro_project / "data" / "01_raw" / "synthetic").glob("*.tif"))) == 8
