@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictConfig(BaseModel):
+    """Base of every parameter class: frozen, and an unknown (misspelt) key is an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 Config = TypeVar("Config", bound=BaseModel)
 

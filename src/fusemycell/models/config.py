@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from fusemycell.configuration import StrictConfig
 
 
-class UNetConfig(BaseModel):
+class UNetConfig(StrictConfig):
     """Architecture of :class:`fusemycell.models.unet.UNet3D`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     in_channels: int = Field(default=1, ge=1)
     """Input channels (the single view)."""

@@ -6,14 +6,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from fusemycell.configuration import StrictConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ForegroundParams(_Strict):
+class ForegroundParams(StrictConfig):
     """Where the specimen is, from the fused target (normalised)."""
 
     threshold: float = Field(default=0.2, gt=0)
@@ -22,7 +20,7 @@ class ForegroundParams(_Strict):
     """Block of the max filter, voxels; null = half the patch size."""
 
 
-class AugmentationParams(_Strict):
+class AugmentationParams(StrictConfig):
     """On-the-fly augmentation of training patches; input and target always transformed together."""
 
     flip_xy: bool = True
@@ -35,7 +33,7 @@ class AugmentationParams(_Strict):
     """Random factor applied to input and target alike; null = off."""
 
 
-class PatchingConfig(_Strict):
+class PatchingConfig(StrictConfig):
     """Everything the patching pipeline and the training dataset need."""
 
     patch_size_zyx: tuple[int, int, int] | Literal["auto"] = "auto"

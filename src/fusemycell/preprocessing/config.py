@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from fusemycell.configuration import StrictConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NormalizationParams(_Strict):
+class NormalizationParams(StrictConfig):
     """Percentile normalisation; the challenge uses 2 and 99.8."""
 
     low_percentile: float = Field(default=2.0, ge=0, lt=100)
@@ -28,7 +26,7 @@ class NormalizationParams(_Strict):
         return self
 
 
-class CropParams(_Strict):
+class CropParams(StrictConfig):
     """Crop each pair to the specimen's bounding box (replaces a manual ``--z-range``)."""
 
     enabled: bool = True
@@ -39,7 +37,7 @@ class CropParams(_Strict):
     """Margin kept around the specimen on every side."""
 
 
-class ResampleParams(_Strict):
+class ResampleParams(StrictConfig):
     """Optional resampling to a target voxel size (linear); the inverse is applied at inference."""
 
     enabled: bool = False
@@ -54,7 +52,7 @@ class ResampleParams(_Strict):
         return self
 
 
-class SplitParams(_Strict):
+class SplitParams(StrictConfig):
     """Train/validation/test split by volume, stratified by channel and study."""
 
     seed: int = 2025
@@ -73,7 +71,7 @@ class SplitParams(_Strict):
         return self
 
 
-class PreprocessingConfig(_Strict):
+class PreprocessingConfig(StrictConfig):
     """Everything the preprocessing pipeline needs."""
 
     workers: int | None = Field(default=None, ge=1)

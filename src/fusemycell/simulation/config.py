@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from fusemycell.configuration import StrictConfig
 from fusemycell.io.tiff import SPACING_SPELLINGS
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VolumeSpec(_Strict):
+class VolumeSpec(StrictConfig):
     """One synthetic acquisition: an angle/fused pair on one voxel grid."""
 
     image_id: int = Field(ge=0)
@@ -47,7 +44,7 @@ class VolumeSpec(_Strict):
         return value
 
 
-class SpecimenParams(_Strict):
+class SpecimenParams(StrictConfig):
     """The sample: an embryo-like body packed with cells."""
 
     body_semi_axes_fraction: tuple[float, float, float] = (0.42, 0.40, 0.40)
@@ -70,7 +67,7 @@ class SpecimenParams(_Strict):
     """Diffuse signal inside the body, relative to a mean cell."""
 
 
-class FusedParams(_Strict):
+class FusedParams(StrictConfig):
     """The target: what multi-view fusion delivers, a nearly uniform optical transfer."""
 
     psf_sigma_xy_um: float = Field(default=0.3, gt=0)
@@ -83,7 +80,7 @@ class FusedParams(_Strict):
     """Detected photons at a bright voxel; high because fusion averages several views."""
 
 
-class AngleParams(_Strict):
+class AngleParams(StrictConfig):
     """The input: one illumination side (along x) and one detection side (along z)."""
 
     illumination_attenuation_length_um: float = Field(default=30.0, gt=0)
@@ -110,7 +107,7 @@ class AngleParams(_Strict):
     """Number of precomputed blur widths interpolated for the depth-varying blur."""
 
 
-class CameraParams(_Strict):
+class CameraParams(StrictConfig):
     """An sCMOS camera: Poisson shot noise, Gaussian read noise, offset, gain."""
 
     offset_adu: float = Field(default=100.0, ge=0)
@@ -121,7 +118,7 @@ class CameraParams(_Strict):
     """Standard deviation of the read noise, in ADU."""
 
 
-class SimulationConfig(_Strict):
+class SimulationConfig(StrictConfig):
     """Everything the simulator needs; built from ``params:simulation``."""
 
     seed: int = 2025

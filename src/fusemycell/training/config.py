@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from fusemycell.configuration import StrictConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LossWeights(_Strict):
+class LossWeights(StrictConfig):
     """Weights of the image losses (they are summed)."""
 
     l1: float = Field(default=0.5, ge=0)
@@ -28,7 +26,7 @@ class LossWeights(_Strict):
         return self
 
 
-class PhysicsParams(_Strict):
+class PhysicsParams(StrictConfig):
     """Forward-model consistency ``|A(prediction) - input|`` (see :mod:`fusemycell.training.physics`)."""
 
     enabled: bool = False
@@ -47,7 +45,7 @@ class PhysicsParams(_Strict):
     """Initial lateral blur sigma added per micrometre of depth along z."""
 
 
-class ModelParams(_Strict):
+class ModelParams(StrictConfig):
     """Architecture choices (see :class:`fusemycell.models.config.UNetConfig`); the spacing comes from the data."""
 
     depth: int = Field(default=4, ge=1, le=7)
@@ -64,7 +62,7 @@ class ModelParams(_Strict):
     pool_z: tuple[bool, ...] | None = None
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictConfig):
     """Everything the training engine needs."""
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

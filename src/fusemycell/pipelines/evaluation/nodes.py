@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from fusemycell.configuration import load_config
+from fusemycell.configuration import StrictConfig, load_config
 from fusemycell.evaluation.figures import summary_figure, volume_figure
 from fusemycell.evaluation.scoring import score_pair
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
@@ -25,10 +25,8 @@ from fusemycell.tracking import log_metrics
 logger = logging.getLogger(__name__)
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(StrictConfig):
     """``params:evaluation``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     blur_sigma_voxels: dict[str, float] = Field(default_factory=lambda: {"nucleus": 0.442, "membrane": 0.5})
     """Sigma of the Gaussian-blur baseline per channel, in voxels (the public baseline's values)."""
