@@ -248,6 +248,7 @@ def test_read_info_reads_the_only_3d_series_of_a_multi_series_file(tmp_path, vol
         writer.write(volume_array, photometric="minisblack", metadata={"PhysicalSizeZ": 2.0, "PhysicalSizeX": 0.5})
     info = read_info(path)
     assert info.series == 1 and info.shape == volume_array.shape
+    assert info.spacing_zyx == pytest.approx((2.0, 0.5, 0.5))  # the metadata of that series, not the preview's
     np.testing.assert_array_equal(read_volume(path).data, volume_array)
     np.testing.assert_array_equal(read_volume(path, lazy=True).data[2:4, 5:90], volume_array[2:4, 5:90])
 

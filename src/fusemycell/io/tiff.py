@@ -192,19 +192,21 @@ def _starts_as_tiff(path: Path) -> bool:
         return False
 
 
-def _raw_metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
-    """Metadata from whichever flavour the file uses: ImageJ, tifffile-shaped, or plain ``key=value``.
+def _raw_metadata(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> dict[str, Any]:
+    """Metadata of the series read, from whichever flavour the file uses: ImageJ, tifffile-shaped, or ``key=value``.
 
     An OME-TIFF's description is the OME-XML document: its voxel sizes are read by
-    :func:`_ome_sizes`, its text is not taken for ``key=value`` lines.
+    :func:`_ome_sources`, its text is not taken for ``key=value`` lines.
     """
     raw: dict[str, Any] = {}
+    # tifffile gives one metadata dict per shaped series that has a description, in series order
+    shaped = [s for s in tif.series if s.kind == "shaped" and s.keyframe.shaped_description is not None]
     if tif.is_imagej and tif.imagej_metadata:
         raw.update(tif.imagej_metadata)
-    elif tif.is_shaped and tif.shaped_metadata:
-        raw.update(tif.shaped_metadata[0])
+    elif any(s is series for s in shaped) and tif.shaped_metadata:
+        raw.update(tif.shaped_metadata[[id(s) for s in shaped].index(id(series))])
     elif not tif.is_ome:
-        description = tif.pages.first.description or ""
+        description = series.keyframe.description or ""
         for line in description.splitlines():
             if "=" in line:
                 key, _, value = line.partition("=")
@@ -520,7 +522,7 @@ def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
     try:
         index = _choose_series(path, tif)
         series, shape = _validate_series(path, tif, index)
-        raw = _raw_metadata(tif)
+        raw = _raw_metadata(tif, series)
         page = series.keyframe
         ome = _ome_image(tif, index)
     except VolumeFormatError:
