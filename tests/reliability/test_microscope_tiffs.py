@@ -353,3 +353,22 @@ def test_a_slab_of_a_compressed_file_costs_about_the_slab_plus_one_plane(tmp_pat
     np.testing.assert_array_equal(slab, data[10:14])
     assert peak < 4 * plane + 2 * plane + (1 << 20), f"peak {peak} bytes for a 4-plane slab of {plane}-byte planes"
     assert peak < depth * plane / 4  # far from the volume
+
+
+@pytest.mark.parametrize("layout", ["strips", "tiles"])
+def test_a_box_of_a_compressed_file_decodes_only_the_segments_it_touches(tmp_path, layout):
+    depth, height, width = 12, 1024, 1024
+    data = np.random.default_rng(2).integers(0, 60000, (depth, height, width)).astype(np.uint16)
+    kwargs = {"tile": (64, 64)} if layout == "tiles" else {"rowsperstrip": 16}
+    path = _imwrite(tmp_path / "v.tif", data, compression="zstd", photometric="minisblack", **kwargs)
+    plane = height * width * 2
+    lazy = read_volume(path, lazy=True).data
+    lazy[0, :2, :2]  # opens the file outside the measurement
+    tracemalloc.start()
+    try:
+        box = lazy[4:8, 100:164, 200:264]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(box, data[4:8, 100:164, 200:264])
+    assert peak < plane / 4, f"peak {peak} bytes for a 4x64x64 box of {plane}-byte planes"

@@ -559,7 +559,9 @@ class LazyVolume:
     layout) are read row range by row range straight into the result, so a box
     costs about its own bytes. Tiled or compressed files are decoded one z-plane
     (TIFF page) at a time, so a slab ``volume[z0:z1]`` costs the slab plus one
-    plane. The result is always a new array; nothing stays mapped.
+    plane; a box within the planes decodes only the tiles or strips it touches.
+    Every compression tifffile decodes (through imagecodecs) is read. The result
+    is always a new array; nothing stays mapped.
 
     Indexing follows NumPy for ints and slices; index lists or arrays select
     independently per axis (outer indexing, as zarr's ``oindex``). The object is
@@ -624,8 +626,10 @@ class LazyVolume:
         key = _expand_key(key, self.shape)
         planes = np.arange(self.shape[0])[key[0]]
         z_list = np.atleast_1d(planes)
-        # a probe of one plane gives the output's yx shape; rows then columns (outer indexing)
-        yx_shape = np.empty(self.shape[1:], dtype=bool)[key[1]][..., key[2]].shape
+        # a probe of one plane gives the output's yx shape; rows then columns (outer indexing). The probe is
+        # a zero-stride view, so it costs the result's size, not a plane (a box of a huge plane stays small)
+        probe = np.broadcast_to(np.zeros((), dtype=bool), self.shape[1:])
+        yx_shape = probe[key[1]][..., key[2]].shape
         out = np.empty((len(z_list), *yx_shape), dtype=self.dtype)
         try:
             with self._lock:
@@ -660,7 +664,7 @@ class LazyVolume:
             out[index] = buffer[rows - first_row][..., yx_key[1]]
 
     def _read_pages(self, z_list: np.ndarray, yx_key: tuple[Any, Any], out: np.ndarray) -> None:
-        """Decode one TIFF page (z-plane) at a time into the output; from uncompressed tiles, only those needed."""
+        """Decode one TIFF page (z-plane) at a time into the output; for a box, only the tiles or strips it needs."""
         if self._tif is None:
             self._tif = tifffile.TiffFile(self.path)
         series = self._tif.series[self.info.series]
@@ -671,10 +675,13 @@ class LazyVolume:
             return
         rows = np.arange(self.shape[1])[yx_key[0]]
         cols = np.arange(self.shape[2])[yx_key[1]]
+        part = np.size(rows) < self.shape[1] or np.size(cols) < self.shape[2]
         for index, z in enumerate(z_list):
             page = pages[int(z)]
-            if self._tiles_readable(page) and (np.size(rows) < self.shape[1] or np.size(cols) < self.shape[2]):
+            if part and self._tiles_readable(page):
                 out[index] = self._read_tiles(page, rows, cols)
+            elif part and self._segments_decodable(page):
+                out[index] = self._decode_segments(page, rows, cols)
             else:
                 out[index] = page.asarray()[yx_key]
 
@@ -707,6 +714,48 @@ class LazyVolume:
                 block[y : y + tile_h, x : x + tile_w] = tile
         # index rows, then columns, as two steps: an outer product for any mix of ints, slices and arrays
         return block[rows - first_ty * tile_h][..., cols - first_tx * tile_w]
+
+    def _segments_decodable(self, page: Any) -> bool:
+        layout = page.keyframe
+        return bool(
+            layout.compression != 1
+            and layout.samplesperpixel == 1
+            and (not layout.is_tiled or layout.tiledepth == 1)
+            and np.dtype(layout.dtype) == self.dtype
+        )
+
+    def _decode_segments(self, page: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Decode only the compressed strips or tiles covering ``rows x cols`` of one page.
+
+        A box costs the segments it touches (for strips, full-width rows; for tiles, one tile
+        row per tile row touched), not the plane.
+        """
+        layout = page.keyframe
+        height, width = self.shape[1:]
+        if layout.is_tiled:
+            seg_h, seg_w = layout.tilelength, layout.tilewidth
+        else:
+            seg_h, seg_w = min(layout.rowsperstrip or height, height), width
+        across = -(-width // seg_w)
+        first_sy, last_sy = int(np.min(rows)) // seg_h, int(np.max(rows)) // seg_h
+        first_sx, last_sx = int(np.min(cols)) // seg_w, int(np.max(cols)) // seg_w
+        block = np.zeros(((last_sy - first_sy + 1) * seg_h, (last_sx - first_sx + 1) * seg_w), dtype=self.dtype)
+        handle = self._tif.filehandle
+        for sy in range(first_sy, last_sy + 1):
+            for sx in range(first_sx, last_sx + 1):
+                index = sy * across + sx
+                count = int(page.databytecounts[index])
+                if count == 0:  # a sparse segment: never written, zeros
+                    continue
+                handle.seek(int(page.dataoffsets[index]))
+                data = handle.read(count)
+                if len(data) != count:
+                    raise _fail(self.path, f"file ends inside a segment of z-plane {page.index}; file truncated?")
+                segment = layout.decode(data, index, jpegtables=layout.jpegtables, jpegheader=layout.jpegheader)[0]
+                segment = segment.reshape(segment.shape[-3], segment.shape[-2])  # (1, h, w, 1): one sample, depth 1
+                y, x = (sy - first_sy) * seg_h, (sx - first_sx) * seg_w
+                block[y : y + segment.shape[0], x : x + segment.shape[1]] = segment
+        return block[rows - first_sy * seg_h][..., cols - first_sx * seg_w]
 
     def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""
