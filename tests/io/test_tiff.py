@@ -129,13 +129,21 @@ def test_inch_resolution_is_not_taken_for_a_voxel_size(tmp_path):
     assert read_info(path).spacing_zyx == (1.0, 1.0, 1.0)
 
 
-@pytest.mark.parametrize("layout", ["tiled", "contiguous"])
+@pytest.mark.parametrize("layout", ["tiled", "contiguous", "lzw-strips", "zstd-tiles", "deflate-bigendian-tiles"])
 def test_lazy_volume_reads_the_same_voxels_as_a_full_read(tmp_path, volume_array, layout):
     path = tmp_path / "v.tif"
     if layout == "tiled":
         write_volume(path, volume_array, (1, 1, 1))
-    else:
+    elif layout == "contiguous":
         tifffile.imwrite(path, volume_array, imagej=True)
+    elif layout == "lzw-strips":  # box reads decode only the strips they touch
+        tifffile.imwrite(path, volume_array, compression="lzw", predictor=True, rowsperstrip=7)
+    elif layout == "zstd-tiles":  # ... or the tiles
+        tifffile.imwrite(path, volume_array, compression="zstd", tile=(32, 48), photometric="minisblack")
+    else:
+        tifffile.imwrite(
+            path, volume_array, compression="adobe_deflate", tile=(64, 64), byteorder=">", photometric="minisblack"
+        )
     lazy = read_volume(path, lazy=True).data
     assert isinstance(lazy, LazyVolume)
     assert (lazy.info.contiguous_offset is not None) == (layout == "contiguous")

@@ -8,6 +8,10 @@ Three things matter for light-sheet volumes of several GB:
 * **Atomic writes.** :func:`write_volume` writes to a temporary file in the
   target folder and renames it, so a crash never leaves a half-written TIFF
   under the final name.
+* **Every TIFF a microscope writes.** Compressed files (every codec tifffile
+  decodes through imagecodecs), OME-TIFF voxel sizes and series, singleton
+  axes; :func:`read_info` checks what can be checked from the header (ImageJ
+  image count against the pages, one segment decoded) before any heavy work.
 * **Clear errors.** Every problem with a file raises :class:`VolumeFormatError`
   naming the file and the problem, never a traceback from deep inside tifffile.
 
