@@ -151,6 +151,7 @@ class ParameterHooks:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._require_inputs(run_params, pipeline, catalog)
         outputs = set(pipeline.all_outputs())
         if "inference_outputs" in outputs and self.paths is not None:
             check_output_folder(self.paths.inference_input, self.paths.inference_output, self.paths.raw_dir)
@@ -160,6 +161,24 @@ class ParameterHooks:
             if hasattr(dataset, "begin_run"):
                 dataset.begin_run()
                 self._writers.append(dataset)
+
+    def _require_inputs(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Stop before the first node when an input of the run does not exist, naming the one command that makes it."""
+        from kedro.framework.project import pipelines as registry
+
+        from fusemycell.pipeline_registry import PIPELINE_ORDER
+
+        producers = {name: set(registry[name].all_outputs()) for name in PIPELINE_ORDER if name in registry}
+        missing, chain = _missing_chain(pipeline, catalog, producers, registry, set())
+        unmade = [(name, where) for name, where, producer in missing if producer is None]
+        if unmade:
+            raise MissingInputError(
+                f"{_names(unmade)} not found: check the path (raw_dir, inference.input_dir, inference.model_uri)"
+            )
+        if missing:
+            requested = [p for p in run_params.get("pipeline_names") or [] if p != "__default__"]
+            command = hint_command([*chain, *requested], run_params)
+            raise MissingInputError(f"{_names([m[:2] for m in missing])} not found yet: run {command}")
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -173,6 +192,62 @@ class ParameterHooks:
         writers, self._writers = self._writers, []
         for dataset in writers:
             dataset.end_run(error)
+
+
+class MissingInputError(RuntimeError):
+    """An input of the run does not exist; the message names the command that makes it."""
+
+
+def _names(missing: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} ({where})" if where else name for name, where in missing)
+
+
+def _missing_chain(
+    pipeline: Any, catalog: Any, producers: dict[str, set[str]], registry: Any, seen: set[str]
+) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+    """The run's free inputs that do not exist, and the pipelines (in data-flow order) that make them."""
+    missing: list[tuple[str, str, str | None]] = []
+    chain: list[str] = []
+    for name in sorted(pipeline.inputs()):
+        if name.startswith("params:") or name == "parameters" or name in seen or _exists(catalog, name):
+            continue
+        seen.add(name)
+        made_as = _SAME_FILE_AS.get(name, name) if _same_file(catalog, name) else name
+        producer = next((p for p, outputs in producers.items() if made_as in outputs), None)
+        missing.append((name, _location(catalog, name) or "", producer))
+        if producer is None:
+            continue
+        _, upstream = _missing_chain(registry[producer], catalog, producers, registry, seen)
+        chain += [*upstream, producer]
+    order = list(producers)
+    return missing, sorted(set(chain), key=order.index)
+
+
+#: Inputs that are, by default, the very files another dataset writes (the model applied is the one trained).
+_SAME_FILE_AS = {"inference_model": "trained_model", "inference_inputs": "raw_pairs"}
+
+
+def _same_file(catalog: Any, name: str) -> bool:
+    other = _SAME_FILE_AS.get(name)
+    return other is not None and _location(catalog, name) == _location(catalog, other)
+
+
+def _exists(catalog: Any, name: str) -> bool:
+    try:
+        return bool(catalog.exists(name))
+    except Exception:  # noqa: BLE001 - a dataset that cannot tell is left to fail on load, naming itself
+        return True
+
+
+def hint_command(pipelines: list[str], run_params: dict[str, Any]) -> str:
+    """``'kedro run --pipelines a,b --env mac --params raw_dir=...'``: the user's own options kept."""
+    words = ["kedro", "run", "--pipelines", ",".join(dict.fromkeys(pipelines))]
+    if run_params.get("env"):
+        words += ["--env", str(run_params["env"])]
+    raw_dir = (run_params.get("runtime_params") or {}).get("raw_dir")
+    if raw_dir:
+        words += ["--params", f"raw_dir={raw_dir}"]
+    return "'" + " ".join(words) + "'"
 
 
 def _dataset(catalog: Any, name: str) -> Any:
