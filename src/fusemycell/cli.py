@@ -81,7 +81,7 @@ cli.add_command(run)
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None, help="Inference backend.")
 @click.option("--overwrite", is_flag=True, help="Replace TIFFs in OUTPUT_DIR that fusemycell did not write.")
 def predict(
-    input_path: Path, output_dir: Path, model_uri: str | None, env: str, backend: str | None, overwrite: bool
+    input_path: Path, output_dir: Path, *, model_uri: str | None, env: str, backend: str | None, overwrite: bool
 ) -> None:
     """Predict the fused volume of INPUT_PATH (one TIFF, or a folder of them) into OUTPUT_DIR.
 
