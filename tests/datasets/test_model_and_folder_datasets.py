@@ -60,7 +60,7 @@ def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
         dataset.save({"a.tif": good, "b.tif": broken})
     assert dataset.load() == {"a.tif": str(tmp_path / "out" / "a.tif")}
     assert read_volume(tmp_path / "out" / "a.tif").data.sum() == 32
-    with pytest.raises(DatasetError, match="folder not found"):
+    with pytest.raises(DatasetError, match="no such file or folder"):
         TiffFolderDataset(path=tmp_path / "none").load()
 
 
