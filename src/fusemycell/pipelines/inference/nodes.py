@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from functools import partial
 from typing import Any
 
@@ -13,6 +14,7 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.inference.folders import check_output_folder, select_inputs
 from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
 from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.tracking import fetch_artifact, is_artifact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def plan_predictions(
     location = settings.input_dir or raw_dir
     check_output_folder(location, settings.output_dir or "", raw_dir)
     selection = select_inputs(inference_inputs, location)
-    backend = make_backend(inference_model, settings, settings.onnx_path)
+    backend = _backend(inference_model, settings)
     model_file = settings.model_uri or "(the model given to the node)"
     plan = PredictionPlan(
         report={
@@ -77,6 +79,14 @@ def plan_predictions(
         settings.output_dir,
     )
     return plan
+
+
+def _backend(model: TrainedModel, settings: InferenceSettings) -> Any:
+    """The model's backend; an ONNX export kept in MLflow is fetched (ONNX Runtime reads it once, at start)."""
+    if settings.backend != "onnx" or not settings.onnx_path or not is_artifact_uri(settings.onnx_path):
+        return make_backend(model, settings, settings.onnx_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        return make_backend(model, settings, fetch_artifact(settings.onnx_path, scratch))
 
 
 def predict_single_view_array(
