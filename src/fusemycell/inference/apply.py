@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from fusemycell.inference.background import BackgroundPlanes
 from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
 from fusemycell.io.tiff import Volume, VolumeFormatError, raw_dtype_problem, read_volume
 from fusemycell.normalization import NormalizationStats
@@ -52,6 +53,8 @@ class InferenceSettings(BaseModel):
     """z-planes read at a time while measuring the input's percentiles."""
     min_output_range: float = Field(default=4096.0, ge=1)
     """Grey levels spanned by [p_low, p_high] in the uint16 output (the input's own span when wider)."""
+    background_io: bool = True
+    """Read the next slab, and compute planes ahead of the writer, in background threads (same result)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ def predict_file(
         overlap=settings.overlap,
         batch_size=settings.batch_size,
         description=f"predicting {Path(path).name}",
+        read_ahead=settings.background_io,
     )
     if resample_to:
         prediction = ResampledBack(prediction, transform.cropped_shape)
@@ -210,8 +214,11 @@ def predict_file(
         prediction = PlacedInFrame(prediction, transform.box, prepared.shape, fill=0.0)
     header = read_volume(path, lazy=True)
     header.data.close()
+    data: Any = MappedToUint16(prediction, prepared.stats, settings.min_output_range)
+    if settings.background_io:  # planes computed ahead while the writer encodes and writes the last ones
+        data = BackgroundPlanes(data, depth=tile[0], description=f"predicting {path}", path=str(path))
     return Volume(
-        data=MappedToUint16(prediction, prepared.stats, settings.min_output_range),
+        data=data,
         spacing_zyx=header.spacing_zyx,
         metadata=header.metadata,
         source=path,
