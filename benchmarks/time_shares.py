@@ -31,12 +31,15 @@ project's code is unchanged) and their time is summed per thread, exclusively
 ``wait``
     the writer waiting for planes computed in the background (``BackgroundPlanes``).
 
+``--network cheap`` replaces the network by a 3x3x3 mean filter (a few ms per
+tile): a stand-in for a GPU, where the network no longer hides the disk.
+
 The Markdown report goes to stdout: per mode the wall time (median), and per
 phase its seconds and share of the wall time, per thread.
 
 Usage::
 
-    python benchmarks/time_shares.py [--shape 32 384 384] [--repeat 1] [--model PATH] [--workdir DIR]
+    python benchmarks/time_shares.py [--shape 32 384 384] [--repeat 1] [--model PATH] [--network model|cheap]
 """
 
 from __future__ import annotations
@@ -134,6 +137,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     tiff.write_volume = clock.wrap("write", tiff.write_volume)
 
     model = load_model(args.model)
+    if args.network == "cheap":  # a stand-in for a fast (GPU) network: the disk and the CPU-side work show
+        model.network = torch.nn.AvgPool3d(3, stride=1, padding=1, count_include_pad=False)
     settings = apply.InferenceSettings(device="cpu", amp=False, background_io=args.background)
     backend = predictor.TorchBackend(model.network, "cpu", amp=False)
     backend_call = clock.wrap("predict", backend.__call__)
@@ -159,7 +164,7 @@ def report(results: dict[bool, list[dict]], shape: tuple[int, int, int], model: 
     first = results[False][0]
     tile = "x".join(map(str, first["tile"]))
     name = "x".join(map(str, shape))
-    print(f"## Where the time goes: {name} uint16 file to file, `mac` model, tile {tile}, overlap 0.5, batch 4\n")
+    print(f"## Where the time goes: {name} uint16 file to file, network {model}, tile {tile}, overlap 0.5, batch 4\n")
     print(
         f"Model: `{model}`; {first['tiles']} tiles; torch threads {first['threads']}; runs per mode: "
         f"{len(results[False])} (median wall time; phases of the median run).\n"
@@ -212,6 +217,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shape", type=int, nargs=3, default=[32, 384, 384], help="z y x (default 32 384 384)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode, alternating (default 1)")
     parser.add_argument("--model", default="data/06_models/fusemycell_unet.pt", help="trained model (mac)")
+    parser.add_argument(
+        "--network",
+        choices=("model", "cheap"),
+        default="model",
+        help="the model's network, or a 3x3x3 mean filter standing in for a fast GPU (default model)",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
@@ -237,13 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             for mode in (False, True):
                 outputs[mode] = workdir / f"output_{mode}.tif"
                 arguments = ["--measure", "--path", str(path), "--out", str(outputs[mode]), "--model", args.model]
+                arguments += ["--network", args.network]
                 result = run_measurement(__file__, arguments + (["--background"] if mode else []), "measurement")
                 results[mode].append(result)
                 print(f"  background={mode}: {result['wall']:.1f} s", file=sys.stderr)
         from fusemycell.io.tiff import read_volume
 
         same = np.array_equal(read_volume(outputs[False]).data, read_volume(outputs[True]).data)
-        report(results, tuple(args.shape), args.model)
+        report(results, tuple(args.shape), args.model if args.network == "model" else "3x3x3 mean filter (cheap)")
         print(f"\nOutputs with and without the background threads: {'identical' if same else 'DIFFERENT'}.")
         return 0 if same else 1
     finally:
