@@ -5,6 +5,7 @@ from fusemycell.datasets.patch_store_dataset import PatchStoreDataset
 from fusemycell.datasets.raw_pairs_dataset import FuseMyCellPairsDataset, ParallelVolumes
 from fusemycell.datasets.tiff_folder_dataset import TiffFolderDataset
 from fusemycell.datasets.tiff_volume_dataset import TiffVolumeDataset
+from fusemycell.datasets.volume_folder_dataset import VolumeFolderDataset
 
 __all__ = [
     "FuseMyCellPairsDataset",
@@ -14,4 +15,5 @@ __all__ = [
     "TiffFolderDataset",
     "TiffVolumeDataset",
     "TorchModelDataset",
+    "VolumeFolderDataset",
 ]

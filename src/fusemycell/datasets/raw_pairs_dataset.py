@@ -37,7 +37,10 @@ def _write_one(target: Path, volume: Volume) -> Path:
 
 
 def _tiff_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
+    tiffs = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff")]
+    # OME-Zarr images are folders (NAME.ome.zarr); no TIFF is looked for inside one
+    images = [p for p in folder.rglob("*.zarr") if p.is_dir() and not any(a.suffix == ".zarr" for a in p.parents)]
+    return sorted(p for p in tiffs + images if not any(a.suffix == ".zarr" for a in p.parents))
 
 
 class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListing]):

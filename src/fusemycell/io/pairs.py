@@ -22,7 +22,7 @@ CHANNELS = ("nucleus", "membrane")
 KINDS = ("angle", "fused")
 
 FILENAME_PATTERN = re.compile(
-    r"^image_(?P<image_id>\d+)_(?P<channel>[A-Za-z]+)_(?P<kind>angle|fused)\.tiff?$", re.IGNORECASE
+    r"^image_(?P<image_id>\d+)_(?P<channel>[A-Za-z]+)_(?P<kind>angle|fused)\.(tiff?|ome\.zarr)$", re.IGNORECASE
 )
 
 

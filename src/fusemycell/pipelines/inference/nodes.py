@@ -11,6 +11,7 @@ import numpy as np
 
 from fusemycell.configuration import load_config
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
+from fusemycell.io.ome_zarr import output_name, volume_stem
 from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
 from fusemycell.models.checkpoint import TrainedModel
 
@@ -39,10 +40,11 @@ def plan_predictions(
             "sub-folders are not searched: set --params inference.input_dir=FOLDER"
         )
     backend = make_backend(inference_model, settings, inference.get("onnx_path"))
+    output_format = inference.get("output_format") or "tiff"  # not a field of InferenceSettings yet
     planned: dict[str, Any] = {}
     failures, skipped = [], []
     for name, path in inference_inputs.items():
-        if Path(name).stem.endswith("_fused"):
+        if volume_stem(name).endswith("_fused"):
             skipped.append(name)
             continue
         try:
@@ -54,7 +56,9 @@ def plan_predictions(
             failures.append({"file": name, "problem": str(exc)})
             logger.error("%s", exc)
             continue
-        planned[name] = partial(predict_file, path, backend, settings, inference_model.metadata)
+        planned[output_name(name, output_format)] = partial(
+            predict_file, path, backend, settings, inference_model.metadata
+        )
     if skipped:
         logger.info("skipped %d fused volume(s) (targets, not single views): %s", len(skipped), ", ".join(skipped))
     logger.info("predicting %d volume(s) with the %s backend", len(planned), settings.backend)
