@@ -55,6 +55,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
     assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {
         "model/fusemycell_unet.pt",
         "model/fusemycell_unet.onnx",
+        "model/fusemycell_unet.bioimageio.zip",
     }
 
 
@@ -77,3 +78,11 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     assert isinstance(prediction, np.ndarray)
     assert prediction.shape == single_view.shape and prediction.dtype == np.uint16
     assert not np.array_equal(prediction, single_view)
+
+
+def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(trained_project):
+    from bioimageio.core import test_model
+
+    package = trained_project / "data" / "06_models" / "fusemycell_unet.bioimageio.zip"
+    summary = test_model(package)
+    assert summary.status == "passed", [(d.name, d.errors) for d in summary.details if d.status != "passed"]
