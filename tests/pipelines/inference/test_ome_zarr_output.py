@@ -36,17 +36,21 @@ def _predict(folder, out, output_format):
     config = UNetConfig(depth=2, base_channels=4, residual=False)
     model = TrainedModel(UNet3D(config), config, {"patch_size_zyx": [8, 16, 16]})
     inputs = VolumeFolderDataset(path=folder).load()
-    params = {"device": "cpu", "output_format": output_format, "output_dir": str(out)}
-    planned, report = plan_predictions(inputs, model, params)
+    params = {"device": "cpu", "output_format": output_format, "input_dir": str(folder), "output_dir": str(out)}
+    planned = plan_predictions(inputs, model, params, str(folder.parent / "raw"))
     VolumeFolderDataset(path=out).save(planned)
-    return report
+    return sorted(planned)
 
 
 def test_ome_zarr_output_equals_tiff_output_and_zarr_input_equals_tiff_input(single_views, tmp_path):
-    tiff_report = _predict(single_views, tmp_path / "tiff", "tiff")
-    zarr_report = _predict(single_views, tmp_path / "zarr", "ome-zarr")
-    assert tiff_report["predicted"] == ["image_5_nucleus_angle.tif", "image_6_nucleus_angle.tif"]
-    assert zarr_report["predicted"] == ["image_5_nucleus_angle.ome.zarr", "image_6_nucleus_angle.ome.zarr"]
+    assert _predict(single_views, tmp_path / "tiff", "tiff") == [
+        "image_5_nucleus_angle.tif",
+        "image_6_nucleus_angle.tif",
+    ]
+    assert _predict(single_views, tmp_path / "zarr", "ome-zarr") == [
+        "image_5_nucleus_angle.ome.zarr",
+        "image_6_nucleus_angle.ome.zarr",
+    ]
     as_tiff = read_volume(tmp_path / "tiff" / "image_5_nucleus_angle.tif")
     as_zarr = read_volume(tmp_path / "zarr" / "image_5_nucleus_angle.ome.zarr")
     np.testing.assert_array_equal(as_zarr.data, as_tiff.data)
