@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.inference.background import BackgroundPlanes
 from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.tiff import Volume, VolumeFormatError, raw_dtype_problem, read_volume
@@ -176,6 +177,7 @@ def predict_file(
         overlap=settings.overlap,
         batch_size=settings.batch_size,
         description=f"predicting {Path(path).name}",
+        read_ahead=settings.background_io,
     )
     if resample_to:
         prediction = ResampledBack(prediction, transform.cropped_shape)
@@ -183,8 +185,11 @@ def predict_file(
         prediction = PlacedInFrame(prediction, transform.box, prepared.shape, fill=0.0)
     header = read_volume(path, lazy=True)
     header.data.close()
+    data: Any = MappedToUint16(prediction, prepared.stats, settings.min_output_range)
+    if settings.background_io:  # planes computed ahead while the writer encodes and writes the last ones
+        data = BackgroundPlanes(data, depth=tile[0], description=f"predicting {path}", path=str(path))
     return Volume(
-        data=MappedToUint16(prediction, prepared.stats, settings.min_output_range),
+        data=data,
         spacing_zyx=header.spacing_zyx,
         metadata=header.metadata,
         source=path,
