@@ -35,9 +35,6 @@ KNOWN_LOG_RECORDS = (
     # MLflow forces its type-hint notice through (``simplefilter("once")`` around it), so the warnings
     # filter above cannot stop it; Kedro routes warnings to the ``py.warnings`` logger, which can
     ("py.warnings", "Add type hints to the `predict` method"),
-    # Kedro, once per path dataset and parameter: the project's ParameterHooks replaces them on purpose
-    # with the run's resolved values (fusemycell.parameters.RunPaths)
-    ("kedro.io.data_catalog", "Replacing dataset"),
     # MLflow on every pyfunc model: kedro-mlflow's wrapper is a Python object, pickled by design
     ("mlflow.pyfunc", "Passing a Python object as `python_model` causes it to be serialized using CloudPickle"),
 )
