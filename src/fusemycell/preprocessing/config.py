@@ -59,7 +59,7 @@ class SplitParams(StrictConfig):
     """Seed of the shuffle; the same seed and volumes give the same split."""
     val_fraction: float = Field(default=0.17, ge=0, lt=1)
     """Share of volumes for validation."""
-    test_fraction: float = Field(default=0.17, ge=0, lt=1)
+    test_fraction: float = Field(default=0.34, ge=0, lt=1)
     """Share of volumes held out for evaluation; never seen by patching or training."""
     min_per_split: int = Field(default=1, ge=0)
     """At least this many volumes in validation and in test (when there are 3 volumes or more)."""

@@ -87,3 +87,61 @@ def choose_scale(
     choice = GuardChoice(scale=0.0, scores=scores, per_volume=per_volume)
     choice.scale = max(scales, key=lambda s: (round(choice.score(s), 6), -s))
     return choice
+
+
+#: Largest block of a validation volume the guard predicts (its centre): bounded memory on GB volumes.
+GUARD_BLOCK_ZYX = (64, 512, 512)
+
+
+def central_block(volume: np.ndarray, block: Sequence[int] = GUARD_BLOCK_ZYX) -> tuple[slice, ...]:
+    """The slices of the centre of ``volume``, at most ``block`` voxels per axis."""
+    return tuple(slice((n - min(n, b)) // 2, (n - min(n, b)) // 2 + min(n, b)) for n, b in zip(volume.shape, block))
+
+
+def guard_model(
+    model: TrainedModel,
+    volumes: Iterable[ValidationVolume],
+    *,
+    tile: Sequence[int],
+    overlap: float,
+    batch_size: int,
+    device: str = "auto",
+) -> tuple[TrainedModel, GuardChoice | None]:
+    """The model with its correction scaled by :func:`choose_scale`; unchanged when it is not residual.
+
+    Validation volumes are predicted as inference does (the streaming sliding window, ``tile``,
+    ``overlap``) on the network as trained (``residual_scale`` 1).
+    """
+    architecture = model.card.architecture
+    if not architecture.residual or architecture.in_channels != architecture.out_channels:
+        logger.info("guard: the network is not residual, nothing to scale")
+        return model, None
+    network = model.network
+    backend = TorchBackend(network, device, amp=False)
+
+    def predict(angle: np.ndarray) -> np.ndarray:
+        return predict_array(angle, backend, tile, overlap=overlap, batch_size=batch_size)
+
+    def base(angle: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.ascontiguousarray(angle, dtype=np.float32))[None, None]
+            return network.residual_base(tensor.to(backend.device)).float().cpu().numpy()[0, 0]
+
+    choice = choose_scale(volumes, predict, base)
+    scaled = architecture.model_copy(update={"residual_scale": architecture.residual_scale * choice.scale})
+    summary = GuardSummary(
+        scale=choice.scale,
+        val_nssim={f"{s:g}": choice.score(s) for s in choice.scores},
+        val_nssim_by_channel=choice.scores[choice.scale],
+        volumes=len(choice.per_volume),
+    )
+    card = model.card.model_copy(update={"architecture": scaled, "guard": summary})
+    guarded = TrainedModel(UNet3D(scaled), card)
+    guarded.network.load_state_dict(network.state_dict())
+    logger.info(
+        "guard: correction scale %g chosen on %d validation volumes (N_SSIM %s)",
+        choice.scale,
+        len(choice.per_volume),
+        ", ".join(f"{s:g}: {choice.score(s):.4f}" for s in choice.scores),
+    )
+    return guarded, choice
