@@ -138,13 +138,14 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     if args.measure == "stream":
         from fusemycell.inference.apply import InferenceSettings, predict_file
         from fusemycell.io.tiff import save_volume
+        from fusemycell.models.card import card_for
         from fusemycell.models.checkpoint import TrainedModel
 
-        model = TrainedModel(net, net.config, {"patch_size_zyx": [16, 64, 64]})
+        model = TrainedModel(net, card_for(net.config, (16, 64, 64)))
         settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH)
         baseline = peak_rss_kib()
         start = time.perf_counter()
-        volume = predict_file(str(args.path), TorchBackend(net, "cpu", False), settings, model.metadata)
+        volume = predict_file(str(args.path), TorchBackend(net, "cpu", False), settings, model.card)
         save_volume(args.out, volume)
         seconds = time.perf_counter() - start
         result["window_planes"] = volume.data.inner.peak_window_planes

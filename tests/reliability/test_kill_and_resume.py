@@ -31,6 +31,7 @@ from kedro.io.core import DatasetError
 from fusemycell.datasets import FuseMyCellPairsDataset, PatchStoreDataset, TiffFolderDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
 from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -393,14 +394,12 @@ def test_inference_killed_mid_prediction_leaves_only_complete_predictions_and_th
         write_volume(inputs / name, rng.integers(100, 3000, (9, 40, 36)).astype(np.uint16), (2.0, 0.5, 0.5))
     torch.manual_seed(0)
     config = UNetConfig(depth=2, base_channels=4, spacing_zyx=(2.0, 0.5, 0.5))
-    model = TrainedModel(UNet3D(config), config, {"patch_size_zyx": [8, 16, 16]})
+    model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
     save_model(model, tmp_path / "model.pt")
     params = {"device": "cpu", "tile_zyx": [8, 16, 16], "input_dir": str(inputs), "output_dir": str(out)}
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16))
     backend = make_backend(model, settings)
-    expected = {
-        name: _voxels(predict_file(str(inputs / name), backend, settings, model.metadata).data) for name in names
-    }
+    expected = {name: _voxels(predict_file(str(inputs / name), backend, settings, model.card).data) for name in names}
 
     # killed while writing the second of three predictions
     _run_until_parked(

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import load_model
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -30,13 +31,16 @@ def _config(tmp_path, **changes):
 
 def test_training_improves_validation_and_saves_every_epoch(tmp_path, stores):
     epochs = []
-    result = train(_config(tmp_path, epochs=4), *stores, epoch_callback=epochs.append, metadata={"note": "x"})
+    config = _config(tmp_path, epochs=4)
+    card = card_for(config.model.model_copy(update={"spacing_zyx": (1.0, 0.5, 0.5)}), (8, 16, 16))
+    result = train(config, *stores, epoch_callback=epochs.append, card=card)
     assert [m.epoch for m in epochs] == [1, 2, 3, 4]
     assert epochs[-1].val_loss < epochs[0].val_loss
     assert all(math.isfinite(m.val_nssim) and m.patches_per_s > 0 and m.peak_rss_mb > 0 for m in epochs)
     assert result.best_epoch == max(epochs, key=lambda m: m.val_nssim).epoch
     saved = load_model(tmp_path / "ckpt" / BEST_MODEL)
-    assert saved.metadata["note"] == "x" and saved.metadata["best_epoch"] == result.best_epoch
+    assert saved.card.validation.epoch == result.best_epoch
+    assert saved.card.model_copy(update={"validation": None}) == card
     assert (tmp_path / "ckpt" / LAST_CHECKPOINT).exists()
     assert result.model.config.spacing_zyx == (1.0, 0.5, 0.5)
 
@@ -113,7 +117,7 @@ def test_physics_informed_training_fits_and_reports_the_forward_model(tmp_path, 
         "offset",
     }
     assert math.isfinite(result.history[0].train_consistency)
-    assert result.model.metadata["physics"] == result.physics
+    assert result.model.card.physics == result.physics
 
 
 def test_early_stopping(tmp_path, stores):

@@ -12,7 +12,8 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview
 
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_volume, remove_leftovers, save_volume
+from fusemycell.io.atomic import remove_leftovers
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_volume, save_volume
 from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)

@@ -36,17 +36,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from fusemycell.models.card import ModelCard, ValidationSummary, card_for
 from fusemycell.models.checkpoint import CheckpointError, TrainedModel, atomic_torch_save, safe_torch_load
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
-from fusemycell.patching.store import PatchStore
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.progress import track
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.devices import Precision, resolve_device, resolve_precision, resolve_world_size
 from fusemycell.training.losses import image_loss, normalized_ssim, ssim3d
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
+from fusemycell.training.stores import store_spacing
 
 logger = logging.getLogger(__name__)
 
@@ -106,15 +107,7 @@ class FusionModel(nn.Module):
 
 def unet_config_for(config: TrainingConfig, spacing_zyx: tuple[float, float, float]) -> UNetConfig:
     """The network's configuration: the training parameters' architecture at the data's voxel size."""
-    return UNetConfig(**config.model.model_dump(), spacing_zyx=tuple(float(s) for s in spacing_zyx))
-
-
-def store_spacing(store: PatchStore) -> tuple[float, float, float]:
-    """Median voxel size of the patches' volumes (1 um when the index has none)."""
-    columns = [f"spacing_{a}_um" for a in "zyx"]
-    if not set(columns) <= set(store.index.columns):
-        return (1.0, 1.0, 1.0)
-    return tuple(float(v) for v in store.index[columns].median())  # type: ignore[return-value]
+    return config.model.model_copy(update={"spacing_zyx": tuple(float(s) for s in spacing_zyx)})
 
 
 def _free_port() -> int:
@@ -236,17 +229,18 @@ def train(
     *,
     augmentation: AugmentationParams | None = None,
     epoch_callback: Callable[[EpochMetrics], None] | None = None,
-    metadata: dict[str, Any] | None = None,
+    card: ModelCard | None = None,
 ) -> TrainingResult:
     """Train a U-Net on the patch stores and return the best model (by ``config.monitor``).
 
     ``augmentation`` applies to training patches only. ``epoch_callback`` is
     called on rank 0 after every epoch (it must be picklable when the engine
-    spawns workers). ``metadata`` travels with the saved model (normalisation
-    percentiles, patch size, ...).
+    spawns workers). ``card`` is the model card the saved model carries (its
+    architecture is the network trained; physics and validation metrics are filled
+    in); by default, ``config.model`` at the training patches' voxel size.
     """
     device = resolve_device(config.device)
-    arguments = (config, str(train_store), str(val_store), augmentation, epoch_callback, metadata or {})
+    arguments = (config, str(train_store), str(val_store), augmentation, epoch_callback, card)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         rank = int(os.environ["RANK"])
         return _run(rank, int(os.environ["WORLD_SIZE"]), *arguments, launched=True)  # type: ignore[return-value]
@@ -277,7 +271,7 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
     val_store: str,
     augmentation: AugmentationParams | None,
     epoch_callback: Callable[[EpochMetrics], None] | None,
-    metadata: dict[str, Any],
+    card: ModelCard | None,
     launched: bool = False,
 ) -> TrainingResult | None:
     distributed = world_size > 1
@@ -300,7 +294,9 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
         val_data: Any = PatchDataset(val_store, None, geometry=physics_on)
         if config.max_val_patches is not None and len(val_data) > config.max_val_patches:
             val_data = Subset(val_data, range(config.max_val_patches))
-        unet_config = unet_config_for(config, store_spacing(train_data.store))
+        if card is None:
+            card = card_for(unet_config_for(config, store_spacing(train_data.store)), train_data.store.patch_size_zyx)
+        unet_config = card.architecture
         unet = UNet3D(unet_config)
         physics = None
         if physics_on:
@@ -366,8 +362,8 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
                 # the checkpoint's own weights are the best; best.pt, written after it, may not have been
                 best_state = copy.deepcopy(model.unet.state_dict())
                 if main:
-                    best_metadata = _model_metadata(metadata, _best(history, best_epoch), physics)
-                    atomic_torch_save(TrainedModel(model.unet, unet_config, best_metadata).payload(), best_path)
+                    best_card = _model_card(card, _best(history, best_epoch), physics)
+                    atomic_torch_save(TrainedModel(model.unet, best_card).payload(), best_path)
                     writes += 1
             elif best_path.exists():
                 best_state = TrainedModel.from_payload(safe_torch_load(best_path)).network.state_dict()
@@ -492,7 +488,7 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
                 writes += 1
                 if improved or best_epoch == epoch:
                     atomic_torch_save(
-                        TrainedModel(model.unet, unet_config, _model_metadata(metadata, metrics, physics)).payload(),
+                        TrainedModel(model.unet, _model_card(card, metrics, physics)).payload(),
                         checkpoint_dir / BEST_MODEL,
                     )
                     writes += 1
@@ -508,9 +504,7 @@ def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positio
                 break
 
         model.unet.load_state_dict(best_state)
-        trained = TrainedModel(
-            UNet3D(unet_config), unet_config, _model_metadata(metadata, _best(history, best_epoch), physics)
-        )
+        trained = TrainedModel(UNet3D(unet_config), _model_card(card, _best(history, best_epoch), physics))
         trained.network.load_state_dict(model.unet.state_dict())
         digests, writes_per_rank = [_weights_digest(model.unet)], [writes]
         if distributed:
@@ -557,17 +551,16 @@ def _best(history: list[EpochMetrics], best_epoch: int) -> EpochMetrics | None:
     return next((h for h in history if h.epoch == best_epoch), history[-1] if history else None)
 
 
-def _model_metadata(
-    metadata: dict[str, Any], metrics: EpochMetrics | None, physics: SingleViewForwardModel | None
-) -> dict[str, Any]:
-    result = dict(metadata)
+def _model_card(card: ModelCard, metrics: EpochMetrics | None, physics: SingleViewForwardModel | None) -> ModelCard:
+    """The card with the chosen epoch's validation metrics and the fitted forward model."""
+    validation = None
     if metrics is not None:
-        result["best_epoch"] = metrics.epoch
-        result["val_nssim"] = metrics.val_nssim
-        result["val_ssim"] = metrics.val_ssim
-    if physics is not None:
-        result["physics"] = physics.describe()
-    return result
+        validation = ValidationSummary(
+            epoch=metrics.epoch, val_nssim=metrics.val_nssim, val_ssim=metrics.val_ssim, val_loss=metrics.val_loss
+        )
+    return card.model_copy(
+        update={"validation": validation, "physics": physics.describe() if physics is not None else None}
+    )
 
 
 def _validate(

@@ -16,8 +16,13 @@ def trained_project(tmp_path_factory):
 
 def test_model_and_reports_are_written(trained_project):
     model = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
-    assert model.metadata["patch_size_zyx"] == [8, 16, 16]
-    assert model.metadata["normalization"] == {"low_percentile": 2.0, "high_percentile": 99.8}
+    card = model.card
+    assert card.patch_size_zyx == (8, 16, 16) and card.default_tile_zyx == (8, 32, 32)
+    assert (card.normalization.low_percentile, card.normalization.high_percentile) == (2.0, 99.8)
+    assert card.preprocessing.resample_spacing_zyx is None and card.preprocessing.crop.enabled
+    assert card.training_data.volumes >= 2 and set(card.training_data.channels) <= {"nucleus", "membrane"}
+    assert card.training_data.acquisition_spacings_zyx and card.training_data.shapes_zyx
+    assert card.validation is not None and card.validation.epoch in (1, 2)
     assert model.config.depth == 2 and model.config.base_channels == 4
     history = pd.read_csv(trained_project / "data" / "08_reporting" / "training" / "history.csv")
     assert list(history["epoch"]) == [1, 2]

@@ -58,7 +58,7 @@ def predict_test_volumes(
     settings = load_config(InferenceSettings, inference, "inference")
     backend = make_backend(trained_model, settings, inference.get("onnx_path"))
     return {
-        Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.metadata)
+        Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.card)
         for pair in _test_pairs(raw_pairs, volume_split).values()
     }
 

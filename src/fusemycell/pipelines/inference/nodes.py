@@ -54,7 +54,7 @@ def plan_predictions(
             failures.append({"file": name, "problem": str(exc)})
             logger.error("%s", exc)
             continue
-        planned[name] = partial(predict_file, path, backend, settings, inference_model.metadata)
+        planned[name] = partial(predict_file, path, backend, settings, inference_model.card)
     if skipped:
         logger.info("skipped %d fused volume(s) (targets, not single views): %s", len(skipped), ", ".join(skipped))
     logger.info("predicting %d volume(s) with the %s backend", len(planned), settings.backend)
@@ -77,4 +77,4 @@ def predict_single_view_array(
 ) -> np.ndarray:
     """In-memory prediction of one ZYX array: the inference pipeline packaged as the MLflow model."""
     settings = load_config(InferenceSettings, inference, "inference")
-    return predict_in_memory(single_view, trained_model, settings)
+    return predict_in_memory(single_view, trained_model, settings, onnx_path=inference.get("onnx_path"))

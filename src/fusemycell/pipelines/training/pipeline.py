@@ -11,13 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=train_fusion_model,
-                inputs=[
-                    "patch_store_train",
-                    "patch_store_val",
-                    "params:training",
-                    "params:patching",
-                    "params:preprocessing",
-                ],
+                inputs=["patch_store_train", "patch_store_val", "params:training"],
                 outputs=["trained_model", "training_history", "validation_slices"],
                 name="train_3d_unet",
             ),
