@@ -40,7 +40,7 @@ from fusemycell.pipelines.inference.nodes import plan_predictions
 from fusemycell.pipelines.preprocessing.nodes import plan_normalized_volumes, scan_raw_volumes
 from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, train
 from tests.training.conftest import make_store
-from tests.training.test_engine import _config
+from tests.training.test_engine import _assert_same_weights, _config
 
 EPOCHS = 3
 MARKER_TIMEOUT_S = 180  # generous: the machine may be busy; a healthy child parks within seconds
@@ -288,7 +288,7 @@ def test_training_killed_resumes_after_the_last_complete_checkpoint(tmp_path, st
     assert [m.epoch for m in resumed.history] == list(range(1, EPOCHS + 1))  # every epoch once
     assert len(resumed.history) == len(uninterrupted.history)
     assert safe_torch_load(checkpoints / LAST_CHECKPOINT)["epoch"] == EPOCHS
-    assert resumed.weight_digests == uninterrupted.weight_digests  # as if never killed
+    _assert_same_weights(resumed.model, uninterrupted.model)  # as if never killed
     assert resumed.best_epoch == uninterrupted.best_epoch
     best = safe_torch_load(checkpoints / BEST_MODEL)
     assert best["metadata"]["best_epoch"] == resumed.best_epoch

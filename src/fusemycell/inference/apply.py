@@ -104,7 +104,11 @@ def predict_file(path: str, backend: Backend, settings: InferenceSettings, card:
 
 
 def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None = None) -> Backend:
-    """The PyTorch network on its device, or the ONNX Runtime session of its export."""
+    """The PyTorch network on its device, or the ONNX Runtime session of its export.
+
+    The tile is checked here, once, before any file is read (see :func:`resolve_tile`).
+    """
+    resolve_tile(settings, model.card)
     if settings.backend == "onnx":
         from fusemycell.inference.onnx_backend import OnnxBackend
 

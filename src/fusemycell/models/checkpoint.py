@@ -89,13 +89,20 @@ def read_card(payload: Any, source: str = "") -> ModelCard:
             return card
         if version == MODEL_VERSION:
             return ModelCard.model_validate(payload["card"])
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise CheckpointError(f"{source}: invalid model card (version {version}): {exc}") from None
+    except ValidationError as exc:
+        raise CheckpointError(f"{source}: invalid model card (version {version}): {validation_summary(exc)}") from None
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{source}: invalid model card (version {version}): {exc!r}") from None
     raise CheckpointError(
         f"{source}: model file version {version!r} is unknown to this fusemycell (it reads versions 1 and "
         f"{MODEL_VERSION}); a file from a newer fusemycell needs that release, an older one can be converted "
         "with 'python -m fusemycell.models.checkpoint PATH' from a release that reads it"
     )
+
+
+def validation_summary(error: ValidationError) -> str:
+    """A pydantic error on one line: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
 
 
 def network_from_state(config: UNetConfig, state_dict: dict[str, Any], source: str = "") -> UNet3D:

@@ -80,3 +80,12 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     assert isinstance(prediction, np.ndarray)
     assert prediction.shape == single_view.shape and prediction.dtype == np.uint16
     assert not np.array_equal(prediction, single_view)
+    # the same prediction as the file pipeline gives for that file (same card, same transform)
+    from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+
+    trained = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
+    settings = InferenceSettings(device="cpu")
+    path = str(trained_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif")
+    from_file = predict_file(path, make_backend(trained, settings), settings, trained.card).data
+    expected = np.stack([from_file[z] for z in range(single_view.shape[0])])
+    assert np.abs(prediction.astype(np.int32) - expected.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
