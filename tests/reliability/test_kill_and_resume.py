@@ -89,6 +89,7 @@ import io
 import torch
 
 import fusemycell.training.engine as engine
+from fusemycell.training.checkpoint import CHECKPOINT_FORMAT
 from fusemycell.training.config import TrainingConfig
 
 epochs_done = 0
@@ -108,14 +109,14 @@ else:
 
     def save(obj, f, *args, **kwargs):
         kind = obj.get("format") if isinstance(obj, dict) else None
-        if ARGS["stop"] == "mid-save" and kind == engine.CHECKPOINT_FORMAT and obj["epoch"] == 2:
+        if ARGS["stop"] == "mid-save" and kind == CHECKPOINT_FORMAT and obj["epoch"] == 2:
             buffer = io.BytesIO()  # half of epoch 2's checkpoint reaches its temporary file
             real_save(obj, buffer)
             handle = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
             handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
             handle.flush()
             park()
-        last_best = kind == "fusemycell-unet" and obj["metadata"]["best_epoch"] == ARGS["last"]
+        last_best = kind == "fusemycell-unet" and obj["card"]["validation"]["epoch"] == ARGS["last"]
         if ARGS["stop"] == "before-best" and last_best:
             park()  # about to write best.pt of the last epoch
         return real_save(obj, f, *args, **kwargs)
@@ -267,7 +268,7 @@ def test_training_killed_resumes_after_the_last_complete_checkpoint(tmp_path, st
 
     assert safe_torch_load(checkpoints / LAST_CHECKPOINT)["epoch"] == complete  # complete: it loads
     # no file is ahead of that checkpoint (a best.pt of an epoch that never completed would be resumed as best)
-    assert safe_torch_load(checkpoints / BEST_MODEL)["metadata"]["best_epoch"] <= complete
+    assert safe_torch_load(checkpoints / BEST_MODEL)["card"]["validation"]["epoch"] <= complete
     leftovers = _temporaries(checkpoints)
     if stop == "mid-epoch":  # killed outside any save: plant what a kill in the middle of one leaves
         assert leftovers == []
@@ -291,7 +292,7 @@ def test_training_killed_resumes_after_the_last_complete_checkpoint(tmp_path, st
     _assert_same_weights(resumed.model, uninterrupted.model)  # as if never killed
     assert resumed.best_epoch == uninterrupted.best_epoch
     best = safe_torch_load(checkpoints / BEST_MODEL)
-    assert best["metadata"]["best_epoch"] == resumed.best_epoch
+    assert best["card"]["validation"]["epoch"] == resumed.best_epoch
 
 
 # ------------------------------------------------------------------------------------------ preprocessing

@@ -498,11 +498,6 @@ class LazyVolume:
         # index rows, then columns, as two steps: an outer product for any mix of ints, slices and arrays
         return block[rows - first_ty * tile_h][..., cols - first_tx * tile_w]
 
-    def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""
-        for z0 in range(0, self.shape[0], max(1, int(depth))):
-            yield z0, self[z0 : z0 + depth]
-
 
 def _expand_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
     if not isinstance(key, tuple):

@@ -69,26 +69,6 @@ class VolumeTransform:
         row["resampled"] = self.output_spacing_zyx is not None
         return row
 
-    @classmethod
-    def from_record(cls, row: dict[str, Any]) -> VolumeTransform:
-        """Inverse of :meth:`record`."""
-        axes = "zyx"
-        resampled = bool(row.get("resampled", False))
-        return cls(
-            original_shape=tuple(int(row[f"original_size_{a}"]) for a in axes),  # type: ignore[arg-type]
-            spacing_zyx=tuple(float(row[f"spacing_{a}_um"]) for a in axes),  # type: ignore[arg-type]
-            box=tuple((int(row[f"crop_{a}0"]), int(row[f"crop_{a}1"])) for a in axes),  # type: ignore[arg-type]
-            stats=NormalizationStats(
-                low=float(row["norm_low"]),
-                high=float(row["norm_high"]),
-                p_low=float(row["norm_p_low"]),
-                p_high=float(row["norm_p_high"]),
-            ),
-            output_spacing_zyx=(
-                tuple(float(row[f"output_spacing_{a}_um"]) for a in axes) if resampled else None  # type: ignore[arg-type]
-            ),
-        )
-
 
 class PreprocessedVolume:
     """Array-like view of a raw volume after crop, normalisation and optional resampling.
