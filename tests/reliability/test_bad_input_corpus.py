@@ -12,7 +12,7 @@ Entry points: ``read_info`` / ``read_volume`` (lazy or not); ``pair_files`` and
 ``FuseMyCellPairsDataset.load`` (file names); the preprocessing pipeline's nodes
 ``scan_raw_volumes`` -> ``validate_raw_pairs`` -> ``select_valid_pairs``; inference with
 ``predict_file`` and the inference pipeline's ``plan_predictions`` -> output dataset
-(``TiffFolderDataset``, where predictions are computed) -> ``check_failures``.
+(``TiffFolderDataset``, where predictions are computed) -> ``fail_on_unreadable_inputs``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
-from fusemycell.pipelines.inference.nodes import check_failures, plan_predictions
+from fusemycell.pipelines.inference.nodes import fail_on_unreadable_inputs, plan_predictions
 from fusemycell.pipelines.preprocessing.nodes import scan_raw_volumes, select_valid_pairs, validate_raw_pairs
 
 SHAPE = (8, 32, 32)
@@ -484,7 +484,7 @@ def test_inference_pipeline_nodes(tmp_path, name, model):
     if case.inference is None:
         assert sorted(planned) == sorted([good.name, path.name]) and report["failures"] == []
         output_dataset.save(planned)
-        check_failures(report)
+        fail_on_unreadable_inputs(report)
         _assert_predicted(path, outputs / path.name)
     elif case.found_by == "plan":  # the documented skip: left out, named in the report; the run then fails
         assert list(planned) == [good.name]
@@ -492,7 +492,7 @@ def test_inference_pipeline_nodes(tmp_path, name, model):
         _assert_names(report["failures"][0]["problem"], path, case.inference)
         output_dataset.save(planned)
         with pytest.raises(RuntimeError) as raised:
-            check_failures(report)
+            fail_on_unreadable_inputs(report)
         _assert_names(str(raised.value), path, case.inference)
         assert "1 input(s) could not be predicted (1 were)" in str(raised.value)
     else:  # found while its voxels are read: the others are written, then the save fails naming it
@@ -537,7 +537,7 @@ def test_the_whole_corpus_in_one_folder_through_inference(tmp_path, model):
         _assert_predicted(inputs / name, outputs / name)
 
     with pytest.raises(RuntimeError) as raised:
-        check_failures(report)
+        fail_on_unreadable_inputs(report)
     message = str(raised.value)
     assert f"{len(expected['plan'])} input(s) could not be predicted" in message
     for name in expected["plan"]:

@@ -34,7 +34,7 @@ from fusemycell.io.atomic import discard, remove_leftovers, temporary_sibling  #
 from fusemycell.io.metadata import (
     as_positive_float,
     canonical_key,
-    normalise_metadata,
+    normalize_metadata,
     unit_scale_to_micrometre,
 )
 
@@ -330,7 +330,7 @@ def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
     except Exception as exc:  # tifffile raises many types on corrupt headers
         raise _fail(path, f"corrupt TIFF header ({type(exc).__name__}: {exc})") from exc
     spelling = next((name for name in SPACING_SPELLINGS if name in raw), "PhysicalSizeX")
-    metadata = {k: v for k, v in normalise_metadata(raw).items() if str(k).lower() not in _IMAGEJ_LAYOUT_KEYS}
+    metadata = {k: v for k, v in normalize_metadata(raw).items() if str(k).lower() not in _IMAGEJ_LAYOUT_KEYS}
     metadata["axes"] = "ZYX"
     spacing, found = _resolve_spacing(path, metadata, page)
     # read raw bytes only where they are plain voxels: uncompressed, untiled, little-endian

@@ -52,7 +52,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
         "peak_rss_mb",
     ):
         assert len(client.get_metric_history(run["run_id"], metric)) == 2, metric
-    assert run["metrics.memory.training.train_3d_unet.peak_rss_mb"] > 0  # the memory monitor's record
+    assert run["metrics.memory.training.train_fusion_model.peak_rss_mb"] > 0  # the memory monitor's record
     artifacts = {a.path for a in client.list_artifacts(run["run_id"], "training")}
     assert {"training/validation_slices.png", "training/learning_curves.png", "training/history.csv"} <= artifacts
     assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {

@@ -94,7 +94,7 @@ def score_test_volumes(
     return pd.DataFrame(rows)
 
 
-def summarise_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def summarize_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Means per channel and per study for every method; the headline numbers also go to MLflow."""
     columns = ["ssim", "n_ssim", "iou", "n_iou"]
     by_channel = evaluation_metrics.groupby(["channel", "method"], as_index=False)[columns].mean()

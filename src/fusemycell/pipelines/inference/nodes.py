@@ -62,7 +62,7 @@ def plan_predictions(
     return planned, report
 
 
-def check_failures(inference_report: dict[str, Any]) -> None:
+def fail_on_unreadable_inputs(inference_report: dict[str, Any]) -> None:
     """End the run non-zero, naming every input that could not be predicted."""
     failures = inference_report["failures"]
     if failures:

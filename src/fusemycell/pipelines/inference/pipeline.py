@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from fusemycell.pipelines.inference.nodes import check_failures, plan_predictions, predict_single_view_array
+from fusemycell.pipelines.inference.nodes import fail_on_unreadable_inputs, plan_predictions, predict_single_view_array
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -13,10 +13,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=plan_predictions,
                 inputs=["inference_inputs", "inference_model", "params:inference"],
                 outputs=["inference_outputs", "inference_report"],
-                name="predict_single_views",
+                name="plan_predictions",
             ),
             Node(
-                func=check_failures,
+                func=fail_on_unreadable_inputs,
                 inputs="inference_report",
                 outputs=None,
                 name="fail_on_unreadable_inputs",

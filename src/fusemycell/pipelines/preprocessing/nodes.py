@@ -54,7 +54,7 @@ def scan_raw_volumes(raw_pairs: PairListing, preprocessing: dict[str, Any]) -> d
     return {scan.name: scan for scan in scan_volumes(jobs, config.workers)}
 
 
-def summarise_fingerprint(volume_scans: dict[str, VolumeScan]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+def summarize_fingerprint(volume_scans: dict[str, VolumeScan]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """The fingerprint as JSON (with profiles), as a table, and the per-study summary."""
     scans = list(volume_scans.values())
     summary = dataset_summary(scans)
