@@ -1,24 +1,17 @@
-"""fusemycell file for ensuring the package is executable
-as `fusemycell` and `python -m fusemycell`
-"""
+"""``fusemycell`` and ``python -m fusemycell``: the project's commands (``run``, ``predict``) outside ``kedro``."""
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from kedro.framework.cli.utils import find_run_command
 from kedro.framework.project import configure_project
 
 
 def main(*args, **kwargs) -> Any:
-    package_name = Path(__file__).parent.name
-    configure_project(package_name)
+    """``fusemycell run ...`` (as ``kedro run``) and ``fusemycell predict INPUT OUTPUT``."""
+    configure_project(Path(__file__).parent.name)
+    from fusemycell.cli import cli
 
-    interactive = hasattr(sys, "ps1")
-    kwargs["standalone_mode"] = not interactive
-
-    run = find_run_command(package_name)
-    return run(*args, **kwargs)
+    return cli(*args, **kwargs)
 
 
 if __name__ == "__main__":

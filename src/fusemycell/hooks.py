@@ -11,7 +11,9 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from fusemycell.inference.folders import check_output_folder
 from fusemycell.memory import MemoryPeak
+from fusemycell.parameters import ParameterError, ParameterOrigins, ProjectParameters, RunPaths, validate_parameters
 from fusemycell.tracking import log_metrics
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,212 @@ class EnvironmentCheckHooks:
         from fusemycell.training.devices import resolve_device
 
         resolve_device(str(training.get("device", "auto")))
+
+
+#: Catalog entries whose location is a parameter (the catalog's value is only the default).
+PATH_DATASETS = {
+    "raw_pairs": ("path", "raw_dir", "raw_dir"),
+    "inference_inputs": ("path", "inference_input", "inference.input_dir"),
+    "inference_outputs": ("path", "inference_output", "inference.output_dir"),
+    "inference_model": ("filepath", "model_uri", "inference.model_uri"),
+}
+
+
+class ParameterHooks:
+    """Every parameter checked before anything runs; one resolved set of paths for catalog and nodes.
+
+    - After the context is created: all parameters (base, environment, ``--params``) are validated
+      against :class:`fusemycell.parameters.ProjectParameters`; an unknown key or a bad value stops
+      the run, naming it, where it was set, and the closest valid name.
+    - After the catalog is created: :class:`~fusemycell.parameters.RunPaths` decides the raw folder,
+      the inference folders and the model file once; the datasets of :data:`PATH_DATASETS` are
+      rebuilt on them and the ``params:`` entries the nodes read carry the same resolved values.
+    - Around a run: every dataset the pipeline writes that holds a folder lock takes it before the
+      first node and gives it back after the last (a second run on one folder fails at once).
+    """
+
+    def __init__(self) -> None:
+        self.paths: RunPaths | None = None
+        self.parameters: ProjectParameters | None = None
+        self._project_path = Path.cwd()
+        self._writers: list[Any] = []
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        loader = context.config_loader
+        origins = ParameterOrigins(
+            str(getattr(loader, "conf_source", "conf")),
+            getattr(loader, "base_env", None) or "base",
+            getattr(loader, "env", None) or getattr(loader, "default_run_env", None),
+            getattr(loader, "runtime_params", None) or {},
+        )
+        self._project_path = Path(getattr(context, "project_path", Path.cwd()))
+        self.parameters = validate_parameters(context.params, origins)
+        self.paths = RunPaths.from_parameters(self.parameters, self._project_path)
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any]) -> None:
+        if self.paths is None or self.parameters is None:
+            return
+        from kedro.io import AbstractDataset
+
+        for name, (key, attribute, parameter) in PATH_DATASETS.items():
+            config = conf_catalog.get(name)
+            if not isinstance(config, dict):
+                continue
+            self._refuse_second_source(name, config, key, parameter)
+            rebuilt = {**config, key: str(getattr(self.paths, attribute))}
+            if name == "inference_outputs":
+                rebuilt["overwrite"] = self.parameters.inference.overwrite
+                if rebuilt.get("report_path"):  # Kedro makes only `path`/`filepath` absolute
+                    rebuilt["report_path"] = str(self._project_path / rebuilt["report_path"])
+            catalog[name] = AbstractDataset.from_config(name, rebuilt)
+        raw = dict(parameters.get("parameters") or {})
+        for name, value in self.paths.resolved_parameters(raw).items():
+            _set_parameter(catalog, name, value)
+        catalog["parameters"] = self.paths.resolved_parameters(raw)
+
+    def _refuse_second_source(self, name: str, config: dict[str, Any], key: str, parameter: str) -> None:
+        """A catalog path other than the default would be a second, conflicting source of the location."""
+        default = _base_default(self._project_path, name, key)
+        configured = config.get(key)
+        if default is None or configured is None or _same_location(configured, default):
+            return
+        raise ParameterError(
+            f"the catalog entry {name!r} sets {key}: {configured}, but its location is the parameter "
+            f"{parameter!r}: remove that {key} from conf/<env>/catalog.yml and set {parameter}: {configured} "
+            f"in conf/<env>/parameters.yml (or --params {parameter}=...)"
+        )
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._require_inputs(run_params, pipeline, catalog)
+        outputs = set(pipeline.all_outputs())
+        if "inference_outputs" in outputs and self.paths is not None:
+            check_output_folder(self.paths.inference_input, self.paths.inference_output, self.paths.raw_dir)
+        self._writers = []
+        for name in sorted(outputs):
+            dataset = _dataset(catalog, name)
+            if hasattr(dataset, "begin_run"):
+                dataset.begin_run()
+                self._writers.append(dataset)
+
+    def _require_inputs(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Stop before the first node when an input of the run does not exist, naming the one command that makes it."""
+        from kedro.framework.project import pipelines as registry
+
+        from fusemycell.pipeline_registry import PIPELINE_ORDER
+
+        producers = {name: set(registry[name].all_outputs()) for name in PIPELINE_ORDER if name in registry}
+        missing, chain = _missing_chain(pipeline, catalog, producers, registry, set())
+        unmade = [(name, where) for name, where, producer in missing if producer is None]
+        if unmade:
+            raise MissingInputError(
+                f"{_names(unmade)} not found: check the path (raw_dir, inference.input_dir, inference.model_uri)"
+            )
+        if missing:
+            requested = [p for p in run_params.get("pipeline_names") or [] if p != "__default__"]
+            command = hint_command([*chain, *requested], run_params)
+            raise MissingInputError(f"{_names([m[:2] for m in missing])} not found yet: run {command}")
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._end_runs(None)
+
+    @hook_impl
+    def on_pipeline_error(self, error: BaseException) -> None:
+        self._end_runs(error)
+
+    def _end_runs(self, error: BaseException | None) -> None:
+        writers, self._writers = self._writers, []
+        for dataset in writers:
+            dataset.end_run(error)
+
+
+class MissingInputError(RuntimeError):
+    """An input of the run does not exist; the message names the command that makes it."""
+
+
+def _names(missing: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} ({where})" if where else name for name, where in missing)
+
+
+def _missing_chain(
+    pipeline: Any, catalog: Any, producers: dict[str, set[str]], registry: Any, seen: set[str]
+) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+    """The run's free inputs that do not exist, and the pipelines (in data-flow order) that make them."""
+    missing: list[tuple[str, str, str | None]] = []
+    chain: list[str] = []
+    for name in sorted(pipeline.inputs()):
+        if name.startswith("params:") or name == "parameters" or name in seen or _exists(catalog, name):
+            continue
+        seen.add(name)
+        made_as = _SAME_FILE_AS.get(name, name) if _same_file(catalog, name) else name
+        producer = next((p for p, outputs in producers.items() if made_as in outputs), None)
+        missing.append((name, _location(catalog, name) or "", producer))
+        if producer is None:
+            continue
+        _, upstream = _missing_chain(registry[producer], catalog, producers, registry, seen)
+        chain += [*upstream, producer]
+    order = list(producers)
+    return missing, sorted(set(chain), key=order.index)
+
+
+#: Inputs that are, by default, the very files another dataset writes (the model applied is the one trained).
+_SAME_FILE_AS = {"inference_model": "trained_model", "inference_inputs": "raw_pairs"}
+
+
+def _same_file(catalog: Any, name: str) -> bool:
+    other = _SAME_FILE_AS.get(name)
+    return other is not None and _location(catalog, name) == _location(catalog, other)
+
+
+def _exists(catalog: Any, name: str) -> bool:
+    try:
+        return bool(catalog.exists(name))
+    except Exception:  # noqa: BLE001 - a dataset that cannot tell is left to fail on load, naming itself
+        return True
+
+
+def hint_command(pipelines: list[str], run_params: dict[str, Any]) -> str:
+    """``'kedro run --pipelines a,b --env mac --params raw_dir=...'``: the user's own options kept."""
+    words = ["kedro", "run", "--pipelines", ",".join(dict.fromkeys(pipelines))]
+    if run_params.get("env"):
+        words += ["--env", str(run_params["env"])]
+    raw_dir = (run_params.get("runtime_params") or {}).get("raw_dir")
+    if raw_dir:
+        words += ["--params", f"raw_dir={raw_dir}"]
+    return "'" + " ".join(words) + "'"
+
+
+def _dataset(catalog: Any, name: str) -> Any:
+    try:
+        return catalog.get(name)
+    except Exception:  # noqa: BLE001 - a name without a dataset (a free output) has nothing to lock
+        return None
+
+
+def _set_parameter(catalog: Any, name: str, value: Any) -> None:
+    """``params:name`` and, for a dict, every ``params:name.key`` below it (as Kedro adds them)."""
+    catalog[f"params:{name}"] = value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _set_parameter(catalog, f"{name}.{key}", item)
+
+
+def _base_default(project: Path, name: str, key: str) -> str | None:
+    try:
+        import yaml
+
+        entry = (yaml.safe_load((project / "conf" / "base" / "catalog.yml").read_text()) or {}).get(name) or {}
+    except (OSError, ValueError):
+        return None
+    value = entry.get(key)
+    return str(project / value) if value and not Path(value).is_absolute() else value
+
+
+def _same_location(first: str, second: str) -> bool:
+    return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
 
 
 class _Sampler(threading.Thread):
@@ -195,7 +403,6 @@ SUMMARY_DATASETS = (
     ("evaluation_by_channel", "metrics per channel"),
     ("evaluation_summary_figure", "model vs baselines"),
     ("inference_outputs", "predictions"),
-    ("inference_report", "inference report"),
 )
 
 

@@ -10,9 +10,9 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks, RunSummaryHooks
+from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks, ParameterHooks, RunSummaryHooks
 
-HOOKS = (EnvironmentCheckHooks(), MemoryMonitorHooks(), RunSummaryHooks())
+HOOKS = (EnvironmentCheckHooks(), ParameterHooks(), MemoryMonitorHooks(), RunSummaryHooks())
 
 # Other libraries' notices that a user can do nothing about, printed on every command
 # (they buried the one line that matters when a run fails).

@@ -85,3 +85,24 @@ class EpochMetricsLogger:
             self.run.metrics(values, step=int(metrics.epoch))
         except Exception as exc:  # noqa: BLE001 - tracking must never stop training
             logger.warning("could not log epoch %s to MLflow: %s", metrics.epoch, exc)
+
+
+def is_artifact_uri(location: str) -> bool:
+    """``runs:/...``, ``models:/...`` or ``mlflow-artifacts:...``: a file kept by the tracking server."""
+    return str(location).startswith(("runs:/", "models:/", "mlflow-artifacts:"))
+
+
+def fetch_artifact(uri: str, destination: str | Path) -> str:
+    """Download the artifact ``uri`` into ``destination``; the local path.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the URI and MLflow's reason.
+    """
+    import mlflow
+
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI
+        raise FileNotFoundError(f"{uri}: could not fetch it from MLflow ({exc})") from exc

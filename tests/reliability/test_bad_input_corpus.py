@@ -12,7 +12,7 @@ Entry points: ``read_info`` / ``read_volume`` (lazy or not); ``pair_files`` and
 ``FuseMyCellPairsDataset.load`` (file names); the preprocessing pipeline's nodes
 ``scan_raw_volumes`` -> ``validate_raw_pairs`` -> ``select_valid_pairs``; inference with
 ``predict_file`` and the inference pipeline's ``plan_predictions`` -> output dataset
-(``TiffFolderDataset``, where predictions are computed) -> ``fail_on_unreadable_inputs``.
+(``TiffFolderDataset``, where predictions are computed, and which fails naming every bad input).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
-from fusemycell.pipelines.inference.nodes import fail_on_unreadable_inputs, plan_predictions
+from fusemycell.pipelines.inference.nodes import plan_predictions
 from fusemycell.pipelines.preprocessing.nodes import scan_raw_volumes, select_valid_pairs, validate_raw_pairs
 
 SHAPE = (8, 32, 32)
@@ -478,29 +478,28 @@ def test_inference_pipeline_nodes(tmp_path, name, model):
     _save(good, _specimen())
     _save(inputs / "image_0_nucleus_fused.tif", _specimen())  # a target, not an input: skipped
 
-    planned, report = plan_predictions(TiffFolderDataset(path=inputs).load(), model, _inference_params(inputs, outputs))
+    planned = plan_predictions(TiffFolderDataset(path=inputs).load(), model, _inference_params(inputs, outputs), "")
+    report = planned.report
     assert report["skipped_fused"] == ["image_0_nucleus_fused.tif"]
     output_dataset = TiffFolderDataset(path=outputs)
     if case.inference is None:
         assert sorted(planned) == sorted([good.name, path.name]) and report["failures"] == []
         output_dataset.save(planned)
-        fail_on_unreadable_inputs(report)
         _assert_predicted(path, outputs / path.name)
-    elif case.found_by == "plan":  # the documented skip: left out, named in the report; the run then fails
+    elif case.found_by == "plan":  # the documented skip: left out, named in the report; the save then fails
         assert list(planned) == [good.name]
         assert [f["file"] for f in report["failures"]] == [path.name]
         _assert_names(report["failures"][0]["problem"], path, case.inference)
-        output_dataset.save(planned)
-        with pytest.raises(RuntimeError) as raised:
-            fail_on_unreadable_inputs(report)
+        with pytest.raises(DatasetError) as raised:
+            output_dataset.save(planned)
         _assert_names(str(raised.value), path, case.inference)
-        assert "1 input(s) could not be predicted (1 were)" in str(raised.value)
+        assert "1 volume(s) could not be predicted or written (1 written)" in str(raised.value)
     else:  # found while its voxels are read: the others are written, then the save fails naming it
         assert sorted(planned) == sorted([good.name, path.name])
         with pytest.raises(DatasetError) as raised:
             output_dataset.save(planned)
         _assert_names(str(raised.value), path, case.inference)
-        assert "1 of 2 volume(s) could not be written" in str(raised.value)
+        assert "1 volume(s) could not be predicted or written (1 written)" in str(raised.value)
     _assert_predicted(good, outputs / good.name)
     assert sorted(p.name for p in outputs.iterdir()) == sorted(
         {good.name} | ({path.name} if case.inference is None else set())
@@ -523,22 +522,18 @@ def test_the_whole_corpus_in_one_folder_through_inference(tmp_path, model):
     expected["predicted"].add("image_0_nucleus_angle.tif")
     assert len(expected["plan"]) >= 15 and expected["save"] and len(expected["predicted"]) >= 5
 
-    planned, report = plan_predictions(TiffFolderDataset(path=inputs).load(), model, _inference_params(inputs, outputs))
+    planned = plan_predictions(TiffFolderDataset(path=inputs).load(), model, _inference_params(inputs, outputs), "")
     assert set(planned) == expected["predicted"] | expected["save"]
-    assert {f["file"] for f in report["failures"]} == expected["plan"]
-    assert report["skipped_fused"] == ["image_0_nucleus_fused.tif"]
+    assert {f["file"] for f in planned.report["failures"]} == expected["plan"]
+    assert planned.report["skipped_fused"] == ["image_0_nucleus_fused.tif"]
 
     with pytest.raises(DatasetError) as raised:  # as the Kedro run saves the node's output
         TiffFolderDataset(path=outputs).save(planned)
-    for name in expected["save"]:
-        _assert_names(str(raised.value), Path(name), phrases[name])
+    message = str(raised.value)
+    failed = len(expected["plan"]) + len(expected["save"])
+    assert f"{failed} volume(s) could not be predicted or written ({len(expected['predicted'])} written)" in message
+    for name in expected["save"] | expected["plan"]:
+        _assert_names(message, Path(name), phrases[name])
     assert sorted(p.name for p in outputs.iterdir()) == sorted(expected["predicted"])
     for name in expected["predicted"]:
         _assert_predicted(inputs / name, outputs / name)
-
-    with pytest.raises(RuntimeError) as raised:
-        fail_on_unreadable_inputs(report)
-    message = str(raised.value)
-    assert f"{len(expected['plan'])} input(s) could not be predicted" in message
-    for name in expected["plan"]:
-        _assert_names(message, Path(name), phrases[name])

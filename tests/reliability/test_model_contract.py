@@ -80,9 +80,8 @@ def test_negative_float_voxels_shift_the_output_into_uint16_with_a_warning(tmp_p
 
 @pytest.mark.parametrize("tile", [(0, 16, 16), (8, -16, 16)])
 def test_a_non_positive_tile_is_refused_before_any_file(model, tile):
-    settings = InferenceSettings(**{**SETTINGS, "tile_zyx": tile})
-    with pytest.raises(ValueError, match=r"inference.tile_zyx must be three sizes of at least 1 voxel"):
-        make_backend(model, settings)
+    with pytest.raises(ValueError, match=r"tile_zyx"):  # by the settings, or by make_backend at the latest
+        make_backend(model, InferenceSettings(**{**SETTINGS, "tile_zyx": tile}))
 
 
 @pytest.mark.parametrize("field", ["default_tile_zyx", "patch_size_zyx"])

@@ -9,11 +9,12 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
+from fusemycell.datasets.folder_writer import LockedFolderWriter
 from fusemycell.patching.extract import PatchPlan
 from fusemycell.patching.store import PatchStore, PatchStoreError
 
 
-class PatchStoreDataset(AbstractDataset[PatchPlan, PatchStore]):
+class PatchStoreDataset(LockedFolderWriter, AbstractDataset[PatchPlan, PatchStore]):
     """Saves a :class:`~fusemycell.patching.extract.PatchPlan` by cutting its patches into a store folder
     (atomically, one patch in memory at a time); loads a memory-mapped
     :class:`~fusemycell.patching.store.PatchStore`.
@@ -45,9 +46,15 @@ class PatchStoreDataset(AbstractDataset[PatchPlan, PatchStore]):
         if not isinstance(data, PatchPlan):
             raise DatasetError(f"{self._path}: PatchStoreDataset saves a PatchPlan, got {type(data).__name__}")
         try:
-            data.write(self._path)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._writing():
+                data.write(self._path)
         except (PatchStoreError, OSError) as exc:
             raise DatasetError(str(exc)) from exc
+
+    def _lock_folder(self) -> Path:
+        # the store folder itself is replaced by a rename: the lock lives in the folder that holds it
+        return self._path.parent
 
     def _exists(self) -> bool:
         return (self._path / "store.json").is_file()

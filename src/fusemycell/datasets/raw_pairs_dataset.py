@@ -21,6 +21,7 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
+from fusemycell.datasets.folder_writer import LockedFolderWriter
 from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
 from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
@@ -41,7 +42,7 @@ def _tiff_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
 
 
-class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListing]):
+class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, SaveValue], PairListing]):
     """A local folder of FuseMyCell angle/fused volumes.
 
     ``load`` returns a :class:`~fusemycell.io.pairs.PairListing`, a mapping
@@ -108,6 +109,10 @@ class FuseMyCellPairsDataset(AbstractDataset[Mapping[str, SaveValue], PairListin
         """Write each volume under its FuseMyCell name, refusing to touch a folder of real data."""
         self._guard_real_data()
         self._path.mkdir(parents=True, exist_ok=True)
+        with self._writing():
+            self._save_locked(data)
+
+    def _save_locked(self, data: Mapping[str, SaveValue]) -> None:
         remove_leftovers(self._path)  # temporary files of a previous, killed run
         (self._path / GENERATED_MARKER).write_text(
             "Written by a fusemycell pipeline; its .tif files are replaced on the next run.\n"

@@ -1,10 +1,13 @@
-"""``TiffFolderDataset``: a flat folder of TIFF volumes with any names (challenge inputs and outputs)."""
+"""``TiffFolderDataset``: a flat folder of TIFF volumes with any names (challenge inputs and predictions)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,57 +15,191 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview
 
-from fusemycell.io.atomic import remove_leftovers
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_volume, save_volume
+from fusemycell import __version__
+from fusemycell.datasets.folder_writer import LockedFolderWriter
+from fusemycell.io.atomic import remove_leftovers, temporary_sibling
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, read_volume, save_volume
 from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)
 
+#: Metadata key that marks a TIFF as written by fusemycell (a prediction, safe to replace).
+PROVENANCE_KEY = "fusemycell"
+PROVENANCE_VALUE = f"prediction by fusemycell {__version__}"
 
-class TiffFolderDataset(AbstractDataset[Mapping[str, Volume | Callable[[], Volume]], dict[str, str]]):
-    """``load``: ``{file name: path}`` of the folder's ``*.tif``/``*.tiff`` (no voxels read).
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def written_by_fusemycell(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a TIFF that carries fusemycell's provenance mark (reads the header only)."""
+    try:
+        return str(read_info(path).metadata.get(PROVENANCE_KEY, "")).startswith("prediction by fusemycell")
+    except (VolumeFormatError, OSError):
+        return False
+
+
+def list_tiffs(location: Path) -> tuple[dict[str, str], list[str]]:
+    """``({name: path}, [problems])`` of the TIFF files of a folder, or of one TIFF file.
+
+    Hidden files are skipped; dangling links and folders named ``*.tif`` are problems, not inputs.
+    """
+    if location.is_file():
+        if location.suffix.lower() not in TIFF_SUFFIXES:
+            raise DatasetError(f"{location}: not a .tif/.tiff file")
+        return {location.name: str(location)}, []
+    if not location.is_dir():
+        what = "a link to nothing" if location.is_symlink() else "no such file or folder"
+        raise DatasetError(f"{location}: {what}")
+    files, problems = {}, []
+    for entry in sorted(location.iterdir()):
+        if entry.name.startswith(".") or entry.suffix.lower() not in TIFF_SUFFIXES:
+            continue
+        if entry.is_file():
+            files[entry.name] = str(entry)
+        elif entry.is_dir():
+            problems.append(f"{entry.name}: a folder, not a TIFF file")
+        else:
+            problems.append(f"{entry.name}: a link to a file that does not exist")
+    return files, problems
+
+
+def _write_json(path: Path, content: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_sibling(path)
+    try:
+        temporary.write_text(json.dumps(content, indent=2, default=str))
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+Predictions = Mapping[str, Volume | Callable[[], Volume]]
+
+
+class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[str, str]]):
+    """``load``: ``{file name: path}`` of the folder's ``*.tif``/``*.tiff``, or of one file (no voxels read).
     ``save``: ``{file name: Volume or callable}``, each written atomically under that name.
 
-    One file that fails (unreadable input found while streaming, disk error)
-    does not stop the others: they are all written, then the save fails
-    naming every file that could not be written.
+    What it writes are predictions: each file carries the metadata key ``fusemycell``
+    (its provenance mark). An existing file without that mark is never replaced, unless
+    ``overwrite`` is true: the save stops before writing anything, naming the file. One
+    file that fails (unreadable input found while streaming, disk error) does not stop
+    the others: they are all written, then the save fails naming every file that could
+    not be written. With ``report_path``, every save writes a JSON report (atomically,
+    success or failure): what was written, what failed and why, and the plan's
+    ``report`` entries (input folder, model, skipped files).
+
+    The folder has one writer at a time (:mod:`fusemycell.io.folder_lock`): a second
+    run fails at once naming the run that holds it.
     """
 
-    def __init__(self, *, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike,
+        overwrite: bool = False,
+        report_path: str | os.PathLike | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """A dataset over the local folder ``path``."""
         self._path = Path(path)
+        self._overwrite = bool(overwrite)
+        self._report_path = Path(report_path) if report_path else None
         self.metadata = metadata
+        self._run: dict[str, Any] | None = None
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        described: dict[str, Any] = {"path": str(self._path), "overwrite": self._overwrite}
+        if self._report_path:
+            described["report_path"] = str(self._report_path)
+        return described
+
+    @property
+    def path(self) -> Path:
+        """The folder (or, for inputs, possibly one file)."""
+        return self._path
 
     def load(self) -> dict[str, str]:
-        """The folder's TIFF files by name."""
-        if not self._path.is_dir():
-            raise DatasetError(f"{self._path}: folder not found")
-        return {
-            p.name: str(p)
-            for p in sorted(self._path.iterdir())
-            if p.is_file() and p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith(".")
-        }
+        """The TIFF files by name; folders named ``*.tif`` and dangling links are reported once."""
+        files, problems = list_tiffs(self._path)
+        if problems:
+            logger.warning("%s: %d entries ignored:\n  - %s", self._path, len(problems), "\n  - ".join(problems))
+        return files
 
-    def save(self, data: Mapping[str, Volume | Callable[[], Volume]]) -> None:
+    # ------------------------------------------------------------------ a run's lifetime
+    def begin_run(self) -> None:
+        """Called by the project hook before the first node: take the folder, and void an old report."""
+        super().begin_run()
+        self._run = {"started": time.time()}
+        self._report({"status": "running", "written": [], "failures": []})
+
+    def end_run(self, error: BaseException | None = None) -> None:
+        """Called by the project hook after the run: a run that failed before saving says so in its report."""
+        if self._run is not None and not self._run.get("saved"):
+            failure = [{"file": None, "problem": f"the run failed before any prediction: {error}"}] if error else []
+            self._report({"status": "failed" if error else "nothing to write", "written": [], "failures": failure})
+        self._run = None
+        super().end_run(error)
+
+    def _report(self, content: dict[str, Any]) -> None:
+        if self._report_path is None:
+            return
+        started = (self._run or {}).get("started", time.time())
+        header = {"output_dir": str(self._path.resolve()), "started": time.ctime(started), "finished": time.ctime()}
+        try:
+            _write_json(self._report_path, {**header, **content})
+        except OSError as exc:
+            raise DatasetError(f"could not write the report {self._report_path}: {exc}") from exc
+
+    # ------------------------------------------------------------------ saving
+    def save(self, data: Predictions) -> None:
         """Write every volume; then fail naming those that could not be written."""
-        self._path.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(self._path)  # temporary files of a previous, killed run
-        failures = []
+        try:
+            self._path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatasetError(f"{self._path}: cannot create the output folder ({exc.strerror or exc})") from exc
+        with self._writing():
+            self._save_locked(data)
+
+    def _refuse_foreign_files(self, names: list[str]) -> None:
+        if self._overwrite:
+            return
+        foreign = [n for n in names if (self._path / n).exists() and not written_by_fusemycell(self._path / n)]
+        if foreign:
+            raise DatasetError(
+                f"{self._path}: refusing to replace {len(foreign)} file(s) that fusemycell did not write "
+                f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); nothing was written. "
+                "Choose an empty output folder (--params inference.output_dir=FOLDER), or set "
+                "inference.overwrite: true to replace them"
+            )
+
+    def _save_locked(self, data: Predictions) -> None:
+        plan_report = dict(getattr(data, "report", {}) or {})
+        self._refuse_foreign_files(list(data))
+        remove_leftovers(self._path)  # temporary files of a previous, killed run (we hold the folder)
+        written, failures = [], list(plan_report.pop("failures", []))
         for name, value in track(data.items(), f"writing {self._path}", total=len(data), unit="file"):
             target = self._path / name
             try:
                 volume = value() if callable(value) else value
+                volume.metadata = {**volume.metadata, PROVENANCE_KEY: PROVENANCE_VALUE}
                 save_volume(target, volume)
+                written.append(name)
                 logger.info("wrote %s", target)
             except (VolumeFormatError, OSError, ValueError) as exc:
-                failures.append(f"{name}: {exc}")
+                failures.append({"file": name, "problem": str(exc)})
                 logger.error("could not write %s: %s", target, exc)
+        if self._run is not None:
+            self._run["saved"] = True
+        status = "failed" if failures else "complete"
+        self._report({"status": status, **plan_report, "written": written, "failures": failures})
         if failures:
+            listing = "\n  - ".join(f"{f['file']}: {f['problem']}" for f in failures)
             raise DatasetError(
-                f"{len(failures)} of {len(data)} volume(s) could not be written:\n  - " + "\n  - ".join(failures)
+                f"{len(failures)} volume(s) could not be predicted or written ({len(written)} written"
+                + (f"; report: {self._report_path}" if self._report_path else "")
+                + f"):\n  - {listing}"
             )
 
     def preview(self) -> ImagePreview:
@@ -79,4 +216,7 @@ class TiffFolderDataset(AbstractDataset[Mapping[str, Volume | Callable[[], Volum
         return ImagePreview(base64.b64encode(max_projection_png(volume.data)).decode("utf-8"))
 
     def _exists(self) -> bool:
-        return self._path.is_dir() and any(self.load())
+        try:
+            return bool(list_tiffs(self._path)[0])
+        except DatasetError:
+            return False

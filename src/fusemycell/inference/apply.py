@@ -14,44 +14,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
+from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input
 from fusemycell.io.tiff import Volume, read_volume
 from fusemycell.models.card import ModelCard
 
 logger = logging.getLogger(__name__)
-
-
-class InferenceSettings(BaseModel):
-    """How a model is applied (``params:inference``, besides the input and output folders)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    backend: Literal["torch", "onnx"] = "torch"
-    """PyTorch, or ONNX Runtime on the exported network."""
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    """PyTorch device."""
-    amp: bool = True
-    """Mixed precision where the device gains from it."""
-    tile_zyx: tuple[int, int, int] | None = None
-    """Tile size; null = the training patch size, doubled in y and x."""
-    overlap: float = Field(default=0.5, ge=0, lt=1)
-    """Fraction of a tile shared with its neighbours."""
-    batch_size: int = Field(default=4, ge=1)
-    """Tiles per network call."""
-    tta: bool = False
-    """Test-time augmentation: average over flips along y and x."""
-    crop_to_specimen: bool = False
-    """Predict only the specimen's bounding box; the rest of the frame gets the input's background level."""
-    slab_depth: int = Field(default=16, ge=1)
-    """z-planes read at a time while measuring the input's percentiles."""
-    min_output_range: float = Field(default=4096.0, ge=1)
-    """Grey levels spanned by [p_low, p_high] in the uint16 output (the input's own span when wider)."""
 
 
 def resolve_tile(settings: InferenceSettings, card: ModelCard) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.io.digest import ContentDigest
 from fusemycell.io.tiff import VolumeFormatError, read_volume
 from fusemycell.normalization import IntensityHistogram
 from fusemycell.progress import track
@@ -53,6 +54,8 @@ class VolumeScan:
     profile_y: list[float] = field(default_factory=list)
     profile_x: list[float] = field(default_factory=list)
     projections: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    digest: str = ""
+    """Content fingerprint (:mod:`fusemycell.io.digest`): tells this file from another of the same name."""
 
     @property
     def is_constant(self) -> bool:
@@ -141,9 +144,11 @@ def scan_volume(
         mip_yx = np.full((height, width), -np.inf, dtype=np.float32)
         mip_zx = np.empty((depth, width), dtype=np.float32)
         mip_zy = np.empty((depth, height), dtype=np.float32)
+        digest = ContentDigest(lazy.shape, lazy.dtype)
         for z0 in range(0, depth, slab_depth):
             slab = lazy[z0 : z0 + slab_depth]
             histogram.add(slab)
+            digest.add_slab(z0, slab)
             if slab.dtype.kind == "f":
                 slab = np.where(np.isfinite(slab), slab, 0).astype(np.float64)
             profile_z[z0 : z0 + len(slab)] = slab.mean(axis=(1, 2))
@@ -160,6 +165,7 @@ def scan_volume(
 
     threshold = histogram.otsu_threshold()
     scan.shape = (depth, height, width)
+    scan.digest = digest.hexdigest()
     scan.dtype = str(lazy.dtype)
     scan.spacing_zyx = tuple(volume.spacing_zyx)
     scan.spacing_found = lazy.info.spacing_found

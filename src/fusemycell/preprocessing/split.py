@@ -2,11 +2,67 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+
+#: Columns of a split table: the pair, its stratum, and which files (by content) it was made from.
+SPLIT_COLUMNS = ("pair", "channel", "study", "angle_file", "angle_digest", "fused_file", "fused_digest", "split")
+
+
+class SplitMismatchError(ValueError):
+    """The raw files a run reads are not the ones the split was made from."""
+
+
+def split_row(pair: str, angle: Any, fused: Any) -> dict[str, str]:
+    """One row of the split table from the two scans (:class:`~fusemycell.preprocessing.fingerprint.VolumeScan`)."""
+    return {
+        "pair": pair,
+        "channel": angle.channel,
+        "study": angle.study,
+        "angle_file": angle.path,
+        "angle_digest": angle.digest,
+        "fused_file": fused.path,
+        "fused_digest": fused.digest,
+    }
+
+
+def check_split_files(split: Any, pairs: Mapping[str, Any], digest: Callable[[str], str], where: str) -> None:
+    """Refuse to go on when a pair of ``split`` is missing from ``pairs`` or holds other voxels.
+
+    ``pairs`` maps pair keys to objects with ``angle`` and ``fused`` paths; ``digest`` computes a file's
+    content digest; ``where`` names the folder read. Raises :class:`SplitMismatchError` naming the
+    pairs, the folder read, and the folder the split was made from.
+    """
+    if "angle_digest" not in split.columns:
+        raise SplitMismatchError(
+            "the split (data/02_intermediate/split.csv) was written by an older fusemycell without content "
+            "digests: re-run preprocessing"
+        )
+    missing, different = [], []
+    for row in split.itertuples():
+        pair = pairs.get(row.pair)
+        if pair is None or pair.angle is None or pair.fused is None:
+            missing.append(row.pair)
+        elif digest(pair.angle) != row.angle_digest or digest(pair.fused) != row.fused_digest:
+            different.append(row.pair)
+    if not (missing or different):
+        return
+    made_from = sorted({str(Path(f).parent) for f in split["angle_file"]})
+    problems = []
+    if missing:
+        problems.append(f"{', '.join(missing)} not in {where}")
+    if different:
+        problems.append(f"{', '.join(different)} in {where} hold other voxels than the files the split was made from")
+    raise SplitMismatchError(
+        f"the split (data/02_intermediate/split.csv) was made from {', '.join(made_from)}, but "
+        + "; ".join(problems)
+        + ": pass the raw_dir preprocessing used (--params raw_dir=PATH), or re-run preprocessing on this folder"
+    )
 
 
 def split_by_volume(

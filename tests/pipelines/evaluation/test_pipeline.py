@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from kedro.io.core import DatasetError
 
+from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE
 from fusemycell.io.tiff import read_volume
 from tests.conftest import run_session
 
@@ -36,7 +38,8 @@ def test_test_predictions_are_in_the_challenge_format(evaluated_project):
         raw = read_volume(evaluated_project / "data" / "01_raw" / "synthetic" / path.name)
         prediction = read_volume(path)
         assert prediction.data.dtype == np.uint16 and prediction.shape == raw.shape
-        assert prediction.spacing_zyx == raw.spacing_zyx and prediction.metadata == raw.metadata
+        assert prediction.spacing_zyx == raw.spacing_zyx
+        assert prediction.metadata == {**raw.metadata, "fusemycell": PROVENANCE_VALUE}  # the provenance mark
 
 
 def test_inference_contract_and_bad_inputs(evaluated_project):
@@ -48,16 +51,22 @@ def test_inference_contract_and_bad_inputs(evaluated_project):
         shutil.copy(raw / name, inputs / name)
     (inputs / "broken.tif").write_text("not a tiff")
     tifffile.imwrite(inputs / "flat.tif", np.zeros((20, 20), np.uint16))
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(DatasetError) as raised:
         run_session(evaluated_project, ["inference"], inference={"input_dir": str(inputs), "output_dir": str(outputs)})
     message = str(raised.value)
-    assert "2 input(s) could not be predicted" in message and "broken.tif" in message and "flat.tif" in message
+    assert "2 volume(s) could not be predicted or written (2 written" in message
+    assert "broken.tif" in message and "flat.tif" in message
+    report = json.loads((evaluated_project / "data" / "08_reporting" / "inference_report.json").read_text())
+    assert report["status"] == "failed" and report["input"] == str(inputs.resolve())
+    assert sorted(f["file"] for f in report["failures"]) == ["broken.tif", "flat.tif"]
+    assert report["written"] == ["image_0_nucleus_angle.tif", "image_3_membrane_angle.tif"]
     written = sorted(p.name for p in outputs.iterdir())
     assert written == ["image_0_nucleus_angle.tif", "image_3_membrane_angle.tif"]  # fused skipped, no partial file
     for name in written:
         source, prediction = read_volume(inputs / name), read_volume(outputs / name)
         assert prediction.shape == source.shape and prediction.data.dtype == np.uint16
-        assert prediction.spacing_zyx == source.spacing_zyx and prediction.metadata == source.metadata
+        assert prediction.spacing_zyx == source.spacing_zyx
+        assert prediction.metadata == {**source.metadata, "fusemycell": PROVENANCE_VALUE}
         with tifffile.TiffFile(outputs / name) as tif:
             assert tif.is_bigtiff and tif.pages.first.is_tiled
 
@@ -115,12 +124,15 @@ def test_inference_with_a_model_from_an_mlflow_uri(evaluated_project):
     assert read_volume(evaluated_project / "mlflow_out" / "image_1_membrane_angle.tif").data.dtype == np.uint16
 
 
-def test_test_pairs_missing_from_the_raw_folder_say_to_pass_raw_dir():
+def test_test_pairs_missing_from_the_raw_folder_say_to_pass_raw_dir(evaluated_project):
     from fusemycell.io.pairs import pair_files
     from fusemycell.pipelines.evaluation.nodes import _test_pairs
 
-    listing = pair_files(["/d/image_0_nucleus_angle.tif", "/d/image_0_nucleus_fused.tif"])
-    split = pd.DataFrame({"pair": ["image_0_nucleus", "image_7_membrane"], "split": ["test", "test"]})
-    with pytest.raises(ValueError, match="test pair.*image_7_membrane.*not in the raw folder.*raw_dir"):
-        _test_pairs(listing, split)
-    assert list(_test_pairs(listing, split.iloc[:1])) == ["image_0_nucleus"]
+    raw = evaluated_project / "data" / "01_raw" / "synthetic"
+    split = pd.read_csv(evaluated_project / "data" / "02_intermediate" / "split.csv")
+    listing = pair_files(sorted(raw.glob("*.tif")))
+    assert sorted(_test_pairs(listing, split)) == sorted(split.loc[split.split == "test", "pair"])
+    first = split[split.split == "test"].iloc[0]["pair"]
+    without = pair_files([p for p in sorted(raw.glob("*.tif")) if not p.name.startswith(first + "_")])
+    with pytest.raises(ValueError, match=f"made from {raw}.*{first} not in the raw folder.*raw_dir"):
+        _test_pairs(without, split)

@@ -10,45 +10,31 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
-from pydantic import Field
 
-from fusemycell.configuration import StrictConfig, load_config
+from fusemycell.configuration import load_config
+from fusemycell.evaluation.config import EvaluationConfig
 from fusemycell.evaluation.figures import summary_figure, volume_figure
 from fusemycell.evaluation.scoring import score_pair
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+from fusemycell.io.digest import content_digest
 from fusemycell.io.pairs import PairListing
 from fusemycell.io.tiff import Volume, read_volume
 from fusemycell.metrics.ssim import image_statistics
 from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.preprocessing.split import check_split_files
 from fusemycell.tracking import log_metrics
 
 logger = logging.getLogger(__name__)
 
 
-class EvaluationConfig(StrictConfig):
-    """``params:evaluation``."""
-
-    blur_sigma_voxels: dict[str, float] = Field(default_factory=lambda: {"nucleus": 0.442, "membrane": 0.5})
-    """Sigma of the Gaussian-blur baseline per channel, in voxels (the public baseline's values)."""
-    segmenter: str = "skimage"
-    """Segmentation for N_IoU: ``skimage`` (offline, default) or ``cellpose`` (optional, weights on disk)."""
-    iou: bool = True
-    """Compute IoU and N_IoU (segmentation) besides SSIM and N_SSIM."""
-
-
 def _test_pairs(raw_pairs: PairListing, volume_split: pd.DataFrame) -> dict[str, Any]:
-    test = set(volume_split.loc[volume_split["split"] == "test", "pair"])
-    missing = sorted(test - set(raw_pairs))
-    if missing:
-        raise ValueError(
-            f"the split (data/02_intermediate/split.csv) names test pair(s) {', '.join(missing)} that are not in "
-            "the raw folder: pass the raw_dir preprocessing used (--params raw_dir=PATH) to this run too, "
-            "or re-run preprocessing on this raw folder"
-        )
-    pairs = {key: raw_pairs[key] for key in sorted(test)}
-    if not pairs:
+    """The test pairs of the split, checked by content to be the very files the split was made from."""
+    test = volume_split[volume_split["split"] == "test"]
+    if test.empty:
         raise ValueError("no test volume to evaluate: check preprocessing.split.test_fraction and re-run preprocessing")
-    return pairs
+    folders = sorted({str(Path(pair.angle).parent) for pair in raw_pairs.values() if pair.angle})
+    check_split_files(test, raw_pairs, content_digest, where=f"the raw folder {', '.join(folders) or '(empty)'}")
+    return {key: raw_pairs[key] for key in sorted(test["pair"])}
 
 
 def predict_test_volumes(
@@ -56,10 +42,16 @@ def predict_test_volumes(
 ) -> dict[str, Callable[[], Volume]]:
     """Predictions of the held-out test volumes, produced one at a time while saving (same path as inference)."""
     settings = load_config(InferenceSettings, inference, "inference")
-    backend = make_backend(trained_model, settings, inference.get("onnx_path"))
+    backend = make_backend(trained_model, settings, settings.onnx_path)
+    pairs = _test_pairs(raw_pairs, volume_split)
+    logger.info(
+        "evaluating %d test volumes of %s",
+        len(pairs),
+        ", ".join(sorted({str(Path(p.angle).parent) for p in pairs.values()})),
+    )
     return {
         Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.card)
-        for pair in _test_pairs(raw_pairs, volume_split).values()
+        for pair in pairs.values()
     }
 
 
@@ -88,7 +80,7 @@ def score_test_volumes(
             with_iou=config.iou,
         )
         for row in scores:
-            rows.append({"pair": key, "channel": pair.channel, "study": study, **row})
+            rows.append({"pair": key, "channel": pair.channel, "study": study, "angle_file": pair.angle, **row})
         model = next(r for r in scores if r["method"] == "model")
         logger.info("%s: N_SSIM %.4f, N_IoU %.4f (SSIM %.4f)", key, model["n_ssim"], model["n_iou"], model["ssim"])
     return pd.DataFrame(rows)
@@ -99,7 +91,11 @@ def summarize_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame
     columns = ["ssim", "n_ssim", "iou", "n_iou"]
     by_channel = evaluation_metrics.groupby(["channel", "method"], as_index=False)[columns].mean()
     by_study = evaluation_metrics.groupby(["study", "method"], as_index=False)[columns].mean()
-    report: dict[str, Any] = {"volumes": int(evaluation_metrics["pair"].nunique()), "per_channel": {}}
+    report: dict[str, Any] = {
+        "volumes": int(evaluation_metrics["pair"].nunique()),
+        "raw_folders": sorted({str(Path(f).parent) for f in evaluation_metrics["angle_file"]}),
+        "per_channel": {},
+    }
     for row in by_channel.itertuples():
         report["per_channel"].setdefault(row.channel, {})[row.method] = {c: float(getattr(row, c)) for c in columns}
     overall = evaluation_metrics.groupby("method")[columns].mean()

@@ -3,73 +3,90 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fusemycell.configuration import load_config
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
+from fusemycell.inference.folders import check_output_folder, select_inputs
 from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
 from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.tracking import fetch_artifact, is_artifact_uri
 
 logger = logging.getLogger(__name__)
 
 
-def plan_predictions(
-    inference_inputs: dict[str, str], inference_model: TrainedModel, inference: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every readable 3D single view of the input folder, to be predicted under its own name.
+class PredictionPlan(dict):
+    """``{output name: callable returning the prediction}`` plus :attr:`report`: what the run used and skipped.
 
-    Files that cannot be read, are not 3D or are not of a raw voxel type (float64,
-    signed integers) are reported by name and left out; the others are still
-    predicted. ``*_fused.tif`` files are targets, not inputs, and are skipped.
-    Predictions are computed while the output dataset writes them; an input whose
-    voxels turn out to be NaN/Inf or constant fails there, naming the file, after
-    the other predictions are written.
+    The output dataset calls each callable while saving (one volume in memory at a time) and writes
+    :attr:`report` into the run's report together with what it wrote and what failed.
+    """
+
+    def __init__(self, *args: Any, report: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.report = dict(report or {})
+
+
+def plan_predictions(
+    inference_inputs: dict[str, str], inference_model: TrainedModel, inference: dict[str, Any], raw_dir: str
+) -> PredictionPlan:
+    """Every readable 3D single view of the input folder (or file), to be predicted under its own name.
+
+    ``inference`` carries the run's resolved paths (:class:`fusemycell.parameters.RunPaths`). The
+    output folder must not be the input folder, the raw folder, or a folder of raw pairs. Files that
+    cannot be read, are not 3D or are not of a raw voxel type (float64, signed integers) are reported
+    by name and left out; the others are still predicted. ``*_fused.tif`` files (any case) are
+    targets, not inputs, and are skipped. Predictions are computed while the output dataset writes them.
     """
     settings = load_config(InferenceSettings, inference, "inference")
-    input_dir, output_dir = inference.get("input_dir"), inference.get("output_dir")
-    if input_dir and output_dir and Path(input_dir).resolve() == Path(output_dir).resolve():
-        raise ValueError(f"inference.output_dir is the input folder {input_dir}: predictions would overwrite inputs")
-    if not inference_inputs:
-        raise ValueError(
-            f"no .tif/.tiff file in the inference input folder {input_dir or '(the raw folder)'}; "
-            "sub-folders are not searched: set --params inference.input_dir=FOLDER"
-        )
-    backend = make_backend(inference_model, settings, inference.get("onnx_path"))
-    planned: dict[str, Any] = {}
-    failures, skipped = [], []
-    for name, path in inference_inputs.items():
-        if Path(name).stem.endswith("_fused"):
-            skipped.append(name)
-            continue
+    location = settings.input_dir or raw_dir
+    check_output_folder(location, settings.output_dir or "", raw_dir)
+    selection = select_inputs(inference_inputs, location)
+    backend = _backend(inference_model, settings)
+    model_file = settings.model_uri or "(the model given to the node)"
+    plan = PredictionPlan(
+        report={
+            "input": str(location),
+            "model": model_file,
+            "backend": settings.backend,
+            "skipped_fused": selection.skipped_fused,
+            "failures": [],
+        }
+    )
+    for name, path in selection.predict.items():
         try:
             info = read_info(path)
             problem = raw_dtype_problem(info.dtype)
             if problem is not None:
                 raise VolumeFormatError(f"{path}: {problem}")
         except VolumeFormatError as exc:
-            failures.append({"file": name, "problem": str(exc)})
+            plan.report["failures"].append({"file": name, "problem": str(exc)})
             logger.error("%s", exc)
             continue
-        planned[name] = partial(predict_file, path, backend, settings, inference_model.card)
-    if skipped:
-        logger.info("skipped %d fused volume(s) (targets, not single views): %s", len(skipped), ", ".join(skipped))
-    logger.info("predicting %d volume(s) with the %s backend", len(planned), settings.backend)
-    report = {"predicted": sorted(planned), "skipped_fused": skipped, "failures": failures}
-    return planned, report
+        plan[name] = partial(predict_file, path, backend, settings, inference_model.card)
+    if selection.skipped_fused:
+        logger.info("skipped %d fused volumes (targets, not single views)", len(selection.skipped_fused))
+    logger.info(
+        "predicting %d volumes of %s with %s (%s backend) into %s",
+        len(plan),
+        location,
+        model_file,
+        settings.backend,
+        settings.output_dir,
+    )
+    return plan
 
 
-def fail_on_unreadable_inputs(inference_report: dict[str, Any]) -> None:
-    """End the run non-zero, naming every input that could not be predicted."""
-    failures = inference_report["failures"]
-    if failures:
-        listing = "\n".join(f"  - {f['file']}: {f['problem']}" for f in failures)
-        raise RuntimeError(
-            f"{len(failures)} input(s) could not be predicted ({len(inference_report['predicted'])} were):\n{listing}"
-        )
+def _backend(model: TrainedModel, settings: InferenceSettings) -> Any:
+    """The model's backend; an ONNX export kept in MLflow is fetched (ONNX Runtime reads it once, at start)."""
+    if settings.backend != "onnx" or not settings.onnx_path or not is_artifact_uri(settings.onnx_path):
+        return make_backend(model, settings, settings.onnx_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        return make_backend(model, settings, fetch_artifact(settings.onnx_path, scratch))
 
 
 def predict_single_view_array(
@@ -77,4 +94,4 @@ def predict_single_view_array(
 ) -> np.ndarray:
     """In-memory prediction of one ZYX array: the inference pipeline packaged as the MLflow model."""
     settings = load_config(InferenceSettings, inference, "inference")
-    return predict_in_memory(single_view, trained_model, settings, onnx_path=inference.get("onnx_path"))
+    return predict_in_memory(single_view, trained_model, settings, onnx_path=settings.onnx_path)

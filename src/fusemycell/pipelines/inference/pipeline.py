@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from fusemycell.pipelines.inference.nodes import fail_on_unreadable_inputs, plan_predictions, predict_single_view_array
+from fusemycell.pipelines.inference.nodes import plan_predictions, predict_single_view_array
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -11,15 +11,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=plan_predictions,
-                inputs=["inference_inputs", "inference_model", "params:inference"],
-                outputs=["inference_outputs", "inference_report"],
+                inputs=["inference_inputs", "inference_model", "params:inference", "params:raw_dir"],
+                outputs="inference_outputs",
                 name="plan_predictions",
-            ),
-            Node(
-                func=fail_on_unreadable_inputs,
-                inputs="inference_report",
-                outputs=None,
-                name="fail_on_unreadable_inputs",
             ),
         ],
         namespace="inference",  # kedro-viz groups its nodes; dataset names stay global

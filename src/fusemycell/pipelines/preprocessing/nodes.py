@@ -23,7 +23,7 @@ from fusemycell.preprocessing.fingerprint import (
     dataset_summary,
     scan_volumes,
 )
-from fusemycell.preprocessing.split import split_by_volume
+from fusemycell.preprocessing.split import split_by_volume, split_row
 from fusemycell.preprocessing.validation import validate_pairs
 from fusemycell.preprocessing.volumes import plan_volumes
 
@@ -124,12 +124,13 @@ def select_valid_pairs(validation_report: dict[str, Any], preprocessing: dict[st
 def split_volumes(
     valid_pairs: list[str], volume_scans: dict[str, VolumeScan], preprocessing: dict[str, Any]
 ) -> pd.DataFrame:
-    """Train/val/test by volume, stratified by channel and study, deterministic by seed."""
+    """Train/val/test by volume, stratified by channel and study, deterministic by seed.
+
+    Each row also records the files and their content digests, so that a later run (evaluation)
+    can check that it reads the very volumes the split was made from, not others of the same name.
+    """
     config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
-    volumes = [
-        {"pair": key, "channel": volume_scans[f"{key}_angle"].channel, "study": volume_scans[f"{key}_angle"].study}
-        for key in valid_pairs
-    ]
+    volumes = [split_row(key, volume_scans[f"{key}_angle"], volume_scans[f"{key}_fused"]) for key in valid_pairs]
     assignment = split_by_volume(
         volumes,
         val_fraction=config.split.val_fraction,

@@ -1,0 +1,97 @@
+"""Which files an inference run predicts, and the folder rules that keep inputs safe (no Kedro).
+
+The rules hold however the folders were chosen (defaults, ``raw_dir``, an environment's
+YAML, ``--params``, symlinks, trailing slashes): paths are compared after resolving them.
+
+- The output folder is never the folder the inputs are read from, nor the raw folder.
+- The output folder never holds raw pairs (a ``*_fused.tif`` or an angle/fused pair).
+- Existing files that fusemycell did not write are not replaced (checked by the dataset
+  that writes, from the provenance mark in their metadata; ``inference.overwrite`` lifts it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusemycell.io.pairs import FILENAME_PATTERN
+
+
+class UnsafeOutputError(ValueError):
+    """The output folder would overwrite inputs or raw data; the message says how to proceed."""
+
+
+def input_folder(location: str | Path) -> Path:
+    """The folder a run reads: ``location`` itself, or the folder of one input file."""
+    path = Path(location).resolve()
+    return path.parent if path.is_file() else path
+
+
+def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | Path) -> None:
+    """Refuse an output folder that is the input folder, the raw folder, or holds raw pairs.
+
+    Raises
+    ------
+    UnsafeOutputError
+        Naming both folders and the option to change.
+    """
+    source, target, raw = input_folder(inputs), Path(output).resolve(), Path(raw_dir).resolve()
+    for name, folder in (("input folder", source), ("raw folder (raw_dir)", raw)):
+        if target == folder:
+            raise UnsafeOutputError(
+                f"the inference output folder {target} is the {name}: predictions would replace the inputs. "
+                "Choose another one: --params inference.output_dir=FOLDER"
+            )
+    raw_files = sorted(_raw_pair_files(target.iterdir() if target.is_dir() else ()))
+    if raw_files:
+        raise UnsafeOutputError(
+            f"the inference output folder {target} holds raw angle/fused pairs ({', '.join(raw_files[:3])}"
+            f"{', ...' if len(raw_files) > 3 else ''}); predictions are never written next to raw pairs. "
+            "Choose another one: --params inference.output_dir=FOLDER"
+        )
+
+
+def _raw_pair_files(entries: Iterable[Path]) -> list[str]:
+    """Fused targets of raw pairs (predictions keep the angle's name, so a ``*_fused`` file is raw data)."""
+    return [p.name for p in entries if (m := FILENAME_PATTERN.match(p.name)) and m["kind"].lower() == "fused"]
+
+
+def is_fused_target(name: str) -> bool:
+    """``*_fused.tif`` (any case): a target of a pair, not a single view to predict."""
+    return Path(name).stem.lower().endswith("_fused")
+
+
+@dataclass
+class InputSelection:
+    """The inputs of a run: what is predicted, what is skipped as a fused target."""
+
+    predict: dict[str, str] = field(default_factory=dict)
+    skipped_fused: list[str] = field(default_factory=list)
+
+
+def select_inputs(files: dict[str, str], location: str | Path) -> InputSelection:
+    """Split ``{name: path}`` into single views to predict and fused targets to skip.
+
+    Raises
+    ------
+    ValueError
+        When nothing is left to predict, naming the folder and why.
+    """
+    selection = InputSelection()
+    for name, path in files.items():
+        if is_fused_target(name):
+            selection.skipped_fused.append(name)
+        else:
+            selection.predict[name] = path
+    if not files:
+        raise ValueError(
+            f"no .tif/.tiff file in the inference input folder {location}; sub-folders are not searched: "
+            "set --params inference.input_dir=FOLDER (a folder, or one file)"
+        )
+    if not selection.predict:
+        raise ValueError(
+            f"{location} holds only fused volumes ({len(selection.skipped_fused)} *_fused.tif), no single view "
+            "to predict: point inference.input_dir at the angle files"
+        )
+    return selection

@@ -1,0 +1,51 @@
+"""``params:inference``: how a model is applied, and the folders and files it reads and writes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from fusemycell.configuration import StrictConfig
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class InferenceSettings(StrictConfig):
+    """How a model is applied (``params:inference``); an unknown key is an error.
+
+    The four path fields are resolved once per run (:class:`fusemycell.parameters.RunPaths`):
+    the catalog's datasets and the nodes both get the resolved value.
+    """
+
+    input_dir: str | None = None
+    """Folder (or one file) of single views; null = the raw folder (``raw_dir``)."""
+    output_dir: str | None = None
+    """Where predictions go, under the input's names; null = ``data/07_model_output/inference``."""
+    model_uri: str | None = None
+    """Model file or MLflow URI (``runs:/<run id>/model/fusemycell_unet.pt``); null = ``data/06_models``'s."""
+    onnx_path: str | None = None
+    """ONNX export used by ``backend: onnx``; null = the model's ``.onnx`` sibling (same folder or run)."""
+    overwrite: bool = False
+    """Replace existing TIFFs in the output folder that fusemycell did not write (its predictions are
+    always replaced). Off: such a file stops the run before any prediction, naming it."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """PyTorch, or ONNX Runtime on the exported network."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """PyTorch device."""
+    amp: bool = True
+    """Mixed precision where the device gains from it."""
+    tile_zyx: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
+    """Tile size, voxels (each at least 1); null = the training patch size, doubled in y and x."""
+    overlap: float = Field(default=0.5, ge=0, lt=1)
+    """Fraction of a tile shared with its neighbours."""
+    batch_size: int = Field(default=4, ge=1)
+    """Tiles per network call."""
+    tta: bool = False
+    """Test-time augmentation: average over flips along y and x."""
+    crop_to_specimen: bool = False
+    """Predict only the specimen's bounding box; the rest of the frame gets the input's background level."""
+    slab_depth: int = Field(default=16, ge=1)
+    """z-planes read at a time while measuring the input's percentiles."""
+    min_output_range: float = Field(default=4096.0, ge=1)
+    """Grey levels spanned by [p_low, p_high] in the uint16 output (the input's own span when wider)."""

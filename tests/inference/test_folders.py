@@ -1,0 +1,39 @@
+"""fusemycell.inference.folders: the output-folder rules and the choice of inputs."""
+
+import pytest
+
+from fusemycell.inference.folders import UnsafeOutputError, check_output_folder, input_folder, select_inputs
+
+
+def test_the_output_may_not_be_the_input_or_raw_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "one.tif").write_bytes(b"")
+    with pytest.raises(UnsafeOutputError, match="is the input folder"):
+        check_output_folder(tmp_path / "in" / "one.tif", tmp_path / "in/", tmp_path / "raw")  # a file's folder
+    with pytest.raises(UnsafeOutputError, match=r"is the raw folder \(raw_dir\)"):
+        check_output_folder(tmp_path / "in", tmp_path / "raw", tmp_path / "raw")
+    check_output_folder(tmp_path / "in", tmp_path / "in" / "predictions", tmp_path / "raw")  # a sub-folder is fine
+    assert input_folder(tmp_path / "in" / "one.tif") == (tmp_path / "in").resolve()
+
+
+def test_the_output_may_not_hold_fused_volumes(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "image_3_membrane_angle.tif").write_bytes(b"")  # an earlier prediction: fine
+    check_output_folder(tmp_path / "in", tmp_path / "out", tmp_path / "raw")
+    (tmp_path / "out" / "image_3_membrane_FUSED.tif").write_bytes(b"")
+    with pytest.raises(UnsafeOutputError, match="holds raw angle/fused pairs.*image_3_membrane_FUSED.tif"):
+        check_output_folder(tmp_path / "in", tmp_path / "out", tmp_path / "raw")
+
+
+def test_fused_targets_are_skipped_in_any_case():
+    files = {"a_angle.tif": "/a", "image_1_nucleus_fused.TIF": "/b", "X_FUSED.tiff": "/c"}
+    selection = select_inputs(files, "/in")
+    assert selection.predict == {"a_angle.tif": "/a"}
+    assert selection.skipped_fused == ["image_1_nucleus_fused.TIF", "X_FUSED.tiff"]
+
+
+def test_nothing_to_predict_is_an_error_saying_why():
+    with pytest.raises(ValueError, match="no .tif/.tiff file in the inference input folder /in"):
+        select_inputs({}, "/in")
+    with pytest.raises(ValueError, match="/in holds only fused volumes"):
+        select_inputs({"image_1_nucleus_fused.tif": "/b"}, "/in")

@@ -1,0 +1,98 @@
+"""fusemycell.parameters: every key checked, the origin of every value named, one set of resolved paths."""
+
+from pathlib import Path
+
+import pytest
+
+from fusemycell.parameters import ParameterError, ParameterOrigins, ProjectParameters, RunPaths, validate_parameters
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    (tmp_path / "conf" / "base").mkdir(parents=True)
+    (tmp_path / "conf" / "mac").mkdir()
+    (tmp_path / "conf" / "base" / "parameters_training.yml").write_text("training:\n  epochs: 3\n")
+    (tmp_path / "conf" / "mac" / "parameters.yml").write_text(
+        "training:\n  batch_size: 2\ninference:\n  overlap: 0.3\n"
+    )
+    return tmp_path / "conf"
+
+
+def test_the_defaults_are_valid():
+    assert isinstance(validate_parameters({}), ProjectParameters)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"inference": {"overlapp": 0.25}}, "inference.overlapp: unknown parameter; did you mean 'inference.overlap'?"),
+        ({"trainng": {"epochs": 5}}, "trainng: unknown parameter; did you mean 'training'?"),
+        ({"raw_dirr": "X"}, "raw_dirr: unknown parameter; did you mean 'raw_dir'?"),
+        (
+            {"training": {"model": {"deph": 3}}},
+            "training.model.deph: unknown parameter; did you mean 'training.model.depth'?",
+        ),
+        ({"inference": {"zzz": 1}}, "inference.zzz: unknown parameter; valid keys here: input_dir,"),
+    ],
+)
+def test_unknown_keys_name_the_closest_valid_one(params, expected):
+    with pytest.raises(ParameterError) as raised:
+        validate_parameters(params)
+    assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize("tile", [[0, 16, 16], [8, -1, 16]])
+def test_tiles_must_be_positive(tile):
+    with pytest.raises(
+        ParameterError, match=r"inference\.tile_zyx\[\d\] = -?\d+: Input should be greater than or equal to 1"
+    ):
+        validate_parameters({"inference": {"tile_zyx": tile}})
+
+
+def test_every_problem_is_listed_once(conf):
+    with pytest.raises(ParameterError) as raised:
+        validate_parameters({"training": {"epochs": 0}, "inference": {"overlap": 2, "typo": 1}})
+    message = str(raised.value)
+    assert message.startswith("invalid parameters (3 problems):")
+    assert "training.epochs = 0" in message and "inference.overlap = 2" in message and "inference.typo" in message
+
+
+def test_origins_name_the_environment_file_the_base_file_or_params(conf):
+    origins = ParameterOrigins(conf, "base", "mac", {"inference": {"batch_size": 2}, "raw_dir": "X"})
+    assert origins.origin(("training", "batch_size")) == "conf/mac/parameters.yml"
+    assert origins.origin(("training", "epochs")) == "conf/base/parameters_training.yml"
+    assert origins.origin(("inference", "overlap")) == "conf/mac/parameters.yml"
+    assert origins.origin(("inference", "batch_size")) == "--params"
+    assert origins.origin(("raw_dir",)) == "--params"
+    assert origins.origin(("training", "nothing", "deeper")) == "conf/mac/parameters.yml"  # its group
+    assert ParameterOrigins(conf, "base", "mac", {"training.epochs": 9}).origin(("training", "epochs")) == "--params"
+
+
+def test_a_bad_value_names_its_origin(conf):
+    origins = ParameterOrigins(conf, "base", "mac", {})
+    with pytest.raises(ParameterError, match=r"training\.batch_size = 0 \(set in conf/mac/parameters\.yml\)"):
+        validate_parameters({"training": {"batch_size": 0}}, origins)
+
+
+def test_run_paths_apply_the_defaults_relative_to_the_project(tmp_path):
+    paths = RunPaths.from_parameters(validate_parameters({}), tmp_path)
+    assert paths.raw_dir == (tmp_path / "data" / "01_raw" / "synthetic").resolve()
+    assert paths.inference_input == paths.raw_dir  # inference reads the raw folder unless told otherwise
+    assert paths.inference_output == (tmp_path / "data" / "07_model_output" / "inference").resolve()
+    assert paths.model_uri == str((tmp_path / "data" / "06_models" / "fusemycell_unet.pt").resolve())
+    assert paths.onnx_path == str((tmp_path / "data" / "06_models" / "fusemycell_unet.onnx").resolve())
+
+
+def test_run_paths_follow_links_and_trailing_slashes_and_keep_uris(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    params = validate_parameters(
+        {"raw_dir": "link/", "inference": {"output_dir": "./out/", "model_uri": "runs:/abc/model/fusemycell_unet.pt"}}
+    )
+    paths = RunPaths.from_parameters(params, tmp_path)
+    assert paths.raw_dir == (tmp_path / "real").resolve() and paths.inference_input == paths.raw_dir
+    assert paths.inference_output == (tmp_path / "out").resolve()
+    assert paths.model_uri == "runs:/abc/model/fusemycell_unet.pt"
+    assert paths.onnx_path == "runs:/abc/model/fusemycell_unet.onnx"  # the export logged beside it
+    resolved = paths.resolved_parameters({"raw_dir": "link/", "inference": {"overlap": 0.3}})
+    assert resolved["inference"]["overlap"] == 0.3 and resolved["inference"]["input_dir"] == str(paths.raw_dir)
