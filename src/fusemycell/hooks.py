@@ -3,8 +3,10 @@ accelerator memory per node, logged and sent to MLflow) and a summary of where a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,11 @@ class ParameterHooks:
             return
         from kedro.io import AbstractDataset
 
+        with _quiet("kedro.io.data_catalog"):  # "Replacing dataset ..." for every entry set here
+            self._rebind(catalog, conf_catalog, parameters, AbstractDataset)
+
+    def _rebind(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any], factory: Any) -> None:
+        assert self.paths is not None and self.parameters is not None
         for name, (key, attribute, parameter) in PATH_DATASETS.items():
             config = conf_catalog.get(name)
             if not isinstance(config, dict):
@@ -132,7 +139,7 @@ class ParameterHooks:
                 rebuilt["overwrite"] = self.parameters.inference.overwrite
                 if rebuilt.get("report_path"):  # Kedro makes only `path`/`filepath` absolute
                     rebuilt["report_path"] = str(self._project_path / rebuilt["report_path"])
-            catalog[name] = AbstractDataset.from_config(name, rebuilt)
+            catalog[name] = factory.from_config(name, rebuilt)
         raw = dict(parameters.get("parameters") or {})
         for name, value in self.paths.resolved_parameters(raw).items():
             _set_parameter(catalog, name, value)
@@ -152,16 +159,20 @@ class ParameterHooks:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        self._require_inputs(run_params, pipeline, catalog)
         outputs = set(pipeline.all_outputs())
         if "inference_outputs" in outputs and self.paths is not None:
             check_output_folder(self.paths.inference_input, self.paths.inference_output, self.paths.raw_dir)
         self._writers = []
-        for name in sorted(outputs):
-            dataset = _dataset(catalog, name)
-            if hasattr(dataset, "begin_run"):
-                dataset.begin_run()
-                self._writers.append(dataset)
+        try:
+            for name in sorted(outputs):
+                dataset = _dataset(catalog, name)
+                if hasattr(dataset, "begin_run"):
+                    dataset.begin_run()  # takes the folder (a second run fails here), voids an old report
+                    self._writers.append(dataset)
+            self._require_inputs(run_params, pipeline, catalog)
+        except Exception as error:  # Kedro calls on_pipeline_error only for errors of the run itself
+            self._end_runs(error)
+            raise
 
     def _require_inputs(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         """Stop before the first node when an input of the run does not exist, naming the one command that makes it."""
@@ -249,6 +260,18 @@ def hint_command(pipelines: list[str], run_params: dict[str, Any]) -> str:
     if raw_dir:
         words += ["--params", f"raw_dir={raw_dir}"]
     return "'" + " ".join(words) + "'"
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence one logger's warnings for a moment."""
+    quieted = logging.getLogger(logger_name)
+    level = quieted.level
+    quieted.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        quieted.setLevel(level)
 
 
 def _dataset(catalog: Any, name: str) -> Any:

@@ -114,7 +114,15 @@ class _Disk:
 
             self.monkeypatch.setattr(os, name, refusing)
 
+        real_os_open = os.open
+
+        def os_open_read_only(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                refuse(path)
+            return real_os_open(path, flags, *args, **kwargs)
+
         self._patch_open(open_read_only)
+        self.monkeypatch.setattr(os, "open", os_open_read_only)
         wrap("mkdir", 0)
         wrap("rmdir", 0)
         wrap("unlink", 0)

@@ -179,7 +179,7 @@ from fusemycell.datasets import TiffFolderDataset
 from fusemycell.models.checkpoint import load_model
 from fusemycell.pipelines.inference.nodes import plan_predictions
 
-planned, _ = plan_predictions(TiffFolderDataset(path=ARGS["inputs"]).load(), load_model(ARGS["model"]), ARGS["params"])
+planned = plan_predictions(TiffFolderDataset(path=ARGS["inputs"]).load(), load_model(ARGS["model"]), ARGS["params"], "")
 park_in_tiff_write(file_number=2, tile_number=3)
 TiffFolderDataset(path=ARGS["out"]).save(planned)
 """
@@ -415,8 +415,9 @@ def test_inference_killed_mid_prediction_leaves_only_complete_predictions_and_th
     [temporary] = _temporaries(out)
     assert temporary.name.startswith(f".{names[1]}.") and temporary.stat().st_size > 0
 
-    planned, report = plan_predictions(TiffFolderDataset(path=inputs).load(), model, params)
-    TiffFolderDataset(path=out).save(planned)  # the rerun
+    planned = plan_predictions(TiffFolderDataset(path=inputs).load(), model, params, "")
+    report = planned.report
+    TiffFolderDataset(path=out).save(planned)  # the rerun (takes over the killed run's stale lock)
     listed = TiffFolderDataset(path=out).load()
     assert sorted(listed) == names and report["failures"] == []
     assert _temporaries(out) == []  # the rerun cleared what the killed run left

@@ -20,6 +20,7 @@ import pytest
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE, TiffFolderDataset
+from fusemycell.hooks import MissingInputError
 from fusemycell.inference.folders import UnsafeOutputError
 from fusemycell.io import folder_lock
 from fusemycell.io.tiff import Volume, read_volume, save_volume, temporary_sibling
@@ -235,7 +236,7 @@ def test_a_failed_run_replaces_the_previous_report(evaluated_project):
     report = json.loads(report_path.read_text())
     assert report["status"] == "failed" and [f["file"] for f in report["failures"]] == ["broken.tif"]
     assert report["written"] == ["image_0_nucleus_angle.tif"]
-    with pytest.raises(DatasetError, match="no trained model"):  # fails before any prediction
+    with pytest.raises(MissingInputError, match="inference_model .*model.pt. not found"):  # before any prediction
         run_session(evaluated_project, ["inference"], inference={**params, "model_uri": "missing/model.pt"})
     report = json.loads(report_path.read_text())
     assert report["status"] == "failed" and "before any prediction" in report["failures"][0]["problem"]

@@ -30,7 +30,7 @@ class LockedFolderWriter:
             yield
         except folder_lock.FolderBusyError as exc:
             raise DatasetError(str(exc)) from exc
-        except PermissionError as exc:
+        except OSError as exc:  # a read-only mount, a folder of someone else's
             raise DatasetError(f"{self._lock_folder()}: cannot write here ({exc.strerror or exc})") from exc
 
     def begin_run(self) -> None:
@@ -45,5 +45,9 @@ class LockedFolderWriter:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """``with self._writing(): ...`` around a save: the only writer of the folder."""
-        with self._converted(), folder_lock.locked(self._lock_folder()):
+        with self._converted():  # only taking the lock: the save's own errors name their files
+            folder_lock.acquire(self._lock_folder())
+        try:
             yield
+        finally:
+            folder_lock.release(self._lock_folder())

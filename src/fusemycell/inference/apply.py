@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.inference.background import BackgroundPlanes
 from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input
@@ -53,6 +54,7 @@ def predict_transformed(
         overlap=settings.overlap,
         batch_size=settings.batch_size,
         description=f"predicting {name}",
+        read_ahead=settings.background_io,
     )
     return transform.to_uint16(prediction)
 
@@ -67,8 +69,12 @@ def predict_file(path: str, backend: Backend, settings: InferenceSettings, card:
     )
     header = read_volume(path, lazy=True)
     header.data.close()
+    data = predict_transformed(path, transform, backend, settings, Path(path).name)
+    if settings.background_io:  # planes computed ahead while the writer encodes and writes the last ones
+        depth = resolve_tile(settings, card)[0]
+        data = BackgroundPlanes(data, depth=depth, description=f"predicting {path}", path=str(path))
     return Volume(
-        data=predict_transformed(path, transform, backend, settings, Path(path).name),
+        data=data,
         spacing_zyx=header.spacing_zyx,
         metadata=header.metadata,
         source=path,

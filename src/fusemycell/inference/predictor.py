@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from fusemycell.inference.background import BackgroundIterator
 from fusemycell.inference.tiling import TileGrid
 from fusemycell.progress import Progress
 from fusemycell.training.devices import resolve_device, resolve_precision
@@ -29,17 +30,63 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """A PyTorch network on a device (``auto``: CUDA, then MPS, then CPU), with mixed precision where useful."""
+    """A PyTorch network on a device (``auto``: CUDA, then MPS, then CPU), with mixed precision where useful.
+
+    Runs under ``torch.inference_mode``. On CUDA (bf16 autocast where supported) each batch goes
+    through a reused page-locked (pinned) host buffer with asynchronous copies both ways; on other
+    devices the same call is a plain copy.
+    """
 
     def __init__(self, network: torch.nn.Module, device: str = "auto", amp: bool = True):
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, amp)
         self.network = network.to(self.device).eval()
+        self._pinned_in: torch.Tensor | None = None
+        self._pinned_out: torch.Tensor | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad(), self.precision.autocast(self.device):
-            output = self.network(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
-        return output.float().cpu().numpy()
+        host = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode(), self.precision.autocast(self.device):
+            output = self.network(self._to_device(host))
+        return self._to_host(output)
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        if self._pinned_in is None or self._pinned_in.shape != host.shape:
+            self._pinned_in = torch.empty(host.shape, dtype=torch.float32, pin_memory=True)
+        # the previous call synchronised on its output: no copy from this buffer is still in flight
+        self._pinned_in.copy_(host)
+        return self._pinned_in.to(self.device, non_blocking=True)
+
+    def _to_host(self, output: torch.Tensor) -> np.ndarray:
+        if self.device.type != "cuda":
+            return output.float().cpu().numpy()
+        if self._pinned_out is None or self._pinned_out.shape != output.shape:
+            self._pinned_out = torch.empty(output.shape, dtype=torch.float32, pin_memory=True)
+        self._pinned_out.copy_(output, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return self._pinned_out.numpy().copy()  # the buffer is reused by the next call
+
+    def batch_size_for(self, tile: Sequence[int], requested: int, *, limit: int = 64, fraction: float = 0.6) -> int:
+        """Tiles per call for this device: on CUDA as many as ``fraction`` of the free memory holds, else ``requested``.
+
+        The memory of one tile is measured with a probe forward pass of two tiles.
+        """
+        if self.device.type != "cuda":
+            return int(requested)
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        probe = torch.zeros((2, 1, *(int(t) for t in tile)), device=self.device)
+        with torch.inference_mode(), self.precision.autocast(self.device):
+            self.network(probe)
+        per_tile = max(1, (torch.cuda.max_memory_allocated(self.device) - before) // 2)
+        del probe
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(max(1, min(limit, fraction * free // per_tile)))
 
 
 class FlipAveraging:
@@ -76,6 +123,9 @@ class StreamingPrediction:
         Tiling (see :class:`~fusemycell.inference.tiling.TileGrid`) and tiles per network call.
     transform, dtype
         Applied to every finished plane (e.g. mapping back to uint16), and the resulting type.
+    read_ahead
+        Read (and normalise) the next slab in a background thread while the network runs on
+        this one: one more slab in memory, same result.
     """
 
     def __init__(
@@ -89,6 +139,7 @@ class StreamingPrediction:
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         dtype: Any = np.float32,
         description: str = "sliding-window prediction",
+        read_ahead: bool = False,
     ):
         self.source = source
         self.backend = backend
@@ -105,6 +156,8 @@ class StreamingPrediction:
         self._next_plane = 0
         self.peak_window_planes = 0
         self.description = description
+        self.read_ahead = bool(read_ahead)
+        self._slabs: BackgroundIterator | None = None
         self._progress: Progress | None = None
 
     @property
@@ -118,7 +171,14 @@ class StreamingPrediction:
     def _process_row(self) -> None:
         z0 = self._rows[self._next_row]
         tile_z, tile_y, tile_x = self.grid.tile
-        slab = np.asarray(self.source[z0 : z0 + tile_z], dtype=np.float32)
+        if self.read_ahead:
+            if self._slabs is None:
+                self._slabs = BackgroundIterator(
+                    _slabs(self.source, self._rows, tile_z), depth=1, description=f"reading for {self.description}"
+                )
+            slab = next(self._slabs)
+        else:
+            slab = _read_slab(self.source, z0, tile_z)
         for z in range(z0, z0 + tile_z):
             if z not in self._sums:
                 self._sums[z] = np.zeros(self.shape[1:], dtype=np.float32)
@@ -137,6 +197,8 @@ class StreamingPrediction:
         self._next_row += 1
         if self._next_row == len(self._rows):
             self._progress.close()
+            if self._slabs is not None:
+                self._slabs.close()
         self._complete_below = self._rows[self._next_row] if self._next_row < len(self._rows) else self.shape[0]
         self.peak_window_planes = max(self.peak_window_planes, len(self._sums))
 
@@ -162,6 +224,16 @@ class StreamingPrediction:
         indices = range(self.shape[0])[z_key]
         planes = np.stack([self._plane(z) for z in indices]) if len(indices) else np.empty((0, *self.shape[1:]))
         return planes[(slice(None), *rest)] if rest else planes
+
+
+def _read_slab(source: Any, z0: int, depth: int) -> np.ndarray:
+    return np.asarray(source[z0 : z0 + depth], dtype=np.float32)
+
+
+def _slabs(source: Any, rows: Sequence[int], depth: int) -> Any:
+    """The slab of every row of tiles, in order (a generator that holds no :class:`StreamingPrediction`)."""
+    for z0 in list(rows):
+        yield _read_slab(source, z0, depth)
 
 
 def predict_array(

@@ -49,3 +49,5 @@ class InferenceSettings(StrictConfig):
     """z-planes read at a time while measuring the input's percentiles."""
     min_output_range: float = Field(default=4096.0, ge=1)
     """Grey levels spanned by [p_low, p_high] in the uint16 output (the input's own span when wider)."""
+    background_io: bool = True
+    """Read the next slab, and compute planes ahead of the writer, in background threads (same result)."""

@@ -128,7 +128,7 @@ def release(folder: str | os.PathLike) -> None:
         _held.pop(path, None)
         owner = read_owner(path)
         if depth and owner is not None and owner.get("pid") == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # cleaning up never hides the error that ended the run
                 (path / LOCK_NAME).unlink()
 
 

@@ -62,7 +62,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
 
 
 def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
-    with pytest.raises(Exception, match="kedro run --pipelines patching"):
+    with pytest.raises(Exception, match="kedro run --pipelines simulation,preprocessing,patching,training --env test"):
         run_session(kedro_project, ["training"])
 
 
