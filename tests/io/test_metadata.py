@@ -33,3 +33,30 @@ def test_invalid_voxel_sizes_are_rejected(value):
 
 def test_voxel_size_strings_are_parsed():
     assert as_positive_float("0.195") == pytest.approx(0.195)
+
+
+def test_ome_images_gives_every_image_with_its_sizes_and_units():
+    from fusemycell.io.metadata import ome_images
+
+    xml = (
+        '<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Image ID="Image:0" Name="thumb"><Pixels SizeX="8" SizeY="8"/></Image>'
+        '<Image ID="Image:1" Name="stack"><Pixels PhysicalSizeX="200" PhysicalSizeXUnit="nm" PhysicalSizeZ="2.5"/>'
+        "</Image></OME>"
+    )
+    images = ome_images(xml)
+    assert [image.name for image in images] == ["thumb", "stack"]
+    assert images[0].sizes == {}
+    assert images[1].sizes == {"x": ("200", "nm"), "z": ("2.5", "µm")}  # OME's default unit is the micrometre
+
+
+@pytest.mark.parametrize("text", [None, "", "not xml <", "ImageJ=1.11a\nimages=4\n"])
+def test_ome_images_of_text_that_is_not_ome_xml_is_empty(text):
+    from fusemycell.io.metadata import ome_images
+
+    assert ome_images(text) == []
+
+
+@pytest.mark.parametrize(("unit", "scale"), [("Å", 1e-4), ("pm", 1e-6), ("nm", 1e-3), ("µm", 1.0)])
+def test_ome_units_convert_to_micrometres(unit, scale):
+    assert unit_scale_to_micrometre(unit) == pytest.approx(scale)

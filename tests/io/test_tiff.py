@@ -129,13 +129,21 @@ def test_inch_resolution_is_not_taken_for_a_voxel_size(tmp_path):
     assert read_info(path).spacing_zyx == (1.0, 1.0, 1.0)
 
 
-@pytest.mark.parametrize("layout", ["tiled", "contiguous"])
+@pytest.mark.parametrize("layout", ["tiled", "contiguous", "lzw-strips", "zstd-tiles", "deflate-bigendian-tiles"])
 def test_lazy_volume_reads_the_same_voxels_as_a_full_read(tmp_path, volume_array, layout):
     path = tmp_path / "v.tif"
     if layout == "tiled":
         write_volume(path, volume_array, (1, 1, 1))
-    else:
+    elif layout == "contiguous":
         tifffile.imwrite(path, volume_array, imagej=True)
+    elif layout == "lzw-strips":  # box reads decode only the strips they touch
+        tifffile.imwrite(path, volume_array, compression="lzw", predictor=True, rowsperstrip=7)
+    elif layout == "zstd-tiles":  # ... or the tiles
+        tifffile.imwrite(path, volume_array, compression="zstd", tile=(32, 48), photometric="minisblack")
+    else:
+        tifffile.imwrite(
+            path, volume_array, compression="adobe_deflate", tile=(64, 64), byteorder=">", photometric="minisblack"
+        )
     lazy = read_volume(path, lazy=True).data
     assert isinstance(lazy, LazyVolume)
     assert (lazy.info.contiguous_offset is not None) == (layout == "contiguous")
@@ -221,3 +229,30 @@ def test_remove_leftovers_deletes_only_what_interrupted_writes_left(tmp_path):
     assert sorted(p.name for p in remove_leftovers(tmp_path)) == sorted([stale_file.name, other_store.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
     assert remove_leftovers(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(("compression", "name"), [(None, "NONE"), ("lzw", "LZW"), ("zstd", "ZSTD")])
+def test_read_info_names_the_compression_and_maps_only_plain_files(tmp_path, compression, name):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, np.ones((3, 8, 8), np.uint16), photometric="minisblack", compression=compression)
+    info = read_info(path)
+    assert info.compression == name
+    assert (info.contiguous_offset is not None) == (compression is None)
+
+
+def test_read_info_reads_the_only_3d_series_of_a_multi_series_file(tmp_path, volume_array):
+    path = tmp_path / "v.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(volume_array[0, :16, :16], photometric="minisblack")  # a 2D preview first
+        writer.write(volume_array, photometric="minisblack", metadata={"PhysicalSizeZ": 2.0, "PhysicalSizeX": 0.5})
+    info = read_info(path)
+    assert info.series == 1 and info.shape == volume_array.shape
+    assert info.spacing_zyx == pytest.approx((2.0, 0.5, 0.5))  # the metadata of that series, not the preview's
+    np.testing.assert_array_equal(read_volume(path).data, volume_array)
+    np.testing.assert_array_equal(read_volume(path, lazy=True).data[2:4, 5:90], volume_array[2:4, 5:90])
+
+
+def test_the_spacing_precedence_is_ome_then_physical_size_keys_then_spacing_and_tags():
+    from fusemycell.io.tiff import SPACING_PRECEDENCE
+
+    assert [entry.split()[0] for entry in SPACING_PRECEDENCE] == ["OME-XML", "PhysicalSize{X,Y,Z}", "ImageJ"]

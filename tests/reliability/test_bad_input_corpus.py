@@ -73,10 +73,58 @@ def _imwrite(path: Path, data: np.ndarray, **kwargs: Any) -> np.ndarray:
     return data
 
 
-def _imagej(path: Path, extra: str, images: int | str = SHAPE[0]) -> np.ndarray:
+def _imagej(path: Path, extra: str, images: int | str = SHAPE[0], **kwargs: Any) -> np.ndarray:
     """The specimen under a hand-written ImageJ description (``extra`` appended)."""
     description = f"ImageJ=1.11a\nimages={images}\nslices={images}\nhyperstack=true\nmode=grayscale\nunit=um\n{extra}"
-    return _imwrite(path, _specimen(), description=description, metadata=None)
+    return _imwrite(path, _specimen(), description=description, metadata=None, **kwargs)
+
+
+_SIZES = "spacing=2.0\nPhysicalSizeX=0.5\nPhysicalSizeY=0.5\n"
+
+
+def _compressed(compression: str, **kwargs: Any) -> Callable[[Path], np.ndarray]:
+    """The specimen compressed as Fiji (LZW, strips) or Micro-Manager and tifffile (zstd, tiles) write it."""
+    return lambda path: _imagej(path, _SIZES, compression=compression, **kwargs)
+
+
+def _unsupported_codec(path: Path) -> None:
+    """A file whose Compression tag names JBIG, a codec tifffile cannot decode."""
+    _imagej(path, _SIZES, compression="zlib")
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        for page in tif.pages:
+            page.tags["Compression"].overwrite(34661)
+
+
+_OME_SIZES = {"PhysicalSizeZ": 2000, "PhysicalSizeZUnit": "nm", "PhysicalSizeX": 500, "PhysicalSizeXUnit": "nm"}
+_OME_SIZES["PhysicalSizeY"], _OME_SIZES["PhysicalSizeYUnit"] = 0.5, "µm"
+
+
+def _ome(path: Path) -> np.ndarray:
+    """An OME-TIFF (Bio-Formats, Micro-Manager): voxel sizes in the OME-XML, in nm."""
+    return _imwrite(path, _specimen(), ome=True, photometric="minisblack", metadata={"axes": "ZYX", **_OME_SIZES})
+
+
+def _ome_series(path: Path, thumbnail: bool) -> np.ndarray:
+    """A 2D thumbnail then the volume (read: the volume), or two volumes (refused: which one is meant?)."""
+    data = _specimen()
+    with warnings.catch_warnings(), tifffile.TiffWriter(path, ome=True) as writer:
+        warnings.simplefilter("ignore")
+        first = data[0, ::4, ::4] if thumbnail else _specimen(1)
+        writer.write(first, photometric="minisblack", metadata={"axes": "YX" if thumbnail else "ZYX"})
+        writer.write(data, photometric="minisblack", metadata={"axes": "ZYX", **_OME_SIZES})
+    return data
+
+
+def _singleton_channel(path: Path) -> np.ndarray:
+    """CZYX with C=1, as tifffile and napari write a one-channel stack."""
+    data = _specimen()
+    sizes = {"PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5}
+    _imwrite(path, data[None], photometric="minisblack", metadata={"axes": "CZYX", **sizes})
+    return data
+
+
+def _assert_spacing_z_from_physical_size(info: VolumeInfo) -> None:
+    assert info.spacing_zyx == pytest.approx(SPACING) and len(info.spacing_conflicts) == 1
 
 
 def _cut(path: Path, keep: float | int) -> None:
@@ -198,6 +246,30 @@ FILE_CASES: dict[str, FileCase] = {
         check=_assert_spacing_fallback,
     ),
     "huge_metadata": FileCase(_huge_metadata, check=_assert_huge_metadata_kept),
+    # issue #10: what microscopes write
+    "compressed_lzw_strips": FileCase(_compressed("lzw", predictor=True, rowsperstrip=4)),
+    "compressed_zstd_tiles": FileCase(_compressed("zstd", tile=(16, 16))),
+    "compressed_unsupported_codec": _unreadable("compression JBIG (34661) cannot be decoded", make=_unsupported_codec),
+    "ome": FileCase(_ome),
+    "ome_thumbnail_then_volume": FileCase(lambda p: _ome_series(p, thumbnail=True)),
+    "ome_two_volumes": _unreadable(
+        "holds 2 3D image series (0: axes 'ZYX' shape (8, 32, 32); 1: axes 'ZYX' shape (8, 32, 32))",
+        make=lambda p: _ome_series(p, thumbnail=False),
+    ),
+    "header_page_mismatch": _unreadable(
+        "the header declares images=5, the file holds 8 pages", make=lambda p: _imagej(p, _SIZES, images=5)
+    ),
+    "singleton_channel_axis": FileCase(_singleton_channel),
+    "extra_channel_axis": _unreadable(
+        "extra axes C=2",
+        make=lambda p: _imwrite(p, np.stack([_specimen(), _specimen(1)]), metadata={"axes": "CZYX"}),
+    ),
+    # documented precedence: PhysicalSizeZ before spacing; the file is read, the validation warns
+    "conflicting_sizes": FileCase(
+        lambda p: _imagej(p, "spacing=3\nPhysicalSizeZ=2\nPhysicalSizeX=0.5\nPhysicalSizeY=0.5\n"),
+        warning="conflicting voxel-size sources disagree along z: PhysicalSizeZ=2 gives 2 um, spacing=3 gives 3 um",
+        check=_assert_spacing_z_from_physical_size,
+    ),
     # inference does not interpret names: any .tif in the folder is a single view
     "unknown_channel_name": FileCase(lambda p: _save(p, _specimen()), name="image_1_actin_angle.tif"),
     "unicode_path": FileCase(lambda p: _save(p, _specimen()), name="vue unique été 測試.tif", folder=UNICODE_FOLDER),
@@ -441,7 +513,11 @@ def _assert_predicted(source: Path, output: Path) -> None:
     prediction, original = read_volume(output), read_volume(source)
     assert prediction.data.dtype == np.uint16 and prediction.shape == original.shape
     assert prediction.spacing_zyx == original.spacing_zyx
-    assert original.metadata.items() <= prediction.metadata.items()  # all kept (an assumed spacing is added)
+    # all kept (an assumed spacing is added); voxel-size keys are rewritten from the size used, so they agree
+    sizes = {"spacing", "unit", "physical_size_x", "physical_size_y", "physical_size_z"}
+    kept = {key: value for key, value in original.metadata.items() if key not in sizes}
+    assert kept.items() <= prediction.metadata.items()
+    assert read_info(output).spacing_conflicts == ()
     assert prediction.data.max() > prediction.data.min()  # a prediction, not a blank frame
 
 

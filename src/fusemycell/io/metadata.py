@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree
 
 #: Canonical metadata keys written by :func:`fusemycell.io.tiff.write_volume`.
 CANONICAL_KEYS = (
@@ -47,6 +49,10 @@ UNIT_TO_MICROMETRE = {
     "centimeter": 1e4,
     "m": 1e6,
     "meter": 1e6,
+    "pm": 1e-6,
+    "picometer": 1e-6,
+    "å": 1e-4,  # OME-XML's angstrom
+    "angstrom": 1e-4,
     "pixel": 1.0,  # ImageJ's "no calibration": sizes are taken as they are
 }
 
@@ -103,3 +109,39 @@ def as_positive_float(value: Any) -> float | None:
     if not math.isfinite(number) or number <= 0:
         return None
     return number
+
+
+@dataclass(frozen=True)
+class OmeImage:
+    """One ``Image`` of an OME-XML document: its name and the voxel sizes of its ``Pixels``."""
+
+    name: str
+    sizes: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    """Axis (``x``, ``y``, ``z``) -> (value as written, unit as written; OME's default is um)."""
+
+
+def ome_images(xml: str | None) -> list[OmeImage]:
+    """The images of an OME-XML document in document order, with their ``PhysicalSize{X,Y,Z}`` and units.
+
+    A document that does not parse gives an empty list (the caller then finds no voxel size
+    there and says so); namespaces of every OME schema version are accepted.
+    """
+    if not xml:
+        return []
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return []
+    images = []
+    for image in root:
+        if not image.tag.endswith("Image"):
+            continue
+        pixels = next((child for child in image if child.tag.endswith("Pixels")), None)
+        sizes: dict[str, tuple[Any, str]] = {}
+        if pixels is not None:
+            for axis in "XYZ":
+                value = pixels.attrib.get(f"PhysicalSize{axis}")
+                if value not in (None, ""):
+                    sizes[axis.lower()] = (value, pixels.attrib.get(f"PhysicalSize{axis}Unit", "µm"))
+        images.append(OmeImage(name=image.attrib.get("Name", ""), sizes=sizes))
+    return images

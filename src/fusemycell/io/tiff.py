@@ -8,6 +8,10 @@ Three things matter for light-sheet volumes of several GB:
 * **Atomic writes.** :func:`write_volume` writes to a temporary file in the
   target folder and renames it, so a crash never leaves a half-written TIFF
   under the final name.
+* **Every TIFF a microscope writes.** Compressed files (every codec tifffile
+  decodes through imagecodecs), OME-TIFF voxel sizes and series, singleton
+  axes; :func:`read_info` checks what can be checked from the header (ImageJ
+  image count against the pages, one segment decoded) before any heavy work.
 * **Clear errors.** Every problem with a file raises :class:`VolumeFormatError`
   naming the file and the problem, never a traceback from deep inside tifffile.
 
@@ -32,9 +36,11 @@ import tifffile
 
 from fusemycell.io.atomic import discard, remove_leftovers, temporary_sibling  # noqa: F401 - re-exported
 from fusemycell.io.metadata import (
+    OmeImage,
     as_positive_float,
     canonical_key,
     normalize_metadata,
+    ome_images,
     unit_scale_to_micrometre,
 )
 
@@ -125,6 +131,24 @@ class VolumeInfo:
     spacing_found: bool
     contiguous_offset: int | None
     spelling: str = "PhysicalSizeX"
+    series: int = 0
+    """Index of the image series read (a multi-series OME-TIFF can hold thumbnails or other images)."""
+    compression: str = "NONE"
+    """Compression of the voxel data (``NONE``, ``LZW``, ``ZSTD``, ...), as tifffile names it."""
+    spacing_conflicts: tuple[str, ...] = ()
+    """One line per axis whose voxel-size sources disagree (the value used is the first source's)."""
+
+
+#: Order in which voxel-size sources are taken, per axis; a later source is used only when the
+#: earlier ones are absent, and a later one that disagrees is reported (see :func:`read_info`).
+SPACING_PRECEDENCE = (
+    "OME-XML PhysicalSize{X,Y,Z} (with its unit)",
+    "PhysicalSize{X,Y,Z} keys of the description, any spelling (with `unit`)",
+    "ImageJ `spacing` (z) and the TIFF resolution tags (y, x)",
+)
+
+#: Relative difference above which two voxel-size sources are said to disagree.
+SPACING_CONFLICT_TOLERANCE = 0.01
 
 
 def _fail(path: Any, problem: str) -> VolumeFormatError:
@@ -169,15 +193,21 @@ def _starts_as_tiff(path: Path) -> bool:
         return False
 
 
-def _raw_metadata(tif: tifffile.TiffFile) -> dict[str, Any]:
-    """Metadata from whichever flavour the file uses: ImageJ, tifffile-shaped, or plain ``key=value``."""
+def _raw_metadata(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> dict[str, Any]:
+    """Metadata of the series read, from whichever flavour the file uses: ImageJ, tifffile-shaped, or ``key=value``.
+
+    An OME-TIFF's description is the OME-XML document: its voxel sizes are read by
+    :func:`_ome_sources`, its text is not taken for ``key=value`` lines.
+    """
     raw: dict[str, Any] = {}
+    # tifffile gives one metadata dict per shaped series that has a description, in series order
+    shaped = [s for s in tif.series if s.kind == "shaped" and s.keyframe.shaped_description is not None]
     if tif.is_imagej and tif.imagej_metadata:
         raw.update(tif.imagej_metadata)
-    elif tif.is_shaped and tif.shaped_metadata:
-        raw.update(tif.shaped_metadata[0])
-    else:
-        description = tif.pages.first.description or ""
+    elif any(s is series for s in shaped) and tif.shaped_metadata:
+        raw.update(tif.shaped_metadata[[id(s) for s in shaped].index(id(series))])
+    elif not tif.is_ome:
+        description = series.keyframe.description or ""
         for line in description.splitlines():
             if "=" in line:
                 key, _, value = line.partition("=")
@@ -218,103 +248,272 @@ def _resolution_sizes_um(page: tifffile.TiffPage, unit_scale: float | None) -> t
     return sizes[0], sizes[1]
 
 
-def _resolve_spacing(
-    path: Any, metadata: dict[str, Any], page: tifffile.TiffPage
-) -> tuple[tuple[float, float, float], bool]:
-    """Voxel size (z, y, x) in micrometres; ``found`` is False when any axis fell back to 1.0."""
-    unit_scale = unit_scale_to_micrometre(metadata.get("unit"))
-    if unit_scale is None:
-        logger.warning("%s: unknown unit %r, voxel sizes taken as micrometres", path, metadata.get("unit"))
-        unit_scale = 1.0
-    res_y, res_x = _resolution_sizes_um(page, unit_scale)
+@dataclass(frozen=True)
+class _SizeSource:
+    """One place a voxel size can come from: its label for messages, the value as written, in um."""
 
-    def from_key(*keys: str) -> float | None:
-        for key in keys:
-            value = as_positive_float(metadata.get(key))
-            if value is not None:
-                return value * unit_scale
+    label: str
+    written: Any
+    um: float | None
+    key: str | None = None  # canonical description key, for the "invalid voxel size" message
+
+
+def _ome_image(tif: tifffile.TiffFile, series_index: int) -> OmeImage | None:
+    """The OME-XML ``Image`` of the series read: by position when every image is a series, else by name."""
+    if not tif.is_ome:
         return None
+    images = ome_images(tif.ome_metadata)
+    if len(images) == len(tif.series):
+        return images[series_index]
+    name = tif.series[series_index].name
+    named = [image for image in images if image.name == name]
+    return named[0] if len(named) == 1 else None
 
-    x = from_key("physical_size_x") or res_x
-    y = from_key("physical_size_y") or res_y
-    z = from_key("physical_size_z", "spacing")
-    # a voxel size that is written but is not a positive number is damage, not an absent calibration
-    invalid = [
-        f"{key}={metadata[key]!r}"
-        for value, keys in ((z, ("physical_size_z", "spacing")), (y, ("physical_size_y",)), (x, ("physical_size_x",)))
-        if value is None
-        for key in keys
-        if metadata.get(key) not in (None, "")
-    ]
+
+def _ome_sources(path: Any, image: OmeImage | None) -> dict[str, list[_SizeSource]]:
+    sources: dict[str, list[_SizeSource]] = {"z": [], "y": [], "x": []}
+    for axis, (written, unit) in (image.sizes if image is not None else {}).items():
+        scale = unit_scale_to_micrometre(unit)
+        if scale is None:
+            logger.warning("%s: unknown OME-XML unit %r for PhysicalSize%s, taken as um", path, unit, axis.upper())
+            scale = 1.0
+        value = as_positive_float(written)
+        label = f"OME-XML PhysicalSize{axis.upper()}={written} {unit}"
+        sources[axis].append(_SizeSource(label, written, value * scale if value is not None else None))
+    return sources
+
+
+def _resolve_spacing(
+    path: Any, raw: dict[str, Any], metadata: dict[str, Any], page: tifffile.TiffPage, ome: OmeImage | None
+) -> tuple[tuple[float, float, float], bool, tuple[str, ...]]:
+    """Voxel size (z, y, x) in micrometres, whether every axis was found, and the sources that disagree.
+
+    Per axis the first valid source of :data:`SPACING_PRECEDENCE` is used; a later source whose
+    value differs by more than :data:`SPACING_CONFLICT_TOLERANCE` is reported in a warning
+    naming both values. An axis with no valid source but a written, invalid one is an error.
+    """
+    unit = metadata.get("unit")
+    unit_scale = unit_scale_to_micrometre(unit)
+    if unit_scale is None:
+        logger.warning("%s: unknown unit %r, voxel sizes taken as micrometres", path, unit)
+        unit_scale = 1.0
+    sources = _ome_sources(path, ome)
+    for key, written in raw.items():  # every spelling written, in the file's order
+        canonical = canonical_key(key)
+        if canonical.startswith("physical_size_"):
+            value = as_positive_float(written)
+            label = f"{key}={written}"
+            um = value * unit_scale if value is not None else None
+            sources[canonical[-1]].append(_SizeSource(label, written, um, canonical))
+    spacing = as_positive_float(metadata.get("spacing"))
+    if metadata.get("spacing") not in (None, ""):
+        label = f"spacing={metadata['spacing']}"
+        um = spacing * unit_scale if spacing is not None else None
+        sources["z"].append(_SizeSource(label, metadata["spacing"], um, "spacing"))
+    res_y, res_x = _resolution_sizes_um(page, unit_scale)
+    for axis, value in (("y", res_y), ("x", res_x)):
+        if value is not None:
+            sources[axis].append(_SizeSource(f"the {axis.upper()}Resolution tag", None, value))
+
+    chosen: dict[str, float | None] = {}
+    conflicts: list[str] = []
+    invalid: list[str] = []
+    for axis in "zyx":
+        valid = [source for source in sources[axis] if source.um is not None]
+        if not valid:
+            # a voxel size that is written but is not a positive number is damage, not an absent calibration
+            invalid += [
+                f"{s.key}={s.written!r}" if s.key else s.label for s in sources[axis] if s.written not in (None, "")
+            ]
+            chosen[axis] = None
+            continue
+        first = valid[0]
+        chosen[axis] = first.um
+        others = [s for s in valid[1:] if abs(s.um - first.um) > SPACING_CONFLICT_TOLERANCE * max(s.um, first.um)]
+        if others:
+            conflicts.append(
+                f"voxel-size sources disagree along {axis}: "
+                + ", ".join(f"{s.label} gives {s.um:g} um" for s in (first, *others))
+                + f"; {first.um:g} um ({first.label}) is used"
+            )
     if invalid:
         raise _fail(path, f"invalid voxel size in the metadata ({', '.join(invalid)}); expected positive numbers")
+    for conflict in conflicts:
+        logger.warning("%s: %s (precedence: %s)", path, conflict, "; then ".join(SPACING_PRECEDENCE).replace("`", ""))
+    z, y, x = chosen["z"], chosen["y"], chosen["x"]
     y = y or x
     x = x or y
     missing = [name for name, value in zip("zyx", (z, y, x)) if value is None]
     if missing:
         logger.warning(
-            "%s: no voxel size found for axis %s (metadata or resolution tags); using 1.0 um",
+            "%s: no voxel size found for axis %s (OME-XML, metadata or resolution tags); using 1.0 um",
             path,
             ", ".join(missing),
         )
-    spacing = tuple(float(v) if v is not None else 1.0 for v in (z, y, x))
-    return spacing, not missing  # type: ignore[return-value]
+    values = tuple(float(v) if v is not None else 1.0 for v in (z, y, x))
+    return values, not missing, tuple(conflicts)  # type: ignore[return-value]
 
 
-def _validate_series(path: Any, tif: tifffile.TiffFile) -> tifffile.TiffPageSeries:
+def _squeezed(series: tifffile.TiffPageSeries) -> tuple[tuple[int, ...], str]:
+    """Shape and axes of a series with its singleton non-spatial axes dropped (C=1, T=1, ...).
+
+    Only axes other than Z, Y and X are dropped, and only while more than three remain, so a
+    one-plane ZYX volume stays 3D. tifffile already squeezes ImageJ and OME series; a
+    tifffile-shaped ``CZYX`` file keeps its ``C=1`` until here.
+    """
+    shape, axes = [int(n) for n in series.shape], list(series.axes)
+    for index in reversed(range(len(shape))):
+        if len(shape) > 3 and shape[index] == 1 and axes[index] not in "ZYX":
+            del shape[index], axes[index]
+    return tuple(shape), "".join(axes)
+
+
+def _describe_series(tif: tifffile.TiffFile) -> str:
+    return "; ".join(f"{index}: axes {s.axes!r} shape {tuple(s.shape)}" for index, s in enumerate(tif.series))
+
+
+def _choose_series(path: Any, tif: tifffile.TiffFile) -> int:
+    """Index of the series holding the volume: the only one that is 3D once its singleton axes are dropped.
+
+    A multi-series file (OME-TIFF with a 2D thumbnail or overview, say) is read from its one 3D
+    series; with several 3D series, which one is the volume cannot be told and the file is refused.
+    """
     if not tif.series:
         raise _fail(path, "TIFF holds no image")
-    series = tif.series[0]
-    page = tif.pages.first
-    shape = tuple(series.shape)
-    truncation = _truncation(tif)
+    if len(tif.series) == 1:
+        return 0
+    candidates = [
+        index
+        for index, series in enumerate(tif.series)
+        if len(_squeezed(series)[0]) == 3 and "S" not in _squeezed(series)[1] and 0 not in series.shape
+    ]
+    if len(candidates) == 1:
+        index = candidates[0]
+        count, listing = len(tif.series), _describe_series(tif)
+        logger.info("%s: %d image series (%s); reading series %d, the only 3D one", path, count, listing, index)
+        return index
+    if not candidates:
+        raise _fail(path, f"holds {len(tif.series)} image series and none is a 3D ZYX stack ({_describe_series(tif)})")
+    raise _fail(
+        path,
+        f"holds {len(candidates)} 3D image series ({_describe_series(tif)}); which one is the volume "
+        "cannot be told: save the one to read as a file of its own",
+    )
+
+
+def _validate_series(path: Any, tif: tifffile.TiffFile, index: int) -> tuple[tifffile.TiffPageSeries, tuple[int, ...]]:
+    series = tif.series[index]
+    page = series.keyframe
+    full_shape = tuple(int(n) for n in series.shape)
+    truncation = _truncation(tif, series)
     if truncation is not None:
         raise _fail(path, truncation)
-    if not shape or any(size == 0 for size in shape):
-        raise _fail(path, f"has an empty axis (shape {shape}): no voxels")
-    if "S" in series.axes or getattr(page, "samplesperpixel", 1) > 1:
+    if not full_shape or any(size == 0 for size in full_shape):
+        raise _fail(path, f"has an empty axis (shape {full_shape}): no voxels")
+    shape, axes = _squeezed(series)
+    if "S" in axes or getattr(page, "samplesperpixel", 1) > 1:
         raise _fail(
             path,
             f"has {getattr(page, 'samplesperpixel', '?')} samples per pixel (RGB or multi-sample); "
             "expected one grey value per voxel",
         )
     if len(shape) != 3:
+        extra = [f"{axis}={size}" for axis, size in zip(axes, shape) if axis not in "ZYX"]
+        detail = f"; extra axes {', '.join(extra)} (singleton axes are dropped, not these)" if len(shape) > 3 else ""
         raise _fail(
             path,
-            f"is {len(shape)}D with shape {shape} (axes {series.axes!r}); expected a 3D ZYX stack",
+            f"is {len(shape)}D with shape {shape} (axes {axes!r}){detail}; expected a 3D ZYX stack",
         )
     dtype = np.dtype(series.dtype)
     if dtype.kind not in "uif":
         raise _fail(path, f"has voxel type {dtype}; expected unsigned/signed integers or floats")
-    return series
+    return series, shape
 
 
-def _truncation(tif: tifffile.TiffFile) -> str | None:
-    """Why the file is shorter than its own header says (cut while copying, say), or ``None``."""
+def _truncation(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> str | None:
+    """Why the file is shorter than its own header says (cut while copying, say), or ``None``.
+
+    For ImageJ files the number of images the header declares must also match the pages:
+    fewer pages is a cut file, more pages means the header is wrong and reading it would
+    silently drop planes.
+    """
     size = tif.filehandle.size
-    page = tif.pages.first
+    page = series.keyframe
     ends = [int(offset) + int(count) for offset, count in zip(page.dataoffsets, page.databytecounts) if count]
     if ends and max(ends) > size:
         return f"file truncated: it has {size} bytes, its first z-plane runs to byte {max(ends)}"
     declared = tif.imagej_metadata.get("images") if tif.is_imagej and tif.imagej_metadata else None
-    if not isinstance(declared, int) or declared <= 1:
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < 1:
         return None
-    if not page.is_tiled and page.compression == 1 and page.is_contiguous:  # ImageJ's: planes follow the first
-        end = int(page.dataoffsets[0]) + declared * int(page.nbytes)
+    pages = len(tif.pages)
+    if pages > declared:
+        return _too_many_pages(declared, pages)
+    if pages == 1 and declared > 1 and not page.is_tiled and page.compression == 1 and page.is_contiguous:
+        end = int(page.dataoffsets[0]) + declared * int(page.nbytes)  # ImageJ's: planes follow the first
         if end > size:
             return f"file truncated: it has {size} bytes, the {declared} z-planes its ImageJ header declares need {end}"
-    elif len(tif.pages) < declared:  # one page per plane: the missing ones were cut off
-        return f"file truncated: its ImageJ header declares {declared} z-planes, only {len(tif.pages)} are in the file"
+    elif pages < declared:  # one page per plane: the missing ones were cut off
+        return f"file truncated: its ImageJ header declares {declared} z-planes, only {pages} are in the file"
     return None
+
+
+def _too_many_pages(declared: int, pages: int) -> str:
+    return (
+        f"ImageJ header and pages disagree: the header declares images={declared}, the file holds "
+        f"{pages} pages (reading it would drop {pages - declared} planes); rewrite the header or the file"
+    )
+
+
+def compression_name(page: Any) -> str:
+    """Name of a page's compression as tifffile knows it (``NONE``, ``LZW``, ``ZSTD``, ...), else its code."""
+    try:
+        return tifffile.COMPRESSION(int(page.compression)).name
+    except (ValueError, TypeError):
+        return str(page.compression)
+
+
+def _codec_label(page: Any) -> str:
+    code = int(page.compression)
+    name = compression_name(page)
+    return f"{name} ({code})" if name != str(code) else f"code {code} (unknown to tifffile)"
+
+
+def _check_decodable(path: Any, tif: tifffile.TiffFile, page: Any) -> str:
+    """Decode one small segment (strip or tile) of a compressed page, so that an unsupported codec or a
+    missing codec library is found from the header, before any heavy work. Returns the compression's name."""
+    name = compression_name(page)
+    if page.compression == 1:
+        return name
+    label = _codec_label(page)
+    counts = [int(count) for count in page.databytecounts]
+    present = [index for index, count in enumerate(counts) if count > 0]
+    if not present:
+        return name
+    index = min(present, key=counts.__getitem__)
+    try:
+        handle = tif.filehandle
+        handle.seek(int(page.dataoffsets[index]))
+        data = handle.read(counts[index])
+        page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+    except ImportError as exc:  # the codec library is missing (imagecodecs, or compression.zstd)
+        raise _fail(path, f"compression {label} cannot be decoded: {exc} (install imagecodecs)") from exc
+    except Exception as exc:  # tifffile: "... not supported"; imagecodecs: codec errors on damaged data
+        raise _fail(path, f"compression {label} cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    return name
 
 
 def read_info(path: str | os.PathLike) -> VolumeInfo:
     """Read shape, dtype, voxel size and metadata of a volume without reading its voxels.
 
+    The series read is the file's only 3D one (singleton axes such as C=1 dropped); a compressed
+    file has one strip or tile decoded, so that a codec that cannot be read is found here.
+
     Raises
     ------
     VolumeFormatError
-        If the file is missing, not a TIFF, truncated, not 3D, multi-sample or non-numeric.
+        If the file is missing, not a TIFF, truncated, not 3D, multi-sample or non-numeric,
+        its ImageJ header disagrees with its pages, it holds several 3D series, or its
+        compression cannot be decoded.
     """
     with _open_tiff(path) as tif:
         return _info_from_open(path, tif)
@@ -322,29 +521,35 @@ def read_info(path: str | os.PathLike) -> VolumeInfo:
 
 def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
     try:
-        series = _validate_series(path, tif)
-        raw = _raw_metadata(tif)
-        page = tif.pages.first
+        index = _choose_series(path, tif)
+        series, shape = _validate_series(path, tif, index)
+        raw = _raw_metadata(tif, series)
+        page = series.keyframe
+        ome = _ome_image(tif, index)
     except VolumeFormatError:
         raise
     except Exception as exc:  # tifffile raises many types on corrupt headers
         raise _fail(path, f"corrupt TIFF header ({type(exc).__name__}: {exc})") from exc
+    compression = _check_decodable(path, tif, page)
     spelling = next((name for name in SPACING_SPELLINGS if name in raw), "PhysicalSizeX")
     metadata = {k: v for k, v in normalize_metadata(raw).items() if str(k).lower() not in _IMAGEJ_LAYOUT_KEYS}
     metadata["axes"] = "ZYX"
-    spacing, found = _resolve_spacing(path, metadata, page)
+    spacing, found, conflicts = _resolve_spacing(path, raw, metadata, page, ome)
     # read raw bytes only where they are plain voxels: uncompressed, untiled, little-endian
     mappable = not page.is_tiled and page.compression == 1 and tif.byteorder == "<"
     offset = series.dataoffset if mappable else None
     return VolumeInfo(
         path=str(path),
-        shape=tuple(int(s) for s in series.shape),  # type: ignore[arg-type]
+        shape=shape,  # type: ignore[arg-type]
         dtype=np.dtype(series.dtype),
         spacing_zyx=spacing,
         metadata=metadata,
         spacing_found=found,
         contiguous_offset=offset,
         spelling=spelling,
+        series=index,
+        compression=compression,
+        spacing_conflicts=conflicts,
     )
 
 
@@ -355,7 +560,9 @@ class LazyVolume:
     layout) are read row range by row range straight into the result, so a box
     costs about its own bytes. Tiled or compressed files are decoded one z-plane
     (TIFF page) at a time, so a slab ``volume[z0:z1]`` costs the slab plus one
-    plane. The result is always a new array; nothing stays mapped.
+    plane; a box within the planes decodes only the tiles or strips it touches.
+    Every compression tifffile decodes (through imagecodecs) is read. The result
+    is always a new array; nothing stays mapped.
 
     Indexing follows NumPy for ints and slices; index lists or arrays select
     independently per axis (outer indexing, as zarr's ``oindex``). The object is
@@ -420,8 +627,10 @@ class LazyVolume:
         key = _expand_key(key, self.shape)
         planes = np.arange(self.shape[0])[key[0]]
         z_list = np.atleast_1d(planes)
-        # a probe of one plane gives the output's yx shape; rows then columns (outer indexing)
-        yx_shape = np.empty(self.shape[1:], dtype=bool)[key[1]][..., key[2]].shape
+        # a probe of one plane gives the output's yx shape; rows then columns (outer indexing). The probe is
+        # a zero-stride view, so it costs the result's size, not a plane (a box of a huge plane stays small)
+        probe = np.broadcast_to(np.zeros((), dtype=bool), self.shape[1:])
+        yx_shape = probe[key[1]][..., key[2]].shape
         out = np.empty((len(z_list), *yx_shape), dtype=self.dtype)
         try:
             with self._lock:
@@ -431,9 +640,14 @@ class LazyVolume:
                     self._read_pages(z_list, key[1:], out)
         except VolumeFormatError:
             raise
-        except Exception as exc:  # tifffile and the OS raise many types on damaged files
-            raise _fail(self.path, f"could not read z-planes ({type(exc).__name__}: {exc}); file truncated?") from exc
+        except Exception as exc:  # tifffile, the codecs and the OS raise many types on damaged files
+            raise _fail(self.path, f"could not read z-planes ({type(exc).__name__}: {exc}); {self._damage()}") from exc
         return out[0] if np.ndim(planes) == 0 else out
+
+    def _damage(self) -> str:
+        if self.info.compression == "NONE":
+            return "file truncated?"
+        return f"file truncated, or its {self.info.compression}-compressed data damaged?"
 
     def _read_contiguous(self, z_list: np.ndarray, yx_key: tuple[Any, Any], out: np.ndarray) -> None:
         """Read only the rows each plane needs, straight from the file (no memory map left resident)."""
@@ -451,20 +665,24 @@ class LazyVolume:
             out[index] = buffer[rows - first_row][..., yx_key[1]]
 
     def _read_pages(self, z_list: np.ndarray, yx_key: tuple[Any, Any], out: np.ndarray) -> None:
-        """Decode one TIFF page (z-plane) at a time into the output; from uncompressed tiles, only those needed."""
+        """Decode one TIFF page (z-plane) at a time into the output; for a box, only the tiles or strips it needs."""
         if self._tif is None:
             self._tif = tifffile.TiffFile(self.path)
-        pages = self._tif.series[0].pages
+        series = self._tif.series[self.info.series]
+        pages = series.pages
         if len(pages) != self.shape[0]:  # one page holds the whole volume (rare): no plane access
-            whole = np.asarray(self._tif.series[0].asarray()).reshape(self.shape)
+            whole = np.asarray(series.asarray()).reshape(self.shape)
             out[...] = whole[z_list][(slice(None), *yx_key)]
             return
         rows = np.arange(self.shape[1])[yx_key[0]]
         cols = np.arange(self.shape[2])[yx_key[1]]
+        part = np.size(rows) < self.shape[1] or np.size(cols) < self.shape[2]
         for index, z in enumerate(z_list):
             page = pages[int(z)]
-            if self._tiles_readable(page) and (np.size(rows) < self.shape[1] or np.size(cols) < self.shape[2]):
+            if part and self._tiles_readable(page):
                 out[index] = self._read_tiles(page, rows, cols)
+            elif part and self._segments_decodable(page):
+                out[index] = self._decode_segments(page, rows, cols)
             else:
                 out[index] = page.asarray()[yx_key]
 
@@ -497,6 +715,48 @@ class LazyVolume:
                 block[y : y + tile_h, x : x + tile_w] = tile
         # index rows, then columns, as two steps: an outer product for any mix of ints, slices and arrays
         return block[rows - first_ty * tile_h][..., cols - first_tx * tile_w]
+
+    def _segments_decodable(self, page: Any) -> bool:
+        layout = page.keyframe
+        return bool(
+            layout.compression != 1
+            and layout.samplesperpixel == 1
+            and (not layout.is_tiled or layout.tiledepth == 1)
+            and np.dtype(layout.dtype) == self.dtype
+        )
+
+    def _decode_segments(self, page: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Decode only the compressed strips or tiles covering ``rows x cols`` of one page.
+
+        A box costs the segments it touches (for strips, full-width rows; for tiles, one tile
+        row per tile row touched), not the plane.
+        """
+        layout = page.keyframe
+        height, width = self.shape[1:]
+        if layout.is_tiled:
+            seg_h, seg_w = layout.tilelength, layout.tilewidth
+        else:
+            seg_h, seg_w = min(layout.rowsperstrip or height, height), width
+        across = -(-width // seg_w)
+        first_sy, last_sy = int(np.min(rows)) // seg_h, int(np.max(rows)) // seg_h
+        first_sx, last_sx = int(np.min(cols)) // seg_w, int(np.max(cols)) // seg_w
+        block = np.zeros(((last_sy - first_sy + 1) * seg_h, (last_sx - first_sx + 1) * seg_w), dtype=self.dtype)
+        handle = self._tif.filehandle
+        for sy in range(first_sy, last_sy + 1):
+            for sx in range(first_sx, last_sx + 1):
+                index = sy * across + sx
+                count = int(page.databytecounts[index])
+                if count == 0:  # a sparse segment: never written, zeros
+                    continue
+                handle.seek(int(page.dataoffsets[index]))
+                data = handle.read(count)
+                if len(data) != count:
+                    raise _fail(self.path, f"file ends inside a segment of z-plane {page.index}; file truncated?")
+                segment = layout.decode(data, index, jpegtables=layout.jpegtables, jpegheader=layout.jpegheader)[0]
+                segment = segment.reshape(segment.shape[-3], segment.shape[-2])  # (1, h, w, 1): one sample, depth 1
+                y, x = (sy - first_sy) * seg_h, (sx - first_sx) * seg_w
+                block[y : y + segment.shape[0], x : x + segment.shape[1]] = segment
+        return block[rows - first_sy * seg_h][..., cols - first_sx * seg_w]
 
 
 def _expand_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
@@ -531,9 +791,10 @@ def read_volume(path: str | os.PathLike, *, lazy: bool = False) -> Volume:
             data: Any = LazyVolume(path, info)
         else:
             try:
-                data = tif.series[0].asarray()
+                data = tif.series[info.series].asarray()
             except Exception as exc:
-                raise _fail(path, f"could not read voxels ({type(exc).__name__}: {exc}); file truncated?") from exc
+                damage = "file truncated?" if info.compression == "NONE" else "file truncated or its data damaged?"
+                raise _fail(path, f"could not read voxels ({type(exc).__name__}: {exc}); {damage}") from exc
             data = np.asarray(data).reshape(info.shape)
     return Volume(
         data=data,

@@ -41,6 +41,8 @@ class VolumeScan:
     dtype: str = ""
     spacing_zyx: tuple[float, ...] = ()
     spacing_found: bool = True
+    spacing_conflicts: list[str] = field(default_factory=list)
+    """Voxel-size sources of the file that disagree (one line per axis; the value used is named)."""
     study: str = ""
     metadata_channel: str = ""
     percentiles: dict[str, float] = field(default_factory=dict)
@@ -169,6 +171,7 @@ def scan_volume(
     scan.dtype = str(lazy.dtype)
     scan.spacing_zyx = tuple(volume.spacing_zyx)
     scan.spacing_found = lazy.info.spacing_found
+    scan.spacing_conflicts = list(lazy.info.spacing_conflicts)
     scan.study = str(volume.metadata.get("study", ""))
     scan.metadata_channel = str(volume.metadata.get("channel", ""))
     values = histogram.percentiles(list(percentiles))

@@ -75,7 +75,8 @@ def validate_pairs(
     channel in a file name, angle/fused shape mismatch, a voxel type that is
     not a raw one (:data:`~fusemycell.io.tiff.RAW_DTYPES`), non-finite voxels,
     constant image. Warnings: angle/fused voxel sizes that disagree (the
-    angle's is used), no voxel size in the file, a channel in the metadata that
+    angle's is used), no voxel size in the file, voxel-size sources of one file that disagree
+    (the value used is named), a channel in the metadata that
     contradicts the name, a volume smaller than the patch in some axis (it is
     padded when patches are cut).
     """
@@ -153,8 +154,8 @@ def _check_pair(
             add(scan.path, f"{scan.nonfinite} non-finite voxels (NaN or Inf)")
         if scan.is_constant:
             add(scan.path, f"constant image (every voxel is {scan.minimum:g})")
-        if not scan.spacing_found:
-            add(scan.path, "no voxel size in the file; 1.0 um assumed", "warning")
+        for warning in _spacing_warnings(scan):
+            add(scan.path, warning, "warning")
         if scan.metadata_channel and scan.metadata_channel.lower() != channel:
             add(scan.path, f"metadata says channel {scan.metadata_channel!r} but the name says {channel!r}", "warning")
     if angle.error is None:
@@ -164,6 +165,12 @@ def _check_pair(
         if small:
             add(angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
     return found
+
+
+def _spacing_warnings(scan: VolumeScan) -> list[str]:
+    """The documented voxel-size fallbacks a readable file needed: none found, or sources that disagree."""
+    found = [] if scan.spacing_found else ["no voxel size in the file; 1.0 um assumed"]
+    return found + [f"conflicting {conflict}" for conflict in scan.spacing_conflicts]
 
 
 def _fmt(spacing: Sequence[float]) -> str:

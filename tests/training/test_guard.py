@@ -1,0 +1,49 @@
+"""The guard never returns a scale that scores below the residual base on the validation volumes."""
+
+import numpy as np
+import pytest
+
+from fusemycell.training.guard import GUARD_SCALES, ValidationVolume, choose_scale
+
+
+def _volumes(seed: int = 0, n: int = 2) -> list[ValidationVolume]:
+    rng = np.random.default_rng(seed)
+    volumes = []
+    for i in range(n):
+        fused = np.zeros((12, 24, 24), np.float32)
+        fused[3:9, 6:18, 6:18] = 1.0
+        angle = fused + rng.normal(0, 0.3, fused.shape).astype(np.float32)
+        volumes.append(ValidationVolume(f"v{i}", ("nucleus", "membrane")[i % 2], angle, fused))
+    return volumes
+
+
+def _identity(angle: np.ndarray) -> np.ndarray:
+    return angle
+
+
+def test_a_harmful_correction_is_switched_off():
+    def worse(angle):  # adds structured noise: worse than the input everywhere
+        return angle + np.sin(np.arange(angle.size, dtype=np.float32)).reshape(angle.shape)
+
+    choice = choose_scale(_volumes(), worse, _identity)
+    assert choice.scale == 0.0
+    assert choice.score(0.0) == pytest.approx(0.0, abs=1e-9)  # the base is the input: N_SSIM 0
+    assert all(choice.score(s) < 0 for s in GUARD_SCALES if s > 0)
+
+
+def test_a_helpful_correction_is_kept_and_never_below_the_base():
+    volumes = _volumes(1)
+    targets = {id(v.angle): v.fused for v in volumes}
+
+    def better(angle):  # halfway to the target
+        return 0.5 * angle + 0.5 * targets[id(angle)]
+
+    choice = choose_scale(volumes, better, _identity)
+    assert choice.scale == 1.0 and choice.score(1.0) > 0.3
+    assert choice.score(choice.scale) >= choice.score(0.0)
+    assert set(choice.per_volume) == {"v0", "v1"} and set(choice.scores[1.0]) == {"nucleus", "membrane"}
+
+
+def test_no_volume_is_an_error():
+    with pytest.raises(ValueError, match="at least one validation volume"):
+        choose_scale([], _identity, _identity)
