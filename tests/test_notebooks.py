@@ -62,6 +62,15 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
         assert "gaussian_blur" in text and "identity" in text  # the metric table lists the baselines
         assert "tracking URI: sqlite:///" in text and "val_nssim" in text
         assert "no MLflow run" not in text and "run '" in text  # the curves came from MLflow, not the CSV
+        # the slices are on the per-volume scale the metric and the pipeline's figure use
+        from fusemycell.io.tiff import read_volume
+        from fusemycell.metrics.ssim import image_statistics
+
+        first = sorted((evaluated_project / "data" / "07_model_output" / "test_predictions").glob("*.tif"))[0]
+        stats = image_statistics(read_volume(first, lazy=True).data)
+        assert f"prediction: p2 {stats.low:.1f}, p99.8 {stats.high:.1f}" in text
+    stderr = "".join(o.get("text", "") for cell in code for o in cell.outputs if o.get("name") == "stderr")
+    assert "IProgress" not in stderr and "Downloading artifacts" not in stderr  # no widget-less progress bars
 
 
 def test_kedro_jupyter_setup_installs_a_kernel_that_loads_kedro(tmp_path, kedro_project):

@@ -421,6 +421,7 @@ SUMMARY_DATASETS = (
     ("patch_store_train", "training patches"),
     ("trained_model", "model"),
     ("onnx_model", "ONNX export"),
+    ("bioimageio_model", "bioimage.io package"),
     ("learning_curves", "learning curves"),
     ("test_predictions", "test predictions"),
     ("evaluation_by_channel", "metrics per channel"),

@@ -9,10 +9,10 @@ makes ``--pipeline X``, ``--pipelines X,Y`` and ``__default__`` all work.
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
-from kedro_mlflow.pipeline import pipeline_ml_factory
 
 from fusemycell.pipelines import evaluation, inference, patching, preprocessing, simulation, training
 from fusemycell.pipelines.inference.pipeline import create_model_pipeline
+from fusemycell.pipelines.model_logging import ModelLoggingPipeline
 
 #: Pipelines in data-flow order.
 PIPELINE_ORDER = ("simulation", "preprocessing", "patching", "training", "evaluation", "inference")
@@ -37,16 +37,16 @@ def register_pipelines() -> dict[str, Pipeline]:
         "inference": inference,
     }
     pipelines = {name: modules[name].create_pipeline() for name in PIPELINE_ORDER}
-    default = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
-    # a run of `training` (or of the main job) ends by logging the inference pipeline as an MLflow
-    # pyfunc model: mlflow.pyfunc.load_model(...).predict(volume) applies the trained network
+    # every run that trains (`training` alone, the main job, `preprocessing,patching,training,...`)
+    # ends by logging the inference pipeline as an MLflow pyfunc model:
+    # mlflow.pyfunc.load_model("runs:/<id>/fusemycell_model").predict(volume) applies the trained network
     pipelines["training"] = _packaged(pipelines["training"])
-    pipelines["__default__"] = _packaged(default)
+    pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
     return pipelines
 
 
 def _packaged(training_pipeline: Pipeline) -> Pipeline:
-    return pipeline_ml_factory(
+    return ModelLoggingPipeline.wrap(
         training=training_pipeline,
         inference=create_model_pipeline(),
         input_name="single_view_array",

@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from tqdm.auto import tqdm
+# the console bar: bars are drawn only on a terminal, and tqdm.auto would want ipywidgets in a notebook
+from tqdm import tqdm
 
 T = TypeVar("T")
 

@@ -11,8 +11,10 @@ import warnings
 from kedro.config import OmegaConfigLoader
 
 from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks, ParameterHooks, RunSummaryHooks
+from fusemycell.run_messages import RunNameHooks, silence_known_notices
 
-HOOKS = (EnvironmentCheckHooks(), ParameterHooks(), MemoryMonitorHooks(), RunSummaryHooks())
+HOOKS = (EnvironmentCheckHooks(), ParameterHooks(), MemoryMonitorHooks(), RunSummaryHooks(), RunNameHooks())
+silence_known_notices()
 
 # Other libraries' notices that a user can do nothing about, printed on every command
 # (they buried the one line that matters when a run fails).

@@ -13,6 +13,7 @@ refused.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -39,7 +40,10 @@ def _write_one(target: Path, volume: Volume) -> Path:
 
 
 def _tiff_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
+    tiffs = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff")]
+    # OME-Zarr images are folders (NAME.ome.zarr); no TIFF is looked for inside one
+    images = [p for p in folder.rglob("*.zarr") if p.is_dir() and not any(a.suffix == ".zarr" for a in p.parents)]
+    return sorted(p for p in tiffs + images if not any(a.suffix == ".zarr" for a in p.parents))
 
 
 class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, SaveValue], PairListing]):
@@ -138,7 +142,7 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
             raise DatasetError(str(exc)) from exc
         # a generated folder holds exactly what was last produced: stale volumes would be paired too
         for stale in set(_tiff_files(self._path)) - written:
-            stale.unlink()
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()  # an OME-Zarr image is a folder
 
     def _expand(self, key: str, value: SaveValue) -> list[tuple[str, Volume]]:
         if callable(value):
@@ -171,7 +175,9 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
             )
 
     def _exists(self) -> bool:
-        return self._path.is_dir() and any(self._path.rglob("image_*_*_*.tif*"))
+        return self._path.is_dir() and (
+            any(self._path.rglob("image_*_*_*.tif*")) or any(self._path.rglob("image_*_*_*.ome.zarr"))
+        )
 
     def preview(self) -> TablePreview:
         """kedro-viz preview: one row per pair with shapes and voxel sizes (headers only, no voxels)."""

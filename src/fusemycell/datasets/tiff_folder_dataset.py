@@ -184,7 +184,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
             try:
                 volume = value() if callable(value) else value
                 volume.metadata = {**volume.metadata, PROVENANCE_KEY: PROVENANCE_VALUE}
-                save_volume(target, volume)
+                self._write_volume(target, volume)
                 written.append(name)
                 logger.info("wrote %s", target)
             except (VolumeFormatError, OSError, ValueError) as exc:
@@ -201,6 +201,10 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
                 + (f"; report: {self._report_path}" if self._report_path else "")
                 + f"):\n  - {listing}"
             )
+
+    def _write_volume(self, target: Path, volume: Volume) -> None:
+        """One volume to ``target`` (a subclass may choose the format by name)."""
+        save_volume(target, volume)
 
     def preview(self) -> ImagePreview:
         """kedro-viz preview: the z maximum projection of the folder's first volume (read slab by slab)."""

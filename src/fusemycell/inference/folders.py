@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fusemycell.io.ome_zarr import volume_stem
 from fusemycell.io.pairs import FILENAME_PATTERN
 
 
@@ -59,7 +60,7 @@ def _raw_pair_files(entries: Iterable[Path]) -> list[str]:
 
 def is_fused_target(name: str) -> bool:
     """``*_fused.tif`` (any case): a target of a pair, not a single view to predict."""
-    return Path(name).stem.lower().endswith("_fused")
+    return volume_stem(name).lower().endswith("_fused")  # image_1_nucleus_fused.tif or .ome.zarr
 
 
 @dataclass

@@ -26,6 +26,8 @@ class InferenceSettings(StrictConfig):
     """Model file or MLflow URI (``runs:/<run id>/model/fusemycell_unet.pt``); null = ``data/06_models``'s."""
     onnx_path: str | None = None
     """ONNX export used by ``backend: onnx``; null = the model's ``.onnx`` sibling (same folder or run)."""
+    output_format: Literal["tiff", "ome-zarr"] = "tiff"
+    """Predictions as TIFF (the challenge's format) or OME-Zarr images with a pyramid (``NAME.ome.zarr``)."""
     overwrite: bool = False
     """Replace existing TIFFs in the output folder that fusemycell did not write (its predictions are
     always replaced). Off: such a file stops the run before any prediction, naming it."""

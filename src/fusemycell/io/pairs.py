@@ -22,7 +22,7 @@ CHANNELS = ("nucleus", "membrane")
 KINDS = ("angle", "fused")
 
 FILENAME_PATTERN = re.compile(
-    r"^image_(?P<image_id>\d+)_(?P<channel>[A-Za-z]+)_(?P<kind>angle|fused)\.tiff?$", re.IGNORECASE
+    r"^image_(?P<image_id>\d+)_(?P<channel>[A-Za-z]+)_(?P<kind>angle|fused)\.(tiff?|ome\.zarr)$", re.IGNORECASE
 )
 
 
@@ -117,6 +117,15 @@ class PairListing(Mapping[str, RawPair]):
         return {key: pair for key, pair in self.pairs.items() if pair.is_complete}
 
 
+#: Listings of ignored files already reported in this run (see :func:`forget_reported_files`).
+_REPORTED_UNMATCHED: set[tuple[str, ...]] = set()
+
+
+def forget_reported_files() -> None:
+    """Start a new run: the next listing of ignored files is reported again."""
+    _REPORTED_UNMATCHED.clear()
+
+
 def pair_files(paths: Iterable[str | Path], root: str | Path | None = None) -> PairListing:
     """Pair angle and fused files by ``(N, channel)``.
 
@@ -138,7 +147,9 @@ def pair_files(paths: Iterable[str | Path], root: str | Path | None = None) -> P
             continue
         found.setdefault((name.image_id, name.channel, name.kind), []).append(raw_path)
 
-    if unmatched:
+    if unmatched and tuple(unmatched) not in _REPORTED_UNMATCHED:
+        # several datasets list the same folder in one run: say it once
+        _REPORTED_UNMATCHED.add(tuple(unmatched))
         logger.warning("%d file(s) ignored, not FuseMyCell volumes: %s", len(unmatched), ", ".join(unmatched))
     duplicates = {
         f"{pair_key(image_id, channel)}_{kind}": tuple(files)

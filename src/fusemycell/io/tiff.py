@@ -502,6 +502,11 @@ def _check_decodable(path: Any, tif: tifffile.TiffFile, page: Any) -> str:
     return name
 
 
+def is_ome_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an OME-Zarr image (a ``.zarr`` folder), not a TIFF: see :mod:`fusemycell.io.ome_zarr`."""
+    return str(path).rstrip("/\\").lower().endswith(".zarr")
+
+
 def read_info(path: str | os.PathLike) -> VolumeInfo:
     """Read shape, dtype, voxel size and metadata of a volume without reading its voxels.
 
@@ -515,6 +520,10 @@ def read_info(path: str | os.PathLike) -> VolumeInfo:
         its ImageJ header disagrees with its pages, it holds several 3D series, or its
         compression cannot be decoded.
     """
+    if is_ome_zarr(path):  # single views may also be OME-Zarr images
+        from fusemycell.io.ome_zarr import read_ome_zarr_info
+
+        return read_ome_zarr_info(path)
     with _open_tiff(path) as tif:
         return _info_from_open(path, tif)
 
@@ -785,6 +794,10 @@ def read_volume(path: str | os.PathLike, *, lazy: bool = False) -> Volume:
     VolumeFormatError
         If the file is not a readable 3D volume (see :func:`read_info`).
     """
+    if is_ome_zarr(path):  # single views may also be OME-Zarr images
+        from fusemycell.io.ome_zarr import read_ome_zarr
+
+        return read_ome_zarr(path, lazy=lazy)
     with _open_tiff(path) as tif:
         info = _info_from_open(path, tif)
         if lazy:

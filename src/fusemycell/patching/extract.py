@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fusemycell.io.ome_zarr import volume_stem
 from fusemycell.io.tiff import read_volume
 from fusemycell.patching.store import write_patch_store
 
@@ -83,7 +84,7 @@ class PatchPlan:
             origins = [(int(r.Index), (int(r.origin_z), int(r.origin_y), int(r.origin_x))) for r in rows.itertuples()]
             levels = rows["foreground_level"].to_dict()
             for row, angle_patch, fused_patch in cut_patches(
-                angle, fused, origins, self.patch_size_zyx, name=Path(angle_path).stem
+                angle, fused, origins, self.patch_size_zyx, name=volume_stem(Path(angle_path).name)
             ):
                 contains[row] = bool(np.max(fused_patch) > levels[row])
                 yield row, angle_patch, fused_patch

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fusemycell.io.digest import ContentDigest
+from fusemycell.io.ome_zarr import volume_stem
 from fusemycell.io.tiff import VolumeFormatError, read_volume
 from fusemycell.normalization import IntensityHistogram
 from fusemycell.progress import track
@@ -133,7 +134,7 @@ def scan_volume(
     A file that cannot be read gives a scan with ``error`` set instead of raising,
     so one bad file never hides the problems of the others.
     """
-    name = os.path.splitext(os.path.basename(path))[0]
+    name = volume_stem(os.path.basename(path))  # image_3_nucleus_angle for .tif and .ome.zarr alike
     scan = VolumeScan(name=name, path=str(path), pair=pair, kind=kind, channel=channel)
     try:
         volume = read_volume(path, lazy=True)

@@ -11,24 +11,35 @@ from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.patching.store import PatchStore
 
 
-def validation_figure(model: TrainedModel, store: PatchStore, count: int = 4, device: str = "cpu") -> Figure:
-    """Middle xy slice of ``count`` validation patches: input, prediction, target, on one contrast per row."""
+def validation_figure(
+    model: TrainedModel, store: PatchStore, count: int = 4, device: str = "cpu", epoch: int | None = None
+) -> Figure:
+    """Middle xy slice of ``count`` validation patches: input, prediction, target, on one contrast per row.
+
+    The title names the epoch whose weights predicted (the best one); each row has a colour bar
+    (normalised intensity, the patch store's scale).
+    """
     count = min(count, len(store))
     rows = np.linspace(0, len(store) - 1, count).astype(int) if count else []
-    figure = Figure(figsize=(9, 3 * max(1, count)), layout="constrained")
+    figure = Figure(figsize=(10, 3 * max(1, count)), layout="constrained")
+    axes = figure.subplots(max(1, count), 3, squeeze=False)
     network = model.network.to(device).eval()
     for row, index in enumerate(rows):
         single_view, target = store[int(index)]
         with torch.no_grad():
-            prediction = network(torch.from_numpy(single_view)[None, None].to(device))[0, 0].cpu().numpy()
+            prediction = network(torch.tensor(single_view)[None, None].to(device))[0, 0].cpu().numpy()
         z = single_view.shape[0] // 2
         images = (single_view[z], prediction[z], target[z])
         low, high = np.percentile(target, (1, 99.8))
         for column, (title, image) in enumerate(zip(("input (single view)", "prediction", "target (fused)"), images)):
-            axis = figure.add_subplot(count, 3, row * 3 + column + 1)
-            axis.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1)
+            axis = axes[row][column]
+            shown = axis.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1)
             axis.set_title(f"{title}, patch {index}", fontsize=9)
             axis.axis("off")
+        figure.colorbar(shown, ax=axes[row].tolist(), shrink=0.8, label="normalised intensity")
+    figure.suptitle(
+        f"validation patches, middle z plane: weights of epoch {epoch}" if epoch is not None else "validation patches"
+    )
     return figure
 
 

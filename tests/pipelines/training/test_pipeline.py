@@ -8,6 +8,8 @@ from mlflow.tracking import MlflowClient
 from fusemycell.models.checkpoint import load_model
 from tests.conftest import project_after, run_session
 
+TRAINING_RUN = "tags.mlflow.runName = 'training (env test)'"  # runs are named after pipelines and env
+
 
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory):
@@ -33,7 +35,7 @@ def test_model_and_reports_are_written(trained_project):
 def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
     uri = f"sqlite:///{(trained_project / 'mlflow.db').as_posix()}"
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["fusemycell"], filter_string="tags.mlflow.runName = 'training'")
+    runs = mlflow.search_runs(experiment_names=["fusemycell"], filter_string=TRAINING_RUN)
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["status"] == "FINISHED"
@@ -58,6 +60,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
     assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {
         "model/fusemycell_unet.pt",
         "model/fusemycell_unet.onnx",
+        "model/fusemycell_unet.bioimageio.zip",
     }
 
 
@@ -73,7 +76,7 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
 
     uri = f"sqlite:///{(trained_project / 'mlflow.db').as_posix()}"
     mlflow.set_tracking_uri(uri)
-    run = mlflow.search_runs(experiment_names=["fusemycell"], filter_string="tags.mlflow.runName = 'training'").iloc[0]
+    run = mlflow.search_runs(experiment_names=["fusemycell"], filter_string=TRAINING_RUN).iloc[0]
     model = mlflow.pyfunc.load_model(f"runs:/{run['run_id']}/fusemycell_model")
     single_view = read_volume(trained_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif").data
     prediction = model.predict(single_view)
@@ -89,3 +92,11 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     from_file = predict_file(path, make_backend(trained, settings), settings, trained.card).data
     expected = np.stack([from_file[z] for z in range(single_view.shape[0])])
     assert np.abs(prediction.astype(np.int32) - expected.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
+
+
+def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(trained_project):
+    from bioimageio.core import test_model
+
+    package = trained_project / "data" / "06_models" / "fusemycell_unet.bioimageio.zip"
+    summary = test_model(package)
+    assert summary.status == "passed", [(d.name, d.errors) for d in summary.details if d.status != "passed"]

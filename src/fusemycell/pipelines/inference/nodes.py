@@ -12,6 +12,7 @@ import numpy as np
 from fusemycell.configuration import load_config
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
 from fusemycell.inference.folders import check_output_folder, select_inputs
+from fusemycell.io.ome_zarr import output_name
 from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.tracking import fetch_artifact, is_artifact_uri
@@ -67,7 +68,9 @@ def plan_predictions(
             plan.report["failures"].append({"file": name, "problem": str(exc)})
             logger.error("%s", exc)
             continue
-        plan[name] = partial(predict_file, path, backend, settings, inference_model.card)
+        plan[output_name(name, settings.output_format)] = partial(
+            predict_file, path, backend, settings, inference_model.card
+        )
     if selection.skipped_fused:
         logger.info("skipped %d fused volumes (targets, not single views)", len(selection.skipped_fused))
     logger.info(

@@ -54,7 +54,7 @@ def train_fusion_model(
     if result.physics:
         log_metrics({f"physics.{key}": value for key, value in result.physics.items()})
     history = pd.DataFrame([asdict(h) for h in result.history])
-    return result.model, history, validation_figure(result.model, patch_store_val)
+    return result.model, history, validation_figure(result.model, patch_store_val, epoch=result.best_epoch)
 
 
 def plot_learning_curves(training_history: pd.DataFrame) -> Figure:

@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from fusemycell.pipelines.training.export_nodes import export_bioimageio_package
 from fusemycell.pipelines.training.nodes import export_onnx_model, plot_learning_curves, train_fusion_model
 
 
@@ -20,6 +21,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="trained_model",
                 outputs="onnx_model",
                 name="export_onnx_model",
+            ),
+            Node(
+                func=export_bioimageio_package,
+                inputs=["trained_model", "patch_store_val"],
+                outputs="bioimageio_model",
+                name="export_bioimageio_package",
             ),
             Node(
                 func=plot_learning_curves,

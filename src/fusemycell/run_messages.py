@@ -1,0 +1,97 @@
+"""What a run says: other libraries' known notices silenced where they start, and MLflow run names.
+
+A main job printed 282 lines, most of them notices a user can do nothing about (MLflow's type
+hints and CloudPickle notes about kedro-mlflow's wrapper, PyTorch's ONNX constant folding, MLflow's
+"Downloading artifacts" bars that are local copies). Kedro's own per-dataset lines are moved below
+INFO in ``conf/logging.yml``; the notices of other libraries are silenced here, once, by
+:func:`silence_known_notices` (``settings.py`` calls it).
+
+kedro-mlflow names a run after its pipelines, so the main job was ``__default__``;
+:class:`RunNameHooks` names it after what ran and where: ``simulation+preprocessing+patching+
+training+evaluation (env mac)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+#: Warnings of other libraries, by message (a regular expression matched from the message's start).
+KNOWN_WARNINGS = (
+    # MLflow, about kedro-mlflow's pyfunc wrapper; MLflow colours the message, hence the leading .*
+    r".*Add type hints to the `predict` method",
+    # PyTorch's ONNX exporter, about the pads of the network's boundary (harmless: the graph is checked)
+    r".*Constant folding - Only steps=1 can be constant folded",
+    r"register_new_resolver\(\) is deprecated",  # OmegaConf, called by Kedro and kedro-mlflow
+)
+
+#: Log records of other libraries, by logger and a part of their message.
+KNOWN_LOG_RECORDS = (
+    # MLflow forces its type-hint notice through (``simplefilter("once")`` around it), so the warnings
+    # filter above cannot stop it; Kedro routes warnings to the ``py.warnings`` logger, which can
+    ("py.warnings", "Add type hints to the `predict` method"),
+    # MLflow on every pyfunc model: kedro-mlflow's wrapper is a Python object, pickled by design
+    ("mlflow.pyfunc", "Passing a Python object as `python_model` causes it to be serialized using CloudPickle"),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, parts: Iterable[str]):
+        super().__init__()
+        self.parts = tuple(parts)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(part in message for part in self.parts)
+
+
+def silence_known_notices() -> None:
+    """Silence the known third-party notices; idempotent."""
+    for message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    by_logger: dict[str, list[str]] = {}
+    for name, part in KNOWN_LOG_RECORDS:
+        by_logger.setdefault(name, []).append(part)
+    for name, parts in by_logger.items():
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in target.filters):
+            target.addFilter(_DropMessages(parts))
+    # MLflow's tqdm bars when it copies artifacts between local folders (and tqdm's "IProgress not
+    # found" in a notebook without ipywidgets); a user who wants them sets the variable to true
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def run_name(pipeline_names: Iterable[str] | None, env: str | None) -> str:
+    """``training (env mac)``; the main job spells out its pipelines instead of ``__default__``."""
+    from fusemycell.pipeline_registry import DEFAULT_CHAIN
+
+    names: list[str] = []
+    for name in pipeline_names or ["__default__"]:
+        names.extend(DEFAULT_CHAIN if name == "__default__" else [name])
+    return f"{'+'.join(names)} (env {env or 'local'})"
+
+
+class RunNameHooks:
+    """Renames the MLflow run kedro-mlflow opened (it runs first: this hook is ``trylast``)."""
+
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        from fusemycell.io.pairs import forget_reported_files
+
+        forget_reported_files()  # "N file(s) ignored" is said once per run
+        try:
+            import mlflow
+
+            if mlflow.active_run() is None:
+                return
+            names = run_params.get("pipeline_names") or run_params.get("pipeline_name")
+            if isinstance(names, str):
+                names = [names]
+            mlflow.set_tag("mlflow.runName", run_name(names, run_params.get("env")))
+        except Exception as exc:  # noqa: BLE001 - a run name never stops a run
+            logging.getLogger(__name__).warning("could not name the MLflow run: %s", exc)

@@ -1,0 +1,112 @@
+"""A run says what a user needs: known third-party notices silenced, Kedro's dataset lines below INFO,
+MLflow runs named after what ran."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import mlflow
+import tomllib
+
+from fusemycell.io.pairs import forget_reported_files, pair_files
+from fusemycell.run_messages import run_name, silence_known_notices
+from tests.conftest import PROJECT_ROOT, run_kedro
+
+
+def test_run_names_say_which_pipelines_ran_and_where():
+    assert run_name(["training"], "mac") == "training (env mac)"
+    assert run_name(None, "test") == "simulation+preprocessing+patching+training+evaluation (env test)"
+    assert run_name(["__default__"], None) == "simulation+preprocessing+patching+training+evaluation (env local)"
+    assert run_name(["preprocessing", "training"], "cloud") == "preprocessing+training (env cloud)"
+
+
+def test_known_notices_are_silenced_and_others_are_not():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_known_notices()
+        # MLflow colours its notice: the filter must match after the colour code
+        warnings.warn("\x1b[33mAdd type hints to the `predict` method to enable data validation\x1b[0m", stacklevel=1)
+        warnings.warn("Constant folding - Only steps=1 can be constant folded for opset >= 10", stacklevel=1)
+        warnings.warn("a warning about your data", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning about your data"]
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    pyfunc = logging.getLogger("mlflow.pyfunc")
+    pyfunc.addHandler(handler)
+    try:
+        pyfunc.warning("Passing a Python object as `python_model` causes it to be serialized using CloudPickle, ...")
+        pyfunc.warning("model signature is missing")
+    finally:
+        pyfunc.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["model signature is missing"]
+
+
+def test_ignored_files_are_said_once_until_the_next_run(caplog):
+    files = ["d/image_0_nucleus_angle.tif", "d/notes.tif"]
+    forget_reported_files()
+    with caplog.at_level(logging.WARNING, logger="fusemycell.io.pairs"):
+        pair_files(files, root="d")
+        pair_files(files, root="d")
+        assert sum("file(s) ignored" in r.getMessage() for r in caplog.records) == 1
+        forget_reported_files()
+        pair_files(files, root="d")
+    assert sum("file(s) ignored" in r.getMessage() for r in caplog.records) == 2
+
+
+def _kedro_init_entry_point() -> str:
+    entry_points = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    (target,) = entry_points["kedro.init"].values()
+    return target
+
+
+def test_the_kedro_init_entry_point_silences_before_plugins_load():
+    assert _kedro_init_entry_point() == "fusemycell.run_messages:silence_known_notices"
+
+
+def _with_entry_point(folder: Path) -> dict[str, str]:
+    """PYTHONPATH for a ``kedro`` process that sees pyproject's ``kedro.init`` entry point.
+
+    ``pip install -e .`` registers it; an environment installed before it existed gets it from a
+    minimal distribution in ``folder`` (the same entry point, the same target).
+    """
+    from importlib.metadata import entry_points
+
+    paths = [p for p in sys.path if p]
+    if not any(ep.value == _kedro_init_entry_point() for ep in entry_points(group="kedro.init")):
+        info = folder / "fusemycell_entry_points-0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fusemycell-entry-points\nVersion: 0\n")
+        (info / "entry_points.txt").write_text(f"[kedro.init]\nfusemycell_quiet = {_kedro_init_entry_point()}\n")
+        paths.insert(0, str(folder))
+    return {"PYTHONPATH": ":".join(paths), "COLUMNS": "200"}
+
+
+def test_the_main_job_prints_what_a_user_needs(kedro_project, tmp_path):
+    run = run_kedro(kedro_project, "run", "--env", "test", **_with_entry_point(tmp_path / "entry_points"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    output = run.stdout + run.stderr
+    for noise in (
+        "Loading data from",
+        "Saving data to",
+        "Completed 3 out of",
+        "Add type hints",
+        "Constant folding",
+        "CloudPickle",
+        "Downloading artifacts",
+        "Registering new custom resolver",
+        "No typed parameter",
+        "as logging configuration",
+    ):
+        assert noise not in output, noise
+    for needed in ("Running node: train_3d_unet", "epoch 2/2", "fusemycell run finished:", "test N_SSIM"):
+        assert needed in output, needed
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) < 100, "\n".join(lines)
+    mlflow.set_tracking_uri(f"sqlite:///{(kedro_project / 'mlflow.db').as_posix()}")
+    names = mlflow.search_runs(experiment_names=["fusemycell"])["tags.mlflow.runName"].tolist()
+    assert names == ["simulation+preprocessing+patching+training+evaluation (env test)"]
