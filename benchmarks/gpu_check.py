@@ -133,9 +133,8 @@ def train_briefly(args: argparse.Namespace, workdir: Path, device: str) -> tuple
         if time.perf_counter() - started >= args.train_seconds:
             raise _TimeUp
 
-    metadata = {"patch_size_zyx": list(patch), "normalization": {"low_percentile": 2.0, "high_percentile": 99.8}}
     try:
-        result = train(config, *stores, epoch_callback=stop_when_time_is_up, metadata=metadata)
+        result = train(config, *stores, epoch_callback=stop_when_time_is_up)  # the card: config.model at the patches
         model = result.model
     except _TimeUp:
         model = load_model(Path(parameters["checkpoint_dir"]) / BEST_MODEL)
@@ -145,7 +144,7 @@ def train_briefly(args: argparse.Namespace, workdir: Path, device: str) -> tuple
         "epochs": len(epochs),
         "train_seconds": time.perf_counter() - started,
         "median_epoch_seconds": float(np.median(epochs)) if epochs else None,
-        "val_nssim": model.metadata.get("val_nssim"),  # type: ignore[attr-defined]
+        "val_nssim": model.card.validation.val_nssim if model.card.validation else None,  # type: ignore[attr-defined]
     }
     return model, summary
 
@@ -172,7 +171,7 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
     """Write the study, predict it file to file; timings and memory."""
     import torch
 
-    from fusemycell.inference.apply import InferenceSettings, default_tile, predict_file
+    from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.predictor import TorchBackend
     from fusemycell.inference.tiling import TileGrid
     from fusemycell.io.tiff import read_volume, save_volume, write_volume
@@ -183,7 +182,7 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
     start = time.perf_counter()
     write_volume(source, StudyPlanes(depth, side), SPACING_ZYX)
     write_seconds = time.perf_counter() - start
-    tile = default_tile(model.metadata)  # type: ignore[attr-defined]
+    tile = model.card.default_tile_zyx  # type: ignore[attr-defined]
     backend = TorchBackend(model.network, device, amp=True)  # type: ignore[attr-defined]
     batch = backend.batch_size_for(tile, requested=4, limit=args.max_batch)
     settings = InferenceSettings(device=device, amp=True, batch_size=batch)
@@ -191,7 +190,7 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
         torch.cuda.reset_peak_memory_stats()
     host_before = peak_rss_kib()
     start = time.perf_counter()
-    save_volume(target, predict_file(str(source), backend, settings, model.metadata))  # type: ignore[attr-defined]
+    save_volume(target, predict_file(str(source), backend, settings, model.card))  # type: ignore[attr-defined]
     seconds = time.perf_counter() - start
     written = read_volume(target, lazy=True)
     shape = tuple(written.shape)

@@ -121,13 +121,14 @@ def run_inference(files: int) -> dict:
 
     from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
     from fusemycell.io.tiff import save_volume, write_volume
+    from fusemycell.models.card import card_for
     from fusemycell.models.checkpoint import TrainedModel
     from fusemycell.models.config import UNetConfig
     from fusemycell.models.unet import UNet3D
 
     torch.manual_seed(0)
     config = UNetConfig(depth=2, base_channels=8, spacing_zyx=(2.0, 0.4, 0.4))
-    model = TrainedModel(UNet3D(config), config, {"patch_size_zyx": [16, 32, 32]})
+    model = TrainedModel(UNet3D(config), card_for(config, (16, 32, 32)))
     settings = InferenceSettings(device="cpu", tile_zyx=(16, 64, 64), batch_size=4)
     backend = make_backend(model, settings)
     rng = np.random.default_rng(0)
@@ -143,7 +144,7 @@ def run_inference(files: int) -> dict:
             sampler = _Peak()
             sampler.peak = _rss_mib()
             sampler.start()
-            save_volume(outputs / path.name, predict_file(str(path), backend, settings, model.metadata))
+            save_volume(outputs / path.name, predict_file(str(path), backend, settings, model.card))
             sampler.running = False
             sampler.join()
             peaks.append(sampler.peak)

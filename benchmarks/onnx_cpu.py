@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from fusemycell.inference.apply import InferenceSettings, default_tile, predict_file
+    from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.onnx_backend import OnnxBackend
     from fusemycell.inference.predictor import TorchBackend
     from fusemycell.inference.tiling import TileGrid
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from fusemycell.models.checkpoint import load_model
 
     model = load_model(args.model)
-    tile = default_tile(model.metadata)
+    tile = model.card.default_tile_zyx
     backends = {
         "PyTorch (TorchBackend, CPU float32)": TorchBackend(model.network, "cpu", amp=False),
         "ONNX Runtime (OnnxBackend, CPUExecutionProvider)": OnnxBackend(args.onnx, ["CPUExecutionProvider"]),
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for index, (name, backend) in enumerate(backends.items()):
                 outputs[name] = workdir / f"output_{index}.tif"
                 start = time.perf_counter()
-                save_volume(outputs[name], predict_file(str(path), backend, settings, model.metadata))
+                save_volume(outputs[name], predict_file(str(path), backend, settings, model.card))
                 times[name].append(time.perf_counter() - start)
                 print(f"  {name}: {times[name][-1]:.1f} s", file=sys.stderr)
         files = [read_volume(p).data.astype(np.int32) for p in outputs.values()]

@@ -60,11 +60,12 @@ def report(args: argparse.Namespace, model, pairs, shapes, input_ssim, *, rows) 
     import torch
 
     names = ", ".join(f"{p} ({'x'.join(map(str, shapes[p]))})" for p in pairs)
+    validation = model.card.validation
     print(f"## Overlap and tile size: time and N_SSIM on the {args.split_name} volumes of the simulated data\n")
     print(
         f"Model: `{args.model}` ({model.config.depth} levels, {model.config.base_channels} base channels, "
-        f"best epoch {model.metadata.get('best_epoch')}, validation N_SSIM "
-        f"{float(model.metadata.get('val_nssim', float('nan'))):.4f}); volumes: {names}; CPU float32, batch 4, "
+        f"best epoch {validation.epoch if validation else '?'}, validation N_SSIM "
+        f"{validation.val_nssim if validation else float('nan'):.4f}); volumes: {names}; CPU float32, batch 4, "
         f"{args.repeat} timed run(s) per volume (median).\n"
     )
     print(
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     for _ in range(args.repeat):
                         out = workdir / f"{pair}.tif"
                         start = time.perf_counter()
-                        save_volume(out, predict_file(str(angle[pair]), backend, settings, model.metadata))
+                        save_volume(out, predict_file(str(angle[pair]), backend, settings, model.card))
                         runs.append(time.perf_counter() - start)
                     times.append(statistics.median(runs))
                     tiles += len(TileGrid(shapes[pair], tile, overlap))

@@ -170,13 +170,16 @@ def measure_stream(args: argparse.Namespace, result: dict[str, object]) -> tuple
     from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.predictor import TorchBackend
     from fusemycell.io.tiff import save_volume
+    from fusemycell.models.card import IntensityMapping, PreprocessingContract, card_for
+    from fusemycell.models.config import UNetConfig
 
     net = make_stream_network(args.stream_network)
     settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH)
-    metadata = {"normalization": {"low_percentile": PERCENTILES[0], "high_percentile": PERCENTILES[1]}}
+    mapping = IntensityMapping(low_percentile=PERCENTILES[0], high_percentile=PERCENTILES[1])
+    card = card_for(UNetConfig(), STREAM_TILE, preprocessing=PreprocessingContract(normalization=mapping))
     baseline = peak_rss_kib()
     start = time.perf_counter()
-    volume = predict_file(str(args.path), TorchBackend(net, "cpu", False), settings, metadata)
+    volume = predict_file(str(args.path), TorchBackend(net, "cpu", False), settings, card)
     save_volume(args.out, volume)
     seconds = time.perf_counter() - start
     stream = volume.data.inner.inner  # BackgroundPlanes -> MappedToUint16 -> StreamingPrediction
@@ -191,8 +194,8 @@ def measure_monai_file(args: argparse.Namespace, result: dict[str, object]) -> t
     import torch
     from monai.inferers import sliding_window_inference
 
-    from fusemycell.inference.apply import MappedToUint16
     from fusemycell.inference.tiling import TileGrid
+    from fusemycell.inference.transform import MappedToUint16, output_mapping
     from fusemycell.io.tiff import write_volume
     from fusemycell.normalization import NormalizationStats, normalize
 
@@ -219,7 +222,7 @@ def measure_monai_file(args: argparse.Namespace, result: dict[str, object]) -> t
         )
     del volume
     prediction = output[0, 0].numpy()
-    write_volume(args.out, MappedToUint16(prediction, stats, 4096.0), SPACING_ZYX)
+    write_volume(args.out, MappedToUint16(prediction, *output_mapping(stats, 4096.0, str(args.path))), SPACING_ZYX)
     seconds = time.perf_counter() - start
     result["tiles"] = len(TileGrid(prediction.shape, STREAM_TILE, OVERLAP))
     return baseline, seconds

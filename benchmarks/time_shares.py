@@ -16,7 +16,7 @@ project's code is unchanged) and their time is summed per thread, exclusively
 ``read``
     ``LazyVolume.__getitem__`` (the percentile pass and the slabs);
 ``percentiles``
-    ``prepare_input`` (the exact 16-bit histogram of that pass);
+    ``scan_input`` (the exact 16-bit histogram of that pass);
 ``normalise``
     ``PreprocessedVolume.__getitem__`` (uint16 -> float32 on the network's scale);
 ``predict``
@@ -121,18 +121,18 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     """One prediction (in the child), timed by phase."""
     import torch
 
-    from fusemycell.inference import apply, background, predictor
+    from fusemycell.inference import apply, background, predictor, transform
     from fusemycell.io import tiff
     from fusemycell.models.checkpoint import load_model
     from fusemycell.preprocessing import volumes
 
     clock = PhaseClock()
     tiff.LazyVolume.__getitem__ = clock.wrap("read", tiff.LazyVolume.__getitem__)
-    apply.prepare_input = clock.wrap("percentiles", apply.prepare_input)
+    apply.scan_input = clock.wrap("percentiles", apply.scan_input)
     volumes.PreprocessedVolume.__getitem__ = clock.wrap("normalise", volumes.PreprocessedVolume.__getitem__)
     predictor.StreamingPrediction._process_row = clock.wrap("blend", predictor.StreamingPrediction._process_row)
     predictor.StreamingPrediction._plane = clock.wrap("blend", predictor.StreamingPrediction._plane)
-    apply.MappedToUint16.__getitem__ = clock.wrap("map to uint16", apply.MappedToUint16.__getitem__)
+    transform.MappedToUint16.__getitem__ = clock.wrap("map to uint16", transform.MappedToUint16.__getitem__)
     background.BackgroundPlanes.__getitem__ = clock.wrap("wait", background.BackgroundPlanes.__getitem__)
     tiff.write_volume = clock.wrap("write", tiff.write_volume)
 
@@ -144,7 +144,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     backend_call = clock.wrap("predict", backend.__call__)
     baseline = peak_rss_kib()
     start = time.perf_counter()
-    volume = apply.predict_file(str(args.path), backend_call, settings, model.metadata)
+    volume = apply.predict_file(str(args.path), backend_call, settings, model.card)
     tiff.save_volume(args.out, volume)
     wall = time.perf_counter() - start
     stream = volume.data.inner.inner if args.background else volume.data.inner

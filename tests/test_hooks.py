@@ -95,3 +95,72 @@ def test_a_cuda_training_env_without_a_gpu_stops_before_any_node_runs(kedro_proj
     assert "Error: training.device is 'cuda' but no CUDA GPU is visible" in output and "Traceback" not in output
     assert "--env mac" in output
     assert not list((kedro_project / "data" / "01_raw").rglob("*.tif"))  # simulation never ran
+
+
+class _AllocatingSave:
+    """A dataset whose ``save`` does the heavy work, as the lazy plans' datasets do: 300 MB, touched."""
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    def save(self, data):
+        block = np.ones(300 * 2**20 // 8)
+        import time
+
+        time.sleep(0.1)  # a few samples while it is held
+        del block
+        if self.fail:
+            raise OSError("disk full")
+
+
+def _run_with_monitor(save_dataset):
+    from kedro.framework.hooks.manager import _create_hook_manager
+    from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+    from kedro.pipeline import Node, Pipeline
+    from kedro.runner import SequentialRunner
+
+    class Allocating(AbstractDataset):
+        def _load(self):
+            return None
+
+        def _save(self, data):
+            save_dataset.save(data)
+
+        def _describe(self):
+            return {}
+
+    hooks = MemoryMonitorHooks(interval=0.01)
+    manager = _create_hook_manager()
+    manager.register(hooks)
+    pipeline = Pipeline(
+        [
+            Node(lambda: "a lazy plan", None, "planned", name="plan_something"),
+            Node(lambda planned: planned, "planned", "written", name="write_plan"),
+        ]
+    )
+    catalog = DataCatalog({"planned": MemoryDataset(), "written": Allocating()})
+    error = None
+    try:
+        SequentialRunner().run(pipeline, catalog, manager)
+    except Exception as exc:  # noqa: BLE001 - the failing save is the case under test
+        error = exc
+        # what KedroSession.run does with a failed run (the runner alone does not call it)
+        manager.hook.on_pipeline_error(error=exc, run_params={}, pipeline=pipeline, catalog=catalog)
+    return hooks, error
+
+
+def test_the_memory_monitor_covers_the_save_of_a_nodes_outputs():
+    hooks, error = _run_with_monitor(_AllocatingSave())
+    assert error is None
+    # the node itself allocates nothing; its output's save allocates 300 MB: the peak includes it
+    assert hooks.peaks["write_plan"].peak_rss_mb >= hooks.peaks["plan_something"].peak_rss_mb + 250
+    assert not hooks._samplers  # every sampler stopped
+
+
+def test_a_failing_save_is_recorded_and_named(caplog):
+    with caplog.at_level("ERROR", logger="fusemycell.hooks"):
+        hooks, error = _run_with_monitor(_AllocatingSave(fail=True))
+    assert error is not None and "disk full" in str(error)
+    assert hooks.peaks["write_plan"].peak_rss_mb >= hooks.peaks["plan_something"].peak_rss_mb + 250
+    assert "write_plan failed while saving written" in caplog.text
+    assert not hooks._samplers

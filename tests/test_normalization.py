@@ -5,7 +5,6 @@ from skimage.filters import threshold_otsu
 from fusemycell.normalization import (
     IntensityHistogram,
     NormalizationStats,
-    denormalize,
     normalize,
     percentile_normalize,
 )
@@ -69,16 +68,3 @@ def test_otsu_threshold_matches_scikit_image():
     histogram.add(volume)
     assert abs(histogram.otsu_threshold() - threshold_otsu(volume)) <= 2
     assert histogram.fraction_above(histogram.otsu_threshold()) == pytest.approx(2000 / 7000, abs=0.01)
-
-
-def test_denormalize_inverts_normalize_and_rounds_to_uint16():
-    image = np.random.default_rng(3).integers(90, 5000, (4, 8, 8)).astype(np.uint16)
-    stats = NormalizationStats(low=float(np.percentile(image, 2)), high=float(np.percentile(image, 99.8)))
-    restored = denormalize(normalize(image, stats), stats, np.uint16)
-    np.testing.assert_array_equal(restored, image)
-    assert denormalize(np.array([-10.0, 1e9]), stats, np.uint16).tolist() == [0, 65535]
-
-
-def test_stats_round_trip_through_a_dict():
-    stats = NormalizationStats(low=1.5, high=9.0, p_low=1, p_high=99)
-    assert NormalizationStats.from_dict({**stats.to_dict(), "other": 3}) == stats

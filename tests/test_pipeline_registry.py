@@ -15,9 +15,9 @@ def test_all_six_pipelines_and_the_default_chain_are_registered():
     assert DEFAULT_CHAIN == ("simulation", "preprocessing", "patching", "training", "evaluation")
     assert {node.name for node in pipelines["__default__"].nodes} == chain
     assert {
-        "simulation.simulate_light_sheet_acquisitions",
-        "training.train_3d_unet",
-        "evaluation.score_model_and_baselines",
+        "simulation.simulate_acquisitions",
+        "training.train_fusion_model",
+        "evaluation.score_test_volumes",
     } <= chain
     assert all(len(pipelines[name].nodes) > 0 for name in PIPELINE_ORDER)
 
@@ -44,3 +44,14 @@ def test_cli_lists_the_pipelines_and_runs_several_by_name(kedro_project):
     run = run_kedro(kedro_project, "run", "--pipelines", "simulation,preprocessing", "--env", "test")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert len(list((kedro_project / "data" / "01_raw" / "synthetic").glob("*.tif"))) == 8
+
+
+def test_every_node_is_named_after_its_function():
+    from kedro.framework.project import configure_project
+
+    from fusemycell.pipeline_registry import register_pipelines
+
+    configure_project("fusemycell")
+    nodes = {node for pipeline in register_pipelines().values() for node in pipeline.nodes}
+    mismatched = {node.name: node.func.__name__ for node in nodes if node.name.split(".")[-1] != node.func.__name__}
+    assert mismatched == {}

@@ -103,7 +103,7 @@ def test_the_main_job_prints_what_a_user_needs(kedro_project, tmp_path):
         "as logging configuration",
     ):
         assert noise not in output, noise
-    for needed in ("Running node: train_3d_unet", "epoch 2/2", "fusemycell run finished:", "test N_SSIM"):
+    for needed in ("Running node: train_fusion_model", "epoch 2/2", "fusemycell run finished:", "test N_SSIM"):
         assert needed in output, needed
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) < 100, "\n".join(lines)

@@ -14,6 +14,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from fusemycell.inference.folders import check_output_folder
+from fusemycell.memory import MemoryPeak
 from fusemycell.parameters import ParameterError, ParameterOrigins, ProjectParameters, RunPaths, validate_parameters
 from fusemycell.tracking import log_metrics
 
@@ -304,60 +305,34 @@ def _same_location(first: str, second: str) -> bool:
 
 
 class _Sampler(threading.Thread):
-    """Samples this process's RSS, plus its worker processes', and the accelerator's memory."""
+    """Samples :class:`~fusemycell.memory.MemoryPeak` (this process and its workers) every ``interval`` seconds."""
 
     def __init__(self, interval: float):
         super().__init__(daemon=True)
-        import psutil
-
         self.interval = interval
-        self.process = psutil.Process()
         self.stopped = threading.Event()
-        self.peak_rss = 0
-        self.peak_device = 0.0
-        self.samples = 0
-        self._reset_device()
-        self.sample()
-
-    @staticmethod
-    def _reset_device() -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-
-    def sample(self) -> None:
-        import psutil
-        import torch
-
-        rss = self.process.memory_info().rss
-        for child in self.process.children(recursive=True):
-            try:
-                rss += child.memory_info().rss
-            except psutil.Error:  # the child ended between listing and reading
-                continue
-        self.peak_rss = max(self.peak_rss, rss)
-        if torch.cuda.is_available():
-            self.peak_device = max(self.peak_device, torch.cuda.max_memory_allocated() / 2**20)
-        elif hasattr(torch, "mps") and torch.backends.mps.is_available():
-            self.peak_device = max(self.peak_device, torch.mps.driver_allocated_memory() / 2**20)
-        self.samples += 1
+        self.peak = MemoryPeak(children=True)
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            self.sample()
+            self.peak.sample()
 
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
-        self.sample()
+        self.peak.sample()
 
 
 class MemoryMonitorHooks:
-    """Samples memory while each node runs; logs the peak per node and records it in MLflow.
+    """Samples memory while each node runs and while its outputs are saved; logs the peak per node.
 
-    The sampling interval is the ``monitor_interval`` parameter (seconds).
-    Peaks are kept in :attr:`peaks` and logged to the active MLflow run as
+    Heavy work often runs inside a dataset's ``save`` (lazy plans written plane by
+    plane: predictions, normalised volumes, patch stores, the ONNX export), after
+    Kedro's ``after_node_run``. Sampling therefore goes on until the node's last
+    output is saved (``after_dataset_saved``), so the peak is the real one; a save
+    that fails ends it in ``on_pipeline_error``, which names the dataset.
+    The sampling interval is the ``monitor_interval`` parameter (seconds). Peaks are
+    kept in :attr:`peaks` and logged to the active MLflow run as
     ``memory.<pipeline>.<node>.peak_rss_mb`` (and ``peak_device_mb`` on CUDA or MPS).
     """
 
@@ -365,6 +340,8 @@ class MemoryMonitorHooks:
         self.interval = interval
         self.peaks: dict[str, NodeMemory] = {}
         self._samplers: dict[str, _Sampler] = {}
+        self._unsaved: dict[str, set[str]] = {}
+        self._saving: dict[str, str] = {}
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -380,27 +357,56 @@ class MemoryMonitorHooks:
         """Start sampling."""
         sampler = _Sampler(self.interval)
         self._samplers[node.name] = sampler
+        self._unsaved[node.name] = set(getattr(node, "outputs", None) or [])
         sampler.start()
 
     @hook_impl
     def after_node_run(self, node: Any) -> None:
-        """Stop sampling, log and record the peak."""
-        self._finish(node.name)
+        """A node without outputs is done; the others are sampled on while their outputs are saved."""
+        if not self._unsaved.get(node.name):
+            self._finish(node.name)
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str, node: Any) -> None:
+        """Remember what is being saved (named if the save fails)."""
+        self._saving[node.name] = dataset_name
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, node: Any) -> None:
+        """The node's last saved output ends its measurement."""
+        unsaved = self._unsaved.get(node.name)
+        if unsaved is None:
+            return
+        unsaved.discard(dataset_name)
+        if not unsaved:
+            self._finish(node.name)
 
     @hook_impl
     def on_node_error(self, node: Any) -> None:
         """A failing node's peak is recorded too (it may be why it failed)."""
         self._finish(node.name)
 
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """A save that failed: its node's peak is recorded, naming the dataset."""
+        for name in list(self._samplers):
+            dataset = self._saving.get(name)
+            if dataset is not None:
+                logger.error("memory: %s failed while saving %s", name, dataset)
+            self._finish(name)
+
     def _finish(self, name: str) -> None:
         sampler = self._samplers.pop(name, None)
+        self._unsaved.pop(name, None)
+        self._saving.pop(name, None)
         if sampler is None:
             return
         sampler.stop()
-        record = NodeMemory(name, sampler.peak_rss / 2**20, sampler.peak_device, sampler.samples)
+        peak = sampler.peak
+        record = NodeMemory(name, peak.rss_mb, peak.peak_device_mb, peak.samples)
         self.peaks[name] = record
         device = f", accelerator {record.peak_device_mb:.0f} MB" if record.peak_device_mb else ""
-        logger.info("memory: %s peaked at %.0f MB RSS%s", name, record.peak_rss_mb, device)
+        logger.info("memory: %s peaked at %.0f MB RSS%s (run and save)", name, record.peak_rss_mb, device)
         metrics = {f"memory.{name}.peak_rss_mb": record.peak_rss_mb}
         if record.peak_device_mb:
             metrics[f"memory.{name}.peak_device_mb"] = record.peak_device_mb

@@ -1,4 +1,4 @@
-"""Intensity normalisation exactly as the Fuse My Cells challenge does it, and its inverse.
+"""Intensity normalisation exactly as the Fuse My Cells challenge does it.
 
 The challenge normalises every image on its own: ``(x - p2) / (p99.8 - p2)``
 with NumPy's (linear) percentiles, **no clipping**, and returns a constant
@@ -62,11 +62,6 @@ class NormalizationStats:
         """Plain dict, for tables and JSON."""
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> NormalizationStats:
-        """Inverse of :meth:`to_dict` (extra keys ignored)."""
-        return cls(**{k: float(values[k]) for k in ("low", "high", "p_low", "p_high") if k in values})
-
 
 def normalize(data: np.ndarray, stats: NormalizationStats, dtype: Any = np.float32) -> np.ndarray:
     """Apply :class:`NormalizationStats` (no clipping; constant images unchanged)."""
@@ -74,17 +69,6 @@ def normalize(data: np.ndarray, stats: NormalizationStats, dtype: Any = np.float
     if stats.is_constant:
         return data.astype(dtype, copy=False)
     return ((data - stats.low) / (stats.high - stats.low)).astype(dtype, copy=False)
-
-
-def denormalize(data: np.ndarray, stats: NormalizationStats, dtype: Any = np.float32) -> np.ndarray:
-    """Map normalised values back to the original intensity scale; integer ``dtype`` rounds and clips."""
-    data = np.asarray(data, dtype=np.float32)
-    scaled = data if stats.is_constant else data * np.float32(stats.high - stats.low) + np.float32(stats.low)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(scaled), info.min, info.max).astype(dtype)
-    return scaled.astype(dtype, copy=False)
 
 
 class IntensityHistogram:

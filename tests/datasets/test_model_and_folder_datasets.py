@@ -5,6 +5,7 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets import OnnxModelDataset, TiffFolderDataset, TorchModelDataset
 from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -12,7 +13,7 @@ from fusemycell.models.unet import UNet3D
 
 def _model():
     config = UNetConfig(depth=2, base_channels=2)
-    return TrainedModel(UNet3D(config), config, {"patch_size_zyx": [4, 8, 8]})
+    return TrainedModel(UNet3D(config), card_for(config, (4, 8, 8)))
 
 
 def test_torch_model_dataset_round_trip_and_missing_file(tmp_path):
@@ -21,7 +22,7 @@ def test_torch_model_dataset_round_trip_and_missing_file(tmp_path):
         dataset.load()
     dataset.save(_model())
     loaded = dataset.load()
-    assert loaded.metadata == {"patch_size_zyx": [4, 8, 8]}
+    assert loaded.card.patch_size_zyx == (4, 8, 8)
     with pytest.raises(DatasetError, match="saves a TrainedModel"):
         dataset.save({"weights": 1})
 

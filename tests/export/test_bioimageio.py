@@ -16,6 +16,7 @@ from fusemycell.export.bioimageio import (
     export_facts,
     save_package,
 )
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -24,16 +25,11 @@ from fusemycell.models.unet import UNet3D
 def _model(**config) -> TrainedModel:
     torch.manual_seed(0)
     unet = UNetConfig(**{"depth": 2, "base_channels": 4, "spacing_zyx": (2.0, 0.4, 0.4), **config})
-    metadata = {
-        "normalization": {"low_percentile": 2.0, "high_percentile": 99.8},
-        "patch_size_zyx": [8, 16, 16],
-        "spacing_zyx": [2.0, 0.4, 0.4],
-    }
     network = UNet3D(unet)
     with torch.no_grad():  # an untrained residual network is the identity: perturb it into a real answer
         for parameter in network.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    return TrainedModel(network, unet, metadata)
+    return TrainedModel(network, card_for(unet, (8, 16, 16)))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +72,8 @@ def test_the_package_describes_the_challenge_normalisation_and_cites_the_challen
 
 def test_the_package_answers_as_our_inference_does(package, tmp_path):
     """Our file inference on the test input, mapped back to uint16, equals the package's output mapped the same way."""
-    from fusemycell.inference.apply import InferenceSettings, MappedToUint16, make_backend, predict_file
+    from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+    from fusemycell.inference.transform import MappedToUint16, output_mapping
     from fusemycell.io.tiff import write_volume
     from fusemycell.normalization import NormalizationStats
 
@@ -88,10 +85,10 @@ def test_the_package_answers_as_our_inference_does(package, tmp_path):
     write_volume(tmp_path / "single_view.tif", test_input, (2.0, 0.4, 0.4))
     model = _model()
     settings = InferenceSettings(device="cpu", tile_zyx=tuple(test_input.shape), min_output_range=1)
-    ours = predict_file(str(tmp_path / "single_view.tif"), make_backend(model, settings), settings, model.metadata)
+    ours = predict_file(str(tmp_path / "single_view.tif"), make_backend(model, settings), settings, model.card)
     ours_planes = np.stack([ours.data[z] for z in range(test_input.shape[0])])
     low, high = np.percentile(test_input.astype(np.float64), (2.0, 99.8))
-    mapped = MappedToUint16(test_output, NormalizationStats(low=low, high=high), 1)
+    mapped = MappedToUint16(test_output, *output_mapping(NormalizationStats(low=low, high=high), 1, "test_input"))
     theirs = np.stack([mapped[z] for z in range(test_input.shape[0])])
     assert np.abs(ours_planes.astype(int) - theirs.astype(int)).max() <= 1  # rounding of float32 at .5
 

@@ -9,8 +9,11 @@ from fusemycell.inference.apply import InferenceSettings, predict_file
 from fusemycell.inference.background import BackgroundIterator, BackgroundPlanes
 from fusemycell.inference.predictor import StreamingPrediction, TorchBackend
 from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
+
+CARD = card_for(UNetConfig(depth=2, base_channels=4, residual=False), (8, 16, 16))
 
 
 def _network():
@@ -115,7 +118,7 @@ def test_predict_file_writes_the_same_file_with_and_without_background_io(tmp_pa
     written = []
     for background in (False, True):
         settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), background_io=background)
-        volume = predict_file(str(source), backend, settings, {"patch_size_zyx": [8, 16, 16]})
+        volume = predict_file(str(source), backend, settings, CARD)
         assert isinstance(volume.data, BackgroundPlanes) == background
         out = save_volume(tmp_path / f"out_{background}" / "x_angle.tif", volume)
         written.append(read_volume(out).data)
@@ -126,7 +129,7 @@ def test_a_read_failure_in_the_background_names_the_file(tmp_path, monkeypatch):
     voxels = np.arange(21 * 40 * 36, dtype=np.uint16).reshape(21, 40, 36)
     source = write_volume(tmp_path / "x_angle.tif", voxels, (1, 1, 1))
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), background_io=True)
-    volume = predict_file(str(source), TorchBackend(_network(), device="cpu"), settings, {})
+    volume = predict_file(str(source), TorchBackend(_network(), device="cpu"), settings, CARD)
     stream = volume.data.inner.inner
     calls = [0]
     original = type(stream.source).__getitem__

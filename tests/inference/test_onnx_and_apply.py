@@ -6,6 +6,7 @@ import torch
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
 from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
 from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -18,11 +19,7 @@ def model():
     network = UNet3D(config)
     for parameter in network.parameters():
         torch.nn.init.normal_(parameter, std=0.1)
-    return TrainedModel(
-        network,
-        config,
-        {"patch_size_zyx": [8, 16, 16], "normalization": {"low_percentile": 2.0, "high_percentile": 99.8}},
-    )
+    return TrainedModel(network, card_for(config, (8, 16, 16)))
 
 
 def test_onnx_runtime_matches_pytorch_on_an_odd_shape(tmp_path, model):
@@ -33,7 +30,7 @@ def test_onnx_runtime_matches_pytorch_on_an_odd_shape(tmp_path, model):
     got = backend(volume)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
-    assert backend.metadata["patch_size_zyx"] == [8, 16, 16]
+    assert backend.card == model.card
 
 
 def test_prediction_keeps_the_input_format(tmp_path, model):
@@ -46,7 +43,7 @@ def test_prediction_keeps_the_input_format(tmp_path, model):
         spelling="physicalsizex",
     )
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16))
-    volume = predict_file(str(source), make_backend(model, settings), settings, model.metadata)
+    volume = predict_file(str(source), make_backend(model, settings), settings, model.card)
     out = save_volume(tmp_path / "out" / "image_5_nucleus_angle.tif", volume)
     written = read_volume(out)
     assert written.data.dtype == np.uint16 and written.shape == data.shape
@@ -67,7 +64,7 @@ def test_torch_and_onnx_backends_give_the_same_file(tmp_path, model):
     outputs = []
     for backend in ("torch", "onnx"):
         settings = InferenceSettings(device="cpu", backend=backend, tile_zyx=(8, 16, 16))
-        volume = predict_file(str(source), make_backend(model, settings, str(onnx_path)), settings, model.metadata)
+        volume = predict_file(str(source), make_backend(model, settings, str(onnx_path)), settings, model.card)
         outputs.append(
             np.asarray(
                 save_volume(tmp_path / f"{backend}.tif", volume) and read_volume(tmp_path / f"{backend}.tif").data,
@@ -82,7 +79,7 @@ def test_crop_to_specimen_fills_the_background(tmp_path, model):
     data[12:16, 25:35, 25:35] = 3000
     source = write_volume(tmp_path / "in.tif", data, (1.0, 1.0, 1.0))
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), crop_to_specimen=True)
-    volume = predict_file(str(source), make_backend(model, settings), settings, model.metadata)
+    volume = predict_file(str(source), make_backend(model, settings), settings, model.card)
     planes = np.stack([volume.data[z] for z in range(30)])
     assert planes.shape == data.shape
     # the box is the blob plus a 4 um margin: z 8-20, y and x 21-39; outside it, the background level

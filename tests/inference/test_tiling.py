@@ -28,14 +28,14 @@ def test_gaussian_weights_peak_in_the_middle_and_are_never_zero():
     assert np.allclose(weights, weights[::-1])
 
 
-def test_grid_normaliser_is_the_sum_of_tile_weights():
+def test_grid_normalizer_is_the_sum_of_tile_weights():
     grid = TileGrid((20, 37, 29), (8, 16, 16), overlap=0.5)
     total = np.zeros(grid.shape)
     weights = grid.tile_weights()
     for z in grid.starts[0]:
         for y, x in grid.yx_origins():
             total[z : z + 8, y : y + 16, x : x + 16] += weights
-    np.testing.assert_allclose(grid.normaliser(0, 20), total, rtol=1e-5)
+    np.testing.assert_allclose(grid.normalizer(0, 20), total, rtol=1e-5)
     assert total.min() > 0
 
 

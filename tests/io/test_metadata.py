@@ -1,6 +1,6 @@
 import pytest
 
-from fusemycell.io.metadata import as_positive_float, canonical_key, normalise_metadata, unit_scale_to_micrometre
+from fusemycell.io.metadata import as_positive_float, canonical_key, normalize_metadata, unit_scale_to_micrometre
 
 
 @pytest.mark.parametrize(
@@ -11,7 +11,7 @@ def test_every_spelling_of_a_voxel_size_maps_to_one_key(spelling):
 
 
 def test_normalise_keeps_unknown_keys_and_first_spelling_wins():
-    normalised = normalise_metadata(
+    normalised = normalize_metadata(
         {"PhysicalSizeZ": 2.0, "physical_size_z": 9.0, "Study": "s1", "Channel": "nucleus", "norm_Low": 3}
     )
     assert normalised == {"physical_size_z": 2.0, "study": "s1", "channel": "nucleus", "norm_Low": 3}

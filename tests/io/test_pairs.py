@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from fusemycell.io.pairs import PairingError, pair_files, parse_filename, require_complete
+from fusemycell.io.pairs import PairingError, pair_files, parse_filename
 
 
 def test_parse_challenge_names():
@@ -68,25 +68,3 @@ def test_duplicate_ids_leave_that_pair_out_and_name_both_files(caplog):
         "image_1_nucleus_angle": ("a/image_1_nucleus_angle.tif", "b/image_1_nucleus_angle.tif")
     }
     assert "duplicate id: a/image_1_nucleus_angle.tif and b/image_1_nucleus_angle.tif" in caplog.text
-
-
-def test_require_complete_names_every_incomplete_pair():
-    listing = pair_files(
-        [
-            "image_1_nucleus_angle.tif",
-            "image_2_membrane_fused.tif",
-            "image_3_nucleus_angle.tif",
-            "image_3_nucleus_fused.tif",
-        ]
-    )
-    with pytest.raises(PairingError) as raised:
-        require_complete(listing, "training")
-    message = str(raised.value)
-    assert "training needs angle/fused pairs, 2 incomplete" in message
-    assert "image_1_nucleus: missing fused" in message
-    assert "image_2_membrane: missing angle" in message
-
-
-def test_require_complete_on_an_empty_folder():
-    with pytest.raises(PairingError, match="no usable FuseMyCell files"):
-        require_complete(pair_files([]), "preprocessing")

@@ -170,15 +170,6 @@ def test_lazy_volume_reads_the_same_voxels_as_a_full_read(tmp_path, volume_array
     np.testing.assert_array_equal(np.asarray(lazy), volume_array)
 
 
-def test_lazy_volume_slabs_cover_every_plane_once(tmp_path, volume_array):
-    path = write_volume(tmp_path / "v.tif", volume_array, (1, 1, 1))
-    lazy = read_volume(path, lazy=True).data
-    starts = [z0 for z0, _ in lazy.iter_slabs(3)]
-    rebuilt = np.concatenate([slab for _, slab in lazy.iter_slabs(3)])
-    assert starts == [0, 3, 6]
-    np.testing.assert_array_equal(rebuilt, volume_array)
-
-
 def test_lazy_volume_survives_pickling_for_worker_processes(tmp_path, volume_array):
     path = write_volume(tmp_path / "v.tif", volume_array, (1, 1, 1))
     lazy = read_volume(path, lazy=True).data

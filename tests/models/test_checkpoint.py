@@ -3,7 +3,15 @@ import pickle
 import pytest
 import torch
 
-from fusemycell.models.checkpoint import CheckpointError, TrainedModel, load_model, safe_torch_load, save_model
+from fusemycell.models.card import card_for
+from fusemycell.models.checkpoint import (
+    CheckpointError,
+    TrainedModel,
+    load_model,
+    safe_torch_load,
+    save_model,
+    upgrade_model_file,
+)
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 
@@ -21,11 +29,11 @@ def test_config_and_weights_round_trip_through_the_file_alone(tmp_path):
     with torch.no_grad():
         for parameter in network.parameters():
             parameter.normal_()
-    path = save_model(TrainedModel(network, config, {"patch_size_zyx": [8, 16, 16]}), tmp_path / "m.pt")
+    path = save_model(TrainedModel(network, card_for(config, (8, 16, 16))), tmp_path / "m.pt")
     loaded = load_model(path)
     assert loaded.config == config
     assert loaded.config.pooling == [(1, 2, 2), (1, 2, 2)]
-    assert loaded.metadata == {"patch_size_zyx": [8, 16, 16]}
+    assert loaded.card == card_for(config, (8, 16, 16))
     volume = torch.rand(1, 1, 5, 12, 12)
     assert torch.equal(loaded.network.eval()(volume), network.eval()(volume))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left
@@ -54,3 +62,49 @@ def test_other_files_are_not_models(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match="file not found"):
         load_model(tmp_path / "missing.pt")
+
+
+def _version_1_payload(network, config):
+    """A model file as the main branch wrote it before the model card (version 1)."""
+    return {
+        "format": "fusemycell-unet",
+        "version": 1,
+        "config": config.model_dump(mode="json"),
+        "state_dict": network.state_dict(),
+        "metadata": {
+            "normalization": {"low_percentile": 1.0, "high_percentile": 99.5},
+            "patch_size_zyx": [8, 16, 16],
+            "spacing_zyx": [3.0, 0.4, 0.4],
+            "train_patches": 12,
+            "val_patches": 4,
+            "best_epoch": 3,
+            "val_nssim": 0.25,
+            "val_ssim": 0.5,
+        },
+    }
+
+
+def test_a_version_1_model_file_loads_as_a_card_and_can_be_upgraded(tmp_path):
+    config = UNetConfig(depth=2, base_channels=4, spacing_zyx=(3.0, 0.4, 0.4))
+    network = UNet3D(config)
+    path = tmp_path / "old.pt"
+    torch.save(_version_1_payload(network, config), path)
+    loaded = load_model(path)
+    card = loaded.card
+    assert card.architecture == config and card.patch_size_zyx == (8, 16, 16) and card.default_tile_zyx == (8, 32, 32)
+    assert (card.normalization.low_percentile, card.normalization.high_percentile) == (1.0, 99.5)
+    assert card.preprocessing.resample_spacing_zyx is None  # version 1 inference never resampled
+    assert card.validation.epoch == 3 and card.validation.val_nssim == 0.25
+    assert card.training_data.train_patches == 12
+    volume = torch.rand(1, 1, 5, 12, 12)
+    assert torch.equal(loaded.network.eval()(volume), network.eval()(volume))
+    upgrade_model_file(path)
+    assert safe_torch_load(path)["version"] == 2 and load_model(path).card == card
+
+
+def test_a_model_file_of_an_unknown_version_is_refused_saying_what_to_do(tmp_path):
+    config = UNetConfig(depth=2, base_channels=4)
+    payload = {**TrainedModel(UNet3D(config), card_for(config)).payload(), "version": 7}
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=r"future.pt: model file version 7 is unknown.*python -m fusemycell"):
+        load_model(tmp_path / "future.pt")

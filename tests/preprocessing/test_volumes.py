@@ -55,12 +55,3 @@ def test_written_volume_streams_the_transformation_and_pickles(raw, tmp_path):
     written = read_volume(out)
     assert written.data.dtype == np.float16
     np.testing.assert_allclose(written.data, lazy[:].astype(np.float32), rtol=1e-3)
-
-
-def test_transform_record_round_trips(raw):
-    _, data = raw
-    for resample in (None, (1.0, 1.0, 1.0)):
-        transform = _transform(data, resample)
-        again = VolumeTransform.from_record(transform.record())
-        assert again.box == transform.box and again.stats == transform.stats
-        assert again.output_shape == transform.output_shape

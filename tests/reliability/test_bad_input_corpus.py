@@ -34,6 +34,7 @@ from fusemycell.datasets import FuseMyCellPairsDataset, TiffFolderDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
 from fusemycell.io.pairs import pair_files
 from fusemycell.io.tiff import Volume, VolumeFormatError, VolumeInfo, read_info, read_volume, save_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -505,8 +506,7 @@ def model() -> TrainedModel:
     """A tiny untrained U-Net: enough to run the whole prediction chain."""
     torch.manual_seed(0)
     config = UNetConfig(depth=2, base_channels=2, spacing_zyx=SPACING)
-    metadata = {"patch_size_zyx": [8, 16, 16], "normalization": {"low_percentile": 2.0, "high_percentile": 99.8}}
-    return TrainedModel(UNet3D(config), config, metadata)
+    return TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
 
 
 def _assert_predicted(source: Path, output: Path) -> None:
@@ -530,10 +530,10 @@ def test_predict_file(tmp_path, name, model):
     backend = make_backend(model, settings)
     if case.inference is not None:
         with pytest.raises(VolumeFormatError) as raised:
-            predict_file(str(path), backend, settings, model.metadata)
+            predict_file(str(path), backend, settings, model.card)
         _assert_names(str(raised.value), path, case.inference)
         return
-    volume = predict_file(str(path), backend, settings, model.metadata)
+    volume = predict_file(str(path), backend, settings, model.card)
     output = save_volume(tmp_path / "out" / case.folder / path.name, volume)
     _assert_predicted(path, output)
 

@@ -34,6 +34,7 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets import FuseMyCellPairsDataset, TiffVolumeDataset
 from fusemycell.io.tiff import Volume, read_volume, save_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save, safe_torch_load
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -166,7 +167,7 @@ def _write_store(target: Path, version: int) -> None:
 
 def _write_checkpoint(target: Path, version: int) -> None:
     config = UNetConfig(depth=2, base_channels=4)
-    model = TrainedModel(UNet3D(config), config, {"version": version})
+    model = TrainedModel(UNet3D(config), card_for(config, fusemycell_version=str(version)))
     atomic_torch_save({"epoch": version, "model": model.payload()}, target)
 
 

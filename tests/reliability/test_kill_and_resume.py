@@ -31,6 +31,7 @@ from kedro.io.core import DatasetError
 from fusemycell.datasets import FuseMyCellPairsDataset, PatchStoreDataset, TiffFolderDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
 from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -39,7 +40,7 @@ from fusemycell.pipelines.inference.nodes import plan_predictions
 from fusemycell.pipelines.preprocessing.nodes import plan_normalized_volumes, scan_raw_volumes
 from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, train
 from tests.training.conftest import make_store
-from tests.training.test_engine import _config
+from tests.training.test_engine import _assert_same_weights, _config
 
 EPOCHS = 3
 MARKER_TIMEOUT_S = 180  # generous: the machine may be busy; a healthy child parks within seconds
@@ -88,6 +89,7 @@ import io
 import torch
 
 import fusemycell.training.engine as engine
+from fusemycell.training.checkpoint import CHECKPOINT_FORMAT
 from fusemycell.training.config import TrainingConfig
 
 epochs_done = 0
@@ -107,14 +109,14 @@ else:
 
     def save(obj, f, *args, **kwargs):
         kind = obj.get("format") if isinstance(obj, dict) else None
-        if ARGS["stop"] == "mid-save" and kind == engine.CHECKPOINT_FORMAT and obj["epoch"] == 2:
+        if ARGS["stop"] == "mid-save" and kind == CHECKPOINT_FORMAT and obj["epoch"] == 2:
             buffer = io.BytesIO()  # half of epoch 2's checkpoint reaches its temporary file
             real_save(obj, buffer)
             handle = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
             handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
             handle.flush()
             park()
-        last_best = kind == "fusemycell-unet" and obj["metadata"]["best_epoch"] == ARGS["last"]
+        last_best = kind == "fusemycell-unet" and obj["card"]["validation"]["epoch"] == ARGS["last"]
         if ARGS["stop"] == "before-best" and last_best:
             park()  # about to write best.pt of the last epoch
         return real_save(obj, f, *args, **kwargs)
@@ -266,7 +268,7 @@ def test_training_killed_resumes_after_the_last_complete_checkpoint(tmp_path, st
 
     assert safe_torch_load(checkpoints / LAST_CHECKPOINT)["epoch"] == complete  # complete: it loads
     # no file is ahead of that checkpoint (a best.pt of an epoch that never completed would be resumed as best)
-    assert safe_torch_load(checkpoints / BEST_MODEL)["metadata"]["best_epoch"] <= complete
+    assert safe_torch_load(checkpoints / BEST_MODEL)["card"]["validation"]["epoch"] <= complete
     leftovers = _temporaries(checkpoints)
     if stop == "mid-epoch":  # killed outside any save: plant what a kill in the middle of one leaves
         assert leftovers == []
@@ -287,10 +289,10 @@ def test_training_killed_resumes_after_the_last_complete_checkpoint(tmp_path, st
     assert [m.epoch for m in resumed.history] == list(range(1, EPOCHS + 1))  # every epoch once
     assert len(resumed.history) == len(uninterrupted.history)
     assert safe_torch_load(checkpoints / LAST_CHECKPOINT)["epoch"] == EPOCHS
-    assert resumed.weight_digests == uninterrupted.weight_digests  # as if never killed
+    _assert_same_weights(resumed.model, uninterrupted.model)  # as if never killed
     assert resumed.best_epoch == uninterrupted.best_epoch
     best = safe_torch_load(checkpoints / BEST_MODEL)
-    assert best["metadata"]["best_epoch"] == resumed.best_epoch
+    assert best["card"]["validation"]["epoch"] == resumed.best_epoch
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
@@ -393,14 +395,12 @@ def test_inference_killed_mid_prediction_leaves_only_complete_predictions_and_th
         write_volume(inputs / name, rng.integers(100, 3000, (9, 40, 36)).astype(np.uint16), (2.0, 0.5, 0.5))
     torch.manual_seed(0)
     config = UNetConfig(depth=2, base_channels=4, spacing_zyx=(2.0, 0.5, 0.5))
-    model = TrainedModel(UNet3D(config), config, {"patch_size_zyx": [8, 16, 16]})
+    model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
     save_model(model, tmp_path / "model.pt")
     params = {"device": "cpu", "tile_zyx": [8, 16, 16], "input_dir": str(inputs), "output_dir": str(out)}
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16))
     backend = make_backend(model, settings)
-    expected = {
-        name: _voxels(predict_file(str(inputs / name), backend, settings, model.metadata).data) for name in names
-    }
+    expected = {name: _voxels(predict_file(str(inputs / name), backend, settings, model.card).data) for name in names}
 
     # killed while writing the second of three predictions
     _run_until_parked(

@@ -4,7 +4,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from fusemycell.training.config import LossWeights
-from fusemycell.training.losses import image_loss, normalized_ssim, ssim3d
+from fusemycell.training.losses import image_loss, ssim3d
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss, lateral_blur
 
 
@@ -27,11 +27,6 @@ def test_ssim_is_float32_under_autocast_and_differentiable():
     assert value.dtype == torch.float32 and value.shape == (2,)
     (1 - ssim3d(prediction, target).mean()).backward()
     assert prediction.grad is not None and prediction.grad.abs().sum() > 0
-
-
-def test_normalized_ssim_is_zero_for_the_input_and_one_for_perfection():
-    assert normalized_ssim(0.6, 0.6) == 0
-    assert normalized_ssim(1.0, 0.6) == pytest.approx(1.0)
 
 
 def test_image_loss_combines_the_weights():

@@ -21,7 +21,7 @@ from kedro_datasets.json import JSONDataset as _JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset as _MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset as _CSVDataset
 
-from fusemycell.io.tiff import temporary_sibling
+from fusemycell.io.atomic import temporary_sibling
 
 
 class AtomicSave:

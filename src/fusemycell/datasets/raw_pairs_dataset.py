@@ -23,8 +23,9 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
 from fusemycell.datasets.folder_writer import LockedFolderWriter
+from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, remove_leftovers, save_volume
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
 from fusemycell.progress import track
 
 #: Marker file naming a folder as written by a fusemycell pipeline (its .tif files may be replaced).

@@ -17,15 +17,8 @@ from kedro_datasets._typing import ImagePreview
 
 from fusemycell import __version__
 from fusemycell.datasets.folder_writer import LockedFolderWriter
-from fusemycell.io.tiff import (
-    Volume,
-    VolumeFormatError,
-    read_info,
-    read_volume,
-    remove_leftovers,
-    save_volume,
-    temporary_sibling,
-)
+from fusemycell.io.atomic import remove_leftovers, temporary_sibling
+from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, read_volume, save_volume
 from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)

@@ -66,17 +66,16 @@ class ExportFacts:
 
 
 def export_facts(model: Any) -> ExportFacts:
-    """The one adapter between the trained model (``TrainedModel``: network, config, metadata) and the export."""
-    metadata = getattr(model, "metadata", {}) or {}
-    normalization = metadata.get("normalization", {})
+    """The one adapter between the trained model (``TrainedModel``: network and model card) and the export."""
+    card = model.card
     return ExportFacts(
         network=model.network,
-        in_channels=int(model.config.in_channels),
-        size_multiple=tuple(int(m) for m in model.config.size_multiple),  # type: ignore[arg-type]
-        low_percentile=float(normalization.get("low_percentile", 2.0)),
-        high_percentile=float(normalization.get("high_percentile", 99.8)),
-        spacing_zyx=tuple(float(s) for s in metadata.get("spacing_zyx", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
-        patch_size_zyx=tuple(int(s) for s in metadata.get("patch_size_zyx", (16, 64, 64))),  # type: ignore[arg-type]
+        in_channels=int(card.architecture.in_channels),
+        size_multiple=tuple(int(m) for m in card.architecture.size_multiple),  # type: ignore[arg-type]
+        low_percentile=float(card.normalization.low_percentile),
+        high_percentile=float(card.normalization.high_percentile),
+        spacing_zyx=tuple(float(s) for s in card.spacing_zyx),  # type: ignore[arg-type]
+        patch_size_zyx=tuple(int(s) for s in card.patch_size_zyx),  # type: ignore[arg-type]
     )
 
 

@@ -16,8 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusemycell.io.tiff import temporary_sibling
+from fusemycell.io.atomic import temporary_sibling
+from fusemycell.models.card import ModelCard, card_from_legacy
 from fusemycell.models.checkpoint import TrainedModel
+
+#: ONNX metadata key holding the model card (JSON).
+CARD_KEY = "fusemycell_card"
 
 
 class _Exportable(torch.nn.Module):
@@ -32,8 +36,8 @@ class _Exportable(torch.nn.Module):
 def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -> Path:
     """Write ``model`` as ONNX (input ``single_view``, output ``fused``, axes ``N, 1, z, y, x`` dynamic).
 
-    The model's configuration and metadata travel in the ONNX metadata
-    (``fusemycell_config``, ``fusemycell_metadata``), so the file alone can be applied.
+    The model card travels in the ONNX metadata (``fusemycell_card``, JSON), so the
+    file alone can be applied (:attr:`OnnxBackend.card`).
     """
     import onnx
 
@@ -52,12 +56,8 @@ def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -
             warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1")
             _export(module, example, temporary, axes, opset)
         exported = onnx.load(str(temporary))
-        for key, value in (
-            ("fusemycell_config", model.config.model_dump_json()),
-            ("fusemycell_metadata", json.dumps(model.metadata, default=str)),
-        ):
-            entry = exported.metadata_props.add()
-            entry.key, entry.value = key, value
+        entry = exported.metadata_props.add()
+        entry.key, entry.value = CARD_KEY, model.card.model_dump_json()
         onnx.save(exported, str(temporary))
         os.replace(temporary, path)
     except BaseException:
@@ -90,11 +90,15 @@ class OnnxBackend:
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = onnxruntime.InferenceSession(str(self.path), providers=chosen)
         metadata = self.session.get_modelmeta().custom_metadata_map
-        config = json.loads(metadata.get("fusemycell_config", "{}"))
-        self.metadata = json.loads(metadata.get("fusemycell_metadata", "{}"))
-        from fusemycell.models.config import UNetConfig
-
-        self.multiple = UNetConfig.model_validate(config).size_multiple if config else (1, 1, 1)
+        if CARD_KEY in metadata:
+            self.card: ModelCard | None = ModelCard.model_validate_json(metadata[CARD_KEY])
+        elif "fusemycell_config" in metadata:  # exported by model file version 1
+            self.card = card_from_legacy(
+                json.loads(metadata["fusemycell_config"]), json.loads(metadata.get("fusemycell_metadata", "{}"))
+            )
+        else:
+            self.card = None
+        self.multiple = self.card.architecture.size_multiple if self.card is not None else (1, 1, 1)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         size = batch.shape[2:]

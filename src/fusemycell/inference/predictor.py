@@ -210,7 +210,7 @@ class StreamingPrediction:
         for skipped in range(self._next_plane, z):
             self._sums.pop(skipped, None)
         self._next_plane = z + 1
-        plane = self._sums.pop(z) / self.grid.normaliser(z, z + 1)[0]
+        plane = self._sums.pop(z) / self.grid.normalizer(z, z + 1)[0]
         return self.transform(plane) if self.transform is not None else plane
 
     def __getitem__(self, key: Any) -> np.ndarray:

@@ -4,7 +4,7 @@ Following nnU-Net: tiles overlap by ``overlap`` of their size, their starts are
 spread so the last tile is flush with the volume's edge, and predictions are
 blended with a Gaussian importance map (``sigma = tile / 8``) whose minimum is
 lifted above zero so every voxel has weight. The map is separable, so the sum of
-weights at a voxel is the product of three 1D sums: the blending normaliser
+weights at a voxel is the product of three 1D sums: the blending normalizer
 needs no volume-sized weight array.
 """
 
@@ -74,7 +74,7 @@ class TileGrid:
         wz, wy, wx = self.weights_1d
         return (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).astype(np.float32)
 
-    def normaliser(self, z0: int, z1: int) -> np.ndarray:
+    def normalizer(self, z0: int, z1: int) -> np.ndarray:
         """Sum of weights over planes ``[z0, z1)``: what the blended sum is divided by."""
         nz, ny, nx = self.normaliser_1d
         return (nz[z0:z1, None, None] * ny[None, :, None] * nx[None, None, :]).astype(np.float32)

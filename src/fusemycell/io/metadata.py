@@ -77,7 +77,7 @@ def canonical_key(key: str) -> str:
     return str(key)
 
 
-def normalise_metadata(raw: dict[str, Any] | None) -> dict[str, Any]:
+def normalize_metadata(raw: dict[str, Any] | None) -> dict[str, Any]:
     """Return ``raw`` with FuseMyCell keys in their canonical spelling.
 
     Keys that are not FuseMyCell keys are kept as they are, so no metadata is

@@ -177,24 +177,6 @@ def pair_files(paths: Iterable[str | Path], root: str | Path | None = None) -> P
     return PairListing(pairs=pairs, unmatched=tuple(unmatched), duplicates=duplicates)
 
 
-def require_complete(listing: PairListing, where: str) -> dict[str, RawPair]:
-    """Return the complete pairs, or raise naming every incomplete one.
-
-    ``where`` names the step that needs pairs (for the message), e.g. ``"training"``.
-    """
-    incomplete = [pair for pair in listing.pairs.values() if not pair.is_complete]
-    if incomplete:
-        details = "; ".join(
-            f"{pair.key}: missing {'angle' if pair.angle is None else 'fused'} "
-            f"(have {pair.fused if pair.angle is None else pair.angle})"
-            for pair in incomplete
-        )
-        raise PairingError(f"{where} needs angle/fused pairs, {len(incomplete)} incomplete: {details}")
-    if not listing.pairs:
-        raise PairingError(f"{where} needs angle/fused pairs, but no usable FuseMyCell files were found")
-    return listing.complete
-
-
 def _relative(path: str, root: str | Path | None) -> str:
     if root is None:
         return path

@@ -20,29 +20,26 @@ This module does not import Kedro; :mod:`fusemycell.datasets` wraps it.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import re
-import shutil
 import struct
 import threading
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 
+from fusemycell.io.atomic import discard, remove_leftovers, temporary_sibling  # noqa: F401 - re-exported
 from fusemycell.io.metadata import (
     OmeImage,
     as_positive_float,
     canonical_key,
-    normalise_metadata,
+    normalize_metadata,
     ome_images,
     unit_scale_to_micrometre,
 )
@@ -544,7 +541,7 @@ def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
         raise _fail(path, f"corrupt TIFF header ({type(exc).__name__}: {exc})") from exc
     compression = _check_decodable(path, tif, page)
     spelling = next((name for name in SPACING_SPELLINGS if name in raw), "PhysicalSizeX")
-    metadata = {k: v for k, v in normalise_metadata(raw).items() if str(k).lower() not in _IMAGEJ_LAYOUT_KEYS}
+    metadata = {k: v for k, v in normalize_metadata(raw).items() if str(k).lower() not in _IMAGEJ_LAYOUT_KEYS}
     metadata["axes"] = "ZYX"
     spacing, found, conflicts = _resolve_spacing(path, raw, metadata, page, ome)
     # read raw bytes only where they are plain voxels: uncompressed, untiled, little-endian
@@ -770,11 +767,6 @@ class LazyVolume:
                 block[y : y + segment.shape[0], x : x + segment.shape[1]] = segment
         return block[rows - first_sy * seg_h][..., cols - first_sx * seg_w]
 
-    def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""
-        for z0 in range(0, self.shape[0], max(1, int(depth))):
-            yield z0, self[z0 : z0 + depth]
-
 
 def _expand_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
     if not isinstance(key, tuple):
@@ -934,10 +926,10 @@ def write_volume(
             )
         os.replace(temporary, path)
     except OSError as exc:
-        _discard(temporary)
+        discard(temporary)
         raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        _discard(temporary)
+        discard(temporary)
         raise
     return path
 
@@ -952,51 +944,6 @@ class _PythonWrites(io.BufferedWriter):
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("fileno")
-
-
-def _discard(path: Path) -> None:
-    """Remove a temporary file if it is there; failing to (read-only folder) must not hide the error being reported."""
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.(partial|old)$")
-_P = TypeVar("_P", bound=PurePath)
-
-
-def temporary_sibling(path: _P, kind: str = "partial") -> _P:
-    """``.NAME.XXXXXXXX.partial`` (or ``.old``) next to ``path``: where an atomic write puts its data first.
-
-    Every atomic writer of the project names its temporary files this way, so that
-    readers skip them (hidden names) and :func:`remove_leftovers` finds them.
-    """
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.{kind}"
-
-
-def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Delete what killed atomic writes left in ``folder``: ``.NAME.XXXXXXXX.partial`` (or ``.old``).
-
-    Only entries of exactly that form are touched (``name`` limits them to one
-    target). Call it before writing into a folder, never while another process
-    writes there. Returns the removed paths.
-    """
-    folder = Path(folder)
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for entry in folder.iterdir():
-        match = _LEFTOVER.match(entry.name)
-        if match is None or (name is not None and match["name"] != name):
-            continue
-        with contextlib.suppress(OSError):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed.append(entry)
-    if removed:
-        logger.info("removed %d leftover(s) of interrupted writes in %s", len(removed), folder)
-    return removed
 
 
 def save_volume(path: str | os.PathLike, volume: Volume) -> Path:

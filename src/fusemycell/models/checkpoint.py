@@ -1,27 +1,33 @@
 """Saving and loading models safely: atomic writes, ``torch.load(weights_only=True)``.
 
-A model file holds only tensors and plain Python values: the weights, the
-:class:`~fusemycell.models.config.UNetConfig` as a dict, and free metadata
-(normalisation percentiles, patch size, training summary). It rebuilds the
-network without the training code and never unpickles arbitrary objects.
+A model file holds only tensors and plain Python values: the weights and the
+:class:`~fusemycell.models.card.ModelCard` (architecture, normalisation, voxel
+size, resampling, tile, training summary) as a dict. It rebuilds the network
+without the training code and never unpickles arbitrary objects. Version 1 files
+(architecture plus a free ``metadata`` dict) are converted to a card on load.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
-from fusemycell.io.tiff import temporary_sibling
+from fusemycell.io.atomic import discard, temporary_sibling
+from fusemycell.models.card import CARD_VERSION, ModelCard, card_from_legacy
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 
+logger = logging.getLogger(__name__)
+
 MODEL_FORMAT = "fusemycell-unet"
-MODEL_VERSION = 1
+#: Version of the model file: 1 = architecture + free metadata dict, 2 = the model card.
+MODEL_VERSION = CARD_VERSION
 
 
 class CheckpointError(ValueError):
@@ -33,29 +39,84 @@ class TrainedModel:
     """A network with everything needed to apply it."""
 
     network: UNet3D
-    config: UNetConfig
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """Plain values: normalisation percentiles, patch size, training summary, ..."""
+    card: ModelCard
+    """Architecture, normalisation, voxel size, resampling, tile, training summary."""
+
+    @property
+    def config(self) -> UNetConfig:
+        """The network's architecture (``card.architecture``)."""
+        return self.card.architecture
 
     def payload(self) -> dict[str, Any]:
         """What is written to disk (tensors and plain values only)."""
         return {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
-            "config": self.config.model_dump(mode="json"),
+            "card": self.card.model_dump(mode="json"),
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
-            "metadata": self.metadata,
         }
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any], source: str = "") -> TrainedModel:
-        """Rebuild a network from :meth:`payload`."""
-        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-            raise CheckpointError(f"{source}: not a {MODEL_FORMAT} model file")
-        config = UNetConfig.model_validate(payload["config"])
-        network = UNet3D(config)
-        network.load_state_dict(payload["state_dict"])
-        return cls(network=network, config=config, metadata=dict(payload.get("metadata", {})))
+    def from_payload(cls, payload: Any, source: str = "") -> TrainedModel:
+        """Rebuild a network from :meth:`payload` (or a version 1 payload, converted).
+
+        Raises
+        ------
+        CheckpointError
+            Naming ``source``: not a model file, an unknown version, an invalid card,
+            or weights that do not fit the architecture the card describes.
+        """
+        card = read_card(payload, source)
+        return cls(network=network_from_state(card.architecture, payload["state_dict"], source), card=card)
+
+
+def read_card(payload: Any, source: str = "") -> ModelCard:
+    """The card of a model file's payload; version 1 files are converted (see :func:`card_from_legacy`)."""
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{source}: not a {MODEL_FORMAT} model file")
+    version = payload.get("version")
+    if not isinstance(payload.get("state_dict"), dict):
+        raise CheckpointError(f"{source}: the model file holds no weights (state_dict)")
+    try:
+        if version == 1:
+            card = card_from_legacy(payload["config"], dict(payload.get("metadata") or {}))
+            logger.info(
+                "%s: model file version 1, converted to a model card (no resampling, as version 1 predicted); "
+                "re-save it with 'python -m fusemycell.models.checkpoint %s' to upgrade the file",
+                source,
+                source,
+            )
+            return card
+        if version == MODEL_VERSION:
+            return ModelCard.model_validate(payload["card"])
+    except ValidationError as exc:
+        raise CheckpointError(f"{source}: invalid model card (version {version}): {validation_summary(exc)}") from None
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{source}: invalid model card (version {version}): {exc!r}") from None
+    raise CheckpointError(
+        f"{source}: model file version {version!r} is unknown to this fusemycell (it reads versions 1 and "
+        f"{MODEL_VERSION}); a file from a newer fusemycell needs that release, an older one can be converted "
+        "with 'python -m fusemycell.models.checkpoint PATH' from a release that reads it"
+    )
+
+
+def validation_summary(error: ValidationError) -> str:
+    """A pydantic error on one line: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+
+
+def network_from_state(config: UNetConfig, state_dict: dict[str, Any], source: str = "") -> UNet3D:
+    """A :class:`UNet3D` of ``config`` with these weights, or an error saying how they disagree."""
+    network = UNet3D(config)
+    try:
+        network.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"{source}: the weights do not fit the architecture it describes (depth {config.depth}, "
+            f"base_channels {config.base_channels}): {detail[:400]}"
+        ) from None
+    return network
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
@@ -74,19 +135,13 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
             torch.save(payload, handle)
         os.replace(temporary, path)
     except BaseException as exc:
-        _discard(temporary)
+        discard(temporary)
         # torch's writer, closing after a failed write, raises a RuntimeError ("unexpected pos") over the OSError
         cause = exc.__context__ if isinstance(exc, RuntimeError) else exc
         if not isinstance(cause, OSError):
             raise
         raise OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}") from exc
     return path
-
-
-def _discard(path: Path) -> None:
-    """Remove a temporary file if it is there; failing to (read-only folder) must not hide the error being reported."""
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:
@@ -117,3 +172,15 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
 def load_model(path: str | os.PathLike) -> TrainedModel:
     """Load a model file written by :func:`save_model` (``weights_only=True``)."""
     return TrainedModel.from_payload(safe_torch_load(path), source=str(path))
+
+
+def upgrade_model_file(path: str | os.PathLike) -> Path:
+    """Rewrite a model file (of any version this release reads) in the current version, atomically."""
+    return save_model(load_model(path), path)
+
+
+if __name__ == "__main__":  # python -m fusemycell.models.checkpoint PATH [PATH ...]
+    import sys
+
+    for argument in sys.argv[1:]:
+        print(f"{upgrade_model_file(argument)}: model file version {MODEL_VERSION}")

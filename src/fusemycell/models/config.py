@@ -35,7 +35,7 @@ class UNetConfig(StrictConfig):
     """Trilinear interpolation then a convolution, or a transposed convolution."""
     residual: bool = True
     """Predict a correction added to the input instead of the image itself."""
-    residual_blur_sigma: float = Field(default=0.0, ge=0, le=4)
+    residual_blur_sigma: float = Field(default=0.5, ge=0, le=4)
     """Add the correction to a Gaussian blur of the input (sigma in voxels) instead of the input itself.
 
     The network then starts as the public blur baseline and learns what a blur cannot do; 0 = the input."""

@@ -11,12 +11,16 @@ from torch import nn
 from fusemycell.models.config import UNetConfig
 
 
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    """1D Gaussian (radius 4 sigma), or the identity ``[1]`` for sigma 0."""
+def gaussian_kernel(sigma: float, device: torch.device | None = None) -> torch.Tensor:
+    """Normalised 1D Gaussian truncated at 4 sigma (SciPy's default), or the identity ``[1]`` for sigma 0.
+
+    The one kernel of the project's torch blurs: the residual base here and the
+    forward model's lateral blur (:mod:`fusemycell.training.physics`).
+    """
     if sigma <= 0:
-        return torch.ones(1)
+        return torch.ones(1, device=device)
     radius = max(1, int(4 * sigma + 0.5))
-    positions = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    positions = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
     return kernel / kernel.sum()
 
@@ -104,7 +108,7 @@ class UNet3D(nn.Module):
             )
             self.decoders.append(ConvBlock(2 * config.channels(level), config.channels(level), config))
         self.head = nn.Conv3d(config.channels(0), config.out_channels, kernel_size=1)
-        kernel = _gaussian_kernel(config.residual_blur_sigma)
+        kernel = gaussian_kernel(config.residual_blur_sigma)
         for axis, name in enumerate(("blur_z", "blur_y", "blur_x")):
             shape = [1, 1, 1]
             shape[axis] = kernel.numel()

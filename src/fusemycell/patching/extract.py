@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class PatchPlan:
     patch_size_zyx: tuple[int, int, int]
     dtype: str
     split: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    """Extra entries of the store's ``store.json`` (the preprocessing contract, the augmentation)."""
 
     def patches(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Cut every patch, one volume pair at a time (each volume opened lazily once)."""
@@ -100,5 +102,5 @@ class PatchPlan:
             self.patch_size_zyx,
             self.dtype,
             self.patches(),
-            metadata={"split": self.split},
+            metadata={"split": self.split, **self.manifest},
         )

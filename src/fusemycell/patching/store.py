@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.tiff import remove_leftovers, temporary_sibling
+from fusemycell.io.atomic import remove_leftovers, temporary_sibling
 from fusemycell.progress import track
 
 STORE_FORMAT = "fusemycell-patch-store"

@@ -38,7 +38,7 @@ class CropParams(StrictConfig):
 
 
 class ResampleParams(StrictConfig):
-    """Optional resampling to a target voxel size (linear); the inverse is applied at inference."""
+    """Optional resampling to a target voxel size (linear); the model card carries it to inference, which undoes it."""
 
     enabled: bool = False
     """Resample, or keep the acquisition grid (the challenge scores on it)."""

@@ -7,6 +7,7 @@ therefore streams the whole transformation with about one slab in memory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from fusemycell.io.tiff import LazyVolume, Volume, read_volume
 from fusemycell.normalization import NormalizationStats, normalize
-from fusemycell.preprocessing.crop import Box, box_shape
+from fusemycell.preprocessing.config import PreprocessingConfig
+from fusemycell.preprocessing.crop import Box, box_shape, full_box, specimen_box
 from fusemycell.preprocessing.resample import resample_axis, resampled_shape, source_planes
 
 
@@ -67,36 +69,16 @@ class VolumeTransform:
         row["resampled"] = self.output_spacing_zyx is not None
         return row
 
-    @classmethod
-    def from_record(cls, row: dict[str, Any]) -> VolumeTransform:
-        """Inverse of :meth:`record`."""
-        axes = "zyx"
-        resampled = bool(row.get("resampled", False))
-        return cls(
-            original_shape=tuple(int(row[f"original_size_{a}"]) for a in axes),  # type: ignore[arg-type]
-            spacing_zyx=tuple(float(row[f"spacing_{a}_um"]) for a in axes),  # type: ignore[arg-type]
-            box=tuple((int(row[f"crop_{a}0"]), int(row[f"crop_{a}1"])) for a in axes),  # type: ignore[arg-type]
-            stats=NormalizationStats(
-                low=float(row["norm_low"]),
-                high=float(row["norm_high"]),
-                p_low=float(row["norm_p_low"]),
-                p_high=float(row["norm_p_high"]),
-            ),
-            output_spacing_zyx=(
-                tuple(float(row[f"output_spacing_{a}_um"]) for a in axes) if resampled else None  # type: ignore[arg-type]
-            ),
-        )
-
 
 class PreprocessedVolume:
     """Array-like view of a raw volume after crop, normalisation and optional resampling.
 
-    Picklable (it holds the raw file's path, not its voxels), so it can be
-    written by a worker process.
+    ``source`` is the raw file's path (picklable: it holds the path, not the voxels,
+    so it can be written by a worker process) or an in-memory raw array.
     """
 
-    def __init__(self, source_path: str, transform: VolumeTransform, dtype: Any = np.float32):
-        self.source_path = str(source_path)
+    def __init__(self, source_path: str | np.ndarray, transform: VolumeTransform, dtype: Any = np.float32):
+        self.source_path = source_path if isinstance(source_path, np.ndarray) else str(source_path)
         self.transform = transform
         self.dtype = np.dtype(dtype)
         self._source: LazyVolume | None = None
@@ -117,7 +99,9 @@ class PreprocessedVolume:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["source_path"], state["transform"], state["dtype"])  # type: ignore[misc]
 
-    def _raw(self) -> LazyVolume:
+    def _raw(self) -> LazyVolume | np.ndarray:
+        if isinstance(self.source_path, np.ndarray):
+            return self.source_path
         if self._source is None:
             self._source = read_volume(self.source_path, lazy=True).data
         return self._source
@@ -146,3 +130,68 @@ class PreprocessedVolume:
     def as_volume(self, metadata: dict[str, Any], spelling: str = "PhysicalSizeX") -> Volume:
         """A :class:`Volume` whose data is this lazy view (writing it streams the transformation)."""
         return Volume(data=self, spacing_zyx=self.transform.final_spacing_zyx, metadata=metadata, spelling=spelling)
+
+
+def plan_volumes(
+    raw_pairs: Mapping[str, Any],
+    volume_scans: Mapping[str, Any],
+    valid_pairs: Sequence[str],
+    config: PreprocessingConfig,
+) -> tuple[dict[str, Volume], list[dict[str, Any]]]:
+    """Crop, normalise (challenge percentiles) and optionally resample every valid pair, lazily.
+
+    Returns ``{pair_kind: Volume}`` whose data is a :class:`PreprocessedVolume` (written
+    plane by plane when saved) and one record per volume: its :meth:`VolumeTransform.record`,
+    the crop and resampling policy (what the patch store's manifest and the model card
+    carry to inference), and the normalised fused 99.9th percentile (the patch sampler's
+    foreground reference).
+    """
+    volumes: dict[str, Volume] = {}
+    records = []
+    norm = config.normalization
+    target = config.resample.target_spacing_zyx if config.resample.enabled else None
+    policy = {
+        "crop_enabled": config.crop.enabled,
+        "crop_threshold": config.crop.threshold,
+        "crop_margin_um": config.crop.margin_um,
+        **{f"resample_target_{a}_um": (float(target[i]) if target else float("nan")) for i, a in enumerate("zyx")},
+    }
+    for key in valid_pairs:
+        pair = raw_pairs[key]
+        scans = {kind: volume_scans[f"{key}_{kind}"] for kind in ("angle", "fused")}
+        spacing = tuple(scans["angle"].spacing_zyx)  # angle and fused share one grid; the input's voxel size rules
+        box = (
+            specimen_box(
+                [(s.profile_z, s.profile_y, s.profile_x) for s in scans.values()],
+                spacing,
+                threshold=config.crop.threshold,
+                margin_um=config.crop.margin_um,
+            )
+            if config.crop.enabled
+            else full_box(scans["angle"].shape)
+        )
+        for kind, scan in scans.items():
+            stats = NormalizationStats(
+                low=scan.percentile(norm.low_percentile),
+                high=scan.percentile(norm.high_percentile),
+                p_low=norm.low_percentile,
+                p_high=norm.high_percentile,
+            )
+            transform = VolumeTransform(tuple(scan.shape), spacing, box, stats, target)  # type: ignore[arg-type]
+            lazy = PreprocessedVolume(getattr(pair, kind), transform, np.dtype(config.output_dtype))
+            metadata = {"channel": pair.channel, "study": scan.study, "norm_low": stats.low, "norm_high": stats.high}
+            volumes[f"{key}_{kind}"] = lazy.as_volume(metadata)
+            reference = scan.percentile(99.9)
+            records.append(
+                {
+                    "pair": key,
+                    "kind": kind,
+                    "channel": pair.channel,
+                    "study": scan.study,
+                    "source": getattr(pair, kind),
+                    **transform.record(),
+                    **policy,
+                    "p99_9_normalized": float(normalize(np.array([reference]), stats, np.float64)[0]),
+                }
+            )
+    return volumes, records

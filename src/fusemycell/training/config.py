@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from fusemycell.configuration import StrictConfig
+from fusemycell.models.config import UNetConfig
 
 
 class LossWeights(StrictConfig):
@@ -43,23 +44,6 @@ class PhysicsParams(StrictConfig):
     """Initial e-folding length of the emission along the detection axis (z)."""
     blur_growth_per_um: float = Field(default=0.02, ge=0)
     """Initial lateral blur sigma added per micrometre of depth along z."""
-
-
-class ModelParams(StrictConfig):
-    """Architecture choices (see :class:`fusemycell.models.config.UNetConfig`); the spacing comes from the data."""
-
-    depth: int = Field(default=4, ge=1, le=7)
-    base_channels: int = Field(default=16, ge=1)
-    max_channels: int = Field(default=256, ge=1)
-    convs_per_level: int = Field(default=2, ge=1, le=4)
-    normalization: Literal["instance", "group", "batch"] = "instance"
-    groups: int = Field(default=8, ge=1)
-    activation: Literal["leaky_relu", "relu", "gelu", "silu"] = "leaky_relu"
-    upsampling: Literal["trilinear", "transposed"] = "trilinear"
-    residual: bool = True
-    residual_blur_sigma: float = Field(default=0.5, ge=0, le=4)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    pool_z: tuple[bool, ...] | None = None
 
 
 class TrainingConfig(StrictConfig):
@@ -105,4 +89,5 @@ class TrainingConfig(StrictConfig):
     """Validate on at most this many patches (all when null)."""
     loss: LossWeights = LossWeights()
     physics: PhysicsParams = PhysicsParams()
-    model: ModelParams = ModelParams()
+    model: UNetConfig = UNetConfig()
+    """The 3D U-Net; its ``spacing_zyx`` is replaced by the training patches' voxel size."""

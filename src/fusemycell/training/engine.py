@@ -6,9 +6,12 @@
 * ``devices > 1``: spawn that many workers itself (NCCL on GPUs, gloo on CPU);
 * otherwise: train in this process.
 
-Rank 0 alone writes checkpoints and reports metrics. Every epoch ends with an
-atomic checkpoint (model, optimizer, scheduler, scaler, epoch, RNG states, model
-config), so a killed run resumes from its last complete epoch.
+Each process runs a :class:`Trainer`, a short list of named steps: set up, restore
+(or fit the forward model), then per epoch train, validate, select the best epoch
+and save a checkpoint, and finally tear down. Rank 0 alone writes checkpoints and
+reports metrics. Every epoch ends with an atomic, typed checkpoint
+(:class:`~fusemycell.training.checkpoint.TrainingCheckpoint`), so a killed run
+resumes from its last complete epoch.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,43 +39,29 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from fusemycell.models.checkpoint import CheckpointError, TrainedModel, atomic_torch_save, safe_torch_load
+from fusemycell.memory import MemoryPeak
+from fusemycell.metrics.ssim import normalized_ssim
+from fusemycell.models.card import ModelCard, ValidationSummary, card_for
+from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save, load_model, safe_torch_load
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
-from fusemycell.patching.store import PatchStore
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.progress import track
+from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint, restore_state, resume_error
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.devices import Precision, resolve_device, resolve_precision, resolve_world_size
-from fusemycell.training.losses import image_loss, normalized_ssim, ssim3d
+from fusemycell.training.losses import image_loss, ssim3d
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
+from fusemycell.training.stores import store_spacing
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "fusemycell-checkpoint"
 LAST_CHECKPOINT = "last.pt"
 BEST_MODEL = "best.pt"
 SPAWN_RESULT = "result.pt"
 
-
-@dataclass
-class EpochMetrics:
-    """What one epoch measured; logged to MLflow with ``step = epoch``."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_ssim: float
-    val_ssim_input: float
-    val_nssim: float
-    learning_rate: float
-    epoch_time_s: float
-    patches_per_s: float
-    voxels_per_s: float
-    peak_rss_mb: float
-    peak_device_mb: float
-    train_consistency: float = float("nan")
+__all__ = ["BEST_MODEL", "LAST_CHECKPOINT", "EpochMetrics", "FusionModel", "TrainingResult", "train"]
 
 
 @dataclass
@@ -84,8 +73,20 @@ class TrainingResult:
     best_epoch: int
     stopped_early: bool
     physics: dict[str, float] = field(default_factory=dict)
-    writes_per_rank: list[int] = field(default_factory=list)
-    weight_digests: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every process of one training run is given (picklable, for spawned workers)."""
+
+    config: TrainingConfig
+    train_store: str
+    val_store: str
+    augmentation: AugmentationParams | None = None
+    epoch_callback: Callable[[EpochMetrics], None] | None = None
+    card: ModelCard | None = None
+    world_size: int = 1
+    launched: bool = False
 
 
 class FusionModel(nn.Module):
@@ -106,15 +107,7 @@ class FusionModel(nn.Module):
 
 def unet_config_for(config: TrainingConfig, spacing_zyx: tuple[float, float, float]) -> UNetConfig:
     """The network's configuration: the training parameters' architecture at the data's voxel size."""
-    return UNetConfig(**config.model.model_dump(), spacing_zyx=tuple(float(s) for s in spacing_zyx))
-
-
-def store_spacing(store: PatchStore) -> tuple[float, float, float]:
-    """Median voxel size of the patches' volumes (1 um when the index has none)."""
-    columns = [f"spacing_{a}_um" for a in "zyx"]
-    if not set(columns) <= set(store.index.columns):
-        return (1.0, 1.0, 1.0)
-    return tuple(float(v) for v in store.index[columns].median())  # type: ignore[return-value]
+    return config.model.model_copy(update={"spacing_zyx": tuple(float(s) for s in spacing_zyx)})
 
 
 def _free_port() -> int:
@@ -174,40 +167,6 @@ def _schedule(total_steps: int, warmup_fraction: float, min_fraction: float) -> 
     return factor
 
 
-def _weights_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class _MemoryPeak:
-    """Peak resident memory of this process (sampled between batches) and of the accelerator."""
-
-    def __init__(self, device: torch.device):
-        import psutil
-
-        self.process = psutil.Process()
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.rss = self.process.memory_info().rss
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def sample(self) -> None:
-        self.rss = max(self.rss, self.process.memory_info().rss)
-
-    def device_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        if self.device.type == "mps":
-            return torch.mps.driver_allocated_memory() / 2**20
-        return 0.0
-
-
 def fit_forward_model(
     physics: SingleViewForwardModel, dataset: PatchDataset, steps: int, device: torch.device, seed: int
 ) -> dict[str, float]:
@@ -229,6 +188,21 @@ def fit_forward_model(
     return physics.describe()
 
 
+def batch_loss(
+    prediction: torch.Tensor,
+    reconstructed: torch.Tensor | None,
+    single_view: torch.Tensor,
+    target: torch.Tensor,
+    config: TrainingConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training loss (image loss plus the physics term) and the consistency term alone: one definition."""
+    loss = image_loss(prediction, target, config.loss)
+    if reconstructed is None:
+        return loss, None
+    consistency = torch.nn.functional.l1_loss(reconstructed, single_view.float())
+    return loss + config.physics.weight * consistency, consistency
+
+
 def train(
     config: TrainingConfig,
     train_store: str | os.PathLike,
@@ -236,27 +210,28 @@ def train(
     *,
     augmentation: AugmentationParams | None = None,
     epoch_callback: Callable[[EpochMetrics], None] | None = None,
-    metadata: dict[str, Any] | None = None,
+    card: ModelCard | None = None,
 ) -> TrainingResult:
     """Train a U-Net on the patch stores and return the best model (by ``config.monitor``).
 
     ``augmentation`` applies to training patches only. ``epoch_callback`` is
     called on rank 0 after every epoch (it must be picklable when the engine
-    spawns workers). ``metadata`` travels with the saved model (normalisation
-    percentiles, patch size, ...).
+    spawns workers). ``card`` is the model card the saved model carries (its
+    architecture is the network trained; physics and validation metrics are filled
+    in); by default, ``config.model`` at the training patches' voxel size.
     """
     device = resolve_device(config.device)
-    arguments = (config, str(train_store), str(val_store), augmentation, epoch_callback, metadata or {})
+    job = TrainingJob(config, str(train_store), str(val_store), augmentation, epoch_callback, card)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        rank = int(os.environ["RANK"])
-        return _run(rank, int(os.environ["WORLD_SIZE"]), *arguments, launched=True)  # type: ignore[return-value]
+        job = replace(job, world_size=int(os.environ["WORLD_SIZE"]), launched=True)
+        return Trainer(job, int(os.environ["RANK"])).run()  # type: ignore[return-value]
     world_size = resolve_world_size(config.devices, device)
     if world_size == 1:
-        return _run(0, 1, *arguments)  # type: ignore[return-value]
+        return Trainer(job, 0).run()  # type: ignore[return-value]
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(_free_port())
     logger.info("training on %d %s processes (DDP, spawned)", world_size, device.type)
-    torch.multiprocessing.spawn(_run, args=(world_size, *arguments), nprocs=world_size, join=True)
+    torch.multiprocessing.spawn(_spawned, args=(replace(job, world_size=world_size),), nprocs=world_size, join=True)
     payload = safe_torch_load(Path(config.checkpoint_dir) / SPAWN_RESULT)
     return TrainingResult(
         model=TrainedModel.from_payload(payload["model"]),
@@ -264,320 +239,383 @@ def train(
         best_epoch=int(payload["best_epoch"]),
         stopped_early=bool(payload["stopped_early"]),
         physics=dict(payload["physics"]),
-        writes_per_rank=list(payload["writes_per_rank"]),
-        weight_digests=list(payload["weight_digests"]),
     )
 
 
-def _run(  # noqa: PLR0912, PLR0915, PLR0917 - one loop read as a whole; positional for spawn
-    rank: int,
-    world_size: int,
-    config: TrainingConfig,
-    train_store: str,
-    val_store: str,
-    augmentation: AugmentationParams | None,
-    epoch_callback: Callable[[EpochMetrics], None] | None,
-    metadata: dict[str, Any],
-    launched: bool = False,
-) -> TrainingResult | None:
-    distributed = world_size > 1
-    device = resolve_device(config.device)
-    if distributed:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world_size)
-        if device.type == "cuda":
-            local_rank = int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count())))
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-    main = rank == 0
-    writes = 0
-    wrapped: nn.Module | None = None
-    try:
+def _spawned(rank: int, job: TrainingJob) -> None:
+    Trainer(job, rank).run()
+
+
+@dataclass
+class BestEpoch:
+    """The best epoch so far by the monitored quantity, and its weights."""
+
+    higher_is_better: bool
+    score: float
+    epoch: int = 0
+    bad_epochs: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, metrics: EpochMetrics, network: nn.Module) -> bool:
+        """Record ``metrics``' epoch if it improves (or is the first); True when it does."""
+        score = metrics.val_nssim if self.higher_is_better else metrics.val_loss
+        improved = score > self.score if self.higher_is_better else score < self.score
+        if improved or self.epoch == 0:
+            self.score, self.epoch, self.bad_epochs = score, metrics.epoch, 0
+            self.state = copy.deepcopy(network.state_dict())
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+class Trainer:
+    """One process of a training run: :meth:`run` is the list of steps."""
+
+    def __init__(self, job: TrainingJob, rank: int):
+        self.job, self.config, self.rank = job, job.config, rank
+        self.distributed = job.world_size > 1
+        self.main = rank == 0
+        self.checkpoint_dir = Path(self.config.checkpoint_dir)
+        self.last_path = self.checkpoint_dir / LAST_CHECKPOINT
+        self.best_path = self.checkpoint_dir / BEST_MODEL
+        self.history: list[EpochMetrics] = []
+        self.start_epoch = 1
+        self.stopped_early = False
+        self.best = BestEpoch(
+            job.config.monitor == "val_nssim", -math.inf if job.config.monitor == "val_nssim" else math.inf
+        )
+        self.wrapped: nn.Module | None = None
+
+    def run(self) -> TrainingResult | None:
+        """Set up, restore, train epoch after epoch, finish; tear down whatever happens."""
+        try:
+            self.set_up()
+            checkpoint = self.read_checkpoint()
+            self.build_optimizer(checkpoint)
+            if checkpoint is not None:
+                self.restore(checkpoint)
+            for epoch in range(self.start_epoch, self.config.epochs + 1):
+                metrics = self.train_one_epoch(epoch)
+                improved = self.best.update(metrics, self.model.unet)
+                self.save_checkpoint(metrics, improved)
+                if self.should_stop():
+                    break
+            return self.finish()
+        finally:
+            self.tear_down()
+
+    # -- set up ---------------------------------------------------------------------------------------
+
+    def set_up(self) -> None:
+        """Process group and device, seeds, precision, data, card, network and forward model."""
+        config = self.config
+        self.device = resolve_device(config.device)
+        if self.distributed:
+            dist.init_process_group(
+                "nccl" if self.device.type == "cuda" else "gloo", rank=self.rank, world_size=self.job.world_size
+            )
+            if self.device.type == "cuda":
+                local_rank = int(os.environ.get("LOCAL_RANK", self.rank % max(1, torch.cuda.device_count())))
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
         _seed_everything(config.seed)  # same initial weights on every rank
-        precision: Precision = resolve_precision(device, config.amp, config.amp_dtype)
+        self.precision: Precision = resolve_precision(self.device, config.amp, config.amp_dtype)
         physics_on = config.physics.enabled
-        train_data = PatchDataset(train_store, augmentation, seed=config.seed, geometry=physics_on)
-        val_data: Any = PatchDataset(val_store, None, geometry=physics_on)
-        if config.max_val_patches is not None and len(val_data) > config.max_val_patches:
-            val_data = Subset(val_data, range(config.max_val_patches))
-        unet_config = unet_config_for(config, store_spacing(train_data.store))
-        unet = UNet3D(unet_config)
+        self.train_data = PatchDataset(
+            self.job.train_store, self.job.augmentation, seed=config.seed, geometry=physics_on
+        )
+        self.val_data: Any = PatchDataset(self.job.val_store, None, geometry=physics_on)
+        if config.max_val_patches is not None and len(self.val_data) > config.max_val_patches:
+            self.val_data = Subset(self.val_data, range(config.max_val_patches))
+        store = self.train_data.store
+        self.card = self.job.card or card_for(unet_config_for(config, store_spacing(store)), store.patch_size_zyx)
         physics = None
         if physics_on:
+            parameters = config.physics
             physics = SingleViewForwardModel(
-                config.physics.illumination_attenuation_um,
-                config.physics.detection_attenuation_um,
-                config.physics.blur_growth_per_um,
+                parameters.illumination_attenuation_um,
+                parameters.detection_attenuation_um,
+                parameters.blur_growth_per_um,
             )
-        model = FusionModel(unet, physics).to(device)
+        self.model = FusionModel(UNet3D(self.card.architecture), physics).to(self.device)
+        self.memory = MemoryPeak(self.device)
 
-        checkpoint_dir = Path(config.checkpoint_dir)
-        last_path = checkpoint_dir / LAST_CHECKPOINT
-        resume_state = None
-        if config.resume and last_path.exists():
-            resume_state = safe_torch_load(last_path)
-            if resume_state.get("format") != CHECKPOINT_FORMAT:
-                raise CheckpointError(f"{last_path}: not a fusemycell training checkpoint")
-            if resume_state["unet_config"] != unet_config.model_dump(mode="json"):
-                raise CheckpointError(
-                    f"{last_path}: trained with a different model configuration; "
-                    f"set training.resume: false or delete {checkpoint_dir} to start over"
-                )
-            model.unet.load_state_dict(resume_state["model"])
-            if physics is not None and resume_state.get("physics") is not None:
-                physics.load_state_dict(resume_state["physics"])
-        elif physics is not None and config.physics.fit_steps:
-            fitted = fit_forward_model(physics, train_data, config.physics.fit_steps, device, config.seed)
-            if main:
+    def read_checkpoint(self) -> TrainingCheckpoint | None:
+        """With ``resume``, the last checkpoint, checked before anything is restored or written."""
+        if not (self.config.resume and self.last_path.exists()):
+            return None
+        checkpoint = TrainingCheckpoint.read(self.last_path)
+        if checkpoint.card.architecture != self.card.architecture:
+            raise resume_error(self.last_path, "it was trained with a different model configuration")
+        restore_state(self.model.unet, checkpoint.model, "the model weights do not fit", self.last_path)
+        if self.model.physics is not None and checkpoint.physics is not None:
+            restore_state(self.model.physics, checkpoint.physics, "the forward model does not fit", self.last_path)
+        return checkpoint
+
+    def build_optimizer(self, checkpoint: TrainingCheckpoint | None) -> None:
+        """Fit the forward model (fresh runs), wrap for DDP, then AdamW, the LR schedule and the scaler."""
+        config, physics = self.config, self.model.physics
+        if checkpoint is None and physics is not None and config.physics.fit_steps:
+            fitted = fit_forward_model(physics, self.train_data, config.physics.fit_steps, self.device, config.seed)
+            if self.main:
                 logger.info("forward model fitted on training pairs: %s", _fmt_params(fitted))
         if physics is not None and not config.physics.learn:
             physics.requires_grad_(False)
+        self.wrapped = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        samples_per_rank = math.ceil(len(self.train_data) / self.job.world_size)
+        steps_per_epoch = math.ceil(max(1, math.ceil(samples_per_rank / config.batch_size)) / config.accumulation_steps)
+        factor = _schedule(steps_per_epoch * config.epochs, config.warmup_fraction, config.min_lr_fraction)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
 
-        wrapped = model
-        if distributed:
-            wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-        samples_per_rank = math.ceil(len(train_data) / world_size)
-        batches_per_epoch = max(1, math.ceil(samples_per_rank / config.batch_size))
-        steps_per_epoch = math.ceil(batches_per_epoch / config.accumulation_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _schedule(steps_per_epoch * config.epochs, config.warmup_fraction, config.min_lr_fraction)
+    def restore(self, checkpoint: TrainingCheckpoint) -> None:
+        """Optimizer, scheduler, scaler, RNG, history and best epoch from the checkpoint."""
+        path = self.last_path
+        restore_state(self.optimizer, checkpoint.optimizer, "the optimizer state does not fit", path)
+        restore_state(self.scheduler, checkpoint.scheduler, "the scheduler state does not fit", path)
+        restore_state(self.scaler, checkpoint.scaler, "the gradient scaler state does not fit", path)
+        try:
+            _restore_rng(checkpoint.rng)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise resume_error(path, f"its RNG states are unreadable ({exc!r})") from None
+        self.history = list(checkpoint.history)
+        self.start_epoch = checkpoint.epoch + 1
+        self.best.epoch, self.best.score, self.best.bad_epochs = (
+            checkpoint.best_epoch,
+            checkpoint.best_score,
+            checkpoint.bad_epochs,
         )
-        scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
-
-        history: list[EpochMetrics] = []
-        start_epoch = 1
-        higher_is_better = config.monitor == "val_nssim"
-        best_score = -math.inf if higher_is_better else math.inf
-        best_epoch, bad_epochs = 0, 0
-        best_state = copy.deepcopy(model.unet.state_dict())
-        if resume_state is not None:
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
-            scaler.load_state_dict(resume_state["scaler"])
-            _restore_rng(resume_state["rng"])
-            history = [EpochMetrics(**h) for h in resume_state["history"]]
-            start_epoch = int(resume_state["epoch"]) + 1
-            best_epoch, best_score = int(resume_state["best_epoch"]), float(resume_state["best_score"])
-            bad_epochs = int(resume_state["bad_epochs"])
-            best_path = checkpoint_dir / BEST_MODEL
-            if best_epoch == start_epoch - 1:
-                # the checkpoint's own weights are the best; best.pt, written after it, may not have been
-                best_state = copy.deepcopy(model.unet.state_dict())
-                if main:
-                    best_metadata = _model_metadata(metadata, _best(history, best_epoch), physics)
-                    atomic_torch_save(TrainedModel(model.unet, unet_config, best_metadata).payload(), best_path)
-                    writes += 1
-            elif best_path.exists():
-                best_state = TrainedModel.from_payload(safe_torch_load(best_path)).network.state_dict()
-            if main:
-                logger.info("resuming from %s after epoch %d", last_path, start_epoch - 1)
-                if start_epoch > config.epochs:
-                    logger.warning(
-                        "%s already holds epoch %d of the %d asked for: nothing left to train "
-                        "(raise training.epochs to train longer, or set training.resume: false to start over)",
-                        last_path,
-                        start_epoch - 1,
-                        config.epochs,
-                    )
-
-        memory = _MemoryPeak(device)
-        stopped_early = False
-        voxels_per_patch = int(np.prod(train_data.store.patch_size_zyx))
-        for epoch in range(start_epoch, config.epochs + 1):
-            started = time.perf_counter()
-            memory.reset()
-            model.train()
-            train_data.set_epoch(epoch)
-            if distributed:
-                sampler: Any = DistributedSampler(
-                    train_data, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
+        self.best.state = self._best_state_after_resume(checkpoint)
+        if self.main:
+            logger.info("resuming from %s after epoch %d", path, checkpoint.epoch)
+            if self.start_epoch > self.config.epochs:
+                logger.warning(
+                    "%s already holds epoch %d of the %d asked for: nothing left to train "
+                    "(raise training.epochs to train longer, or set training.resume: false to start over)",
+                    path,
+                    checkpoint.epoch,
+                    self.config.epochs,
                 )
-                sampler.set_epoch(epoch)
-            else:
-                sampler = RandomSampler(train_data, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-            loader = DataLoader(
-                train_data,
-                batch_size=config.batch_size,
-                sampler=sampler,
-                num_workers=config.num_workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-            )
-            total_loss = total_consistency = 0.0
-            seen = 0
-            n_batches = len(loader)
-            optimizer.zero_grad(set_to_none=True)
-            batches = track(
-                loader, f"epoch {epoch}/{config.epochs}", unit="batch", summary=False, enabled=main
-            )  # the epoch's own log line is the summary
-            for step, batch in enumerate(batches):
-                single_view = batch[0].to(device, non_blocking=True)
-                target = batch[1].to(device, non_blocking=True)
-                geometry = batch[2].to(device, non_blocking=True) if physics_on else None
-                group = step // config.accumulation_steps
-                group_size = min(config.accumulation_steps, n_batches - group * config.accumulation_steps)
-                last_of_group = (step + 1) % config.accumulation_steps == 0 or step + 1 == n_batches
-                sync = contextlib.nullcontext() if (last_of_group or not distributed) else wrapped.no_sync()
-                with sync:
-                    with precision.autocast(device):
-                        prediction, reconstructed = wrapped(single_view, geometry)
-                    loss = image_loss(prediction, target, config.loss)
-                    if reconstructed is not None:
-                        consistency = torch.nn.functional.l1_loss(reconstructed, single_view.float())
-                        loss = loss + config.physics.weight * consistency
-                        total_consistency += float(consistency.detach()) * len(single_view)
-                    scaler.scale(loss / group_size).backward()
-                if last_of_group:
-                    if config.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                total_loss += float(loss.detach()) * len(single_view)
-                seen += len(single_view)
-                memory.sample()
-            train_time = time.perf_counter() - started
-            val = _validate(model, val_data, config, device, precision=precision, physics_on=physics_on)
-            memory.sample()
-            epoch_time = time.perf_counter() - started
-            patches = seen * world_size
-            metrics = EpochMetrics(
-                epoch=epoch,
-                train_loss=total_loss / max(1, seen),
-                val_loss=val["loss"],
-                val_ssim=val["ssim"],
-                val_ssim_input=val["ssim_input"],
-                val_nssim=val["nssim"],
-                learning_rate=float(optimizer.param_groups[0]["lr"]),
-                epoch_time_s=epoch_time,
-                patches_per_s=patches / train_time,
-                voxels_per_s=patches * voxels_per_patch / train_time,
-                peak_rss_mb=memory.rss / 2**20,
-                peak_device_mb=memory.device_mb(),
-                train_consistency=total_consistency / seen if physics_on and seen else float("nan"),
-            )
-            history.append(metrics)
-            score = metrics.val_nssim if higher_is_better else metrics.val_loss
-            improved = score > best_score if higher_is_better else score < best_score
-            if improved or best_epoch == 0:
-                best_score, best_epoch, bad_epochs = score, epoch, 0
-                best_state = copy.deepcopy(model.unet.state_dict())
-            else:
-                bad_epochs += 1
-            if main:
-                # the checkpoint first: a kill between the two writes leaves no best.pt ahead of it
-                atomic_torch_save(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "epoch": epoch,
-                        "unet_config": unet_config.model_dump(mode="json"),
-                        "training_config": config.model_dump(mode="json"),
-                        "model": model.unet.state_dict(),
-                        "physics": physics.state_dict() if physics is not None else None,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "rng": _rng_state(),
-                        "history": [asdict(h) for h in history],
-                        "best_epoch": best_epoch,
-                        "best_score": best_score,
-                        "bad_epochs": bad_epochs,
-                    },
-                    last_path,
-                )
-                writes += 1
-                if improved or best_epoch == epoch:
-                    atomic_torch_save(
-                        TrainedModel(model.unet, unet_config, _model_metadata(metadata, metrics, physics)).payload(),
-                        checkpoint_dir / BEST_MODEL,
-                    )
-                    writes += 1
-                _log_epoch(metrics, config.epochs, [m.epoch_time_s for m in history[-(epoch - start_epoch + 1) :]])
-                if epoch_callback is not None:
-                    epoch_callback(metrics)
-            if distributed:
-                dist.barrier()
-            if config.early_stopping_patience and bad_epochs >= config.early_stopping_patience:
-                stopped_early = True
-                if main:
-                    logger.info("early stopping: no improvement of %s for %d epochs", config.monitor, bad_epochs)
-                break
 
-        model.unet.load_state_dict(best_state)
+    def _best_state_after_resume(self, checkpoint: TrainingCheckpoint) -> dict[str, torch.Tensor]:
+        if self.best.epoch == checkpoint.epoch:
+            # the checkpoint's own weights are the best; best.pt, written after it, may not have been
+            if self.main:
+                self._save_best(_best(self.history, self.best.epoch))
+            return copy.deepcopy(self.model.unet.state_dict())
+        if self.best_path.exists():
+            return load_model(self.best_path).network.state_dict()
+        return copy.deepcopy(self.model.unet.state_dict())
+
+    # -- one epoch ------------------------------------------------------------------------------------
+
+    def train_one_epoch(self, epoch: int) -> EpochMetrics:
+        """Train on every training patch once, then validate; the epoch's metrics."""
+        started = time.perf_counter()
+        self.memory.reset()
+        self.model.train()
+        self.train_data.set_epoch(epoch)
+        loader = self._loader(epoch)
+        totals = {"loss": 0.0, "consistency": 0.0, "seen": 0}
+        self.optimizer.zero_grad(set_to_none=True)
+        batches = track(loader, f"epoch {epoch}/{self.config.epochs}", unit="batch", summary=False, enabled=self.main)
+        for step, batch in enumerate(batches):  # the epoch's own log line is the summary
+            self._train_step(step, len(loader), batch, totals)
+            self.memory.sample()
+        train_time = time.perf_counter() - started
+        validation = validate(self.model, self.val_data, self.config, self.device, precision=self.precision)
+        self.memory.sample()
+        seen, patches = totals["seen"], totals["seen"] * self.job.world_size
+        return EpochMetrics(
+            epoch=epoch,
+            train_loss=totals["loss"] / max(1, seen),
+            val_loss=validation["loss"],
+            val_ssim=validation["ssim"],
+            val_ssim_input=validation["ssim_input"],
+            val_nssim=validation["nssim"],
+            learning_rate=float(self.optimizer.param_groups[0]["lr"]),
+            epoch_time_s=time.perf_counter() - started,
+            patches_per_s=patches / train_time,
+            voxels_per_s=patches * int(np.prod(self.train_data.store.patch_size_zyx)) / train_time,
+            peak_rss_mb=self.memory.rss_mb,
+            peak_device_mb=self.memory.peak_device_mb,
+            train_consistency=totals["consistency"] / seen if self.model.physics is not None and seen else float("nan"),
+        )
+
+    def _loader(self, epoch: int) -> DataLoader:
+        config, data = self.config, self.train_data
+        if self.distributed:
+            sampler: Any = DistributedSampler(
+                data, num_replicas=self.job.world_size, rank=self.rank, shuffle=True, seed=config.seed
+            )
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(data, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+        return DataLoader(
+            data,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _train_step(self, step: int, n_batches: int, batch: Any, totals: dict[str, float]) -> None:
+        """One micro-batch; an optimizer step at the end of each accumulation group."""
+        accumulation = self.config.accumulation_steps
+        single_view, target = (t.to(self.device, non_blocking=True) for t in batch[:2])
+        geometry = batch[2].to(self.device, non_blocking=True) if self.model.physics is not None else None
+        group_size = min(accumulation, n_batches - (step // accumulation) * accumulation)
+        last_of_group = (step + 1) % accumulation == 0 or step + 1 == n_batches
+        sync = contextlib.nullcontext() if (last_of_group or not self.distributed) else self.wrapped.no_sync()
+        with sync:
+            with self.precision.autocast(self.device):
+                prediction, reconstructed = self.wrapped(single_view, geometry)
+            loss, consistency = batch_loss(prediction, reconstructed, single_view, target, self.config)
+            self.scaler.scale(loss / group_size).backward()
+        if last_of_group:
+            self._optimizer_step()
+        totals["loss"] += float(loss.detach()) * len(single_view)
+        if consistency is not None:
+            totals["consistency"] += float(consistency.detach()) * len(single_view)
+        totals["seen"] += len(single_view)
+
+    def _optimizer_step(self) -> None:
+        if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+
+    def save_checkpoint(self, metrics: EpochMetrics, improved: bool) -> None:
+        """Rank 0: the epoch's checkpoint, then best.pt when it improved; log and report the epoch."""
+        self.history.append(metrics)
+        if self.main:
+            # the checkpoint first: a kill between the two writes leaves no best.pt ahead of it
+            self._checkpoint(metrics.epoch).save(self.last_path)
+            if improved:
+                self._save_best(metrics)
+            recent = [m.epoch_time_s for m in self.history[-(metrics.epoch - self.start_epoch + 1) :]]
+            _log_epoch(metrics, self.config.epochs, recent)
+            if self.job.epoch_callback is not None:
+                self.job.epoch_callback(metrics)
+        if self.distributed:
+            dist.barrier()
+
+    def _checkpoint(self, epoch: int) -> TrainingCheckpoint:
+        physics = self.model.physics
+        return TrainingCheckpoint(
+            epoch=epoch,
+            card=self.card,
+            training_config=self.config.model_dump(mode="json"),
+            model=self.model.unet.state_dict(),
+            physics=physics.state_dict() if physics is not None else None,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng=_rng_state(),
+            history=list(self.history),
+            best_epoch=self.best.epoch,
+            best_score=self.best.score,
+            bad_epochs=self.best.bad_epochs,
+        )
+
+    def _save_best(self, metrics: EpochMetrics | None) -> None:
+        card = _model_card(self.card, metrics, self.model.physics)
+        atomic_torch_save(TrainedModel(self.model.unet, card).payload(), self.best_path)
+
+    def should_stop(self) -> bool:
+        """Early stopping after ``early_stopping_patience`` epochs without improvement."""
+        patience = self.config.early_stopping_patience
+        if patience and self.best.bad_epochs >= patience:
+            self.stopped_early = True
+            if self.main:
+                logger.info(
+                    "early stopping: no improvement of %s for %d epochs", self.config.monitor, self.best.bad_epochs
+                )
+        return self.stopped_early
+
+    # -- finish and tear down -------------------------------------------------------------------------
+
+    def finish(self) -> TrainingResult:
+        """The best epoch's model; the replicas are checked identical; spawned runs hand the result back."""
+        if self.best.state is not None:
+            self.model.unet.load_state_dict(self.best.state)
         trained = TrainedModel(
-            UNet3D(unet_config), unet_config, _model_metadata(metadata, _best(history, best_epoch), physics)
+            UNet3D(self.card.architecture),
+            _model_card(self.card, _best(self.history, self.best.epoch), self.model.physics),
         )
-        trained.network.load_state_dict(model.unet.state_dict())
-        digests, writes_per_rank = [_weights_digest(model.unet)], [writes]
-        if distributed:
-            gathered: list[Any] = [None] * world_size
-            dist.all_gather_object(gathered, (digests[0], writes))
-            digests = [g[0] for g in gathered]
-            writes_per_rank = [g[1] for g in gathered]
-        result = TrainingResult(
-            model=trained,
-            history=history,
-            best_epoch=best_epoch,
-            stopped_early=stopped_early,
-            physics=physics.describe() if physics is not None else {},
-            writes_per_rank=writes_per_rank,
-            weight_digests=digests,
-        )
-        if distributed and not launched and main:
-            atomic_torch_save(
-                {
+        trained.network.load_state_dict(self.model.unet.state_dict())
+        physics = self.model.physics.describe() if self.model.physics is not None else {}
+        result = TrainingResult(trained, self.history, self.best.epoch, self.stopped_early, physics)
+        if self.distributed:
+            self._check_replicas()
+            if not self.job.launched and self.main:
+                payload = {
                     "model": trained.payload(),
-                    "history": [asdict(h) for h in history],
-                    "best_epoch": best_epoch,
-                    "stopped_early": stopped_early,
-                    "physics": result.physics,
-                    "writes_per_rank": writes_per_rank,
-                    "weight_digests": digests,
-                },
-                checkpoint_dir / SPAWN_RESULT,
-            )
-        if distributed:
+                    "history": [asdict(h) for h in self.history],
+                    "best_epoch": self.best.epoch,
+                    "stopped_early": self.stopped_early,
+                    "physics": physics,
+                }
+                atomic_torch_save(payload, self.checkpoint_dir / SPAWN_RESULT)
             dist.barrier()  # no rank tears down its process group while another still talks to it
         return result
-    finally:
-        if distributed and dist.is_initialized():
+
+    def _check_replicas(self) -> None:
+        digests: list[Any] = [None] * self.job.world_size
+        dist.all_gather_object(digests, _weights_digest(self.model.unet))
+        if len(set(digests)) != 1:
+            raise RuntimeError(
+                f"DDP replicas diverged: {len(set(digests))} different weight sets over {len(digests)} ranks"
+            )
+
+    def tear_down(self) -> None:
+        """Destroy the process group (DDP's reducer first)."""
+        if self.distributed and dist.is_initialized():
             # DDP's reducer holds the process group; left to the interpreter's final
             # garbage collection, gloo's threads are destroyed during finalisation
             # and the worker aborts ("terminate called without an active exception").
-            wrapped = None
+            self.wrapped = None
             gc.collect()
             dist.destroy_process_group()
+
+
+def _weights_digest(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _best(history: list[EpochMetrics], best_epoch: int) -> EpochMetrics | None:
     return next((h for h in history if h.epoch == best_epoch), history[-1] if history else None)
 
 
-def _model_metadata(
-    metadata: dict[str, Any], metrics: EpochMetrics | None, physics: SingleViewForwardModel | None
-) -> dict[str, Any]:
-    result = dict(metadata)
+def _model_card(card: ModelCard, metrics: EpochMetrics | None, physics: SingleViewForwardModel | None) -> ModelCard:
+    """The card with the chosen epoch's validation metrics and the fitted forward model."""
+    validation = None
     if metrics is not None:
-        result["best_epoch"] = metrics.epoch
-        result["val_nssim"] = metrics.val_nssim
-        result["val_ssim"] = metrics.val_ssim
-    if physics is not None:
-        result["physics"] = physics.describe()
-    return result
+        validation = ValidationSummary(
+            epoch=metrics.epoch, val_nssim=metrics.val_nssim, val_ssim=metrics.val_ssim, val_loss=metrics.val_loss
+        )
+    return card.model_copy(
+        update={"validation": validation, "physics": physics.describe() if physics is not None else None}
+    )
 
 
-def _validate(
-    model: FusionModel,
-    data: Any,
-    config: TrainingConfig,
-    device: torch.device,
-    *,
-    precision: Precision,
-    physics_on: bool,
+def validate(
+    model: FusionModel, data: Any, config: TrainingConfig, device: torch.device, *, precision: Precision
 ) -> dict[str, float]:
     """Loss, SSIM and N_SSIM (challenge formula, input as reference) over the validation patches."""
     model.eval()
@@ -587,12 +625,10 @@ def _validate(
     with torch.no_grad():
         for batch in loader:
             single_view, target = batch[0].to(device), batch[1].to(device)
-            geometry = batch[2].to(device) if physics_on else None
+            geometry = batch[2].to(device) if model.physics is not None else None
             with precision.autocast(device):
                 prediction, reconstructed = model(single_view, geometry)
-            loss = image_loss(prediction, target, config.loss)
-            if reconstructed is not None:
-                loss = loss + config.physics.weight * torch.nn.functional.l1_loss(reconstructed, single_view.float())
+            loss, _ = batch_loss(prediction, reconstructed, single_view, target, config)
             loss_sum += float(loss) * len(single_view)
             ssim_sum += float(ssim3d(prediction, target).sum())
             ssim_input_sum += float(ssim3d(single_view, target).sum())

@@ -54,11 +54,6 @@ def ssim3d(
     return ssim_map.flatten(1).mean(1)
 
 
-def normalized_ssim(ssim_prediction: torch.Tensor | float, ssim_input: torch.Tensor | float) -> torch.Tensor | float:
-    """The challenge's ``N_SSIM = (SSIM(pred, gt) - SSIM(input, gt)) / (1 - SSIM(input, gt))``."""
-    return (ssim_prediction - ssim_input) / (1 - ssim_input)
-
-
 def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: LossWeights) -> torch.Tensor:
     """Weighted sum of L1, MSE and ``1 - SSIM`` (SSIM in float32)."""
     total = prediction.new_zeros((), dtype=torch.float32)

@@ -23,22 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusemycell.models.unet import gaussian_kernel
+
 #: Lateral blur widths (voxels) precomputed and blended by :class:`SingleViewForwardModel`.
 BLUR_LEVELS = (0.0, 0.75, 1.5, 3.0, 6.0)
-
-
-def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    positions = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
-    return kernel / kernel.sum()
 
 
 def lateral_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur along y and x (``(N, 1, z, y, x)``), replicate borders."""
     if sigma <= 0:
         return volume
-    kernel = _gaussian_kernel(sigma, volume.device)
+    kernel = gaussian_kernel(sigma, volume.device)
     radius = kernel.numel() // 2
     out = F.conv3d(F.pad(volume, (0, 0, radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1, 1))
     return F.conv3d(F.pad(out, (radius, radius, 0, 0, 0, 0), mode="replicate"), kernel.view(1, 1, 1, 1, -1))

@@ -12,6 +12,7 @@ import zarr
 from fusemycell.datasets import VolumeFolderDataset
 from fusemycell.io.ome_zarr import write_ome_zarr
 from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -34,7 +35,7 @@ def _predict(folder, out, output_format):
 
     torch.manual_seed(0)
     config = UNetConfig(depth=2, base_channels=4, residual=False)
-    model = TrainedModel(UNet3D(config), config, {"patch_size_zyx": [8, 16, 16]})
+    model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
     inputs = VolumeFolderDataset(path=folder).load()
     params = {"device": "cpu", "output_format": output_format, "input_dir": str(folder), "output_dir": str(out)}
     planned = plan_predictions(inputs, model, params, str(folder.parent / "raw"))

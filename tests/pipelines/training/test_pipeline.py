@@ -18,8 +18,13 @@ def trained_project(tmp_path_factory):
 
 def test_model_and_reports_are_written(trained_project):
     model = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
-    assert model.metadata["patch_size_zyx"] == [8, 16, 16]
-    assert model.metadata["normalization"] == {"low_percentile": 2.0, "high_percentile": 99.8}
+    card = model.card
+    assert card.patch_size_zyx == (8, 16, 16) and card.default_tile_zyx == (8, 32, 32)
+    assert (card.normalization.low_percentile, card.normalization.high_percentile) == (2.0, 99.8)
+    assert card.preprocessing.resample_spacing_zyx is None and card.preprocessing.crop.enabled
+    assert card.training_data.volumes >= 2 and set(card.training_data.channels) <= {"nucleus", "membrane"}
+    assert card.training_data.acquisition_spacings_zyx and card.training_data.shapes_zyx
+    assert card.validation is not None and card.validation.epoch in (1, 2)
     assert model.config.depth == 2 and model.config.base_channels == 4
     history = pd.read_csv(trained_project / "data" / "08_reporting" / "training" / "history.csv")
     assert list(history["epoch"]) == [1, 2]
@@ -49,7 +54,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
         "peak_rss_mb",
     ):
         assert len(client.get_metric_history(run["run_id"], metric)) == 2, metric
-    assert run["metrics.memory.training.train_3d_unet.peak_rss_mb"] > 0  # the memory monitor's record
+    assert run["metrics.memory.training.train_fusion_model.peak_rss_mb"] > 0  # the memory monitor's record
     artifacts = {a.path for a in client.list_artifacts(run["run_id"], "training")}
     assert {"training/validation_slices.png", "training/learning_curves.png", "training/history.csv"} <= artifacts
     assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {
@@ -78,6 +83,15 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     assert isinstance(prediction, np.ndarray)
     assert prediction.shape == single_view.shape and prediction.dtype == np.uint16
     assert not np.array_equal(prediction, single_view)
+    # the same prediction as the file pipeline gives for that file (same card, same transform)
+    from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+
+    trained = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
+    settings = InferenceSettings(device="cpu")
+    path = str(trained_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif")
+    from_file = predict_file(path, make_backend(trained, settings), settings, trained.card).data
+    expected = np.stack([from_file[z] for z in range(single_view.shape[0])])
+    assert np.abs(prediction.astype(np.int32) - expected.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
 
 
 def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(trained_project):

@@ -50,7 +50,7 @@ def predict_test_volumes(
         ", ".join(sorted({str(Path(p.angle).parent) for p in pairs.values()})),
     )
     return {
-        Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.metadata)
+        Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.card)
         for pair in pairs.values()
     }
 
@@ -86,7 +86,7 @@ def score_test_volumes(
     return pd.DataFrame(rows)
 
 
-def summarise_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def summarize_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Means per channel and per study for every method; the headline numbers also go to MLflow."""
     columns = ["ssim", "n_ssim", "iou", "n_iou"]
     by_channel = evaluation_metrics.groupby(["channel", "method"], as_index=False)[columns].mean()

@@ -7,7 +7,7 @@ from fusemycell.pipelines.evaluation.nodes import (
     plot_test_volumes,
     predict_test_volumes,
     score_test_volumes,
-    summarise_evaluation,
+    summarize_evaluation,
 )
 
 
@@ -25,13 +25,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=score_test_volumes,
                 inputs=["raw_pairs", "volume_split", "test_predictions", "params:evaluation"],
                 outputs="evaluation_metrics",
-                name="score_model_and_baselines",
+                name="score_test_volumes",
             ),
             Node(
-                func=summarise_evaluation,
+                func=summarize_evaluation,
                 inputs="evaluation_metrics",
                 outputs=["evaluation_by_channel", "evaluation_by_study", "evaluation_report"],
-                name="summarise_evaluation",
+                name="summarize_evaluation",
             ),
             Node(
                 func=plot_test_volumes,
@@ -43,7 +43,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=plot_evaluation_summary,
                 inputs="evaluation_metrics",
                 outputs="evaluation_summary_figure",
-                name="plot_model_versus_baselines",
+                name="plot_evaluation_summary",
             ),
         ],
         namespace="evaluation",  # kedro-viz groups its nodes; dataset names stay global

@@ -69,7 +69,7 @@ def plan_predictions(
             logger.error("%s", exc)
             continue
         plan[output_name(name, settings.output_format)] = partial(
-            predict_file, path, backend, settings, inference_model.metadata
+            predict_file, path, backend, settings, inference_model.card
         )
     if selection.skipped_fused:
         logger.info("skipped %d fused volumes (targets, not single views)", len(selection.skipped_fused))
@@ -97,4 +97,4 @@ def predict_single_view_array(
 ) -> np.ndarray:
     """In-memory prediction of one ZYX array: the inference pipeline packaged as the MLflow model."""
     settings = load_config(InferenceSettings, inference, "inference")
-    return predict_in_memory(single_view, trained_model, settings)
+    return predict_in_memory(single_view, trained_model, settings, onnx_path=settings.onnx_path)

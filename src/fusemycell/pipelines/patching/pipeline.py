@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=sample_patches,
                 inputs=["normalized_volumes", "preprocessing_records", "volume_split", "params:patching"],
                 outputs=["patch_store_train", "patch_store_val", "patch_sampling_report"],
-                name="sample_signal_focused_patches",
+                name="sample_patches",
             ),
         ],
         namespace="patching",  # kedro-viz groups its nodes; dataset names stay global

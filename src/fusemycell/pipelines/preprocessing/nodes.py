@@ -7,17 +7,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from fusemycell.configuration import load_config
 from fusemycell.datasets import ParallelVolumes
 from fusemycell.io.pairs import PairListing
-from fusemycell.normalization import NormalizationStats
 from fusemycell.patching.config import PatchingConfig, resolve_patch_size
 from fusemycell.preprocessing.config import PreprocessingConfig
-from fusemycell.preprocessing.crop import full_box, specimen_box
 from fusemycell.preprocessing.figures import fingerprint_figure
 from fusemycell.preprocessing.fingerprint import (
     FINGERPRINT_PERCENTILES,
@@ -28,7 +25,7 @@ from fusemycell.preprocessing.fingerprint import (
 )
 from fusemycell.preprocessing.split import split_by_volume, split_row
 from fusemycell.preprocessing.validation import validate_pairs
-from fusemycell.preprocessing.volumes import PreprocessedVolume, VolumeTransform
+from fusemycell.preprocessing.volumes import plan_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +54,7 @@ def scan_raw_volumes(raw_pairs: PairListing, preprocessing: dict[str, Any]) -> d
     return {scan.name: scan for scan in scan_volumes(jobs, config.workers)}
 
 
-def summarise_fingerprint(volume_scans: dict[str, VolumeScan]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+def summarize_fingerprint(volume_scans: dict[str, VolumeScan]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """The fingerprint as JSON (with profiles), as a table, and the per-study summary."""
     scans = list(volume_scans.values())
     summary = dataset_summary(scans)
@@ -159,48 +156,5 @@ def plan_normalized_volumes(
     which is what maps predictions back to the raw grid and intensity scale.
     """
     config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
-    volumes = ParallelVolumes(workers=config.workers or available_cores())
-    records = []
-    for key in valid_pairs:
-        pair = raw_pairs[key]
-        scans = {kind: volume_scans[f"{key}_{kind}"] for kind in ("angle", "fused")}
-        spacing = scans["angle"].spacing_zyx  # angle and fused share one grid; the input's voxel size rules
-        profiles = [(s.profile_z, s.profile_y, s.profile_x) for s in scans.values()]
-        box = (
-            specimen_box(profiles, spacing, threshold=config.crop.threshold, margin_um=config.crop.margin_um)
-            if config.crop.enabled
-            else full_box(scans["angle"].shape)
-        )
-        for kind, scan in scans.items():
-            stats = NormalizationStats(
-                low=scan.percentile(config.normalization.low_percentile),
-                high=scan.percentile(config.normalization.high_percentile),
-                p_low=config.normalization.low_percentile,
-                p_high=config.normalization.high_percentile,
-            )
-            transform = VolumeTransform(
-                original_shape=tuple(scan.shape),
-                spacing_zyx=tuple(spacing),
-                box=box,
-                stats=stats,
-                output_spacing_zyx=config.resample.target_spacing_zyx if config.resample.enabled else None,
-            )
-            lazy = PreprocessedVolume(getattr(pair, kind), transform, np.dtype(config.output_dtype))
-            metadata = {"channel": pair.channel, "study": scan.study, "norm_low": stats.low, "norm_high": stats.high}
-            volumes[f"{key}_{kind}"] = lazy.as_volume(metadata)
-            reference = scan.percentile(99.9)
-            records.append(
-                {
-                    "pair": key,
-                    "kind": kind,
-                    "channel": pair.channel,
-                    "study": scan.study,
-                    "source": getattr(pair, kind),
-                    **transform.record(),
-                    # the fused 99.9th percentile after normalisation: the patch sampler's foreground reference
-                    "p99_9_normalized": reference
-                    if stats.is_constant
-                    else (reference - stats.low) / (stats.high - stats.low),
-                }
-            )
-    return volumes, pd.DataFrame(records)
+    volumes, records = plan_volumes(raw_pairs, volume_scans, valid_pairs, config)
+    return ParallelVolumes(volumes, workers=config.workers or available_cores()), pd.DataFrame(records)

@@ -8,7 +8,7 @@ from fusemycell.pipelines.preprocessing.nodes import (
     scan_raw_volumes,
     select_valid_pairs,
     split_volumes,
-    summarise_fingerprint,
+    summarize_fingerprint,
     validate_raw_pairs,
 )
 
@@ -21,19 +21,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=scan_raw_volumes,
                 inputs=["raw_pairs", "params:preprocessing"],
                 outputs="volume_scans",
-                name="fingerprint_raw_volumes",
+                name="scan_raw_volumes",
             ),
             Node(
-                func=summarise_fingerprint,
+                func=summarize_fingerprint,
                 inputs="volume_scans",
                 outputs=["fingerprint", "fingerprint_table", "fingerprint_summary"],
-                name="summarise_fingerprint",
+                name="summarize_fingerprint",
             ),
             Node(
                 func=plot_fingerprints,
                 inputs="volume_scans",
                 outputs="fingerprint_figures",
-                name="plot_fingerprint_figures",
+                name="plot_fingerprints",
             ),
             Node(
                 func=validate_raw_pairs,
@@ -45,19 +45,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=select_valid_pairs,
                 inputs=["validation_report", "params:preprocessing"],
                 outputs="valid_pairs",
-                name="apply_validation_policy",
+                name="select_valid_pairs",
             ),
             Node(
                 func=split_volumes,
                 inputs=["valid_pairs", "volume_scans", "params:preprocessing"],
                 outputs="volume_split",
-                name="split_train_val_test_by_volume",
+                name="split_volumes",
             ),
             Node(
                 func=plan_normalized_volumes,
                 inputs=["raw_pairs", "volume_scans", "valid_pairs", "params:preprocessing"],
                 outputs=["normalized_volumes", "preprocessing_records"],
-                name="crop_and_normalize_volumes",
+                name="plan_normalized_volumes",
             ),
         ],
         namespace="preprocessing",  # kedro-viz groups its nodes; dataset names stay global

@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=simulate_acquisitions,
                 inputs="params:simulation",
                 outputs="raw_pairs",
-                name="simulate_light_sheet_acquisitions",
+                name="simulate_acquisitions",
             )
         ],
         namespace="simulation",  # kedro-viz groups its nodes; dataset names stay global

@@ -11,46 +11,35 @@ from matplotlib.figure import Figure
 
 from fusemycell.configuration import load_config
 from fusemycell.models.checkpoint import TrainedModel
-from fusemycell.patching.config import PatchingConfig
 from fusemycell.patching.store import PatchStore
-from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
 from fusemycell.training.config import TrainingConfig
-from fusemycell.training.engine import store_spacing, train
+from fusemycell.training.engine import train
 from fusemycell.training.figures import learning_curves, validation_figure
+from fusemycell.training.stores import card_for_stores, store_manifest
 
 logger = logging.getLogger(__name__)
 
 
 def train_fusion_model(
-    patch_store_train: PatchStore,
-    patch_store_val: PatchStore,
-    training: dict[str, Any],
-    patching: dict[str, Any],
-    preprocessing: dict[str, Any],
+    patch_store_train: PatchStore, patch_store_val: PatchStore, training: dict[str, Any]
 ) -> tuple[TrainedModel, pd.DataFrame, Figure]:
     """Train the 3D U-Net; returns the best model, the per-epoch history and validation slices.
 
-    Per-epoch metrics go to the MLflow run of this ``kedro run`` with ``step = epoch``.
+    Normalisation, crop policy, resampling and augmentation come from the patch
+    store's manifest, not from a second copy of the parameters. Per-epoch metrics go
+    to the MLflow run of this ``kedro run`` with ``step = epoch``.
     """
     config = load_config(TrainingConfig, training, "training")
-    patch_config = load_config(PatchingConfig, patching, "patching")
-    preprocessing_config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
+    _, augmentation = store_manifest(patch_store_train)
     run = RunLogger.current()
-    metadata = {
-        "normalization": preprocessing_config.normalization.model_dump(),
-        "patch_size_zyx": list(patch_store_train.patch_size_zyx),
-        "spacing_zyx": list(store_spacing(patch_store_train)),
-        "train_patches": len(patch_store_train),
-        "val_patches": len(patch_store_val),
-    }
     result = train(
         config,
         patch_store_train.directory,
         patch_store_val.directory,
-        augmentation=patch_config.augmentation,
+        augmentation=augmentation,
         epoch_callback=EpochMetricsLogger(run) if run is not None else None,
-        metadata=metadata,
+        card=card_for_stores(config, patch_store_train, patch_store_val),
     )
     best = next(h for h in result.history if h.epoch == result.best_epoch)
     logger.info(

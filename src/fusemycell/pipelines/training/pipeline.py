@@ -12,21 +12,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=train_fusion_model,
-                inputs=[
-                    "patch_store_train",
-                    "patch_store_val",
-                    "params:training",
-                    "params:patching",
-                    "params:preprocessing",
-                ],
+                inputs=["patch_store_train", "patch_store_val", "params:training"],
                 outputs=["trained_model", "training_history", "validation_slices"],
-                name="train_3d_unet",
+                name="train_fusion_model",
             ),
             Node(
                 func=export_onnx_model,
                 inputs="trained_model",
                 outputs="onnx_model",
-                name="export_onnx",
+                name="export_onnx_model",
             ),
             Node(
                 func=export_bioimageio_package,

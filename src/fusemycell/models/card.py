@@ -1,0 +1,207 @@
+"""The model card: everything needed to apply a trained network without the training code.
+
+A :class:`ModelCard` is frozen and typed; it is saved with the weights (and in the
+ONNX export's metadata) and read in one place,
+:meth:`fusemycell.inference.transform.InputTransform.from_card`. A contract that
+training writes and inference reads is a field here, so a key that nobody writes
+is a type error rather than a silently skipped branch.
+
+Version 1 model files (a free ``metadata`` dict next to the architecture) are
+converted on load by :func:`card_from_legacy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+
+from fusemycell import __version__
+from fusemycell.models.config import UNetConfig
+
+#: Version of the card's schema; a model file records it.
+CARD_VERSION = 2
+
+SizeZYX = tuple[PositiveInt, PositiveInt, PositiveInt]
+SpacingZYX = tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputChannel(_Frozen):
+    """One channel of the network's input."""
+
+    name: str
+    """Short name, e.g. ``single_view``."""
+    description: str
+    """What the channel holds and on which scale."""
+
+
+class IntensityMapping(_Frozen):
+    """How raw intensities become network input, and how a network output becomes uint16.
+
+    Input: ``(x - p_low) / (p_high - p_low)`` with the input's own percentiles (the
+    challenge's normalisation, no clipping). When ``p_low == p_high`` on a volume that
+    is not constant (a dim background with a few bright voxels), ``p_high`` falls back
+    to the maximum (and ``p_low`` to the minimum if still equal), with a warning naming
+    the file. Output: ``offset + y * scale`` rounded to uint16, where ``scale`` is
+    ``p_high - p_low`` stretched to at least ``inference.min_output_range`` and
+    ``offset`` is ``p_low`` shifted into ``[0, 65535 - scale]`` when it does not fit.
+    """
+
+    low_percentile: float = Field(default=2.0, ge=0, lt=100)
+    """Percentile mapped to 0."""
+    high_percentile: float = Field(default=99.8, gt=0, le=100)
+    """Percentile mapped to 1."""
+
+
+class CropPolicy(_Frozen):
+    """How training volumes were cropped to the specimen; inference uses it with ``crop_to_specimen``."""
+
+    enabled: bool = False
+    """Training volumes were cropped to the specimen's bounding box."""
+    threshold: float = Field(default=0.05, ge=0, lt=1)
+    """Profile level (0 background, 1 peak) that counts as specimen."""
+    margin_um: float = Field(default=4.0, ge=0)
+    """Margin kept around the specimen, micrometres."""
+
+
+class PreprocessingContract(_Frozen):
+    """What preprocessing did to the training volumes; carried by the patch store's manifest."""
+
+    normalization: IntensityMapping = IntensityMapping()
+    """Percentile normalisation of every volume."""
+    crop: CropPolicy = CropPolicy()
+    """Crop to the specimen."""
+    resample_spacing_zyx: SpacingZYX | None = None
+    """Target voxel size of the resampling (micrometres); null = the acquisition grid."""
+
+
+class TrainingDataSummary(_Frozen):
+    """A fingerprint of the volumes the patches were cut from."""
+
+    volumes: int = Field(default=0, ge=0)
+    """Train and validation volumes."""
+    studies: tuple[str, ...] = ()
+    """Studies present."""
+    channels: tuple[str, ...] = ()
+    """Channels present (``nucleus``, ``membrane``)."""
+    acquisition_spacings_zyx: tuple[SpacingZYX, ...] = ()
+    """Distinct voxel sizes of the raw volumes, micrometres."""
+    shapes_zyx: tuple[SizeZYX, ...] = ()
+    """Distinct shapes of the preprocessed volumes, voxels."""
+    train_patches: int = Field(default=0, ge=0)
+    """Training patches."""
+    val_patches: int = Field(default=0, ge=0)
+    """Validation patches."""
+
+
+class ValidationSummary(_Frozen):
+    """Validation metrics of the chosen epoch."""
+
+    epoch: int = Field(ge=1)
+    """The chosen epoch."""
+    val_nssim: float
+    """N_SSIM on the validation patches (input as reference)."""
+    val_ssim: float
+    """SSIM on the validation patches."""
+    val_loss: float | None = None
+    """Training loss on the validation patches (not recorded by model file version 1)."""
+
+
+def _default_channels() -> tuple[InputChannel, ...]:
+    return (
+        InputChannel(
+            name="single_view",
+            description="the single-view acquisition, percentile-normalised (see normalization)",
+        ),
+    )
+
+
+class ModelCard(_Frozen):
+    """Everything needed to apply a trained network to a raw single view, without the training code."""
+
+    version: Literal[2] = CARD_VERSION
+    """Schema version of the card."""
+    fusemycell_version: str = __version__
+    """fusemycell release that trained the model."""
+    architecture: UNetConfig
+    """The network; ``architecture.spacing_zyx`` is the voxel size it was trained at."""
+    input_channels: tuple[InputChannel, ...] = Field(default_factory=_default_channels)
+    """What each input channel is (one per ``architecture.in_channels``)."""
+    preprocessing: PreprocessingContract = PreprocessingContract()
+    """Normalisation, crop policy and resampling target of the training volumes, applied again at inference."""
+    patch_size_zyx: SizeZYX = (32, 64, 64)
+    """Training patch size, voxels."""
+    default_tile_zyx: SizeZYX = (32, 128, 128)
+    """Inference tile when ``inference.tile_zyx`` is null (the patch doubled in y and x)."""
+    physics: dict[str, float] | None = None
+    """Fitted parameters of the single-view forward model, when the physics-informed loss was used."""
+    training_data: TrainingDataSummary = TrainingDataSummary()
+    """Fingerprint of the training data."""
+    validation: ValidationSummary | None = None
+    """Validation metrics of the chosen epoch."""
+
+    @field_validator("input_channels")
+    @classmethod
+    def _some_channel(cls, value: tuple[InputChannel, ...]) -> tuple[InputChannel, ...]:
+        if not value:
+            raise ValueError("a model has at least one input channel")
+        return value
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel size of the network's input grid (micrometres)."""
+        return self.architecture.spacing_zyx
+
+    @property
+    def normalization(self) -> IntensityMapping:
+        """The intensity mapping (shortcut)."""
+        return self.preprocessing.normalization
+
+
+def tile_for_patch(patch_size_zyx: Sequence[int]) -> tuple[int, int, int]:
+    """The training patch size, doubled in y and x (bigger tiles, fewer seams, same memory class)."""
+    return int(patch_size_zyx[0]), 2 * int(patch_size_zyx[1]), 2 * int(patch_size_zyx[2])
+
+
+def card_for(architecture: UNetConfig, patch_size_zyx: Sequence[int] = (32, 64, 64), **fields: Any) -> ModelCard:
+    """A card for ``architecture`` trained on patches of ``patch_size_zyx`` (other fields as given)."""
+    patch = tuple(int(p) for p in patch_size_zyx)
+    fields.setdefault("default_tile_zyx", tile_for_patch(patch))
+    return ModelCard(architecture=architecture, patch_size_zyx=patch, **fields)
+
+
+def card_from_legacy(config: dict[str, Any], metadata: dict[str, Any]) -> ModelCard:
+    """The card of a version 1 model file (architecture dict + free metadata dict).
+
+    Version 1 wrote no resampling target (inference then ignored resampling), so the
+    converted card has none: it predicts exactly as version 1 did.
+    """
+    normalization = metadata.get("normalization") or {}
+    validation = None
+    if "best_epoch" in metadata and "val_nssim" in metadata:
+        validation = ValidationSummary(
+            epoch=int(metadata["best_epoch"]),
+            val_nssim=float(metadata["val_nssim"]),
+            val_ssim=float(metadata.get("val_ssim", 0.0)),
+        )
+    return card_for(
+        UNetConfig.model_validate(config),
+        metadata.get("patch_size_zyx") or (32, 64, 64),
+        fusemycell_version="<=0.1.0 (model file version 1)",
+        preprocessing=PreprocessingContract(
+            normalization=IntensityMapping(
+                low_percentile=float(normalization.get("low_percentile", 2.0)),
+                high_percentile=float(normalization.get("high_percentile", 99.8)),
+            )
+        ),
+        physics=metadata.get("physics"),
+        training_data=TrainingDataSummary(
+            train_patches=int(metadata.get("train_patches", 0)), val_patches=int(metadata.get("val_patches", 0))
+        ),
+        validation=validation,
+    )
