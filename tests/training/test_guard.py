@@ -47,3 +47,30 @@ def test_a_helpful_correction_is_kept_and_never_below_the_base():
 def test_no_volume_is_an_error():
     with pytest.raises(ValueError, match="at least one validation volume"):
         choose_scale([], _identity, _identity)
+
+
+def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
+    import torch
+
+    from fusemycell.models.card import card_for
+    from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
+    from fusemycell.models.config import UNetConfig
+    from fusemycell.models.unet import UNet3D
+    from fusemycell.training.guard import guard_model
+
+    torch.manual_seed(0)
+    config = UNetConfig(depth=2, base_channels=4)
+    network = UNet3D(config)
+    torch.nn.init.normal_(network.head.weight, std=0.5)  # a correction that is not zero (and not helpful)
+    model = TrainedModel(network, card_for(config, (8, 16, 16)))
+    guarded, choice = guard_model(model, _volumes(2), tile=(8, 16, 16), overlap=0.5, batch_size=2, device="cpu")
+    assert choice is not None and guarded.card.guard.scale == choice.scale
+    assert choice.score(choice.scale) >= choice.score(0.0)
+    volume = torch.randn(1, 1, 8, 16, 16)
+    with torch.inference_mode():
+        base, full = network.residual_base(volume), network(volume)
+        expected = base + choice.scale * (full - base)
+        assert torch.allclose(guarded.network(volume), expected, atol=1e-5)
+    save_model(guarded, tmp_path / "m.pt")  # the scale travels with the model file
+    with torch.inference_mode():
+        assert torch.allclose(load_model(tmp_path / "m.pt").network(volume), expected, atol=1e-5)

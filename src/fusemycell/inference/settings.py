@@ -38,7 +38,7 @@ class InferenceSettings(StrictConfig):
     amp: bool = True
     """Mixed precision where the device gains from it."""
     tile_zyx: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
-    """Tile size, voxels (each at least 1); null = the training patch size, doubled in y and x."""
+    """Tile size, voxels (each at least 1); null = the model card's default tile (the training patch)."""
     overlap: float = Field(default=0.5, ge=0, lt=1)
     """Fraction of a tile shared with its neighbours."""
     batch_size: int = Field(default=4, ge=1)

@@ -112,6 +112,19 @@ class ValidationSummary(_Frozen):
     """Training loss on the validation patches (not recorded by model file version 1)."""
 
 
+class GuardSummary(_Frozen):
+    """The guard's choice (:mod:`fusemycell.training.guard`): how much of the learnt correction is kept."""
+
+    scale: float = Field(ge=0, le=1)
+    """The chosen scale of the correction (``architecture.residual_scale`` holds it)."""
+    val_nssim: dict[str, float]
+    """Mean over channels of the per-channel mean N_SSIM of whole validation volumes, per candidate scale."""
+    val_nssim_by_channel: dict[str, float]
+    """At the chosen scale, per channel."""
+    volumes: int = Field(ge=1)
+    """Validation volumes scored."""
+
+
 def _default_channels() -> tuple[InputChannel, ...]:
     return (
         InputChannel(
@@ -137,13 +150,15 @@ class ModelCard(_Frozen):
     patch_size_zyx: SizeZYX = (32, 64, 64)
     """Training patch size, voxels."""
     default_tile_zyx: SizeZYX = (32, 128, 128)
-    """Inference tile when ``inference.tile_zyx`` is null (the patch doubled in y and x)."""
+    """Inference tile when ``inference.tile_zyx`` is null (the training patch)."""
     physics: dict[str, float] | None = None
     """Fitted parameters of the single-view forward model, when the physics-informed loss was used."""
     training_data: TrainingDataSummary = TrainingDataSummary()
     """Fingerprint of the training data."""
     validation: ValidationSummary | None = None
     """Validation metrics of the chosen epoch."""
+    guard: GuardSummary | None = None
+    """The guard's choice on whole validation volumes; null when it did not run (not residual, no volume)."""
 
     @field_validator("input_channels")
     @classmethod
@@ -164,8 +179,12 @@ class ModelCard(_Frozen):
 
 
 def tile_for_patch(patch_size_zyx: Sequence[int]) -> tuple[int, int, int]:
-    """The training patch size, doubled in y and x (bigger tiles, fewer seams, same memory class)."""
-    return int(patch_size_zyx[0]), 2 * int(patch_size_zyx[1]), 2 * int(patch_size_zyx[2])
+    """The training patch size: instance normalisation then sees tiles of the size it was trained on.
+
+    Tiles twice the patch in y and x scored 0.10 against 0.15 test N_SSIM for the patch itself
+    (benchmarks/overlap.py, benchmarks/README.md), for four times the tiles.
+    """
+    return int(patch_size_zyx[0]), int(patch_size_zyx[1]), int(patch_size_zyx[2])
 
 
 def card_for(architecture: UNetConfig, patch_size_zyx: Sequence[int] = (32, 64, 64), **fields: Any) -> ModelCard:
@@ -189,9 +208,11 @@ def card_from_legacy(config: dict[str, Any], metadata: dict[str, Any]) -> ModelC
             val_nssim=float(metadata["val_nssim"]),
             val_ssim=float(metadata.get("val_ssim", 0.0)),
         )
+    patch = metadata.get("patch_size_zyx") or (32, 64, 64)
     return card_for(
         UNetConfig.model_validate(config),
-        metadata.get("patch_size_zyx") or (32, 64, 64),
+        patch,
+        default_tile_zyx=(int(patch[0]), 2 * int(patch[1]), 2 * int(patch[2])),  # version 1's tile
         fusemycell_version="<=0.1.0 (model file version 1)",
         preprocessing=PreprocessingContract(
             normalization=IntensityMapping(

@@ -39,6 +39,9 @@ class UNetConfig(StrictConfig):
     """Add the correction to a Gaussian blur of the input (sigma in voxels) instead of the input itself.
 
     The network then starts as the public blur baseline and learns what a blur cannot do; 0 = the input."""
+    residual_scale: float = Field(default=1.0, ge=0, le=1)
+    """Weight of the learnt correction over the residual base: 1 as trained; the guard
+    (:mod:`fusemycell.training.guard`) lowers it where whole validation volumes score better."""
     dropout: float = Field(default=0.0, ge=0, lt=1)
     """Dropout before the bottleneck convolutions."""
     spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)

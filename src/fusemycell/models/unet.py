@@ -145,10 +145,12 @@ class UNet3D(nn.Module):
             features = decoder(torch.cat([upsample(features), skip], dim=1))
         output = self.head(features)
         if self.config.residual and self.config.in_channels == self.config.out_channels:
-            output = output + self._residual_base(padded)
+            if self.config.residual_scale != 1.0:
+                output = output * self.config.residual_scale
+            output = output + self.residual_base(padded)
         return output
 
-    def _residual_base(self, volume: torch.Tensor) -> torch.Tensor:
+    def residual_base(self, volume: torch.Tensor) -> torch.Tensor:
         """The input, or its separable Gaussian blur (replicated borders) when ``residual_blur_sigma`` > 0."""
         if self.config.residual_blur_sigma <= 0:
             return volume

@@ -17,12 +17,18 @@ base) give every candidate scale exactly. No Kedro import.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from fusemycell.inference.predictor import TorchBackend, predict_array
+from fusemycell.io.tiff import read_volume
 from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
+from fusemycell.models.card import GuardSummary
+from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.unet import UNet3D
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +151,17 @@ def guard_model(
         ", ".join(f"{s:g}: {choice.score(s):.4f}" for s in choice.scores),
     )
     return guarded, choice
+
+
+def read_validation_volumes(pairs: Iterable[tuple[str, str, str, str]]) -> Iterator[ValidationVolume]:
+    """``(name, channel, angle path, fused path)`` of preprocessed (normalised) volumes -> their central blocks.
+
+    Read lazily, one pair at a time: a pass over GB volumes costs a block each.
+    """
+    for name, channel, angle_path, fused_path in pairs:
+        angle = read_volume(angle_path, lazy=True).data
+        block = central_block(angle)
+        fused = read_volume(fused_path, lazy=True).data
+        yield ValidationVolume(
+            name, channel, np.asarray(angle[block], np.float32), np.asarray(fused[block], np.float32)
+        )

@@ -19,12 +19,16 @@ def trained_project(tmp_path_factory):
 def test_model_and_reports_are_written(trained_project):
     model = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
     card = model.card
-    assert card.patch_size_zyx == (8, 16, 16) and card.default_tile_zyx == (8, 32, 32)
+    assert card.patch_size_zyx == (8, 16, 16) and card.default_tile_zyx == (8, 16, 16)  # tiles = the patch
     assert (card.normalization.low_percentile, card.normalization.high_percentile) == (2.0, 99.8)
     assert card.preprocessing.resample_spacing_zyx is None and card.preprocessing.crop.enabled
     assert card.training_data.volumes >= 2 and set(card.training_data.channels) <= {"nucleus", "membrane"}
     assert card.training_data.acquisition_spacings_zyx and card.training_data.shapes_zyx
     assert card.validation is not None and card.validation.epoch in (1, 2)
+    # the guard chose the correction's scale on whole validation volumes, never below the base (scale 0)
+    assert card.guard is not None and card.guard.volumes >= 1
+    assert card.architecture.residual_scale == card.guard.scale
+    assert card.guard.val_nssim[f"{card.guard.scale:g}"] >= card.guard.val_nssim["0"]
     assert model.config.depth == 2 and model.config.base_channels == 4
     history = pd.read_csv(trained_project / "data" / "08_reporting" / "training" / "history.csv")
     assert list(history["epoch"]) == [1, 2]

@@ -10,12 +10,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fusemycell.configuration import load_config
+from fusemycell.inference.settings import InferenceSettings
+from fusemycell.io.pairs import PairListing
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.patching.store import PatchStore
 from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.engine import train
 from fusemycell.training.figures import learning_curves, validation_figure
+from fusemycell.training.guard import guard_model, read_validation_volumes
 from fusemycell.training.stores import card_for_stores, store_manifest
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,40 @@ def train_fusion_model(
         log_metrics({f"physics.{key}": value for key, value in result.physics.items()})
     history = pd.DataFrame([asdict(h) for h in result.history])
     return result.model, history, validation_figure(result.model, patch_store_val, epoch=result.best_epoch)
+
+
+def guard_fusion_model(
+    unguarded_model: TrainedModel,
+    normalized_volumes: PairListing,
+    volume_split: pd.DataFrame,
+    inference: dict[str, Any],
+) -> TrainedModel:
+    """Scale the learnt correction by what scores best on whole validation volumes (never below the base).
+
+    The validation volumes of the split are predicted with the inference tiling
+    (``params:inference``: tile, overlap, batch size, device); see :mod:`fusemycell.training.guard`.
+    """
+    settings = load_config(InferenceSettings, inference, "inference")
+    validation = volume_split[volume_split["split"] == "val"]
+    pairs = [
+        (row.pair, row.channel, normalized_volumes[row.pair].angle, normalized_volumes[row.pair].fused)
+        for row in validation.itertuples()
+        if row.pair in normalized_volumes and normalized_volumes[row.pair].is_complete
+    ]
+    if not pairs:
+        logger.warning("guard: no validation volume in the split; the correction is kept as trained")
+        return unguarded_model
+    guarded, choice = guard_model(
+        unguarded_model,
+        read_validation_volumes(pairs),
+        tile=settings.tile_zyx or unguarded_model.card.default_tile_zyx,
+        overlap=settings.overlap,
+        batch_size=settings.batch_size,
+        device=settings.device,
+    )
+    if choice is not None:
+        log_metrics({"guard.scale": choice.scale, **{f"guard.val_nssim.{s:g}": choice.score(s) for s in choice.scores}})
+    return guarded
 
 
 def plot_learning_curves(training_history: pd.DataFrame) -> Figure:

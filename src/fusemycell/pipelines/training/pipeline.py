@@ -3,18 +3,29 @@
 from kedro.pipeline import Node, Pipeline
 
 from fusemycell.pipelines.training.export_nodes import export_bioimageio_package
-from fusemycell.pipelines.training.nodes import export_onnx_model, plot_learning_curves, train_fusion_model
+from fusemycell.pipelines.training.nodes import (
+    export_onnx_model,
+    guard_fusion_model,
+    plot_learning_curves,
+    train_fusion_model,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Train on the train patches, select the best epoch on the validation patches."""
+    """Train on the train patches, select the best epoch on the validation patches, guard on whole volumes."""
     return Pipeline(
         [
             Node(
                 func=train_fusion_model,
                 inputs=["patch_store_train", "patch_store_val", "params:training"],
-                outputs=["trained_model", "training_history", "validation_slices"],
+                outputs=["unguarded_model", "training_history", "validation_slices"],
                 name="train_fusion_model",
+            ),
+            Node(
+                func=guard_fusion_model,
+                inputs=["unguarded_model", "normalized_volumes", "volume_split", "params:inference"],
+                outputs="trained_model",
+                name="guard_fusion_model",
             ),
             Node(
                 func=export_onnx_model,
