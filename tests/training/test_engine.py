@@ -149,3 +149,41 @@ def test_resuming_past_the_asked_epochs_warns_that_nothing_is_left_to_train(tmp_
         result = train(_config(tmp_path, epochs=1, resume=True), *stores)
     assert "already holds epoch 2 of the 1 asked for: nothing left to train" in caplog.text
     assert [m.epoch for m in result.history] == [1, 2]  # the checkpoint's history, nothing new
+
+
+def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, stores, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fusemycell.training.engine")
+    config = _config(tmp_path, epochs=50, budget_minutes=0.5 / 60)  # half a second: stops after one epoch or two
+    result = train(config, *stores)
+    assert 1 <= len(result.history) < 50 and result.best_epoch in {h.epoch for h in result.history}
+    assert "time budget" in caplog.text and "epochs fit at" in caplog.text
+
+
+def test_patches_per_epoch_fixes_the_work_whatever_the_stores_size(tmp_path, monkeypatch):
+    from fusemycell.patching.torch_dataset import PatchDataset
+
+    calls = []
+    original = PatchDataset.__getitem__
+    monkeypatch.setattr(PatchDataset, "__getitem__", lambda self, index: calls.append(index) or original(self, index))
+    val = make_store(tmp_path / "v", 2, seed=1)
+    drawn = {}
+    for count in (4, 24):
+        calls.clear()
+        train(
+            _config(tmp_path / str(count), epochs=1, patches_per_epoch=6),
+            make_store(tmp_path / f"s{count}", count, 0),
+            val,
+        )
+        drawn[count] = len(calls) - 2  # minus the two validation patches
+    assert drawn == {4: 6, 24: 6}  # six each, not one pass over 4 and 24
+
+
+def test_the_schedule_is_replanned_on_the_epochs_that_fit():
+    from fusemycell.training.engine import CosineSchedule
+
+    schedule = CosineSchedule(100, 0.0, 0.0)
+    assert schedule(99) == pytest.approx(0.0, abs=1e-3)
+    schedule.plan(200)
+    assert schedule(99) == pytest.approx(0.5, abs=0.02) and schedule(199) == pytest.approx(0.0, abs=1e-3)

@@ -62,7 +62,13 @@ class TrainingConfig(StrictConfig):
     amp_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     """Precision under AMP; ``auto`` = bf16 where supported, else fp16."""
     epochs: int = Field(default=20, ge=1)
-    """Passes over the training patches."""
+    """Epochs to train; with ``budget_minutes``, the most."""
+    budget_minutes: float | None = Field(default=None, gt=0)
+    """Training time budget: no epoch starts that would end past it, the best epoch is kept, and the
+    learning-rate schedule is planned on the epochs that fit (measured on the first). null = ``epochs``."""
+    patches_per_epoch: int | None = Field(default=None, ge=1)
+    """Patches drawn (with replacement) per epoch and device, whatever the store's size; null = one
+    pass over the store. With a budget, the work then no longer grows with the number of volumes."""
     learning_rate: float = Field(default=1e-3, gt=0)
     """Peak learning rate of AdamW."""
     weight_decay: float = Field(default=1e-4, ge=0)

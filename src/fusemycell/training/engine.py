@@ -155,16 +155,23 @@ def _restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _schedule(total_steps: int, warmup_fraction: float, min_fraction: float) -> Callable[[int], float]:
-    warmup = int(round(warmup_fraction * total_steps))
+class CosineSchedule:
+    """Linear warm-up then cosine decay over ``total_steps``; :meth:`plan` re-plans the total (time budget)."""
 
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    def __init__(self, total_steps: int, warmup_fraction: float, min_fraction: float):
+        self.warmup_fraction, self.min_fraction = warmup_fraction, min_fraction
+        self.plan(total_steps)
 
-    return factor
+    def plan(self, total_steps: int) -> None:
+        """Spread the schedule over ``total_steps`` optimizer steps."""
+        self.total_steps = max(1, int(total_steps))
+        self.warmup = int(round(self.warmup_fraction * self.total_steps))
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return self.min_fraction + (1 - self.min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def fit_forward_model(
@@ -294,11 +301,14 @@ class Trainer:
             self.build_optimizer(checkpoint)
             if checkpoint is not None:
                 self.restore(checkpoint)
+            started = time.perf_counter()
             for epoch in range(self.start_epoch, self.config.epochs + 1):
                 metrics = self.train_one_epoch(epoch)
                 improved = self.best.update(metrics, self.model.unet)
+                if epoch == self.start_epoch:
+                    self.plan_budget(metrics.epoch_time_s, epoch)
                 self.save_checkpoint(metrics, improved)
-                if self.should_stop():
+                if self.should_stop() or self.out_of_budget(time.perf_counter() - started, epoch):
                     break
             return self.finish()
         finally:
@@ -367,10 +377,14 @@ class Trainer:
             self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-        samples_per_rank = math.ceil(len(self.train_data) / self.job.world_size)
-        steps_per_epoch = math.ceil(max(1, math.ceil(samples_per_rank / config.batch_size)) / config.accumulation_steps)
-        factor = _schedule(steps_per_epoch * config.epochs, config.warmup_fraction, config.min_lr_fraction)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        samples_per_rank = config.patches_per_epoch or math.ceil(len(self.train_data) / self.job.world_size)
+        self.steps_per_epoch = math.ceil(
+            max(1, math.ceil(samples_per_rank / config.batch_size)) / config.accumulation_steps
+        )
+        self.schedule = CosineSchedule(
+            self.steps_per_epoch * config.epochs, config.warmup_fraction, config.min_lr_fraction
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
 
     def restore(self, checkpoint: TrainingCheckpoint) -> None:
@@ -449,8 +463,16 @@ class Trainer:
 
     def _loader(self, epoch: int) -> DataLoader:
         config, data = self.config, self.train_data
-        if self.distributed:
-            sampler: Any = DistributedSampler(
+        if config.patches_per_epoch:  # the work of an epoch no longer depends on the store's size
+            seed = (config.seed * 7919 + epoch) * max(1, self.job.world_size) + self.rank
+            sampler: Any = RandomSampler(
+                data,
+                replacement=True,
+                num_samples=config.patches_per_epoch,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        elif self.distributed:
+            sampler = DistributedSampler(
                 data, num_replicas=self.job.world_size, rank=self.rank, shuffle=True, seed=config.seed
             )
             sampler.set_epoch(epoch)
@@ -532,6 +554,35 @@ class Trainer:
     def _save_best(self, metrics: EpochMetrics | None) -> None:
         card = _model_card(self.card, metrics, self.model.physics)
         atomic_torch_save(TrainedModel(self.model.unet, card).payload(), self.best_path)
+
+    def plan_budget(self, epoch_time_s: float, epoch: int) -> None:
+        """With a time budget, plan the learning-rate schedule on the epochs that fit (from the first one's time)."""
+        budget = self.config.budget_minutes
+        if budget is None:
+            return
+        fit = max(1, min(self.config.epochs - epoch + 1, int(budget * 60 // max(epoch_time_s, 1e-6))))
+        self.planned_epochs = epoch - 1 + fit
+        self.schedule.plan(self.steps_per_epoch * self.planned_epochs)
+        if self.main:
+            logger.info(
+                "time budget %.1f min: %d epochs fit at %.0f s each; learning rate planned on them",
+                budget,
+                self.planned_epochs,
+                epoch_time_s,
+            )
+
+    def out_of_budget(self, elapsed_s: float, epoch: int) -> bool:
+        """True when the next epoch would end past the budget (every rank gets rank 0's answer)."""
+        budget = self.config.budget_minutes
+        if budget is None:
+            return False
+        mean_epoch = elapsed_s / (epoch - self.start_epoch + 1)
+        stop = torch.tensor([float(elapsed_s + mean_epoch > budget * 60)], device=self.device)
+        if self.distributed:
+            torch.distributed.broadcast(stop, src=0)
+        if bool(stop.item()) and self.main and epoch < self.config.epochs:
+            logger.info("time budget reached after epoch %d (%.1f of %.1f min)", epoch, elapsed_s / 60, budget)
+        return bool(stop.item())
 
     def should_stop(self) -> bool:
         """Early stopping after ``early_stopping_patience`` epochs without improvement."""
