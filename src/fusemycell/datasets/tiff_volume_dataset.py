@@ -67,7 +67,7 @@ class TiffVolumeDataset(AbstractVersionedDataset[Volume, Volume]):
             lazy: true
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         *,
         filepath: str | os.PathLike,
