@@ -321,61 +321,18 @@ def write_ome_zarr(
         Pyramid levels; None = halve y and x until both fit one chunk.
     """
     import zarr
-    from ome_zarr.format import FormatV04, FormatV05
-
-    with warnings.catch_warnings():
-        # ome-zarr-py builds a deprecated Scaler as a default argument at import; we downsample ourselves
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.writer import write_multiscales_metadata
 
     path = Path(path)
-    if version not in VERSIONS:
-        raise ValueError(f"OME-Zarr version {version!r}: expected one of {', '.join(VERSIONS)}")
-    if len(data.shape) != 3 or any(s == 0 for s in data.shape):
-        raise _fail(path, f"cannot write shape {tuple(data.shape)}: expected a non-empty 3D ZYX array")
-    spacing = tuple(float(s) for s in spacing_zyx)
-    if len(spacing) != 3 or not all(s > 0 for s in spacing):
-        raise _fail(path, f"cannot write spacing {spacing_zyx}: expected three positive sizes (z, y, x)")
-    shape = tuple(int(s) for s in data.shape)
+    shape, spacing = _checked_geometry(path, data, spacing_zyx, version)
     dtype = np.dtype(data.dtype)
     shapes = pyramid_shapes(shape, levels, smallest=chunks_yx)
     depth = max(1, int(slab_depth))
-
     temporary = temporary_sibling(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(str(temporary), mode="w", zarr_format=2 if version == "0.4" else 3)
-        arrays = [
-            group.create_array(
-                str(level),
-                shape=level_shape,
-                chunks=(min(depth, level_shape[0]), min(chunks_yx, level_shape[1]), min(chunks_yx, level_shape[2])),
-                dtype=dtype,
-            )
-            for level, level_shape in enumerate(shapes)
-        ]
-        for z0 in range(0, shape[0], depth):
-            # plane by plane: lazy predictions are indexed by plane, in order
-            slab = np.stack([np.asarray(data[z]) for z in range(z0, min(z0 + depth, shape[0]))])
-            arrays[0][z0 : z0 + len(slab)] = slab
-            level_slab = slab
-            for array in arrays[1:]:
-                level_slab = _halve_yx(level_slab)
-                array[z0 : z0 + len(slab)] = _cast(level_slab, dtype)
-        datasets = [
-            {
-                "path": str(level),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [spacing[0], spacing[1] * 2**level, spacing[2] * 2**level]}
-                ],
-            }
-            for level in range(len(shapes))
-        ]
-        axes = [{"name": name, "type": "space", "unit": "micrometer"} for name in ("z", "y", "x")]
-        fmt = FormatV04() if version == "0.4" else FormatV05()
-        write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=path.name.split(".")[0])
-        plain = {str(k): v for k, v in (metadata or {}).items() if isinstance(v, (str, int, float, bool))}
-        group.attrs[METADATA_KEY] = {"metadata": plain}
+        _write_pyramid(group, data, shapes, dtype, depth=depth, chunks_yx=chunks_yx)
+        _write_multiscales(group, path, shapes, spacing, version=version, metadata=metadata)
         _replace_folder(temporary, path)
     except OSError as exc:
         _discard(temporary)
@@ -384,6 +341,67 @@ def write_ome_zarr(
         _discard(temporary)
         raise
     return path
+
+
+def _checked_geometry(
+    path: Path, data: Any, spacing_zyx: Any, version: str
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    if version not in VERSIONS:
+        raise ValueError(f"OME-Zarr version {version!r}: expected one of {', '.join(VERSIONS)}")
+    if len(data.shape) != 3 or any(s == 0 for s in data.shape):
+        raise _fail(path, f"cannot write shape {tuple(data.shape)}: expected a non-empty 3D ZYX array")
+    spacing = tuple(float(s) for s in spacing_zyx)
+    if len(spacing) != 3 or not all(s > 0 for s in spacing):
+        raise _fail(path, f"cannot write spacing {spacing_zyx}: expected three positive sizes (z, y, x)")
+    return tuple(int(s) for s in data.shape), spacing  # type: ignore[return-value]
+
+
+def _write_pyramid(group: Any, data: Any, shapes: list, dtype: np.dtype, *, depth: int, chunks_yx: int) -> None:
+    """Every level, slab by slab: a lazy prediction is computed plane by plane, in order, never held whole."""
+    arrays = [
+        group.create_array(
+            str(level),
+            shape=level_shape,
+            chunks=(min(depth, level_shape[0]), min(chunks_yx, level_shape[1]), min(chunks_yx, level_shape[2])),
+            dtype=dtype,
+        )
+        for level, level_shape in enumerate(shapes)
+    ]
+    total = shapes[0][0]
+    for z0 in range(0, total, depth):
+        slab = np.stack([np.asarray(data[z]) for z in range(z0, min(z0 + depth, total))])
+        arrays[0][z0 : z0 + len(slab)] = slab
+        level_slab = slab
+        for array in arrays[1:]:
+            level_slab = _halve_yx(level_slab)
+            array[z0 : z0 + len(slab)] = _cast(level_slab, dtype)
+
+
+def _write_multiscales(
+    group: Any, path: Path, shapes: list, spacing: tuple[float, float, float], *, version: str, metadata: Any
+) -> None:
+    """The NGFF multiscales metadata (ome-zarr-py writes it) and our scalars under :data:`METADATA_KEY`."""
+    from ome_zarr.format import FormatV04, FormatV05
+
+    with warnings.catch_warnings():
+        # ome-zarr-py builds a deprecated Scaler as a default argument at import; we downsample ourselves
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import write_multiscales_metadata
+
+    datasets = [
+        {
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [spacing[0], spacing[1] * 2**level, spacing[2] * 2**level]}
+            ],
+        }
+        for level in range(len(shapes))
+    ]
+    axes = [{"name": name, "type": "space", "unit": "micrometer"} for name in ("z", "y", "x")]
+    fmt = FormatV04() if version == "0.4" else FormatV05()
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=path.name.split(".")[0])
+    plain = {str(k): v for k, v in (metadata or {}).items() if isinstance(v, (str, int, float, bool))}
+    group.attrs[METADATA_KEY] = {"metadata": plain}
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
