@@ -8,8 +8,9 @@
    up is finished; the best epoch's model is used).
 2. **Predict** a ``--depth`` x 1920 x 1920 uint16 volume (default 300, the
    largest study, 2.1 GiB) file to file with that model, as the inference
-   pipeline does (``predict_file`` + ``save_volume``: tile = the training patch
-   doubled in y and x, overlap 0.5, background reader/writer), through
+   pipeline does (``predict_file`` + ``save_volume``: tile set explicitly to the training
+   patch doubled in y and x, 64x256x256; the default tile is the patch itself, about 4x
+   the tiles; overlap 0.5, background reader/writer), through
    ``TorchBackend``: bf16 autocast, ``torch.inference_mode``, pinned host
    buffers with asynchronous copies, batch size from the free device memory
    (``TorchBackend.batch_size_for``).
@@ -182,10 +183,11 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
     start = time.perf_counter()
     write_volume(source, StudyPlanes(depth, side), SPACING_ZYX)
     write_seconds = time.perf_counter() - start
-    tile = model.card.default_tile_zyx  # type: ignore[attr-defined]
+    patch = model.card.patch_size_zyx  # type: ignore[attr-defined]
+    tile = (patch[0], 2 * patch[1], 2 * patch[2])  # set explicitly: the GPU time target is for this tiling
     backend = TorchBackend(model.network, device, amp=True)  # type: ignore[attr-defined]
     batch = backend.batch_size_for(tile, requested=4, limit=args.max_batch)
-    settings = InferenceSettings(device=device, amp=True, batch_size=batch)
+    settings = InferenceSettings(device=device, amp=True, batch_size=batch, tile_zyx=tile)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     host_before = peak_rss_kib()

@@ -45,7 +45,14 @@ def test_a_missing_input_names_the_whole_command_with_the_users_env(tmp_path):
     result = run_kedro(
         project, "run", "--pipelines", "inference", "--env", "test", "--params", "inference.input_dir=nowhere"
     )
-    assert result.returncode == 1 and "inference_inputs" in _output(result) and "check the path" in _output(result)
+    assert result.returncode == 1 and "inference_inputs (nowhere) not found: check inference.input_dir" in _output(
+        result
+    )
+    mine = ("--params", "raw_dir=data/01_raw/mine")  # your own folder that is not there: never "simulate into it"
+    result = run_kedro(project, "run", "--pipelines", "preprocessing", "--env", "test", *mine)
+    assert (
+        result.returncode == 1 and "not found: check raw_dir" in _output(result) and "simulation" not in _output(result)
+    )
 
 
 def test_the_full_traceback_on_request(tmp_path):

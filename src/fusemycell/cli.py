@@ -33,7 +33,13 @@ def _raised_by_project(error: BaseException) -> bool:
 
 
 def is_user_error(error: BaseException) -> bool:
-    """A problem of the inputs, parameters or folders, explained by its message (not a bug)."""
+    """A problem of the inputs, parameters or folders, explained by its message (not a bug).
+
+    A ``DatasetError`` raised by fusemycell's datasets is one; one made by Kedro's wrapper around
+    any exception of a load or save is judged by that exception (an ``AttributeError`` is a bug).
+    """
+    if isinstance(error, DatasetError) and not _raised_by_project(error) and error.__cause__ is not None:
+        return is_user_error(error.__cause__)
     if isinstance(error, DatasetError):
         return True
     return isinstance(error, (ValueError, RuntimeError, OSError, KeyError)) and _raised_by_project(error)
@@ -91,7 +97,8 @@ def predict(
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    inference: dict[str, Any] = {"input_dir": str(input_path.resolve()), "output_dir": str(output_dir.resolve())}
+    # absolute, but a linked file keeps its own name (its output is named after it)
+    inference: dict[str, Any] = {"input_dir": os.path.abspath(input_path), "output_dir": os.path.abspath(output_dir)}
     if model_uri:
         inference["model_uri"] = model_uri
     if backend:

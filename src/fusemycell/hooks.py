@@ -13,9 +13,18 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from fusemycell.inference.folders import check_output_folder
+from fusemycell.inference.folders import UnsafeOutputError, check_output_folder
 from fusemycell.memory import MemoryPeak
-from fusemycell.parameters import ParameterError, ParameterOrigins, ProjectParameters, RunPaths, validate_parameters
+from fusemycell.parameters import (
+    DEFAULT_INFERENCE_OUTPUT,
+    DEFAULT_MODEL,
+    DEFAULT_RAW_DIR,
+    ParameterError,
+    ParameterOrigins,
+    ProjectParameters,
+    RunPaths,
+    validate_parameters,
+)
 from fusemycell.tracking import log_metrics
 
 logger = logging.getLogger(__name__)
@@ -77,12 +86,13 @@ class EnvironmentCheckHooks:
         resolve_device(str(training.get("device", "auto")))
 
 
-#: Catalog entries whose location is a parameter (the catalog's value is only the default).
+#: Catalog entries whose location is a parameter: (catalog key, RunPaths field, parameter, default).
+#: The catalog's value must be that default; anything else would be a second source of the location.
 PATH_DATASETS = {
-    "raw_pairs": ("path", "raw_dir", "raw_dir"),
-    "inference_inputs": ("path", "inference_input", "inference.input_dir"),
-    "inference_outputs": ("path", "inference_output", "inference.output_dir"),
-    "inference_model": ("filepath", "model_uri", "inference.model_uri"),
+    "raw_pairs": ("path", "raw_dir", "raw_dir", DEFAULT_RAW_DIR),
+    "inference_inputs": ("path", "inference_input", "inference.input_dir", DEFAULT_RAW_DIR),
+    "inference_outputs": ("path", "inference_output", "inference.output_dir", DEFAULT_INFERENCE_OUTPUT),
+    "inference_model": ("filepath", "model_uri", "inference.model_uri", DEFAULT_MODEL),
 }
 
 
@@ -103,6 +113,7 @@ class ParameterHooks:
         self.paths: RunPaths | None = None
         self.parameters: ProjectParameters | None = None
         self._project_path = Path.cwd()
+        self._env = "<env>"
         self._writers: list[Any] = []
 
     @hook_impl
@@ -115,6 +126,7 @@ class ParameterHooks:
             getattr(loader, "runtime_params", None) or {},
         )
         self._project_path = Path(getattr(context, "project_path", Path.cwd()))
+        self._env = getattr(loader, "env", None) or "<env>"
         self.parameters = validate_parameters(context.params, origins)
         self.paths = RunPaths.from_parameters(self.parameters, self._project_path)
 
@@ -129,11 +141,11 @@ class ParameterHooks:
 
     def _rebind(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any], factory: Any) -> None:
         assert self.paths is not None and self.parameters is not None
-        for name, (key, attribute, parameter) in PATH_DATASETS.items():
+        for name, (key, attribute, parameter, default) in PATH_DATASETS.items():
             config = conf_catalog.get(name)
             if not isinstance(config, dict):
                 continue
-            self._refuse_second_source(name, config, key, parameter)
+            self._refuse_second_source(name, config.get(key), str(self._project_path / default), parameter)
             rebuilt = {**config, key: str(getattr(self.paths, attribute))}
             if name == "inference_outputs":
                 rebuilt["overwrite"] = self.parameters.inference.overwrite
@@ -145,23 +157,27 @@ class ParameterHooks:
             _set_parameter(catalog, name, value)
         catalog["parameters"] = self.paths.resolved_parameters(raw)
 
-    def _refuse_second_source(self, name: str, config: dict[str, Any], key: str, parameter: str) -> None:
-        """A catalog path other than the default would be a second, conflicting source of the location."""
-        default = _base_default(self._project_path, name, key)
-        configured = config.get(key)
-        if default is None or configured is None or _same_location(configured, default):
+    def _refuse_second_source(self, name: str, configured: Any, default: str, parameter: str) -> None:
+        """A catalog path other than the default (in any environment, base included) is refused."""
+        if configured is None or _same_location(str(configured), default):
             return
         raise ParameterError(
-            f"the catalog entry {name!r} sets {key}: {configured}, but its location is the parameter "
-            f"{parameter!r}: remove that {key} from conf/<env>/catalog.yml and set {parameter}: {configured} "
-            f"in conf/<env>/parameters.yml (or --params {parameter}=...)"
+            f"the catalog entry {name!r} sets its location to {configured}, but that location is the parameter "
+            f"{parameter!r}: keep the catalog's default and set {parameter}: {configured} in "
+            f"conf/{self._env}/parameters.yml (or --params {parameter}=...)"
         )
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         outputs = set(pipeline.all_outputs())
         if "inference_outputs" in outputs and self.paths is not None:
-            check_output_folder(self.paths.inference_input, self.paths.inference_output, self.paths.raw_dir)
+            try:
+                check_output_folder(self.paths.inference_input, self.paths.inference_output, self.paths.raw_dir)
+            except UnsafeOutputError as error:  # refused before anything is written: the report says so
+                dataset = _dataset(catalog, "inference_outputs")
+                if hasattr(dataset, "refuse"):
+                    dataset.refuse(error)
+                raise
         self._writers = []
         try:
             for name in sorted(outputs):
@@ -181,11 +197,15 @@ class ParameterHooks:
         from fusemycell.pipeline_registry import PIPELINE_ORDER
 
         producers = {name: set(registry[name].all_outputs()) for name in PIPELINE_ORDER if name in registry}
-        missing, chain = _missing_chain(pipeline, catalog, producers, registry, set())
+        missing, chain = _missing_chain(
+            pipeline, catalog, producers=producers, registry=registry, seen=set(), project=self._project_path
+        )
         unmade = [(name, where) for name, where, producer in missing if producer is None]
         if unmade:
+            settings = sorted({PATH_DATASETS[name][2] for name, _ in unmade if name in PATH_DATASETS})
             raise MissingInputError(
-                f"{_names(unmade)} not found: check the path (raw_dir, inference.input_dir, inference.model_uri)"
+                f"{_names(unmade)} not found"
+                + (f": check {', '.join(settings)}" if settings else "; no pipeline of this project makes it")
             )
         if missing:
             requested = [p for p in run_params.get("pipeline_names") or [] if p != "__default__"]
@@ -215,7 +235,7 @@ def _names(missing: list[tuple[str, str]]) -> str:
 
 
 def _missing_chain(
-    pipeline: Any, catalog: Any, producers: dict[str, set[str]], registry: Any, seen: set[str]
+    pipeline: Any, catalog: Any, *, producers: dict[str, set[str]], registry: Any, seen: set[str], project: Path
 ) -> tuple[list[tuple[str, str, str | None]], list[str]]:
     """The run's free inputs that do not exist, and the pipelines (in data-flow order) that make them."""
     missing: list[tuple[str, str, str | None]] = []
@@ -226,10 +246,14 @@ def _missing_chain(
         seen.add(name)
         made_as = _SAME_FILE_AS.get(name, name) if _same_file(catalog, name) else name
         producer = next((p for p, outputs in producers.items() if made_as in outputs), None)
+        if _user_location(catalog, name, project):  # your own folder or model: no pipeline should make it for you
+            producer = None
         missing.append((name, _location(catalog, name) or "", producer))
         if producer is None:
             continue
-        _, upstream = _missing_chain(registry[producer], catalog, producers, registry, seen)
+        _, upstream = _missing_chain(
+            registry[producer], catalog, producers=producers, registry=registry, seen=seen, project=project
+        )
         chain += [*upstream, producer]
     order = list(producers)
     return missing, sorted(set(chain), key=order.index)
@@ -242,6 +266,13 @@ _SAME_FILE_AS = {"inference_model": "trained_model", "inference_inputs": "raw_pa
 def _same_file(catalog: Any, name: str) -> bool:
     other = _SAME_FILE_AS.get(name)
     return other is not None and _location(catalog, name) == _location(catalog, other)
+
+
+def _user_location(catalog: Any, name: str, project: Path) -> bool:
+    """True when a path dataset points elsewhere than its default (the user's own data or model)."""
+    entry = PATH_DATASETS.get(name)
+    location = _location(catalog, name)
+    return entry is not None and location is not None and not _same_location(location, str(project / entry[3]))
 
 
 def _exists(catalog: Any, name: str) -> bool:
@@ -287,17 +318,6 @@ def _set_parameter(catalog: Any, name: str, value: Any) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             _set_parameter(catalog, f"{name}.{key}", item)
-
-
-def _base_default(project: Path, name: str, key: str) -> str | None:
-    try:
-        import yaml
-
-        entry = (yaml.safe_load((project / "conf" / "base" / "catalog.yml").read_text()) or {}).get(name) or {}
-    except (OSError, ValueError):
-        return None
-    value = entry.get(key)
-    return str(project / value) if value and not Path(value).is_absolute() else value
 
 
 def _same_location(first: str, second: str) -> bool:

@@ -16,6 +16,7 @@ No Kedro import: this module reads YAML files and validates dictionaries.
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -206,9 +207,11 @@ class RunPaths:
         """Apply the documented defaults, relative to the project folder."""
         root = Path(project_path)
 
-        def local(value: str) -> Path:
+        def local(value: str, follow_links: bool = True) -> Path:
             path = Path(value).expanduser()
-            return (path if path.is_absolute() else root / path).resolve()
+            path = path if path.is_absolute() else root / path
+            # one linked input file keeps its own name (its prediction is named after it)
+            return path.resolve() if follow_links or not path.is_file() else Path(os.path.abspath(path))
 
         inference = params.inference
         raw_dir = local(params.raw_dir)
@@ -217,7 +220,7 @@ class RunPaths:
         onnx = inference.onnx_path or _sibling_onnx(model_uri)
         return cls(
             raw_dir=raw_dir,
-            inference_input=local(inference.input_dir) if inference.input_dir else raw_dir,
+            inference_input=local(inference.input_dir, follow_links=False) if inference.input_dir else raw_dir,
             inference_output=local(inference.output_dir or DEFAULT_INFERENCE_OUTPUT),
             model_uri=model_uri,
             onnx_path=onnx if _is_uri(onnx) else str(local(onnx)),

@@ -12,8 +12,15 @@ def test_the_output_may_not_be_the_input_or_raw_folder(tmp_path):
         check_output_folder(tmp_path / "in" / "one.tif", tmp_path / "in/", tmp_path / "raw")  # a file's folder
     with pytest.raises(UnsafeOutputError, match=r"is the raw folder \(raw_dir\)"):
         check_output_folder(tmp_path / "in", tmp_path / "raw", tmp_path / "raw")
-    check_output_folder(tmp_path / "in", tmp_path / "in" / "predictions", tmp_path / "raw")  # a sub-folder is fine
+    with pytest.raises(UnsafeOutputError, match="is inside the raw folder"):  # raw folders are read recursively
+        check_output_folder(tmp_path / "in", tmp_path / "raw" / "predictions", tmp_path / "raw")
+    with pytest.raises(UnsafeOutputError, match="is inside the input folder"):
+        check_output_folder(tmp_path / "in", tmp_path / "in" / "predictions", tmp_path / "raw")
+    check_output_folder(tmp_path / "in", tmp_path / "out", tmp_path / "raw")
     assert input_folder(tmp_path / "in" / "one.tif") == (tmp_path / "in").resolve()
+    (tmp_path / "in" / "x_angle.ome.zarr").mkdir()  # an OME-Zarr image is one input, in its folder
+    with pytest.raises(UnsafeOutputError, match="is the input folder"):
+        check_output_folder(tmp_path / "in" / "x_angle.ome.zarr", tmp_path / "in", tmp_path / "raw")
 
 
 def test_the_output_may_not_hold_fused_volumes(tmp_path):

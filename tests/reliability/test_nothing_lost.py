@@ -54,17 +54,19 @@ def _angles(project: Path, folder: Path, *names: str) -> Path:
 # ---------------------------------------------------------------- 1. inference never overwrites inputs
 @pytest.mark.parametrize(
     "output",
-    ["data/01_raw/synthetic", "data/01_raw/synthetic/", "data/01_raw/./synthetic", "link_to_raw"],
-    ids=["relative", "trailing slash", "dot", "symlink"],
+    ["data/01_raw/synthetic", "data/01_raw/synthetic/", "data/01_raw/./synthetic", "link_to_raw", "link_to_raw/pred"],
+    ids=["relative", "trailing slash", "dot", "symlink", "inside"],
 )
 def test_inference_refuses_the_raw_folder_however_it_is_named(evaluated_project, output):
     link = evaluated_project / "link_to_raw"
     if not link.exists():
         link.symlink_to(_raw(evaluated_project), target_is_directory=True)
     before = _digests(_raw(evaluated_project))
-    with pytest.raises(UnsafeOutputError, match="is the (input|raw) folder"):
+    report = evaluated_project / "data" / "08_reporting" / "inference_report.json"
+    with pytest.raises(UnsafeOutputError, match="is (the|inside the) (input|raw) folder"):
         run_session(evaluated_project, ["inference"], inference={**INFERENCE, "output_dir": output})
-    assert _digests(_raw(evaluated_project)) == before
+    assert _digests(_raw(evaluated_project)) == before and not (_raw(evaluated_project) / "pred").exists()
+    assert json.loads(report.read_text())["status"] == "refused"  # the report says so, not an older run's result
 
 
 def test_inference_refuses_the_input_folder_chosen_through_raw_dir(evaluated_project):
@@ -142,10 +144,24 @@ def test_a_second_source_of_a_path_in_the_catalog_is_refused(evaluated_project):
         "raw_pairs:\n  type: fusemycell.datasets.FuseMyCellPairsDataset\n  path: data/01_raw/elsewhere\n"
     )
     try:
-        with pytest.raises(ParameterError, match=r"'raw_pairs' sets path.*set raw_dir: .*elsewhere"):
+        with pytest.raises(
+            ParameterError,
+            match=r"'raw_pairs' sets its location to .*elsewhere.*set raw_dir: .*in conf/catalogpath/parameters.yml",
+        ):
             run_session(evaluated_project, ["inference"], env="catalogpath")
     finally:
         shutil.rmtree(env)
+
+
+def test_a_path_edited_in_the_base_catalog_is_refused_too(evaluated_project):
+    catalog = evaluated_project / "conf" / "base" / "catalog.yml"
+    original = catalog.read_text()
+    catalog.write_text(original.replace("  path: data/01_raw/synthetic\n", "  path: data/01_raw/fusemycell\n", 1))
+    try:
+        with pytest.raises(ParameterError, match="'raw_pairs' sets its location to .*fusemycell.*set raw_dir"):
+            run_session(evaluated_project, ["inference"])
+    finally:
+        catalog.write_text(original)
 
 
 # ---------------------------------------------------------------- 3. one writer per folder

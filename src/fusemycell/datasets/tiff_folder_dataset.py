@@ -142,6 +142,10 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         self._run = None
         super().end_run(error)
 
+    def refuse(self, error: BaseException) -> None:
+        """The run was refused before anything was written (e.g. an unsafe output folder): say so in the report."""
+        self._report({"status": "refused", "written": [], "failures": [{"file": None, "problem": str(error)}]})
+
     def _report(self, content: dict[str, Any]) -> None:
         if self._report_path is None:
             return

@@ -214,7 +214,8 @@ pipeline blends overlapping tiles with a Gaussian importance map.
 TorchScript and ONNX (opset 18, dynamic axes), both from the same trained network.
 
 ## Validation
-Trained and selected on the validation patches of the fusemycell pipeline (best validation N_SSIM);
+Trained and selected on the validation patches of the fusemycell pipeline (best validation N_SSIM), its
+learnt correction then scaled by the guard on whole validation volumes (`card.guard` in the model file);
 the held-out test volumes' N_SSIM and N_IoU against the identity and Gaussian-blur baselines are in
 that run's `evaluation/by_channel.csv`. The package's test output is fusemycell's own inference on the
 test input; the export refuses to write a package whose weights answer differently.

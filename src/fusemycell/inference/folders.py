@@ -3,7 +3,8 @@
 The rules hold however the folders were chosen (defaults, ``raw_dir``, an environment's
 YAML, ``--params``, symlinks, trailing slashes): paths are compared after resolving them.
 
-- The output folder is never the folder the inputs are read from, nor the raw folder.
+- The output folder is never the folder the inputs are read from, nor the raw folder, nor inside
+  either (raw folders are read with their sub-folders).
 - The output folder never holds raw pairs (a ``*_fused.tif`` or an angle/fused pair).
 - Existing files that fusemycell did not write are not replaced (checked by the dataset
   that writes, from the provenance mark in their metadata; ``inference.overwrite`` lifts it).
@@ -24,9 +25,13 @@ class UnsafeOutputError(ValueError):
 
 
 def input_folder(location: str | Path) -> Path:
-    """The folder a run reads: ``location`` itself, or the folder of one input file."""
+    """The folder a run reads: ``location`` itself, or the folder of one input (a file or an OME-Zarr image)."""
     path = Path(location).resolve()
-    return path.parent if path.is_file() else path
+    return path.parent if path.is_file() or path.name.lower().endswith(".zarr") else path
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | Path) -> None:
@@ -39,9 +44,11 @@ def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | P
     """
     source, target, raw = input_folder(inputs), Path(output).resolve(), Path(raw_dir).resolve()
     for name, folder in (("input folder", source), ("raw folder (raw_dir)", raw)):
-        if target == folder:
+        if _within(target, folder):
+            where = "is the" if target == folder else "is inside the"
             raise UnsafeOutputError(
-                f"the inference output folder {target} is the {name}: predictions would replace the inputs. "
+                f"the inference output folder {target} {where} {name} {folder}: predictions would replace or "
+                "mix with the inputs (raw folders are read with their sub-folders). "
                 "Choose another one: --params inference.output_dir=FOLDER"
             )
     raw_files = sorted(_raw_pair_files(target.iterdir() if target.is_dir() else ()))
