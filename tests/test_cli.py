@@ -89,3 +89,25 @@ def test_fusemycell_predict_one_file(evaluated_project):
     assert prediction.shape == read_volume(source).shape and prediction.data.dtype == np.uint16
     again = _fusemycell(evaluated_project, "predict", str(source), str(source.parent), "--env", "test")
     assert again.returncode == 1 and "is the input folder" in _output(again) and "Traceback" not in _output(again)
+
+
+def test_a_bug_inside_a_dataset_save_keeps_its_traceback():
+    from kedro.io.core import DatasetError
+
+    from fusemycell.cli import is_user_error
+    from fusemycell.datasets.tiff_folder_dataset import TiffFolderDataset
+
+    def kedro_wrapper(error: Exception) -> DatasetError:  # what Kedro's save wrapper raises
+        try:
+            raise DatasetError("Failed while saving data to dataset") from error
+        except DatasetError as wrapped:
+            return wrapped
+
+    try:
+        None.missing  # noqa: B018 - an AttributeError raised outside fusemycell's code: a bug
+    except AttributeError as bug:
+        assert not is_user_error(kedro_wrapper(bug))
+    try:
+        TiffFolderDataset(path="/nonexistent/folder").load()
+    except DatasetError as refused:  # raised by fusemycell on purpose: a message for the user
+        assert is_user_error(refused) and is_user_error(kedro_wrapper(refused))

@@ -96,3 +96,10 @@ def test_run_paths_follow_links_and_trailing_slashes_and_keep_uris(tmp_path):
     assert paths.onnx_path == "runs:/abc/model/fusemycell_unet.onnx"  # the export logged beside it
     resolved = paths.resolved_parameters({"raw_dir": "link/", "inference": {"overlap": 0.3}})
     assert resolved["inference"]["overlap"] == 0.3 and resolved["inference"]["input_dir"] == str(paths.raw_dir)
+
+
+def test_a_linked_input_file_keeps_its_own_name(tmp_path):
+    (tmp_path / "image_2_nucleus_angle.tif").write_bytes(b"")
+    (tmp_path / "my_sample.tif").symlink_to(tmp_path / "image_2_nucleus_angle.tif")
+    paths = RunPaths.from_parameters(validate_parameters({"inference": {"input_dir": "my_sample.tif"}}), tmp_path)
+    assert paths.inference_input.name == "my_sample.tif"  # its prediction is named after it
