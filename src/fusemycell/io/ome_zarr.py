@@ -21,13 +21,20 @@ import contextlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusemycell.io.tiff import Volume, VolumeFormatError, VolumeInfo, is_ome_zarr, temporary_sibling  # noqa: F401
+from fusemycell.io.tiff import (  # noqa: F401
+    LazyArray,
+    Volume,
+    VolumeFormatError,
+    VolumeInfo,
+    is_ome_zarr,
+    temporary_sibling,
+)
 
 #: NGFF versions read and written.
 VERSIONS = ("0.4", "0.5")
@@ -174,11 +181,11 @@ def _full_resolution(path: Any, group: Any, multiscale: dict[str, Any]) -> tuple
     return array, axes, tuple(spacing), found
 
 
-class LazyZarrVolume:
+class LazyZarrVolume(LazyArray):
     """The full-resolution level of an OME-Zarr image as a ZYX array that reads only the chunks sliced.
 
     Same interface as :class:`fusemycell.io.tiff.LazyVolume` (NumPy indexing for ints and slices,
-    outer indexing for lists, ``iter_slabs``, ``close``, picklable), so every reader of single
+    outer indexing for lists, ``close``, picklable; the array protocol of :class:`~fusemycell.io.tiff.LazyArray`), so every reader of single
     views takes either.
     """
 
@@ -187,42 +194,6 @@ class LazyZarrVolume:
         self.info = info or read_ome_zarr_info(path)
         self._array: Any = None
         self._spatial: tuple[Any, ...] = ()
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Shape ``(z, y, x)``."""
-        return self.info.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """Voxel data type."""
-        return self.info.dtype
-
-    @property
-    def ndim(self) -> int:
-        """Always 3."""
-        return 3
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the whole volume in memory, in bytes."""
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"LazyZarrVolume({self.path!r}, shape={self.shape}, dtype={self.dtype})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[:, :, :]
-        return data.astype(dtype) if dtype is not None else data
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "info": self.info}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["info"])  # type: ignore[misc]
 
     def close(self) -> None:
         """Forget the open array (it is reopened on the next read)."""
@@ -256,11 +227,6 @@ class LazyZarrVolume:
             raise
         except Exception as exc:  # zarr and codecs raise many types on damaged chunks
             raise _fail(self.path, f"could not read chunks ({type(exc).__name__}: {exc}); store damaged?") from exc
-
-    def iter_slabs(self, depth: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(z_start, slab)`` pairs covering the volume, ``depth`` planes at a time."""
-        for z0 in range(0, self.shape[0], max(1, int(depth))):
-            yield z0, self[z0 : z0 + depth]
 
 
 def read_ome_zarr(path: str | os.PathLike, *, lazy: bool = False) -> Volume:

@@ -562,31 +562,16 @@ def _info_from_open(path: Any, tif: tifffile.TiffFile) -> VolumeInfo:
     )
 
 
-class LazyVolume:
-    """A ZYX volume on disk that reads only what is sliced.
+class LazyArray:
+    """The array protocol shared by the lazy volumes (:class:`LazyVolume`, ``LazyZarrVolume``).
 
-    Contiguous uncompressed files (ImageJ hyperstacks, the challenge's usual
-    layout) are read row range by row range straight into the result, so a box
-    costs about its own bytes. Tiled or compressed files are decoded one z-plane
-    (TIFF page) at a time, so a slab ``volume[z0:z1]`` costs the slab plus one
-    plane; a box within the planes decodes only the tiles or strips it touches.
-    Every compression tifffile decodes (through imagecodecs) is read. The result
-    is always a new array; nothing stays mapped.
-
-    Indexing follows NumPy for ints and slices; index lists or arrays select
-    independently per axis (outer indexing, as zarr's ``oindex``). The object is
-    picklable (it reopens the file in the new process), so it can be handed to
-    worker processes.
+    A subclass has ``path`` and ``info`` (a :class:`VolumeInfo`), is rebuilt from both, and
+    implements ``__getitem__``.
     """
 
-    def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
-        self.path = str(path)
-        self.info = info or read_info(path)
-        self._file: Any = None
-        self._tif: tifffile.TiffFile | None = None
-        self._lock = threading.Lock()  # one file handle: reads from several threads take turns
+    path: str
+    info: VolumeInfo
 
-    # -- array protocol ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
         """Shape ``(z, y, x)``."""
@@ -611,10 +596,10 @@ class LazyVolume:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"LazyVolume({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+        return f"{type(self).__name__}({self.path!r}, shape={self.shape}, dtype={self.dtype})"
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[:, :, :]
+        data = self[:, :, :]  # type: ignore[index]
         return data.astype(dtype) if dtype is not None else data
 
     def __getstate__(self) -> dict[str, Any]:
@@ -622,6 +607,31 @@ class LazyVolume:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["info"])  # type: ignore[misc]
+
+
+class LazyVolume(LazyArray):
+    """A ZYX volume on disk that reads only what is sliced.
+
+    Contiguous uncompressed files (ImageJ hyperstacks, the challenge's usual
+    layout) are read row range by row range straight into the result, so a box
+    costs about its own bytes. Tiled or compressed files are decoded one z-plane
+    (TIFF page) at a time, so a slab ``volume[z0:z1]`` costs the slab plus one
+    plane; a box within the planes decodes only the tiles or strips it touches.
+    Every compression tifffile decodes (through imagecodecs) is read. The result
+    is always a new array; nothing stays mapped.
+
+    Indexing follows NumPy for ints and slices; index lists or arrays select
+    independently per axis (outer indexing, as zarr's ``oindex``). The object is
+    picklable (it reopens the file in the new process), so it can be handed to
+    worker processes.
+    """
+
+    def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
+        self.path = str(path)
+        self.info = info or read_info(path)
+        self._file: Any = None
+        self._tif: tifffile.TiffFile | None = None
+        self._lock = threading.Lock()  # one file handle: reads from several threads take turns
 
     def close(self) -> None:
         """Release the file handles (they are reopened on the next read)."""
