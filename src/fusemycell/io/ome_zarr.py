@@ -185,8 +185,8 @@ class LazyZarrVolume(LazyArray):
     """The full-resolution level of an OME-Zarr image as a ZYX array that reads only the chunks sliced.
 
     Same interface as :class:`fusemycell.io.tiff.LazyVolume` (NumPy indexing for ints and slices,
-    outer indexing for lists, ``close``, picklable; the array protocol of :class:`~fusemycell.io.tiff.LazyArray`), so every reader of single
-    views takes either.
+    outer indexing for lists, ``close``, picklable; the array protocol of
+    :class:`~fusemycell.io.tiff.LazyArray`), so every reader of single views takes either.
     """
 
     def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
