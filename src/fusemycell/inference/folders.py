@@ -34,16 +34,19 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | Path) -> None:
-    """Refuse an output folder that is the input folder, the raw folder, or holds raw pairs.
+def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | Path | None) -> None:
+    """Refuse an output folder that is (or is inside) the input folder or the raw folder, or holds raw pairs.
+
+    ``raw_dir`` empty or None: no raw folder to protect (a direct call outside a Kedro run).
 
     Raises
     ------
     UnsafeOutputError
         Naming both folders and the option to change.
     """
-    source, target, raw = input_folder(inputs), Path(output).resolve(), Path(raw_dir).resolve()
-    for name, folder in (("input folder", source), ("raw folder (raw_dir)", raw)):
+    source, target = input_folder(inputs), Path(output).resolve()
+    protected = [("input folder", source)] + ([("raw folder (raw_dir)", Path(raw_dir).resolve())] if raw_dir else [])
+    for name, folder in protected:
         if _within(target, folder):
             where = "is the" if target == folder else "is inside the"
             raise UnsafeOutputError(

@@ -45,7 +45,7 @@ def plan_predictions(
     """
     settings = load_config(InferenceSettings, inference, "inference")
     location = settings.input_dir or raw_dir
-    check_output_folder(location, settings.output_dir or "", raw_dir)
+    check_output_folder(location, settings.output_dir or "", raw_dir or None)
     selection = select_inputs(inference_inputs, location)
     backend = _backend(inference_model, settings)
     model_file = settings.model_uri or "(the model given to the node)"
