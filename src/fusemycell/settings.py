@@ -3,10 +3,10 @@
 Parameters merge *softly*: ``conf/mac/parameters.yml`` overrides only the keys
 it names (``training.batch_size``), the rest of ``training`` comes from
 ``conf/base``. Hooks of installed plugins (kedro-mlflow) register themselves;
-the project adds an environment check, the memory monitor and the end-of-run summary.
+the project adds the environment and parameter checks (with the run's paths and folder locks),
+the memory monitor, the end-of-run summary and MLflow run names; other libraries' notices a user
+can do nothing about are silenced once (:func:`fusemycell.run_messages.silence_known_notices`).
 """
-
-import warnings
 
 from kedro.config import OmegaConfigLoader
 
@@ -15,14 +15,6 @@ from fusemycell.run_messages import RunNameHooks, silence_known_notices
 
 HOOKS = (EnvironmentCheckHooks(), ParameterHooks(), MemoryMonitorHooks(), RunSummaryHooks(), RunNameHooks())
 silence_known_notices()
-
-# Other libraries' notices that a user can do nothing about, printed on every command
-# (they buried the one line that matters when a run fails).
-for _message in (
-    r"register_new_resolver\(\) is deprecated",  # OmegaConf, called by Kedro and kedro-mlflow
-    r"Add type hints to the `predict` method",  # MLflow, about kedro-mlflow's pyfunc wrapper
-):
-    warnings.filterwarnings("ignore", message=_message)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

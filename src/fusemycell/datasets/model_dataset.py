@@ -75,8 +75,35 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         return self._mlflow or Path(self._filepath).is_file()
 
 
-class OnnxModelDataset(AbstractDataset[TrainedModel, str]):
-    """Saves a :class:`TrainedModel` as ONNX (dynamic spatial axes); loads the file's path.
+class ExportedFileDataset(AbstractDataset[Any, str]):
+    """A file the training pipeline exports (ONNX, bioimage.io package): ``load`` gives its path.
+
+    Subclasses set :attr:`what` (for the "not exported yet" message) and implement ``save``.
+    """
+
+    what = "export"
+
+    def __init__(self, *, filepath: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """A dataset for the file ``filepath``."""
+        self._filepath = PurePosixPath(Path(filepath).as_posix())
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def load(self) -> str:
+        """The file's path."""
+        if not Path(self._filepath).is_file():
+            raise DatasetError(f"{self._filepath}: no {self.what} yet; run 'kedro run --pipelines training' first")
+        return str(self._filepath)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+
+class OnnxModelDataset(ExportedFileDataset):
+    """Saves a :class:`TrainedModel` as ONNX (dynamic spatial axes); loads the file's path
+    (open it with :class:`fusemycell.inference.onnx_backend.OnnxBackend`).
 
     Example catalog entry::
 
@@ -85,19 +112,7 @@ class OnnxModelDataset(AbstractDataset[TrainedModel, str]):
           filepath: data/06_models/fusemycell_unet.onnx
     """
 
-    def __init__(self, *, filepath: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-        """Create a dataset for the ONNX file ``filepath``."""
-        self._filepath = PurePosixPath(Path(filepath).as_posix())
-        self.metadata = metadata
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
-
-    def load(self) -> str:
-        """The ONNX file's path (open it with :class:`fusemycell.inference.onnx_backend.OnnxBackend`)."""
-        if not Path(self._filepath).is_file():
-            raise DatasetError(f"{self._filepath}: no ONNX model yet; run 'kedro run --pipelines training' first")
-        return str(self._filepath)
+    what = "ONNX model"
 
     def save(self, data: TrainedModel) -> None:
         """Export atomically."""
@@ -107,6 +122,3 @@ class OnnxModelDataset(AbstractDataset[TrainedModel, str]):
             export_onnx(data, self._filepath)
         except OSError as exc:
             raise DatasetError(f"could not write {self._filepath}: {exc}") from exc
-
-    def _exists(self) -> bool:
-        return Path(self._filepath).is_file()

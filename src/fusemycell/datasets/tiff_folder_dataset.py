@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from kedro_datasets._typing import ImagePreview
 
 from fusemycell import __version__
 from fusemycell.datasets.folder_writer import LockedFolderWriter
-from fusemycell.io.atomic import remove_leftovers, temporary_sibling
+from fusemycell.io.atomic import remove_leftovers, writing_atomically
 from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, read_volume, save_volume
 from fusemycell.progress import track
 
@@ -64,14 +63,8 @@ def list_tiffs(location: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path)
-    try:
+    with writing_atomically(path) as temporary:
         temporary.write_text(json.dumps(content, indent=2, default=str))
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
 
 
 Predictions = Mapping[str, Volume | Callable[[], Volume]]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusemycell.io.tiff import temporary_sibling
+from fusemycell.io.atomic import writing_atomically
 
 #: The challenge, cited by every package.
 CHALLENGE_CITATION = {
@@ -316,17 +316,11 @@ def save_package(package: StagedPackage, path: str | os.PathLike) -> Path:
     from bioimageio.spec import save_bioimageio_package
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path)
     try:
-        save_bioimageio_package(package.description, output_path=temporary)
-        os.replace(temporary, path)
+        with writing_atomically(path) as temporary:
+            save_bioimageio_package(package.description, output_path=temporary)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     finally:
         package.discard()
     return path

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import TypeVar
 
@@ -20,9 +21,13 @@ logger = logging.getLogger(__name__)
 
 
 def discard(path: Path) -> None:
-    """Remove a temporary file if it is there; failing to (read-only folder) must not hide the error being reported."""
+    """Remove a temporary file (or folder) if it is there; failing to (read-only folder) must not hide the
+    error being reported."""
     with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.(partial|old)$")
@@ -62,3 +67,35 @@ def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list
     if removed:
         logger.info("removed %d leftover(s) of interrupted writes in %s", len(removed), folder)
     return removed
+
+
+@contextlib.contextmanager
+def writing_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """``with writing_atomically(target) as temporary: write(temporary)``: renamed over ``target`` once the
+    block ends, discarded if it raises (``target`` is then left as it was)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_sibling(target)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        discard(temporary)
+        raise
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target``: a previous ``target`` is moved aside first, put back if the
+    rename fails, and deleted last."""
+    old = None
+    if target.exists():
+        old = temporary_sibling(target, "old")
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)  # the previous version stays where it was
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -17,9 +17,7 @@ folder of single volumes needs.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.io.atomic import discard, replace_folder
 from fusemycell.io.tiff import (  # noqa: F401
     LazyArray,
     Volume,
@@ -299,12 +298,12 @@ def write_ome_zarr(
         group = zarr.open_group(str(temporary), mode="w", zarr_format=2 if version == "0.4" else 3)
         _write_pyramid(group, data, shapes, dtype, depth=depth, chunks_yx=chunks_yx)
         _write_multiscales(group, path, shapes, spacing, version=version, metadata=metadata)
-        _replace_folder(temporary, path)
+        replace_folder(temporary, path)
     except OSError as exc:
-        _discard(temporary)
+        discard(temporary)
         raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        _discard(temporary)
+        discard(temporary)
         raise
     return path
 
@@ -375,29 +374,6 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(values), info.min, info.max).astype(dtype)
     return values.astype(dtype)
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``; an existing ``target`` is moved aside first and removed after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = temporary_sibling(target, kind="old")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)  # the previous image stays where it was
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _discard(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def save_ome_zarr(path: str | os.PathLike, volume: Volume, **options: Any) -> Path:

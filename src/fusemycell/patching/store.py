@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.atomic import remove_leftovers, temporary_sibling
+from fusemycell.io.atomic import remove_leftovers, replace_folder, temporary_sibling
 from fusemycell.progress import track
 
 STORE_FORMAT = "fusemycell-patch-store"
@@ -110,7 +110,7 @@ def write_patch_store(
             **(metadata or {}),
         }
         (partial / "store.json").write_text(json.dumps(description, indent=2))
-        _replace_directory(partial, directory)
+        replace_folder(partial, directory)
     except BaseException as exc:
         for writer in writers.values():
             with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
@@ -120,22 +120,6 @@ def write_patch_store(
             raise OSError(exc.errno, f"could not write {directory}: {exc.strerror or exc}") from exc
         raise
     return directory
-
-
-def _replace_directory(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``: the old store is moved aside first and deleted last."""
-    old = None
-    if target.exists():
-        old = temporary_sibling(target, "old")
-        os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)  # the previous store goes back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class PatchStore:
