@@ -152,10 +152,10 @@ class ParameterHooks:
                 if rebuilt.get("report_path"):  # Kedro makes only `path`/`filepath` absolute
                     rebuilt["report_path"] = str(self._project_path / rebuilt["report_path"])
             catalog[name] = factory.from_config(name, rebuilt)
-        raw = dict(parameters.get("parameters") or {})
-        for name, value in self.paths.resolved_parameters(raw).items():
+        resolved = self.paths.resolved_parameters(dict(parameters.get("parameters") or {}))
+        for name, value in resolved.items():
             _set_parameter(catalog, name, value)
-        catalog["parameters"] = self.paths.resolved_parameters(raw)
+        catalog["parameters"] = resolved
 
     def _refuse_second_source(self, name: str, configured: Any, default: str, parameter: str) -> None:
         """A catalog path other than the default (in any environment, base included) is refused."""
