@@ -22,14 +22,14 @@ from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 
 
-def _model(**config) -> TrainedModel:
+def _model(card_fields: dict | None = None, **config) -> TrainedModel:
     torch.manual_seed(0)
     unet = UNetConfig(**{"depth": 2, "base_channels": 4, "spacing_zyx": (2.0, 0.4, 0.4), **config})
     network = UNet3D(unet)
     with torch.no_grad():  # an untrained residual network is the identity: perturb it into a real answer
         for parameter in network.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    return TrainedModel(network, card_for(unet, (8, 16, 16)))
+    return TrainedModel(network, card_for(unet, (8, 16, 16), **(card_fields or {})))
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,36 @@ def test_the_package_answers_as_our_inference_does(package, tmp_path):
     assert np.abs(ours_planes.astype(int) - theirs.astype(int)).max() <= 1  # rounding of float32 at .5
 
 
+def _position_model() -> TrainedModel:
+    from fusemycell.models.card import InputChannel
+    from fusemycell.position import PositionChannels
+
+    channels = (InputChannel(name="single_view", description="v"), InputChannel(name="surface_distance", description="d"))
+    position = PositionChannels(channels=("surface_distance",))
+    return _model({"input_channels": channels, "position": position}, in_channels=2, out_channels=1)
+
+
 def test_computed_input_channels_are_refused_saying_what_is_missing():
     with pytest.raises(BioimageioExportError, match="2 input channels computed from the single view"):
-        build_package(_model(in_channels=2, out_channels=1), np.ones((8, 16, 16), np.float32))
+        build_package(_position_model(), np.ones((8, 16, 16), np.float32))
+
+
+def test_the_training_pipeline_keeps_why_a_position_model_has_no_package(tmp_path):
+    from kedro.io.core import DatasetError
+
+    from fusemycell.datasets.bioimageio_dataset import BioimageioPackageDataset
+    from fusemycell.export.bioimageio import NotExported
+    from fusemycell.pipelines.training.export_nodes import export_bioimageio_package
+
+    target = tmp_path / "model.bioimageio.zip"
+    target.write_bytes(b"a package of an earlier model")
+    outcome = export_bioimageio_package(_position_model(), None)  # type: ignore[arg-type]
+    assert isinstance(outcome, NotExported) and "surface_distance" in outcome.reason
+    dataset = BioimageioPackageDataset(filepath=str(target))
+    dataset.save(outcome)
+    assert not target.exists()  # the stale package of another model is gone
+    with pytest.raises(DatasetError, match="not exported: .*position channels"):
+        dataset.load()
 
 
 def test_a_package_whose_weights_answer_differently_is_not_written(monkeypatch, tmp_path):

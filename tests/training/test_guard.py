@@ -22,7 +22,8 @@ def _identity(angle: np.ndarray) -> np.ndarray:
 
 
 def test_a_harmful_correction_is_switched_off():
-    def worse(angle):  # adds structured noise: worse than the input everywhere
+    def worse(volume):  # adds structured noise: worse than the input everywhere
+        angle = volume.angle
         return angle + np.sin(np.arange(angle.size, dtype=np.float32)).reshape(angle.shape)
 
     choice = choose_scale(_volumes(), worse, _identity)
@@ -35,8 +36,8 @@ def test_a_helpful_correction_is_kept_and_never_below_the_base():
     volumes = _volumes(1)
     targets = {id(v.angle): v.fused for v in volumes}
 
-    def better(angle):  # halfway to the target
-        return 0.5 * angle + 0.5 * targets[id(angle)]
+    def better(volume):  # halfway to the target
+        return 0.5 * volume.angle + 0.5 * targets[id(volume.angle)]
 
     choice = choose_scale(volumes, better, _identity)
     assert choice.scale == 1.0 and choice.score(1.0) > 0.3

@@ -114,6 +114,13 @@ def our_answer(facts: ExportFacts, test_input: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class NotExported:
+    """No package for this model, and why (the dataset removes a stale package and keeps the reason)."""
+
+    reason: str
+
+
+@dataclass
 class StagedPackage:
     """A package's description with its files in a staging folder; the dataset zips it and removes the folder."""
 

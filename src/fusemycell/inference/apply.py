@@ -47,14 +47,16 @@ def predict_transformed(
 ) -> Any:
     """Sequential array-like uint16 prediction of ``source`` (a file's path or an array) through ``transform``."""
     predictor = FlipAveraging(backend) if settings.tta else backend
+    network_input = transform.network_input(source)
     prediction = StreamingPrediction(
-        transform.network_input(source),
+        network_input,
         predictor,
         resolve_tile(settings, transform.card),
         overlap=settings.overlap,
         batch_size=settings.batch_size,
         description=f"predicting {name}",
         read_ahead=settings.background_io,
+        position=transform.position_field(network_input, name),
     )
     return transform.to_uint16(prediction)
 

@@ -19,12 +19,14 @@ import torch
 
 from fusemycell.inference.background import BackgroundIterator
 from fusemycell.inference.tiling import TileGrid
+from fusemycell.position import PositionField
 from fusemycell.progress import Progress
 from fusemycell.training.devices import resolve_device, resolve_precision
 
 
 class Backend(Protocol):
-    """Predicts a batch ``(N, 1, z, y, x)`` float32 -> same shape."""
+    """Predicts a batch ``(N, C, z, y, x)`` float32 (the single view, then any position channels)
+    -> ``(N, 1, z, y, x)``."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -79,7 +81,8 @@ class TorchBackend:
         torch.cuda.empty_cache()
         before = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        probe = torch.zeros((2, 1, *(int(t) for t in tile)), device=self.device)
+        channels = int(getattr(getattr(self.network, "config", None), "in_channels", 1))
+        probe = torch.zeros((2, channels, *(int(t) for t in tile)), device=self.device)
         with torch.inference_mode(), self.precision.autocast(self.device):
             self.network(probe)
         per_tile = max(1, (torch.cuda.max_memory_allocated(self.device) - before) // 2)
@@ -126,6 +129,9 @@ class StreamingPrediction:
     read_ahead
         Read (and normalise) the next slab in a background thread while the network runs on
         this one: one more slab in memory, same result.
+    position
+        The source's position field (:class:`fusemycell.position.PositionField`): its channels for
+        each tile follow the single view in the network input.
     """
 
     def __init__(
@@ -140,8 +146,10 @@ class StreamingPrediction:
         dtype: Any = np.float32,
         description: str = "sliding-window prediction",
         read_ahead: bool = False,
+        position: PositionField | None = None,
     ):
         self.source = source
+        self.position = position
         self.backend = backend
         self.shape = tuple(int(s) for s in source.shape)
         self.grid = TileGrid(self.shape, tile, overlap)
@@ -187,7 +195,7 @@ class StreamingPrediction:
             self._progress = Progress(self.description, total=len(self._rows) * len(origins), unit="tile")
         for first in range(0, len(origins), self.batch_size):
             chunk = origins[first : first + self.batch_size]
-            batch = np.stack([slab[None, :, y : y + tile_y, x : x + tile_x] for y, x in chunk])
+            batch = np.stack([self._tile_input(slab, z0, y, x) for y, x in chunk])
             predictions = self.backend(batch)[:, 0] * self._weights
             for (y, x), prediction in zip(chunk, predictions):
                 for dz in range(tile_z):
@@ -201,6 +209,14 @@ class StreamingPrediction:
                 self._slabs.close()
         self._complete_below = self._rows[self._next_row] if self._next_row < len(self._rows) else self.shape[0]
         self.peak_window_planes = max(self.peak_window_planes, len(self._sums))
+
+    def _tile_input(self, slab: np.ndarray, z0: int, y: int, x: int) -> np.ndarray:
+        """``(channels, *tile)``: the tile of the single view, then its position channels."""
+        tile_z, tile_y, tile_x = self.grid.tile
+        single_view = slab[None, :, y : y + tile_y, x : x + tile_x]
+        if self.position is None:
+            return single_view
+        return np.concatenate([single_view, self.position.region((z0, y, x), self.grid.tile)])
 
     def _plane(self, z: int) -> np.ndarray:
         if z < self._next_plane:
@@ -237,11 +253,17 @@ def _slabs(source: Any, rows: Sequence[int], depth: int) -> Any:
 
 
 def predict_array(
-    volume: np.ndarray, backend: Backend, tile: Sequence[int], *, overlap: float = 0.5, batch_size: int = 4
+    volume: np.ndarray,
+    backend: Backend,
+    tile: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    position: PositionField | None = None,
 ) -> np.ndarray:
-    """Sliding-window prediction of an in-memory (normalised) volume, float32."""
+    """Sliding-window prediction of an in-memory (normalised) volume, float32 (``position``: its field)."""
     stream = StreamingPrediction(
-        np.asarray(volume, dtype=np.float32), backend, tile, overlap=overlap, batch_size=batch_size
+        np.asarray(volume, dtype=np.float32), backend, tile, overlap=overlap, batch_size=batch_size, position=position
     )
     output = np.empty(stream.shape, dtype=np.float32)  # filled plane by plane: one copy of the result
     for z in range(stream.shape[0]):

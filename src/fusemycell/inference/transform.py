@@ -27,6 +27,7 @@ import numpy as np
 from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.card import ModelCard
 from fusemycell.normalization import NormalizationStats
+from fusemycell.position import PositionField, position_field
 from fusemycell.preprocessing.crop import full_box, specimen_box
 from fusemycell.preprocessing.fingerprint import VolumeScan, scan_volume
 from fusemycell.preprocessing.resample import linear_weights, resample_axis
@@ -191,6 +192,17 @@ class InputTransform:
     def network_input(self, source: str | np.ndarray) -> PreprocessedVolume:
         """The input (a file's path or the array itself) on the network's grid and scale, computed lazily."""
         return PreprocessedVolume(source, self.volume, np.float32)
+
+    def position_field(self, network_input: Any, name: str = "") -> PositionField | None:
+        """The card's position channels of this input (one pass over ``network_input``), or None without them.
+
+        Computed on the network's grid from the whole normalised single view, as patching did for the
+        training volumes (:func:`fusemycell.position.position_field`).
+        """
+        if self.card.position is None:
+            return None
+        spacing = self.volume.output_spacing_zyx or self.volume.spacing_zyx
+        return position_field(network_input, spacing, self.card.position, name=name)
 
     def to_uint16(self, prediction: Any) -> Any:
         """Sequential array-like: the network's prediction on the input's grid, as uint16."""

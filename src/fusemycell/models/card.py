@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from fusemycell import __version__
 from fusemycell.models.config import UNetConfig
+from fusemycell.position import PositionChannels
 
 #: Version of the card's schema; a model file records it.
 CARD_VERSION = 2
@@ -145,6 +146,8 @@ class ModelCard(_Frozen):
     """The network; ``architecture.spacing_zyx`` is the voxel size it was trained at."""
     input_channels: tuple[InputChannel, ...] = Field(default_factory=_default_channels)
     """What each input channel is (one per ``architecture.in_channels``)."""
+    position: PositionChannels | None = None
+    """How the position channels after the single view are computed (:mod:`fusemycell.position`); null = none."""
     preprocessing: PreprocessingContract = PreprocessingContract()
     """Normalisation, crop policy and resampling target of the training volumes, applied again at inference."""
     patch_size_zyx: SizeZYX = (32, 64, 64)
@@ -166,6 +169,21 @@ class ModelCard(_Frozen):
         if not value:
             raise ValueError("a model has at least one input channel")
         return value
+
+    @model_validator(mode="after")
+    def _channels_agree(self) -> ModelCard:
+        if len(self.input_channels) != self.architecture.in_channels:
+            raise ValueError(
+                f"the card lists {len(self.input_channels)} input channels, the network takes "
+                f"{self.architecture.in_channels}"
+            )
+        expected = 1 + (self.position.count if self.position is not None else 0)
+        if self.architecture.in_channels != expected:
+            raise ValueError(
+                f"the network takes {self.architecture.in_channels} input channels, but the single view and the "
+                f"card's position channels make {expected}"
+            )
+        return self
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:

@@ -14,7 +14,7 @@ class UNetConfig(StrictConfig):
     """Architecture of :class:`fusemycell.models.unet.UNet3D`."""
 
     in_channels: int = Field(default=1, ge=1)
-    """Input channels (the single view)."""
+    """Input channels: the single view, then the position channels (:mod:`fusemycell.position`)."""
     out_channels: int = Field(default=1, ge=1)
     """Output channels (the predicted fusion)."""
     depth: int = Field(default=4, ge=1, le=7)
@@ -34,7 +34,7 @@ class UNetConfig(StrictConfig):
     upsampling: Literal["trilinear", "transposed"] = "trilinear"
     """Trilinear interpolation then a convolution, or a transposed convolution."""
     residual: bool = True
-    """Predict a correction added to the input instead of the image itself."""
+    """Predict a correction added to the input's first ``out_channels`` channels instead of the image itself."""
     residual_blur_sigma: float = Field(default=0.5, ge=0, le=4)
     """Add the correction to a Gaussian blur of the input (sigma in voxels) instead of the input itself.
 
@@ -54,6 +54,11 @@ class UNetConfig(StrictConfig):
         if self.pool_z is not None and len(self.pool_z) != self.depth - 1:
             raise ValueError(f"pool_z needs depth - 1 = {self.depth - 1} entries, got {len(self.pool_z)}")
         return self
+
+    @property
+    def has_residual(self) -> bool:
+        """The output is a correction of the input's first channels (``residual``, and enough input channels)."""
+        return self.residual and self.in_channels >= self.out_channels
 
     @property
     def pooling(self) -> list[tuple[int, int, int]]:

@@ -113,7 +113,7 @@ class UNet3D(nn.Module):
             shape = [1, 1, 1]
             shape[axis] = kernel.numel()
             # static (channels, 1, kz, ky, kx) weights: a fixed shape exports to ONNX
-            weights = kernel.view(1, 1, *shape).repeat(config.in_channels, 1, 1, 1, 1)
+            weights = kernel.view(1, 1, *shape).repeat(config.out_channels, 1, 1, 1, 1)
             self.register_buffer(name, weights, persistent=False)
         if config.residual:
             # a residual network starts as the identity: its first predictions are the input itself
@@ -144,14 +144,16 @@ class UNet3D(nn.Module):
             skip = skips.pop()
             features = decoder(torch.cat([upsample(features), skip], dim=1))
         output = self.head(features)
-        if self.config.residual and self.config.in_channels == self.config.out_channels:
+        if self.config.has_residual:
             if self.config.residual_scale != 1.0:
                 output = output * self.config.residual_scale
             output = output + self.residual_base(padded)
         return output
 
     def residual_base(self, volume: torch.Tensor) -> torch.Tensor:
-        """The input, or its separable Gaussian blur (replicated borders) when ``residual_blur_sigma`` > 0."""
+        """The input's first ``out_channels`` channels (the single view; position channels follow it),
+        or their separable Gaussian blur (replicated borders) when ``residual_blur_sigma`` > 0."""
+        volume = volume[:, : self.config.out_channels]
         if self.config.residual_blur_sigma <= 0:
             return volume
         out = volume
@@ -159,5 +161,5 @@ class UNet3D(nn.Module):
             radius = weights.shape[2 + axis] // 2
             pad = [0, 0, 0, 0, 0, 0]
             pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-            out = F.conv3d(F.pad(out, pad, mode="replicate"), weights.to(out.dtype), groups=self.config.in_channels)
+            out = F.conv3d(F.pad(out, pad, mode="replicate"), weights.to(out.dtype), groups=self.config.out_channels)
         return out

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fusemycell.configuration import StrictConfig
+from fusemycell.position import PositionChannels
 
 
 class ForegroundParams(StrictConfig):
@@ -56,6 +57,8 @@ class PatchingConfig(StrictConfig):
     seed: int = 2025
     """Seed of the sampling."""
     augmentation: AugmentationParams = AugmentationParams()
+    position: PositionChannels = PositionChannels()
+    """Position channels of the network input (:mod:`fusemycell.position`); the store keeps each volume's field."""
 
     @field_validator("patch_size_zyx")
     @classmethod

@@ -19,7 +19,8 @@ import pandas as pd
 
 from fusemycell.io.ome_zarr import volume_stem
 from fusemycell.io.tiff import read_volume
-from fusemycell.patching.store import write_patch_store
+from fusemycell.patching.store import write_patch_store, write_position_fields
+from fusemycell.position import PositionChannels, PositionField, position_field
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class PatchPlan:
     split: str
     manifest: dict[str, Any] = field(default_factory=dict)
     """Extra entries of the store's ``store.json`` (the preprocessing contract, the augmentation)."""
+    position: PositionChannels = field(default_factory=lambda: PositionChannels(enabled=False))
+    """Position channels: when enabled, the field of every volume's whole single view is kept in the store."""
+    fields: dict[str, PositionField] = field(default_factory=dict)
+    """The fields computed while cutting, by pair."""
 
     def patches(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Cut every patch, one volume pair at a time (each volume opened lazily once)."""
@@ -80,6 +85,10 @@ class PatchPlan:
         for (angle_path, fused_path), rows in self.index.groupby(["angle_path", "fused_path"], sort=True):
             angle = read_volume(angle_path, lazy=True).data
             fused = read_volume(fused_path, lazy=True).data
+            if self.position.enabled:
+                first = rows.iloc[0]
+                spacing = tuple(float(first[f"spacing_{a}_um"]) for a in "zyx")
+                self.fields[str(first["pair"])] = position_field(angle, spacing, self.position, name=angle_path)
             # the index is 0..n-1 (see write), so row labels are store positions
             origins = [(int(r.Index), (int(r.origin_z), int(r.origin_y), int(r.origin_x))) for r in rows.itertuples()]
             levels = rows["foreground_level"].to_dict()
@@ -103,4 +112,5 @@ class PatchPlan:
             self.dtype,
             self.patches(),
             metadata={"split": self.split, **self.manifest},
+            before_rename=(lambda folder: write_position_fields(folder, self.fields)) if self.position.enabled else None,
         )

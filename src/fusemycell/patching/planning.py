@@ -136,13 +136,16 @@ def plan_patch_stores(
     manifest = {
         "preprocessing": preprocessing_contract(preprocessing_records).model_dump(mode="json"),
         "augmentation": config.augmentation.model_dump(mode="json"),
+        "position": config.position.model_dump(mode="json"),
     }
     plans = {}
     for split in PATCHED_SPLITS:
         selected = index[index["split"] == split].reset_index(drop=True) if len(index) else index
         if selected.empty:
             raise ValueError(f"no {split} volume to cut patches from; check preprocessing.split in parameters")
-        plans[split] = PatchPlan(selected, patch, config.store_dtype, split, manifest=manifest)
+        plans[split] = PatchPlan(
+            selected, patch, config.store_dtype, split, manifest=manifest, position=config.position
+        )
     report = {
         "patch_size_zyx": list(patch),
         "foreground_block_zyx": list(block),

@@ -6,6 +6,7 @@ Layout of a store folder::
     angle.npy    (count, pz, py, px) inputs, NumPy format, memory-mappable
     fused.npy    (count, pz, py, px) targets
     index.csv    one row per patch: pair, channel, study, origin_z/y/x, how it was drawn, ...
+    positions.npz  with position channels: each volume's coarse position field (fusemycell.position)
 
 Each patch is one contiguous chunk of the ``.npy`` files, written with plain
 file writes (no memory map kept while writing), so writing costs one patch of
@@ -20,7 +21,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from fusemycell.io.atomic import remove_leftovers, replace_folder, temporary_sibling
+from fusemycell.position import PositionChannels, PositionField
 from fusemycell.progress import track
 
 STORE_FORMAT = "fusemycell-patch-store"
@@ -67,8 +69,11 @@ def write_patch_store(
     patches: Iterable[tuple[int, np.ndarray, np.ndarray]],
     *,
     metadata: dict[str, Any] | None = None,
+    before_rename: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a store from ``(row, angle_patch, fused_patch)`` triples (any order, every row once).
+
+    ``before_rename`` may add files to the (temporary) folder once every patch is written.
 
     Raises
     ------
@@ -110,6 +115,8 @@ def write_patch_store(
             **(metadata or {}),
         }
         (partial / "store.json").write_text(json.dumps(description, indent=2))
+        if before_rename is not None:
+            before_rename(partial)
         replace_folder(partial, directory)
     except BaseException as exc:
         for writer in writers.values():
@@ -120,6 +127,16 @@ def write_patch_store(
             raise OSError(exc.errno, f"could not write {directory}: {exc.strerror or exc}") from exc
         raise
     return directory
+
+
+POSITIONS = "positions.npz"
+
+
+def write_position_fields(folder: Path, fields: dict[str, PositionField]) -> None:
+    """Keep each volume's position field in ``folder/positions.npz`` (keys ``<pair>/<array>``)."""
+    arrays = {f"{pair}/{name}": value for pair, item in fields.items() for name, value in item.to_arrays().items()}
+    with open(folder / POSITIONS, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 class PatchStore:
@@ -146,6 +163,36 @@ class PatchStore:
                 f"{self.directory}: index.csv has {len(self.index)} rows, store.json says {self.description['count']}"
             )
         self._arrays: dict[str, np.ndarray] | None = None
+        self._fields: dict[str, PositionField] | None = None
+
+    @property
+    def position(self) -> PositionChannels:
+        """The position channels of the store's patches (disabled for a store written without them)."""
+        if "position" not in self.description:
+            return PositionChannels(enabled=False)
+        return PositionChannels.model_validate(self.description["position"])
+
+    def position_field(self, pair: str) -> PositionField:
+        """The position field of one volume of the store.
+
+        Raises
+        ------
+        PatchStoreError
+            Naming the store when it has no field for ``pair``.
+        """
+        if self._fields is None:
+            path = self.directory / POSITIONS
+            if not path.is_file():
+                raise PatchStoreError(f"{self.directory}: no {POSITIONS}; run 'kedro run --pipelines patching' again")
+            with np.load(path) as data:
+                grouped: dict[str, dict[str, np.ndarray]] = {}
+                for key in data.files:
+                    name, _, array = key.rpartition("/")
+                    grouped.setdefault(name, {})[array] = data[key]
+            self._fields = {name: PositionField.from_arrays(arrays) for name, arrays in grouped.items()}
+        if pair not in self._fields:
+            raise PatchStoreError(f"{self.directory}: {POSITIONS} has no position field for {pair}")
+        return self._fields[pair]
 
     def __len__(self) -> int:
         return int(self.description["count"])

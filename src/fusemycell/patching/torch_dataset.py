@@ -64,7 +64,11 @@ def patch_geometry(
 
 
 class PatchDataset(Dataset):
-    """``(input, target)`` tensors of shape ``(1, pz, py, px)`` from a :class:`PatchStore`.
+    """``(input, target)`` tensors from a :class:`PatchStore`: input ``(1 + P, pz, py, px)``, target ``(1, ...)``.
+
+    The input is the single view followed by the store's ``P`` position channels
+    (:mod:`fusemycell.position`; none for a store without them), taken from each volume's
+    field at the patch's place, exactly as inference computes them for a tile.
 
     With ``geometry=True`` a third tensor ``(3, pz, py, px)`` holds each voxel's
     depths along z and x and the lateral voxel size (see :func:`patch_geometry`),
@@ -98,6 +102,7 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.geometry = geometry
+        self.positions = self.store.position.count
         if geometry:
             missing = {"spacing_z_um", "spacing_y_um", "spacing_x_um"} - set(self.store.index.columns)
             if missing:
@@ -114,17 +119,26 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, ...]:
         angle, fused = self.store[item]
-        extra = None
+        extras = []
+        row = self.store.index.iloc[int(item)] if (self.geometry or self.positions) else None
+        if self.positions:
+            origin = (int(row.origin_z), int(row.origin_y), int(row.origin_x))
+            extras.append(self.store.position_field(str(row.pair)).region(origin, self.store.patch_size_zyx))
         if self.geometry:
-            row = self.store.index.iloc[int(item)]
-            extra = patch_geometry(
-                (int(row.origin_z), int(row.origin_y), int(row.origin_x)),
-                (float(row.spacing_z_um), float(row.spacing_y_um), float(row.spacing_x_um)),
-                self.store.patch_size_zyx,
+            extras.append(
+                patch_geometry(
+                    (int(row.origin_z), int(row.origin_y), int(row.origin_x)),
+                    (float(row.spacing_z_um), float(row.spacing_y_um), float(row.spacing_x_um)),
+                    self.store.patch_size_zyx,
+                )
             )
+        extra = np.concatenate(extras) if extras else None
         if self.augmentation is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(item)])
             angle, fused, extra = augment_pair(angle, fused, self.augmentation, rng, extra)
         # copies: the store's memory maps are read-only, and a batch must not pin them
-        tensors = (torch.tensor(angle[None]), torch.tensor(fused[None]))
-        return tensors + (torch.from_numpy(extra),) if extra is not None else tensors
+        network_input = angle[None]
+        if self.positions:
+            network_input = np.concatenate([network_input, extra[: self.positions]])
+        tensors = (torch.tensor(network_input), torch.tensor(fused[None]))
+        return tensors + (torch.from_numpy(np.ascontiguousarray(extra[self.positions :])),) if self.geometry else tensors

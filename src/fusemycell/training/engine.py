@@ -189,7 +189,7 @@ def fit_forward_model(
     optimizer = torch.optim.Adam(physics.parameters(), lr=0.05)
     for single_view, fused, geometry in loader:
         optimizer.zero_grad(set_to_none=True)
-        loss = consistency_loss(physics, fused.to(device), single_view.to(device), geometry.to(device))
+        loss = consistency_loss(physics, fused.to(device), single_view[:, :1].to(device), geometry.to(device))
         loss.backward()
         optimizer.step()
     return physics.describe()
@@ -206,7 +206,7 @@ def batch_loss(
     loss = image_loss(prediction, target, config.loss)
     if reconstructed is None:
         return loss, None
-    consistency = torch.nn.functional.l1_loss(reconstructed, single_view.float())
+    consistency = torch.nn.functional.l1_loss(reconstructed, single_view[:, :1].float())  # not the position channels
     return loss + config.physics.weight * consistency, consistency
 
 
@@ -682,7 +682,7 @@ def validate(
             loss, _ = batch_loss(prediction, reconstructed, single_view, target, config)
             loss_sum += float(loss) * len(single_view)
             ssim_sum += float(ssim3d(prediction, target).sum())
-            ssim_input_sum += float(ssim3d(single_view, target).sum())
+            ssim_input_sum += float(ssim3d(single_view[:, :1], target).sum())
             count += len(single_view)
     model.train()
     ssim_mean, ssim_input_mean = ssim_sum / max(1, count), ssim_input_sum / max(1, count)

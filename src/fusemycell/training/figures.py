@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.patching.store import PatchStore
+from fusemycell.patching.torch_dataset import PatchDataset
 
 
 def validation_figure(
@@ -24,10 +25,12 @@ def validation_figure(
     figure = Figure(figsize=(10, 3 * max(1, count)), layout="constrained")
     axes = figure.subplots(max(1, count), 3, squeeze=False)
     network = model.network.to(device).eval()
+    patches = PatchDataset(store)  # the network input: the single view and the position channels
     for row, index in enumerate(rows):
-        single_view, target = store[int(index)]
+        network_input, target_tensor = patches[int(index)][:2]
+        single_view, target = network_input[0].numpy(), target_tensor[0].numpy()
         with torch.no_grad():
-            prediction = network(torch.tensor(single_view)[None, None].to(device))[0, 0].cpu().numpy()
+            prediction = network(network_input[None].to(device))[0, 0].cpu().numpy()
         z = single_view.shape[0] // 2
         images = (single_view[z], prediction[z], target[z])
         low, high = np.percentile(target, (1, 99.8))

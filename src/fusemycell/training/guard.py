@@ -29,6 +29,7 @@ from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
 from fusemycell.models.card import GuardSummary
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.unet import UNet3D
+from fusemycell.position import PositionChannels, PositionField, position_field
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class ValidationVolume:
     channel: str
     angle: np.ndarray
     fused: np.ndarray
+    position: PositionField | None = None
+    """The position channels of ``angle`` (computed on the whole volume), when the model takes them."""
 
 
 @dataclass
@@ -66,19 +69,19 @@ def _nssim(prediction: np.ndarray, target: np.ndarray, ssim_input: float, target
 
 def choose_scale(
     volumes: Iterable[ValidationVolume],
-    predict: Callable[[np.ndarray], np.ndarray],
+    predict: Callable[[ValidationVolume], np.ndarray],
     base: Callable[[np.ndarray], np.ndarray],
     scales: Sequence[float] = GUARD_SCALES,
 ) -> GuardChoice:
     """Score every scale on every volume; the best mean over channels wins (ties: the smaller scale).
 
-    ``predict`` gives the network's output at scale 1 (with the inference tiling), ``base`` the
-    residual base of the same volume; the output at scale ``s`` is ``base + s * (predict - base)``.
+    ``predict`` gives the network's output at scale 1 for a volume (with the inference tiling),
+    ``base`` the residual base of its single view; the output at scale ``s`` is ``base + s * (predict - base)``.
     """
     by_channel: dict[float, dict[str, list[float]]] = {s: {} for s in scales}
     per_volume: dict[str, dict[float, float]] = {}
     for volume in volumes:
-        full, start = predict(volume.angle), base(volume.angle)
+        full, start = predict(volume), base(volume.angle)
         correction = full - start
         target_stats = image_statistics(volume.fused)
         ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))
@@ -119,14 +122,16 @@ def guard_model(
     ``overlap``) on the network as trained (``residual_scale`` 1).
     """
     architecture = model.card.architecture
-    if not architecture.residual or architecture.in_channels != architecture.out_channels:
+    if not architecture.has_residual:
         logger.info("guard: the network is not residual, nothing to scale")
         return model, None
     network = model.network
     backend = TorchBackend(network, device, amp=False)
 
-    def predict(angle: np.ndarray) -> np.ndarray:
-        return predict_array(angle, backend, tile, overlap=overlap, batch_size=batch_size)
+    def predict(volume: ValidationVolume) -> np.ndarray:
+        return predict_array(
+            volume.angle, backend, tile, overlap=overlap, batch_size=batch_size, position=volume.position
+        )
 
     def base(angle: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -153,15 +158,23 @@ def guard_model(
     return guarded, choice
 
 
-def read_validation_volumes(pairs: Iterable[tuple[str, str, str, str]]) -> Iterator[ValidationVolume]:
+def read_validation_volumes(
+    pairs: Iterable[tuple[str, str, str, str]], position: PositionChannels | None = None
+) -> Iterator[ValidationVolume]:
     """``(name, channel, angle path, fused path)`` of preprocessed (normalised) volumes -> their central blocks.
 
-    Read lazily, one pair at a time: a pass over GB volumes costs a block each.
+    Read lazily, one pair at a time: a pass over GB volumes costs a block each. With ``position``
+    (the model card's), each block carries the position channels of the whole single view.
     """
     for name, channel, angle_path, fused_path in pairs:
-        angle = read_volume(angle_path, lazy=True).data
+        volume = read_volume(angle_path, lazy=True)
+        angle = volume.data
         block = central_block(angle)
+        field = None
+        if position is not None:
+            field = position_field(angle, volume.spacing_zyx, position, name=angle_path)
+            field = field.block([s.start for s in block])
         fused = read_volume(fused_path, lazy=True).data
         yield ValidationVolume(
-            name, channel, np.asarray(angle[block], np.float32), np.asarray(fused[block], np.float32)
+            name, channel, np.asarray(angle[block], np.float32), np.asarray(fused[block], np.float32), field
         )

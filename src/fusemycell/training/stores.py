@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fusemycell.models.card import ModelCard, PreprocessingContract, TrainingDataSummary, card_for
+from fusemycell.models.card import InputChannel, ModelCard, PreprocessingContract, TrainingDataSummary, card_for
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.patching.store import PatchStore, PatchStoreError
+from fusemycell.position import CHANNEL_DESCRIPTIONS
 from fusemycell.training.config import TrainingConfig
 
 _AXES = "zyx"
@@ -64,9 +65,20 @@ def data_summary(train: PatchStore, val: PatchStore) -> TrainingDataSummary:
 def card_for_stores(config: TrainingConfig, train: PatchStore, val: PatchStore) -> ModelCard:
     """The model card of a network trained on these stores (validation and physics filled in by training)."""
     contract, _ = store_manifest(train)
+    position = train.position
+    if position != val.position:
+        raise PatchStoreError(
+            f"{train.directory} and {val.directory} were cut with different position channels; "
+            "run 'kedro run --pipelines patching' again"
+        )
+    channels = [
+        InputChannel(name="single_view", description="the single-view acquisition, percentile-normalised")
+    ] + [InputChannel(name=name, description=CHANNEL_DESCRIPTIONS[name]) for name in position.channels[: position.count]]
     return card_for(
-        config.model.model_copy(update={"spacing_zyx": store_spacing(train)}),
+        config.model.model_copy(update={"spacing_zyx": store_spacing(train), "in_channels": len(channels)}),
         train.patch_size_zyx,
         preprocessing=contract,
         training_data=data_summary(train, val),
+        input_channels=tuple(channels),
+        position=position if position.enabled else None,
     )

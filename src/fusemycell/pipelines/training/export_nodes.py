@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from fusemycell.export.bioimageio import StagedPackage, build_package
+from fusemycell.export.bioimageio import NotExported, StagedPackage, build_package
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.patching.store import PatchStore
 
 
-def export_bioimageio_package(trained_model: TrainedModel, patch_store_val: PatchStore) -> StagedPackage:
-    """Stage the BioImage Model Zoo package; its test input is the first validation patch's single view."""
+def export_bioimageio_package(trained_model: TrainedModel, patch_store_val: PatchStore) -> StagedPackage | NotExported:
+    """Stage the BioImage Model Zoo package; its test input is the first validation patch's single view.
+
+    A model with position channels is not packaged (the spec cannot describe channels computed
+    from the whole volume); the reason is kept where the package would be.
+    """
+    if trained_model.card.position is not None:
+        names = ", ".join(c.name for c in trained_model.card.input_channels[1:])
+        return NotExported(
+            f"the model takes position channels ({names}) computed from the whole single view, which a "
+            "bioimage.io package cannot describe; use the model file, ONNX or MLflow model, or train with "
+            "patching.position.enabled: false for a package"
+        )
     if len(patch_store_val) == 0:
         raise ValueError(f"{patch_store_val.directory}: no validation patch to make the package's test input")
     single_view, _ = patch_store_val[0]

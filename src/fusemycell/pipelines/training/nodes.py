@@ -83,7 +83,7 @@ def guard_fusion_model(
         return unguarded_model
     guarded, choice = guard_model(
         unguarded_model,
-        read_validation_volumes(pairs),
+        read_validation_volumes(pairs, unguarded_model.card.position),
         tile=settings.tile_zyx or unguarded_model.card.default_tile_zyx,
         overlap=settings.overlap,
         batch_size=settings.batch_size,
