@@ -3,13 +3,18 @@ import pytest
 import tifffile
 import torch
 
-from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
 from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
+from fusemycell.inference.tiling import TileGrid
+from fusemycell.inference.transform import InputTransform, scan_array
 from fusemycell.io.tiff import read_volume, save_volume, write_volume
-from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.card import InputChannel, card_for
+from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
+from fusemycell.patching.torch_dataset import PatchDataset
+from fusemycell.position import CHANNEL_DESCRIPTIONS, PositionChannels
+from tests.patching.conftest import position_store, textured_ellipsoid
 
 
 @pytest.fixture
@@ -87,3 +92,84 @@ def test_crop_to_specimen_fills_the_background(tmp_path, model):
     assert (planes[:8] == background).all() and (planes[20:] == background).all()
     assert (planes[:, :21] == background).all() and (planes[:, :, 39:] == background).all()
     assert len(np.unique(planes[14, 21:39, 21:39])) > 10  # inside: the network's prediction
+
+
+# --- position channels end to end -------------------------------------------------------------------------
+
+POSITION_CHANNELS = tuple(
+    InputChannel(name=name, description=CHANNEL_DESCRIPTIONS[name]) for name in PositionChannels().channels
+)
+
+
+def _raw_specimen(shape=(12, 40, 36), seed=0):
+    return (100 + 2900 * textured_ellipsoid(shape, seed=seed)).astype(np.uint16)
+
+
+@pytest.fixture
+def position_model():
+    torch.manual_seed(0)
+    config = UNetConfig(depth=2, base_channels=4, in_channels=4, spacing_zyx=(2.0, 0.5, 0.5))
+    network = UNet3D(config)
+    for parameter in network.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    view = InputChannel(name="single_view", description="the single view")
+    card = card_for(config, (8, 16, 16), input_channels=(view, *POSITION_CHANNELS), position=PositionChannels())
+    return TrainedModel(network, card)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_a_position_model_predicts_an_in_memory_volume(position_model, tta):
+    data = _raw_specimen()
+    settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), tta=tta, background_io=False)
+    out = predict_in_memory(data, position_model, settings, spacing_zyx=(2.0, 0.5, 0.5))
+    assert out.shape == data.shape and out.dtype == np.uint16
+    assert len(np.unique(out)) > 10
+
+
+def test_a_position_model_file_round_trips_and_predicts_a_file(tmp_path, position_model):
+    path = save_model(position_model, tmp_path / "m.pt")
+    loaded = load_model(path)
+    assert loaded.card.position == PositionChannels() and loaded.config.in_channels == 4
+    source = write_volume(tmp_path / "image_1_nucleus_angle.tif", _raw_specimen(seed=1), (2.0, 0.5, 0.5))
+    settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16))
+    volume = predict_file(str(source), make_backend(loaded, settings), settings, loaded.card)
+    planes = np.stack([volume.data[z] for z in range(volume.shape[0])])
+    assert planes.shape == (12, 40, 36) and planes.dtype == np.uint16
+
+
+class _Recorder(torch.nn.Module):
+    """A network that returns its single view and keeps every batch it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, batch):
+        self.batches.append(batch.detach().cpu().numpy().copy())
+        return batch[:, :1]
+
+
+def test_inference_gives_the_network_the_channels_training_gave_it(tmp_path, position_model):
+    """The training store of a normalised view, and predict_in_memory of the raw view: same tile, same input."""
+    data = _raw_specimen((12, 40, 36), seed=4)
+    spacing = (2.0, 0.5, 0.5)
+    card = position_model.card
+    transform = InputTransform.from_card(card, scan_array(data, card, spacing, "x"))
+    normalised = transform.network_input(data)[0:12]
+    tile = (8, 16, 16)
+    grid = TileGrid(data.shape, tile, 0.5)
+    order = [(z, y, x) for z in grid.starts[0] for y, x in grid.yx_origins()]
+    origins = [order[0], order[len(order) // 2], order[-1]]
+    store = position_store(tmp_path / "store", normalised, spacing, origins, tile)
+    dataset = PatchDataset(store)
+
+    recorder = _Recorder()
+    model = type("Model", (), {"network": recorder, "card": card})()
+    settings = InferenceSettings(device="cpu", tile_zyx=tile, batch_size=1, amp=False, background_io=False)
+    predict_in_memory(data, model, settings, spacing_zyx=spacing)
+    tiles = dict(zip(order, (b[0] for b in recorder.batches)))
+    assert len(recorder.batches) == len(order)
+    for row, origin in enumerate(origins):
+        patch_input = dataset[row][0].numpy()
+        np.testing.assert_allclose(tiles[origin][0], patch_input[0], atol=1e-6)
+        np.testing.assert_allclose(tiles[origin][1:], patch_input[1:], atol=1e-6)

@@ -5,6 +5,9 @@ import pytest
 from fusemycell.io.tiff import write_volume
 from fusemycell.patching.extract import PatchPlan, cut_patches, read_patch
 from fusemycell.patching.store import PatchStore, PatchStoreError, write_patch_store
+from fusemycell.patching.torch_dataset import PatchDataset
+from fusemycell.position import PositionChannels, position_field
+from tests.patching.conftest import position_store, textured_ellipsoid
 
 
 def _index(n):
@@ -103,3 +106,58 @@ def test_cut_patches_reads_in_z_order():
     data = np.zeros((10, 4, 4), np.float32)
     rows = [(0, (6, 0, 0)), (1, (1, 0, 0)), (2, (3, 0, 0))]
     assert [row for row, _, _ in cut_patches(data, data, rows, (2, 2, 2))] == [1, 2, 0]
+
+
+# --- position channels (fusemycell.position) kept by the store ---------------------------------------------
+
+
+def _position_plan_store(tmp_path, position=None, origins=((0, 0, 0), (4, 16, 8))):
+    volume = textured_ellipsoid((12, 40, 36), seed=11)
+    return volume, position_store(tmp_path / "store", volume, (1.0, 0.5, 0.5), origins, (8, 16, 16), position=position)
+
+
+def test_position_fields_survive_the_store(tmp_path):
+    volume, directory = _position_plan_store(tmp_path)
+    assert (directory / "positions.npz").is_file()
+    store = PatchStore(directory)
+    assert store.position == PositionChannels() and store.position.count == 3
+    stored = store.position_field("image_0_nucleus")
+    direct = position_field(volume, (1.0, 0.5, 0.5), PositionChannels())
+    assert stored.blocks_zyx == direct.blocks_zyx and stored.shape_zyx == (12, 40, 36)
+    np.testing.assert_array_equal(stored.coarse, direct.coarse)
+    with pytest.raises(PatchStoreError, match="no position field for other"):
+        store.position_field("other")
+
+
+def test_a_store_cut_without_position_reports_none(tmp_path):
+    _, directory = _position_plan_store(tmp_path, PositionChannels(enabled=False))
+    store = PatchStore(directory)
+    assert store.position.count == 0 and not store.position.enabled
+    assert not (directory / "positions.npz").exists()
+    # a store written before position channels existed (no "position" in store.json) has none either
+    ones = np.ones((2, 2, 2), np.float32)
+    write_patch_store(tmp_path / "old", _index(1), (2, 2, 2), "float32", [(0, ones, ones)])
+    assert PatchStore(tmp_path / "old").position.count == 0
+
+
+def test_a_store_with_position_but_no_positions_file_names_the_folder(tmp_path):
+    _, directory = _position_plan_store(tmp_path)
+    (directory / "positions.npz").unlink()
+    store = PatchStore(directory)
+    with pytest.raises(PatchStoreError, match="positions.npz") as error:
+        store.position_field("image_0_nucleus")
+    assert str(directory) in str(error.value)
+
+
+def test_position_channels_of_a_padded_patch_follow_its_reflected_view(tmp_path):
+    """A volume shorter than the patch along z: the stored view is reflect-padded, and so are its channels."""
+    volume = textured_ellipsoid((5, 40, 36), seed=12)
+    directory = position_store(tmp_path / "store", volume, (1.0, 0.5, 0.5), [(0, 24, 20)], (8, 16, 16))
+    store = PatchStore(directory)
+    view, _ = store[0]
+    np.testing.assert_array_equal(view[5:], view[[3, 2, 1]])  # read_patch's reflection: ... 3 4 | 3 2 1
+    network_input = PatchDataset(directory)[0][0].numpy()
+    np.testing.assert_array_equal(network_input[0], view)
+    np.testing.assert_allclose(network_input[1:, 5:], network_input[1:, [3, 2, 1]], atol=1e-6)
+    field = store.position_field("image_0_nucleus")
+    np.testing.assert_allclose(network_input[1:, :5], field.region((0, 24, 20), (5, 16, 16)), atol=1e-6)
