@@ -121,6 +121,7 @@ def train_briefly(args: argparse.Namespace, workdir: Path, device: str) -> tuple
         parameters["model"] = {**parameters["model"], "depth": 2, "base_channels": 4, "max_channels": 8}
         parameters["batch_size"] = 2
     parameters.pop("amp_dtype", None) if device == "cpu" else None
+    parameters["monitor"] = "val_nssim"  # synthetic patch stores, no whole volumes
     config = TrainingConfig.model_validate(parameters)
     stores = [
         write_store(workdir / name, simulated_patches(count, patch, seed), patch)

@@ -85,6 +85,7 @@ def run_training(epochs: int) -> dict:
             write_patch_store(directory, index, patch, "float32", [(i, angles[i], targets[i]) for i in range(count)])
             stores.append(directory)
         config = TrainingConfig(
+            monitor="val_nssim",
             device="cpu",
             epochs=epochs,
             batch_size=4,

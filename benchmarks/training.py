@@ -190,7 +190,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, object]:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"  [{variant}] %(message)s")
     params = load_parameters(args.env)
-    config = TrainingConfig.model_validate(params["training"])
+    config = TrainingConfig.model_validate({**params["training"], "monitor": "val_nssim"})  # stores only
     augmentation = PatchingConfig.model_validate(params["patching"]).augmentation
     checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"training_{variant}_"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still deletes its checkpoints

@@ -260,12 +260,6 @@ def test_a_training_patch_and_an_inference_tile_at_the_same_place_get_the_same_i
         np.testing.assert_allclose(patch_input.numpy(), tile_input, rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_patch reflects the box it read (np.pad of volume[o:n]), PositionField.region reflects the whole "
-    "volume: they differ when a box starts inside the volume (origin > 0) and needs more padding than it holds. "
-    "sample_origins never draws such an origin (origin 0 along a short axis), but PatchPlan accepts any.",
-)
 def test_channels_follow_read_patch_for_a_box_that_starts_inside_a_short_volume():
     data = textured_ellipsoid((5, 30, 26), seed=5)
     field = position_field(data, (1.0, 0.5, 0.5), PositionChannels())

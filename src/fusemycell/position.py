@@ -172,7 +172,7 @@ class PositionField:
         values = self.coarse
         origin = [int(o) + int(b) for o, b in zip(origin_zyx, self.origin_zyx)]
         for axis, (o, n, b, full) in enumerate(zip(origin, size_zyx, self.blocks_zyx, self.shape_zyx)):
-            index = _reflect(np.arange(o, o + int(n)), int(full))
+            index = _padded_indices(o, int(n), int(full))
             lower, upper, weight = _interpolation(index, int(b), values.shape[axis + 1])
             take_lower = np.take(values, lower, axis=axis + 1)
             take_upper = np.take(values, upper, axis=axis + 1)
@@ -202,12 +202,15 @@ class PositionField:
         )
 
 
-def _reflect(index: np.ndarray, n: int) -> np.ndarray:
-    if n == 1:
-        return np.zeros_like(index)
-    period = 2 * (n - 1)
-    folded = np.mod(index, period)
-    return np.where(folded < n, folded, period - folded)
+def _padded_indices(origin: int, size: int, full: int) -> np.ndarray:
+    """Voxel indices ``origin .. origin + size`` along an axis of ``full`` voxels, padded past its end
+    exactly as :func:`fusemycell.patching.extract.read_patch` pads the box it read (NumPy's reflect of
+    the part inside, or edge for a single voxel)."""
+    inside = np.arange(origin, min(origin + size, full))
+    missing = size - len(inside)
+    if missing <= 0:
+        return inside
+    return np.pad(inside, (0, missing), mode="reflect" if len(inside) > 1 else "edge")
 
 
 def _interpolation(index: np.ndarray, block: int, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -130,12 +130,6 @@ def test_a_network_with_position_inputs_runs_through_the_torch_backend():
     assert np.abs(other - out).max() > 1e-3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FlipAveraging.__call__ (inference/predictor.py) accumulates into np.zeros(batch.shape): with position "
-    "channels it returns (N, 1 + P, z, y, x), every channel a copy of the prediction, not the Backend protocol's "
-    "(N, 1, z, y, x); StreamingPrediction only reads [:, 0] so results are right, at 1 + P times the memory",
-)
 def test_flip_averaging_returns_one_channel_for_a_batch_with_position_channels():
     batch = np.random.default_rng(3).random((2, 4, 4, 8, 8)).astype(np.float32)
     averaged = FlipAveraging(lambda b: b[:, :1].copy())(batch)

@@ -129,7 +129,7 @@ def on_epoch(metrics):
     epochs_done = metrics.epoch
 
 
-engine.train(TrainingConfig(**ARGS["config"]), ARGS["train"], ARGS["val"], epoch_callback=on_epoch)
+engine.train(TrainingConfig(**{"monitor": "val_nssim", **ARGS["config"]}), ARGS["train"], ARGS["val"], epoch_callback=on_epoch)
 """
 
 PREPROCESSING = """

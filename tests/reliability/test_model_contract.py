@@ -116,6 +116,7 @@ def _config(tmp_path, **changes):
         "batch_size": 2,
         "checkpoint_dir": str(tmp_path / "ckpt"),
         "model": {"depth": 2, "base_channels": 4},
+        "monitor": "val_nssim",  # patch stores only, no whole volumes
         **changes,
     }
     return TrainingConfig(**values)

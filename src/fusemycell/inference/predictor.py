@@ -102,11 +102,12 @@ class FlipAveraging:
             self.flip_sets += [flips + (axis,) for flips in self.flip_sets]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        total = np.zeros(batch.shape, dtype=np.float32)
+        total: np.ndarray | None = None  # (N, 1, ...): sized from the first prediction, not the input
         for flips in self.flip_sets:
             flipped = np.flip(batch, flips) if flips else batch
             prediction = self.backend(np.ascontiguousarray(flipped))
-            total += np.flip(prediction, flips) if flips else prediction
+            prediction = np.flip(prediction, flips) if flips else prediction
+            total = prediction.astype(np.float32, copy=True) if total is None else total + prediction
         return total / len(self.flip_sets)
 
 

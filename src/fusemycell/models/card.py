@@ -111,6 +111,10 @@ class ValidationSummary(_Frozen):
     """SSIM on the validation patches."""
     val_loss: float | None = None
     """Training loss on the validation patches (not recorded by model file version 1)."""
+    val_volume_nssim: float | None = None
+    """The challenge's N_SSIM on whole validation volumes (inference tiling), mean per channel; null = not scored."""
+    monitor: str | None = None
+    """The quantity the epoch was chosen by (``training.monitor``)."""
 
 
 class GuardSummary(_Frozen):

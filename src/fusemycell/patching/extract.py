@@ -111,6 +111,6 @@ class PatchPlan:
             self.patch_size_zyx,
             self.dtype,
             self.patches(),
-            metadata={"split": self.split, **self.manifest},
+            metadata={"split": self.split, **self.manifest, "position": self.position.model_dump(mode="json")},
             before_rename=(lambda folder: write_position_fields(folder, self.fields)) if self.position.enabled else None,
         )

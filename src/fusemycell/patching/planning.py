@@ -136,7 +136,6 @@ def plan_patch_stores(
     manifest = {
         "preprocessing": preprocessing_contract(preprocessing_records).model_dump(mode="json"),
         "augmentation": config.augmentation.model_dump(mode="json"),
-        "position": config.position.model_dump(mode="json"),
     }
     plans = {}
     for split in PATCHED_SPLITS:

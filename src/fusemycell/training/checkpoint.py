@@ -43,6 +43,8 @@ class EpochMetrics:
     peak_rss_mb: float
     peak_device_mb: float
     train_consistency: float = float("nan")
+    val_volume_nssim: float = float("nan")
+    """Mean over channels of the per-channel mean N_SSIM of whole validation volumes (inference tiling)."""
 
 
 @dataclass

@@ -79,8 +79,14 @@ class TrainingConfig(StrictConfig):
     """Learning rate at the end of the cosine, as a fraction of the peak."""
     grad_clip: float | None = Field(default=1.0, gt=0)
     """Clip the gradient norm to this value; null = no clipping."""
-    monitor: Literal["val_nssim", "val_loss"] = "val_nssim"
-    """Validation quantity that picks the best epoch and drives early stopping."""
+    monitor: Literal["val_volume_nssim", "val_nssim", "val_loss"] = "val_volume_nssim"
+    """Validation quantity that picks the best epoch and drives early stopping: ``val_volume_nssim``
+    (the challenge's N_SSIM on whole validation volumes predicted with the inference tiling, mean
+    per channel: the score the model is judged by), ``val_nssim`` (on validation patches: cheaper)
+    or ``val_loss``."""
+    guard: bool = True
+    """Scale the learnt correction by what scores best on whole validation volumes (never below the
+    residual base: :mod:`fusemycell.training.guard`); false = the network as trained."""
     early_stopping_patience: int = Field(default=0, ge=0)
     """Stop after this many epochs without improvement; 0 = never stop early."""
     num_workers: int = Field(default=0, ge=0)

@@ -51,6 +51,7 @@ from fusemycell.progress import track
 from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint, restore_state, resume_error
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.devices import Precision, resolve_device, resolve_precision, resolve_world_size
+from fusemycell.training.guard import VolumeValidation, volume_nssim
 from fusemycell.training.losses import image_loss, ssim3d
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
 from fusemycell.training.stores import store_spacing
@@ -85,6 +86,7 @@ class TrainingJob:
     augmentation: AugmentationParams | None = None
     epoch_callback: Callable[[EpochMetrics], None] | None = None
     card: ModelCard | None = None
+    volumes: VolumeValidation | None = None
     world_size: int = 1
     launched: bool = False
 
@@ -218,8 +220,12 @@ def train(
     augmentation: AugmentationParams | None = None,
     epoch_callback: Callable[[EpochMetrics], None] | None = None,
     card: ModelCard | None = None,
+    volumes: VolumeValidation | None = None,
 ) -> TrainingResult:
     """Train a U-Net on the patch stores and return the best model (by ``config.monitor``).
+
+    ``volumes`` are the whole validation volumes scored after every epoch (``val_volume_nssim``,
+    the challenge's N_SSIM with the inference tiling); ``config.monitor: val_volume_nssim`` needs them.
 
     ``augmentation`` applies to training patches only. ``epoch_callback`` is
     called on rank 0 after every epoch (it must be picklable when the engine
@@ -228,7 +234,12 @@ def train(
     in); by default, ``config.model`` at the training patches' voxel size.
     """
     device = resolve_device(config.device)
-    job = TrainingJob(config, str(train_store), str(val_store), augmentation, epoch_callback, card)
+    if config.monitor == "val_volume_nssim" and (volumes is None or not volumes.pairs):
+        raise ValueError(
+            "training.monitor is val_volume_nssim but no whole validation volume was given; "
+            "check preprocessing.split.val_fraction, or set training.monitor: val_nssim"
+        )
+    job = TrainingJob(config, str(train_store), str(val_store), augmentation, epoch_callback, card, volumes)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         job = replace(job, world_size=int(os.environ["WORLD_SIZE"]), launched=True)
         return Trainer(job, int(os.environ["RANK"])).run()  # type: ignore[return-value]
@@ -263,9 +274,11 @@ class BestEpoch:
     bad_epochs: int = 0
     state: dict[str, torch.Tensor] | None = None
 
+    monitor: str = "val_volume_nssim"
+
     def update(self, metrics: EpochMetrics, network: nn.Module) -> bool:
         """Record ``metrics``' epoch if it improves (or is the first); True when it does."""
-        score = metrics.val_nssim if self.higher_is_better else metrics.val_loss
+        score = float(getattr(metrics, self.monitor))
         improved = score > self.score if self.higher_is_better else score < self.score
         if improved or self.epoch == 0:
             self.score, self.epoch, self.bad_epochs = score, metrics.epoch, 0
@@ -288,9 +301,8 @@ class Trainer:
         self.history: list[EpochMetrics] = []
         self.start_epoch = 1
         self.stopped_early = False
-        self.best = BestEpoch(
-            job.config.monitor == "val_nssim", -math.inf if job.config.monitor == "val_nssim" else math.inf
-        )
+        higher = job.config.monitor != "val_loss"
+        self.best = BestEpoch(higher, -math.inf if higher else math.inf, monitor=job.config.monitor)
         self.wrapped: nn.Module | None = None
 
     def run(self) -> TrainingResult | None:
@@ -443,6 +455,7 @@ class Trainer:
             self.memory.sample()
         train_time = time.perf_counter() - started
         validation = validate(self.model, self.val_data, self.config, self.device, precision=self.precision)
+        volume_score = self.validate_volumes()
         self.memory.sample()
         seen, patches = totals["seen"], totals["seen"] * self.job.world_size
         return EpochMetrics(
@@ -459,7 +472,20 @@ class Trainer:
             peak_rss_mb=self.memory.rss_mb,
             peak_device_mb=self.memory.peak_device_mb,
             train_consistency=totals["consistency"] / seen if self.model.physics is not None and seen else float("nan"),
+            val_volume_nssim=volume_score,
         )
+
+    def validate_volumes(self) -> float:
+        """``val_volume_nssim`` of the network now: scored on rank 0, every rank gets its value (NaN without volumes)."""
+        if self.job.volumes is None:
+            return float("nan")
+        score = torch.tensor([float("nan")], device=self.device)
+        if self.main:
+            score[0] = volume_nssim(self.model.unet, self.job.volumes, self.card, self.device)[0]
+            self.model.train()
+        if self.distributed:
+            torch.distributed.broadcast(score, src=0)
+        return float(score.item())
 
     def _loader(self, epoch: int) -> DataLoader:
         config, data = self.config, self.train_data
@@ -552,7 +578,7 @@ class Trainer:
         )
 
     def _save_best(self, metrics: EpochMetrics | None) -> None:
-        card = _model_card(self.card, metrics, self.model.physics)
+        card = _model_card(self.card, metrics, self.model.physics, self.config.monitor)
         atomic_torch_save(TrainedModel(self.model.unet, card).payload(), self.best_path)
 
     def plan_budget(self, epoch_time_s: float, epoch: int) -> None:
@@ -603,7 +629,7 @@ class Trainer:
             self.model.unet.load_state_dict(self.best.state)
         trained = TrainedModel(
             UNet3D(self.card.architecture),
-            _model_card(self.card, _best(self.history, self.best.epoch), self.model.physics),
+            _model_card(self.card, _best(self.history, self.best.epoch), self.model.physics, self.config.monitor),
         )
         trained.network.load_state_dict(self.model.unet.state_dict())
         physics = self.model.physics.describe() if self.model.physics is not None else {}
@@ -653,12 +679,19 @@ def _best(history: list[EpochMetrics], best_epoch: int) -> EpochMetrics | None:
     return next((h for h in history if h.epoch == best_epoch), history[-1] if history else None)
 
 
-def _model_card(card: ModelCard, metrics: EpochMetrics | None, physics: SingleViewForwardModel | None) -> ModelCard:
+def _model_card(
+    card: ModelCard, metrics: EpochMetrics | None, physics: SingleViewForwardModel | None, monitor: str | None = None
+) -> ModelCard:
     """The card with the chosen epoch's validation metrics and the fitted forward model."""
     validation = None
     if metrics is not None:
         validation = ValidationSummary(
-            epoch=metrics.epoch, val_nssim=metrics.val_nssim, val_ssim=metrics.val_ssim, val_loss=metrics.val_loss
+            epoch=metrics.epoch,
+            val_nssim=metrics.val_nssim,
+            val_ssim=metrics.val_ssim,
+            val_loss=metrics.val_loss,
+            val_volume_nssim=None if math.isnan(metrics.val_volume_nssim) else metrics.val_volume_nssim,
+            monitor=monitor,
         )
     return card.model_copy(
         update={"validation": validation, "physics": physics.describe() if physics is not None else None}
@@ -702,7 +735,7 @@ def _log_epoch(metrics: EpochMetrics, epochs: int, epoch_times: list[float]) -> 
     """One line per epoch, with an ETA from this run's mean epoch time."""
     remaining = (epochs - metrics.epoch) * float(np.mean(epoch_times))
     logger.info(
-        "epoch %d/%d  train %.4f  val %.4f  SSIM %.4f (input %.4f)  N_SSIM %.4f  lr %.2e | %.1f s, "
+        "epoch %d/%d  train %.4f  val %.4f  SSIM %.4f (input %.4f)  N_SSIM %.4f%s  lr %.2e | %.1f s, "
         "%.1f patches/s, ETA %s, peak RSS %.0f MB",
         metrics.epoch,
         epochs,
@@ -711,6 +744,7 @@ def _log_epoch(metrics: EpochMetrics, epochs: int, epoch_times: list[float]) -> 
         metrics.val_ssim,
         metrics.val_ssim_input,
         metrics.val_nssim,
+        "" if math.isnan(metrics.val_volume_nssim) else f"  volumes N_SSIM {metrics.val_volume_nssim:.4f}",
         metrics.learning_rate,
         metrics.epoch_time_s,
         metrics.patches_per_s,

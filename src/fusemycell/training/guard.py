@@ -26,7 +26,7 @@ import torch
 from fusemycell.inference.predictor import TorchBackend, predict_array
 from fusemycell.io.tiff import read_volume
 from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
-from fusemycell.models.card import GuardSummary
+from fusemycell.models.card import GuardSummary, ModelCard
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.position import PositionChannels, PositionField, position_field
@@ -96,6 +96,54 @@ def choose_scale(
     choice = GuardChoice(scale=0.0, scores=scores, per_volume=per_volume)
     choice.scale = max(scales, key=lambda s: (round(choice.score(s), 6), -s))
     return choice
+
+
+@dataclass(frozen=True)
+class VolumeValidation:
+    """Whole validation volumes and the inference tiling that predicts them (picklable for DDP workers).
+
+    Iterating reads the volumes again, one at a time (:func:`read_validation_volumes`): memory holds one
+    volume's central block whatever the number of volumes.
+    """
+
+    pairs: tuple[tuple[str, str, str, str], ...]
+    """``(name, channel, angle path, fused path)`` of preprocessed (normalised) volumes."""
+    tile: tuple[int, int, int] | None = None
+    """Inference tile; null = the model card's default."""
+    overlap: float = 0.5
+    batch_size: int = 4
+
+    def volumes(self, position: PositionChannels | None) -> Iterator[ValidationVolume]:
+        """The volumes, with ``position`` channels (the model card's)."""
+        return read_validation_volumes(self.pairs, position)
+
+
+def volume_nssim(
+    network: torch.nn.Module,
+    validation: VolumeValidation,
+    card: ModelCard,
+    device: torch.device | str = "cpu",
+) -> tuple[float, dict[str, float]]:
+    """The challenge's N_SSIM of ``network`` on whole validation volumes: mean over channels, and per channel.
+
+    Predicted as inference does (streaming sliding window, the card's tile unless ``validation.tile``),
+    without mixed precision; the network is left in evaluation mode.
+    """
+    backend = TorchBackend(network, str(device), amp=False)
+    tile = validation.tile or card.default_tile_zyx
+    by_channel: dict[str, list[float]] = {}
+    for volume in validation.volumes(card.position):
+        prediction = predict_array(
+            volume.angle, backend, tile, overlap=validation.overlap, batch_size=validation.batch_size,
+            position=volume.position,
+        )
+        target_stats = image_statistics(volume.fused)
+        ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))
+        by_channel.setdefault(volume.channel, []).append(_nssim(prediction, volume.fused, ssim_input, target_stats))
+    if not by_channel:
+        raise ValueError("whole-volume validation needs at least one validation volume")
+    means = {channel: float(np.mean(values)) for channel, values in by_channel.items()}
+    return float(np.mean(list(means.values()))), means
 
 
 #: Largest block of a validation volume the guard predicts (its centre): bounded memory on GB volumes.

@@ -1,5 +1,8 @@
 """`kedro run --pipelines training --env test` through a real Kedro session, tracked in MLflow."""
 
+import os
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -30,10 +33,24 @@ def test_model_and_reports_are_written(trained_project):
     assert card.architecture.residual_scale == card.guard.scale
     assert card.guard.val_nssim[f"{card.guard.scale:g}"] >= card.guard.val_nssim["0"]
     assert model.config.depth == 2 and model.config.base_channels == 4
+    # the position channels follow the single view, as the card lists them
+    assert [c.name for c in card.input_channels] == ["single_view", "surface_distance", "depth_z", "depth_x"]
+    assert model.config.in_channels == 4 and card.position is not None and card.position.count == 3
+    # the epoch was chosen by the challenge's N_SSIM on whole validation volumes, recorded per epoch
+    assert card.validation.monitor == "val_volume_nssim" and card.validation.val_volume_nssim is not None
+    assert card.validation.val_volume_nssim == pytest.approx(history_best(trained_project, card.validation.epoch))
     history = pd.read_csv(trained_project / "data" / "08_reporting" / "training" / "history.csv")
     assert list(history["epoch"]) == [1, 2]
     for figure in ("validation_slices.png", "learning_curves.png"):
         assert (trained_project / "data" / "08_reporting" / "training" / figure).stat().st_size > 1000
+
+
+def history_best(project, epoch: int) -> float:
+    history = pd.read_csv(project / "data" / "08_reporting" / "training" / "history.csv")
+    assert history["val_volume_nssim"].notna().all()  # every epoch scored the whole volumes
+    scores = dict(zip(history["epoch"], history["val_volume_nssim"]))
+    assert scores[epoch] == max(scores.values())  # the chosen epoch is the best by that score
+    return float(scores[epoch])
 
 
 def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
@@ -64,7 +81,8 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
     assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {
         "model/fusemycell_unet.pt",
         "model/fusemycell_unet.onnx",
-        "model/fusemycell_unet.bioimageio.zip",
+        # position channels are on by default: no bioimage.io package, the reason instead
+        "model/fusemycell_unet.bioimageio.zip.not-exported.txt",
     }
 
 
@@ -98,9 +116,20 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     assert np.abs(prediction.astype(np.int32) - expected.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
 
 
-def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(trained_project):
+def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(tmp_path):
     from bioimageio.core import test_model
 
-    package = trained_project / "data" / "06_models" / "fusemycell_unet.bioimageio.zip"
+    from tests.conftest import copy_project, run_session
+
+    project = copy_project(tmp_path / "project")
+    previous = os.getcwd()
+    os.chdir(project)
+    try:  # a package describes the single view alone: without position channels
+        run_session(project, ["simulation", "preprocessing"])
+        run_session(project, ["patching", "training"], **{"patching.position.enabled": False})
+    finally:
+        os.chdir(previous)
+    package = project / "data" / "06_models" / "fusemycell_unet.bioimageio.zip"
+    assert not Path(f"{package}.not-exported.txt").exists()
     summary = test_model(package)
     assert summary.status == "passed", [(d.name, d.errors) for d in summary.details if d.status != "passed"]

@@ -18,24 +18,44 @@ from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.engine import train
 from fusemycell.training.figures import learning_curves, validation_figure
-from fusemycell.training.guard import guard_model, read_validation_volumes
+from fusemycell.training.guard import VolumeValidation, guard_model, read_validation_volumes
 from fusemycell.training.stores import card_for_stores, store_manifest
 
 logger = logging.getLogger(__name__)
 
 
+def validation_pairs(normalized_volumes: PairListing, volume_split: pd.DataFrame) -> tuple[tuple[str, ...], ...]:
+    """``(name, channel, angle path, fused path)`` of the split's validation volumes (preprocessed)."""
+    validation = volume_split[volume_split["split"] == "val"]
+    return tuple(
+        (row.pair, row.channel, normalized_volumes[row.pair].angle, normalized_volumes[row.pair].fused)
+        for row in validation.itertuples()
+        if row.pair in normalized_volumes and normalized_volumes[row.pair].is_complete
+    )
+
+
 def train_fusion_model(
-    patch_store_train: PatchStore, patch_store_val: PatchStore, training: dict[str, Any]
+    patch_store_train: PatchStore,
+    patch_store_val: PatchStore,
+    normalized_volumes: PairListing,
+    volume_split: pd.DataFrame,
+    training: dict[str, Any],
+    inference: dict[str, Any],
 ) -> tuple[TrainedModel, pd.DataFrame, Figure]:
     """Train the 3D U-Net; returns the best model, the per-epoch history and validation slices.
 
-    Normalisation, crop policy, resampling and augmentation come from the patch
-    store's manifest, not from a second copy of the parameters. Per-epoch metrics go
-    to the MLflow run of this ``kedro run`` with ``step = epoch``.
+    Normalisation, crop policy, resampling, augmentation and position channels come from the
+    patch store's manifest, not from a second copy of the parameters. After every epoch the whole
+    validation volumes of the split are predicted with the inference tiling (``params:inference``)
+    and scored with the challenge's N_SSIM (``val_volume_nssim``, what ``training.monitor``
+    chooses the best epoch by). Per-epoch metrics go to the MLflow run of this ``kedro run``
+    with ``step = epoch``.
     """
     config = load_config(TrainingConfig, training, "training")
+    settings = load_config(InferenceSettings, inference, "inference")
     _, augmentation = store_manifest(patch_store_train)
     run = RunLogger.current()
+    pairs = validation_pairs(normalized_volumes, volume_split)
     result = train(
         config,
         patch_store_train.directory,
@@ -43,17 +63,27 @@ def train_fusion_model(
         augmentation=augmentation,
         epoch_callback=EpochMetricsLogger(run) if run is not None else None,
         card=card_for_stores(config, patch_store_train, patch_store_val),
+        volumes=VolumeValidation(pairs, settings.tile_zyx, settings.overlap, settings.batch_size) if pairs else None,
     )
     best = next(h for h in result.history if h.epoch == result.best_epoch)
     logger.info(
-        "best epoch %d: validation N_SSIM %.4f (SSIM %.4f, input %.4f)%s",
+        "best epoch %d by %s: whole validation volumes N_SSIM %.4f, patches N_SSIM %.4f (SSIM %.4f, input %.4f)%s",
         best.epoch,
+        config.monitor,
+        best.val_volume_nssim,
         best.val_nssim,
         best.val_ssim,
         best.val_ssim_input,
         ", stopped early" if result.stopped_early else "",
     )
-    log_metrics({"best_epoch": best.epoch, "best_val_nssim": best.val_nssim, "best_val_ssim": best.val_ssim})
+    log_metrics(
+        {
+            "best_epoch": best.epoch,
+            "best_val_nssim": best.val_nssim,
+            "best_val_ssim": best.val_ssim,
+            "best_val_volume_nssim": best.val_volume_nssim,
+        }
+    )
     if result.physics:
         log_metrics({f"physics.{key}": value for key, value in result.physics.items()})
     history = pd.DataFrame([asdict(h) for h in result.history])
@@ -64,20 +94,21 @@ def guard_fusion_model(
     unguarded_model: TrainedModel,
     normalized_volumes: PairListing,
     volume_split: pd.DataFrame,
+    training: dict[str, Any],
     inference: dict[str, Any],
 ) -> TrainedModel:
     """Scale the learnt correction by what scores best on whole validation volumes (never below the base).
 
     The validation volumes of the split are predicted with the inference tiling
     (``params:inference``: tile, overlap, batch size, device); see :mod:`fusemycell.training.guard`.
+    ``training.guard: false`` keeps the network as trained.
     """
+    config = load_config(TrainingConfig, training, "training")
     settings = load_config(InferenceSettings, inference, "inference")
-    validation = volume_split[volume_split["split"] == "val"]
-    pairs = [
-        (row.pair, row.channel, normalized_volumes[row.pair].angle, normalized_volumes[row.pair].fused)
-        for row in validation.itertuples()
-        if row.pair in normalized_volumes and normalized_volumes[row.pair].is_complete
-    ]
+    if not config.guard:
+        logger.info("guard: off (training.guard: false); the correction is kept as trained")
+        return unguarded_model
+    pairs = validation_pairs(normalized_volumes, volume_split)
     if not pairs:
         logger.warning("guard: no validation volume in the split; the correction is kept as trained")
         return unguarded_model

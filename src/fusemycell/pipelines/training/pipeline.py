@@ -12,18 +12,25 @@ from fusemycell.pipelines.training.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Train on the train patches, select the best epoch on the validation patches, guard on whole volumes."""
+    """Train on the train patches, choose the best epoch on whole validation volumes, guard on them."""
     return Pipeline(
         [
             Node(
                 func=train_fusion_model,
-                inputs=["patch_store_train", "patch_store_val", "params:training"],
+                inputs=[
+                    "patch_store_train",
+                    "patch_store_val",
+                    "normalized_volumes",
+                    "volume_split",
+                    "params:training",
+                    "params:inference",
+                ],
                 outputs=["unguarded_model", "training_history", "validation_slices"],
                 name="train_fusion_model",
             ),
             Node(
                 func=guard_fusion_model,
-                inputs=["unguarded_model", "normalized_volumes", "volume_split", "params:inference"],
+                inputs=["unguarded_model", "normalized_volumes", "volume_split", "params:training", "params:inference"],
                 outputs="trained_model",
                 name="guard_fusion_model",
             ),
