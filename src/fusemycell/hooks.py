@@ -463,6 +463,8 @@ class RunSummaryHooks:
         lines = []
         for name, label in SUMMARY_DATASETS:
             location = _location(catalog, name) if name in outputs else None
+            if location and not Path(location).exists() and Path(f"{location}.not-exported.txt").is_file():
+                location = f"not exported, see {location}.not-exported.txt"
             if location:
                 lines.append(f"  {label + ':':<22}{location}")
         if "evaluation_by_channel" in outputs:

@@ -133,6 +133,8 @@ class StreamingPrediction:
     position
         The source's position field (:class:`fusemycell.position.PositionField`): its channels for
         each tile follow the single view in the network input.
+    progress
+        Show a bar / log a summary line (off for the per-epoch scoring of validation volumes).
     """
 
     def __init__(
@@ -148,8 +150,10 @@ class StreamingPrediction:
         description: str = "sliding-window prediction",
         read_ahead: bool = False,
         position: PositionField | None = None,
+        progress: bool = True,
     ):
         self.source = source
+        self.show_progress = bool(progress)
         self.position = position
         self.backend = backend
         self.shape = tuple(int(s) for s in source.shape)
@@ -193,7 +197,9 @@ class StreamingPrediction:
                 self._sums[z] = np.zeros(self.shape[1:], dtype=np.float32)
         origins = self.grid.yx_origins()
         if self._progress is None:
-            self._progress = Progress(self.description, total=len(self._rows) * len(origins), unit="tile")
+            self._progress = Progress(
+                self.description, total=len(self._rows) * len(origins), unit="tile", enabled=self.show_progress
+            )
         for first in range(0, len(origins), self.batch_size):
             chunk = origins[first : first + self.batch_size]
             batch = np.stack([self._tile_input(slab, z0, y, x) for y, x in chunk])
@@ -261,10 +267,17 @@ def predict_array(
     overlap: float = 0.5,
     batch_size: int = 4,
     position: PositionField | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """Sliding-window prediction of an in-memory (normalised) volume, float32 (``position``: its field)."""
     stream = StreamingPrediction(
-        np.asarray(volume, dtype=np.float32), backend, tile, overlap=overlap, batch_size=batch_size, position=position
+        np.asarray(volume, dtype=np.float32),
+        backend,
+        tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        position=position,
+        progress=progress,
     )
     output = np.empty(stream.shape, dtype=np.float32)  # filled plane by plane: one copy of the result
     for z in range(stream.shape[0]):

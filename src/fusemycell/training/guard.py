@@ -134,8 +134,13 @@ def volume_nssim(
     by_channel: dict[str, list[float]] = {}
     for volume in validation.volumes(card.position):
         prediction = predict_array(
-            volume.angle, backend, tile, overlap=validation.overlap, batch_size=validation.batch_size,
+            volume.angle,
+            backend,
+            tile,
+            overlap=validation.overlap,
+            batch_size=validation.batch_size,
             position=volume.position,
+            progress=False,  # every epoch: its log line says enough
         )
         target_stats = image_statistics(volume.fused)
         ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))

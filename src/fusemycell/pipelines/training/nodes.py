@@ -55,7 +55,8 @@ def train_fusion_model(
     settings = load_config(InferenceSettings, inference, "inference")
     _, augmentation = store_manifest(patch_store_train)
     run = RunLogger.current()
-    pairs = validation_pairs(normalized_volumes, volume_split)
+    # scored every epoch only when they choose it: with another monitor they would cost budget for nothing
+    pairs = validation_pairs(normalized_volumes, volume_split) if config.monitor == "val_volume_nssim" else ()
     result = train(
         config,
         patch_store_train.directory,
