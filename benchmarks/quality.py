@@ -83,7 +83,14 @@ ROWS: dict[str, str] = {
         "patching.position.enabled=true,training.monitor=val_volume_nssim,"
         "training.guard=true,training.physics.enabled=true"
     ),
+    # not in the cumulative chain (run them with --rows): what the position channels bring with the rest on
+    "+guard-position": (
+        "patching.position.enabled=false,training.monitor=val_volume_nssim,"
+        "training.guard=true,training.physics.enabled=false"
+    ),
 }
+#: The cumulative chain, run by default.
+CUMULATIVE = ("budget", "+position", "+volume_selection", "+guard", "+physics")
 
 SHARED_PIPELINES = "simulation,preprocessing"
 ROW_PIPELINES = "patching,training,evaluation"
@@ -103,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="mac", help="Kedro environment (default mac; test = tiny data, seconds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2025, 2026], help="training and patching seeds")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), help=f"ablation rows, of: {' '.join(ROWS)}")
+    parser.add_argument("--rows", nargs="+", default=list(CUMULATIVE), help=f"ablation rows, of: {' '.join(ROWS)}")
     parser.add_argument("--params", default="", help="extra kedro --params for every row (KEY=VALUE,...)")
     parser.add_argument("--workdir", type=Path, default=None, help="kept project copies (default: temporary)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
