@@ -29,7 +29,7 @@ def _box_volume(seed=0):
 @pytest.fixture(scope="module")
 def box_channels():
     volume = _box_volume()
-    config = PositionChannels()
+    config = PositionChannels(enabled=True)
     field = position_field(volume, SPACING, config)
     return field, field.region((0, 0, 0), volume.shape) * config.scale_um  # micrometres
 
@@ -88,16 +88,16 @@ def test_surface_distance_is_signed_and_the_true_distance_near_the_centre(box_ch
 
 def test_values_are_micrometres_divided_by_scale_um():
     volume = _box_volume()
-    at_50 = position_field(volume, SPACING, PositionChannels(scale_um=50.0)).region((4, 20, 20), (8, 32, 32))
-    at_10 = position_field(volume, SPACING, PositionChannels(scale_um=10.0)).region((4, 20, 20), (8, 32, 32))
+    at_50 = position_field(volume, SPACING, PositionChannels(enabled=True, scale_um=50.0)).region((4, 20, 20), (8, 32, 32))
+    at_10 = position_field(volume, SPACING, PositionChannels(enabled=True, scale_um=10.0)).region((4, 20, 20), (8, 32, 32))
     np.testing.assert_allclose(at_10, 5 * at_50, rtol=1e-5, atol=1e-6)
     assert np.abs(at_10).max() > 1  # not all zero
 
 
 def test_channels_come_in_the_configured_order():
     volume = _box_volume()
-    full = position_field(volume, SPACING, PositionChannels())
-    some = position_field(volume, SPACING, PositionChannels(channels=("depth_x", "surface_distance")))
+    full = position_field(volume, SPACING, PositionChannels(enabled=True))
+    some = position_field(volume, SPACING, PositionChannels(enabled=True, channels=("depth_x", "surface_distance")))
     assert full.channels == 3 and some.channels == 2
     np.testing.assert_array_equal(some.coarse[0], full.coarse[2])
     np.testing.assert_array_equal(some.coarse[1], full.coarse[0])
@@ -106,12 +106,13 @@ def test_channels_come_in_the_configured_order():
 def test_disabled_channels_have_no_field():
     with pytest.raises(ValueError, match="disabled"):
         position_field(np.ones((4, 4, 4), np.float32), (1, 1, 1), PositionChannels(enabled=False))
-    assert PositionChannels(enabled=False).count == 0 and PositionChannels().count == 3
+    assert PositionChannels(enabled=False).count == 0 and PositionChannels(enabled=True).count == 3
+    assert not PositionChannels().enabled  # off by default: the quality benchmark shows no gain beyond seed noise
 
 
 def test_region_of_a_sub_box_equals_the_same_sub_box_of_a_bigger_region():
     volume = textured_ellipsoid((22, 50, 46), seed=3)
-    field = position_field(volume, (1.0, 0.5, 0.5), PositionChannels())
+    field = position_field(volume, (1.0, 0.5, 0.5), PositionChannels(enabled=True))
     big = field.region((2, 3, 5), (18, 40, 36))
     small = field.region((7, 10, 9), (6, 13, 11))
     np.testing.assert_allclose(small, big[:, 5:11, 7:20, 4:15], atol=1e-6)
@@ -123,7 +124,7 @@ def test_region_of_a_sub_box_equals_the_same_sub_box_of_a_bigger_region():
 
 
 def test_field_survives_to_and_from_arrays():
-    field = position_field(textured_ellipsoid((12, 32, 36), seed=1), (1.0, 0.5, 0.5), PositionChannels())
+    field = position_field(textured_ellipsoid((12, 32, 36), seed=1), (1.0, 0.5, 0.5), PositionChannels(enabled=True))
     again = PositionField.from_arrays({k: np.array(v) for k, v in field.to_arrays().items()})
     assert again.blocks_zyx == field.blocks_zyx and again.shape_zyx == field.shape_zyx
     assert again.specimen_fraction == pytest.approx(field.specimen_fraction)
@@ -133,12 +134,12 @@ def test_field_survives_to_and_from_arrays():
 
 def test_grid_blocks_bound_the_coarse_grid_of_a_large_volume():
     shape, spacing = (891, 817, 817), (1.0, 0.39, 0.39)
-    default = PositionChannels()
+    default = PositionChannels(enabled=True)
     blocks = grid_blocks(shape, spacing, default)
     cells = math.prod(math.ceil(n / b) for n, b in zip(shape, blocks))
     assert cells <= default.max_grid_voxels
     assert blocks == (2, 5, 5)  # about 2 um per cell when that fits
-    tight = PositionChannels(max_grid_voxels=200_000)
+    tight = PositionChannels(enabled=True, max_grid_voxels=200_000)
     coarse = grid_blocks(shape, spacing, tight)
     cells = math.prod(math.ceil(n / b) for n, b in zip(shape, coarse))
     assert cells <= 200_000
@@ -186,7 +187,7 @@ def test_block_means_read_the_volume_one_slab_at_a_time():
 
 def test_position_field_of_an_array_like_reads_it_in_slabs():
     data = textured_ellipsoid((16, 40, 40), seed=2)
-    config = PositionChannels()
+    config = PositionChannels(enabled=True)
     blocks = grid_blocks(data.shape, (1.0, 0.5, 0.5), config)
     volume = RecordingVolume(data, most=blocks[0])
     field = position_field(volume, (1.0, 0.5, 0.5), config)
@@ -198,7 +199,7 @@ def test_position_field_of_an_array_like_reads_it_in_slabs():
 def test_a_volume_without_specimen_gives_finite_channels_and_a_warning(value, caplog):
     volume = np.full((8, 24, 24), value, np.float32)
     with caplog.at_level(logging.WARNING, logger="fusemycell.position"):
-        field = position_field(volume, (1.0, 0.5, 0.5), PositionChannels(), name="empty.tif")
+        field = position_field(volume, (1.0, 0.5, 0.5), PositionChannels(enabled=True), name="empty.tif")
     assert "empty.tif" in caplog.text and "no specimen" in caplog.text
     channels = field.region((0, 0, 0), volume.shape)
     assert channels.shape == (3, 8, 24, 24) and np.isfinite(channels).all()
@@ -207,7 +208,7 @@ def test_a_volume_without_specimen_gives_finite_channels_and_a_warning(value, ca
 def test_non_finite_voxels_do_not_poison_the_channels():
     volume = textured_ellipsoid((12, 32, 32), seed=4)
     volume[0, 0, :4] = [np.nan, np.inf, -np.inf, np.nan]
-    channels = position_field(volume, (1.0, 0.5, 0.5), PositionChannels()).region((0, 0, 0), volume.shape)
+    channels = position_field(volume, (1.0, 0.5, 0.5), PositionChannels(enabled=True)).region((0, 0, 0), volume.shape)
     assert np.isfinite(channels).all()
 
 
@@ -215,7 +216,7 @@ def test_non_finite_voxels_do_not_poison_the_channels():
 def test_channels_past_the_volume_end_are_reflected_as_read_patch_pads(short):
     """A patch longer than the volume along z (origin 0) is reflect-padded; its channels follow."""
     data = textured_ellipsoid((short, 30, 26), seed=5)
-    field = position_field(data, (1.0, 0.5, 0.5), PositionChannels(smooth_um=0.0, threshold=0.3))
+    field = position_field(data, (1.0, 0.5, 0.5), PositionChannels(enabled=True, smooth_um=0.0, threshold=0.3))
     patch = (8, 16, 16)
     origin = (0, 20, 10)  # also past the end along y (30 < 20 + 16) and flush along x (26 = 10 + 16)
     padded = field.region(origin, patch)
@@ -247,7 +248,7 @@ def test_a_training_patch_and_an_inference_tile_at_the_same_place_get_the_same_i
         batches.append(batch.copy())
         return batch[:, :1].copy()
 
-    field = position_field(volume, spacing, PositionChannels())  # what inference computes for the input
+    field = position_field(volume, spacing, PositionChannels(enabled=True))  # what inference computes for the input
     stream = StreamingPrediction(volume, recording, tile, overlap=0.5, batch_size=1, position=field)
     np.stack([stream[z] for z in range(volume.shape[0])])
     tiles = dict(zip(order, (b[0] for b in batches)))
@@ -262,7 +263,7 @@ def test_a_training_patch_and_an_inference_tile_at_the_same_place_get_the_same_i
 
 def test_channels_follow_read_patch_for_a_box_that_starts_inside_a_short_volume():
     data = textured_ellipsoid((5, 30, 26), seed=5)
-    field = position_field(data, (1.0, 0.5, 0.5), PositionChannels())
+    field = position_field(data, (1.0, 0.5, 0.5), PositionChannels(enabled=True))
     inside = field.region((0, 0, 0), data.shape)
     origin, patch = (3, 0, 0), (8, 16, 16)  # planes 3, 4 then 6 padded ones
     expected = np.stack([read_patch(channel, origin, patch) for channel in inside])

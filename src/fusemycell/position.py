@@ -52,8 +52,9 @@ CHANNEL_DESCRIPTIONS = {
 class PositionChannels(StrictConfig):
     """Position channels of the network input (``patching.position``); the model card carries them."""
 
-    enabled: bool = True
-    """Add the channels to the single view (off: the network sees the single view alone)."""
+    enabled: bool = False
+    """Add the channels to the single view (off, the default: the network sees the single view alone;
+    benchmarks/README.md, "Quality", measures both)."""
     channels: tuple[ChannelName, ...] = ("surface_distance", "depth_z", "depth_x")
     """Which channels, in this order after the single view."""
     grid_um: float = Field(default=2.0, gt=0)

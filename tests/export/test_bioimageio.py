@@ -98,7 +98,7 @@ def _position_model() -> TrainedModel:
     from fusemycell.position import PositionChannels
 
     channels = (InputChannel(name="single_view", description="v"), InputChannel(name="surface_distance", description="d"))
-    position = PositionChannels(channels=("surface_distance",))
+    position = PositionChannels(enabled=True, channels=("surface_distance",))
     return _model({"input_channels": channels, "position": position}, in_channels=2, out_channels=1)
 
 

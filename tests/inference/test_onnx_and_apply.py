@@ -97,7 +97,7 @@ def test_crop_to_specimen_fills_the_background(tmp_path, model):
 # --- position channels end to end -------------------------------------------------------------------------
 
 POSITION_CHANNELS = tuple(
-    InputChannel(name=name, description=CHANNEL_DESCRIPTIONS[name]) for name in PositionChannels().channels
+    InputChannel(name=name, description=CHANNEL_DESCRIPTIONS[name]) for name in PositionChannels(enabled=True).channels
 )
 
 
@@ -113,7 +113,7 @@ def position_model():
     for parameter in network.parameters():
         torch.nn.init.normal_(parameter, std=0.1)
     view = InputChannel(name="single_view", description="the single view")
-    card = card_for(config, (8, 16, 16), input_channels=(view, *POSITION_CHANNELS), position=PositionChannels())
+    card = card_for(config, (8, 16, 16), input_channels=(view, *POSITION_CHANNELS), position=PositionChannels(enabled=True))
     return TrainedModel(network, card)
 
 
@@ -129,7 +129,7 @@ def test_a_position_model_predicts_an_in_memory_volume(position_model, tta):
 def test_a_position_model_file_round_trips_and_predicts_a_file(tmp_path, position_model):
     path = save_model(position_model, tmp_path / "m.pt")
     loaded = load_model(path)
-    assert loaded.card.position == PositionChannels() and loaded.config.in_channels == 4
+    assert loaded.card.position == PositionChannels(enabled=True) and loaded.config.in_channels == 4
     source = write_volume(tmp_path / "image_1_nucleus_angle.tif", _raw_specimen(seed=1), (2.0, 0.5, 0.5))
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16))
     volume = predict_file(str(source), make_backend(loaded, settings), settings, loaded.card)

@@ -78,7 +78,7 @@ def test_flip_averaging_of_an_equivariant_network_changes_nothing():
 
 def _position_case():
     volume = textured_ellipsoid((14, 40, 36), seed=9)
-    return volume, position_field(volume, (1.0, 0.5, 0.5), PositionChannels())
+    return volume, position_field(volume, (1.0, 0.5, 0.5), PositionChannels(enabled=True))
 
 
 @pytest.mark.parametrize("read_ahead", [False, True])

@@ -15,7 +15,7 @@ def _channels(*names):
 
 
 def test_a_position_card_lists_one_channel_per_network_input_and_round_trips():
-    position = PositionChannels(channels=("surface_distance", "depth_z"))
+    position = PositionChannels(enabled=True, channels=("surface_distance", "depth_z"))
     card = card_for(
         UNetConfig(in_channels=3), (8, 16, 16), input_channels=_channels(*position.channels), position=position
     )
@@ -35,11 +35,11 @@ def test_a_network_that_does_not_take_the_position_channels_is_refused():
     # three position channels, but the network takes two inputs (the card lists two)
     with pytest.raises(ValidationError, match=r"takes 2 input channels.*make 4"):
         card_for(
-            UNetConfig(in_channels=2), (8, 16, 16), input_channels=_channels("depth_z"), position=PositionChannels()
+            UNetConfig(in_channels=2), (8, 16, 16), input_channels=_channels("depth_z"), position=PositionChannels(enabled=True)
         )
     # position channels configured but a single-view network
     with pytest.raises(ValidationError, match=r"takes 1 input channels.*make 4"):
-        card_for(UNetConfig(), (8, 16, 16), position=PositionChannels())
+        card_for(UNetConfig(), (8, 16, 16), position=PositionChannels(enabled=True))
     # a four-input network without position settings: inference could not build its inputs
     with pytest.raises(ValidationError, match=r"takes 4 input channels.*make 1"):
         card_for(UNetConfig(in_channels=4), (8, 16, 16), input_channels=_channels("a", "b", "c"))
@@ -47,4 +47,4 @@ def test_a_network_that_does_not_take_the_position_channels_is_refused():
 
 def test_the_listed_channels_must_match_the_network():
     with pytest.raises(ValidationError, match="lists 1 input channels, the network takes 4"):
-        card_for(UNetConfig(in_channels=4), (8, 16, 16), position=PositionChannels())
+        card_for(UNetConfig(in_channels=4), (8, 16, 16), position=PositionChannels(enabled=True))

@@ -29,7 +29,7 @@ def position_store(directory, volume, spacing_zyx, origins, patch_size, *, posit
 
     ``position`` None: the default position channels; the manifest carries it as patching's planning does.
     """
-    position = PositionChannels() if position is None else position
+    position = PositionChannels(enabled=True) if position is None else position
     folder = directory.parent
     angle_path = write_volume(folder / f"{pair}_angle.tif", volume, spacing_zyx)
     fused_path = write_volume(folder / f"{pair}_fused.tif", 2 * volume, spacing_zyx)

@@ -120,9 +120,9 @@ def test_position_fields_survive_the_store(tmp_path):
     volume, directory = _position_plan_store(tmp_path)
     assert (directory / "positions.npz").is_file()
     store = PatchStore(directory)
-    assert store.position == PositionChannels() and store.position.count == 3
+    assert store.position == PositionChannels(enabled=True) and store.position.count == 3
     stored = store.position_field("image_0_nucleus")
-    direct = position_field(volume, (1.0, 0.5, 0.5), PositionChannels())
+    direct = position_field(volume, (1.0, 0.5, 0.5), PositionChannels(enabled=True))
     assert stored.blocks_zyx == direct.blocks_zyx and stored.shape_zyx == (12, 40, 36)
     np.testing.assert_array_equal(stored.coarse, direct.coarse)
     with pytest.raises(PatchStoreError, match="no position field for other"):

@@ -21,7 +21,7 @@ def _store(directory, position):
 
 @pytest.mark.parametrize("channels", [("surface_distance", "depth_z", "depth_x"), ("depth_x", "surface_distance")])
 def test_card_lists_the_stores_channels_in_order_and_sets_in_channels(tmp_path, channels):
-    position = PositionChannels(channels=channels)
+    position = PositionChannels(enabled=True, channels=channels)
     train, val = _store(tmp_path / "t" / "train", position), _store(tmp_path / "v" / "val", position)
     card = card_for_stores(TrainingConfig(), train, val)
     assert [c.name for c in card.input_channels] == ["single_view", *channels]
@@ -39,7 +39,7 @@ def test_stores_without_position_give_a_single_view_card(tmp_path):
 
 
 def test_stores_cut_with_different_position_channels_are_refused(tmp_path):
-    train = _store(tmp_path / "t" / "train", PositionChannels())
+    train = _store(tmp_path / "t" / "train", PositionChannels(enabled=True))
     val = _store(tmp_path / "v" / "val", PositionChannels(enabled=False))
     with pytest.raises(PatchStoreError, match="different position channels") as error:
         card_for_stores(TrainingConfig(), train, val)

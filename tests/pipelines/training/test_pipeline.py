@@ -33,9 +33,8 @@ def test_model_and_reports_are_written(trained_project):
     assert card.architecture.residual_scale == card.guard.scale
     assert card.guard.val_nssim[f"{card.guard.scale:g}"] >= card.guard.val_nssim["0"]
     assert model.config.depth == 2 and model.config.base_channels == 4
-    # the position channels follow the single view, as the card lists them
-    assert [c.name for c in card.input_channels] == ["single_view", "surface_distance", "depth_z", "depth_x"]
-    assert model.config.in_channels == 4 and card.position is not None and card.position.count == 3
+    # position channels are off by default: the single view alone
+    assert [c.name for c in card.input_channels] == ["single_view"] and card.position is None
     # the epoch was chosen by the challenge's N_SSIM on whole validation volumes, recorded per epoch
     assert card.validation.monitor == "val_volume_nssim" and card.validation.val_volume_nssim is not None
     assert card.validation.val_volume_nssim == pytest.approx(history_best(trained_project, card.validation.epoch))
@@ -81,8 +80,7 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
     assert {a.path for a in client.list_artifacts(run["run_id"], "model")} == {
         "model/fusemycell_unet.pt",
         "model/fusemycell_unet.onnx",
-        # position channels are on by default: no bioimage.io package, the reason instead
-        "model/fusemycell_unet.bioimageio.zip.not-exported.txt",
+        "model/fusemycell_unet.bioimageio.zip",
     }
 
 
@@ -116,20 +114,32 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     assert np.abs(prediction.astype(np.int32) - expected.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
 
 
-def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(tmp_path):
+def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(trained_project):
     from bioimageio.core import test_model
 
+    package = trained_project / "data" / "06_models" / "fusemycell_unet.bioimageio.zip"
+    assert not Path(f"{package}.not-exported.txt").exists()
+    summary = test_model(package)
+    assert summary.status == "passed", [(d.name, d.errors) for d in summary.details if d.status != "passed"]
+
+
+def test_a_position_model_lists_its_channels_and_says_why_it_has_no_package(tmp_path):
     from tests.conftest import copy_project, run_session
 
     project = copy_project(tmp_path / "project")
     previous = os.getcwd()
     os.chdir(project)
-    try:  # a package describes the single view alone: without position channels
+    try:
         run_session(project, ["simulation", "preprocessing"])
-        run_session(project, ["patching", "training"], **{"patching.position.enabled": False})
+        run_session(project, ["patching", "training"], **{"patching.position.enabled": True})
     finally:
         os.chdir(previous)
-    package = project / "data" / "06_models" / "fusemycell_unet.bioimageio.zip"
-    assert not Path(f"{package}.not-exported.txt").exists()
-    summary = test_model(package)
-    assert summary.status == "passed", [(d.name, d.errors) for d in summary.details if d.status != "passed"]
+    models = project / "data" / "06_models"
+    card = load_model(models / "fusemycell_unet.pt").card
+    # the position channels follow the single view, as the card lists them
+    assert [c.name for c in card.input_channels] == ["single_view", "surface_distance", "depth_z", "depth_x"]
+    assert card.architecture.in_channels == 4 and card.position is not None and card.position.count == 3
+    store = project / "data" / "05_model_input" / "patches" / "train"
+    assert (store / "positions.npz").is_file()
+    assert not (models / "fusemycell_unet.bioimageio.zip").exists()
+    assert "position channels" in (models / "fusemycell_unet.bioimageio.zip.not-exported.txt").read_text()
