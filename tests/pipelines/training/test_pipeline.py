@@ -131,7 +131,7 @@ def test_a_position_model_lists_its_channels_and_says_why_it_has_no_package(tmp_
     os.chdir(project)
     try:
         run_session(project, ["simulation", "preprocessing"])
-        run_session(project, ["patching", "training"], **{"patching.position.enabled": True})
+        run_session(project, ["patching", "training"], patching={"position": {"enabled": True}})
     finally:
         os.chdir(previous)
     models = project / "data" / "06_models"
@@ -139,6 +139,7 @@ def test_a_position_model_lists_its_channels_and_says_why_it_has_no_package(tmp_
     # the position channels follow the single view, as the card lists them
     assert [c.name for c in card.input_channels] == ["single_view", "surface_distance", "depth_z", "depth_x"]
     assert card.architecture.in_channels == 4 and card.position is not None and card.position.count == 3
+    assert card.patch_size_zyx == (8, 16, 16)  # the override merged into the test env's patching group
     store = project / "data" / "05_model_input" / "patches" / "train"
     assert (store / "positions.npz").is_file()
     assert not (models / "fusemycell_unet.bioimageio.zip").exists()
