@@ -88,8 +88,12 @@ def test_surface_distance_is_signed_and_the_true_distance_near_the_centre(box_ch
 
 def test_values_are_micrometres_divided_by_scale_um():
     volume = _box_volume()
-    at_50 = position_field(volume, SPACING, PositionChannels(enabled=True, scale_um=50.0)).region((4, 20, 20), (8, 32, 32))
-    at_10 = position_field(volume, SPACING, PositionChannels(enabled=True, scale_um=10.0)).region((4, 20, 20), (8, 32, 32))
+    at_50 = position_field(volume, SPACING, PositionChannels(enabled=True, scale_um=50.0)).region(
+        (4, 20, 20), (8, 32, 32)
+    )
+    at_10 = position_field(volume, SPACING, PositionChannels(enabled=True, scale_um=10.0)).region(
+        (4, 20, 20), (8, 32, 32)
+    )
     np.testing.assert_allclose(at_10, 5 * at_50, rtol=1e-5, atol=1e-6)
     assert np.abs(at_10).max() > 1  # not all zero
 

@@ -223,7 +223,9 @@ def _interpolation(index: np.ndarray, block: int, cells: int) -> tuple[np.ndarra
     return lower, upper, weight
 
 
-def position_field(volume: Any, spacing_zyx: Sequence[float], config: PositionChannels, *, name: str = "") -> PositionField:
+def position_field(
+    volume: Any, spacing_zyx: Sequence[float], config: PositionChannels, *, name: str = ""
+) -> PositionField:
     """The position field of a normalised single view (a ZYX array-like read in slabs).
 
     Raises
@@ -238,7 +240,9 @@ def position_field(volume: Any, spacing_zyx: Sequence[float], config: PositionCh
     cell_um = [float(b) * float(s) for b, s in zip(blocks, spacing_zyx)]
     mask = specimen_mask(block_means(volume, blocks), cell_um, config)
     if not mask.any():
-        logger.warning("%s: no specimen found for the position channels; they are the field of view's", name or "volume")
+        logger.warning(
+            "%s: no specimen found for the position channels; they are the field of view's", name or "volume"
+        )
         mask = np.ones_like(mask)
     builders = {
         "surface_distance": lambda: _signed_distance(mask, cell_um),
@@ -247,5 +251,8 @@ def position_field(volume: Any, spacing_zyx: Sequence[float], config: PositionCh
     }
     coarse = np.stack([builders[c]() for c in config.channels]) / np.float32(config.scale_um)
     return PositionField(
-        coarse.astype(np.float32), blocks, shape, specimen_fraction=float(mask.mean())  # type: ignore[arg-type]
+        coarse.astype(np.float32),
+        blocks,
+        shape,
+        specimen_fraction=float(mask.mean()),  # type: ignore[arg-type]
     )

@@ -97,7 +97,10 @@ def _position_model() -> TrainedModel:
     from fusemycell.models.card import InputChannel
     from fusemycell.position import PositionChannels
 
-    channels = (InputChannel(name="single_view", description="v"), InputChannel(name="surface_distance", description="d"))
+    channels = (
+        InputChannel(name="single_view", description="v"),
+        InputChannel(name="surface_distance", description="d"),
+    )
     position = PositionChannels(enabled=True, channels=("surface_distance",))
     return _model({"input_channels": channels, "position": position}, in_channels=2, out_channels=1)
 

@@ -113,7 +113,9 @@ def position_model():
     for parameter in network.parameters():
         torch.nn.init.normal_(parameter, std=0.1)
     view = InputChannel(name="single_view", description="the single view")
-    card = card_for(config, (8, 16, 16), input_channels=(view, *POSITION_CHANNELS), position=PositionChannels(enabled=True))
+    card = card_for(
+        config, (8, 16, 16), input_channels=(view, *POSITION_CHANNELS), position=PositionChannels(enabled=True)
+    )
     return TrainedModel(network, card)
 
 

@@ -35,7 +35,10 @@ def test_a_network_that_does_not_take_the_position_channels_is_refused():
     # three position channels, but the network takes two inputs (the card lists two)
     with pytest.raises(ValidationError, match=r"takes 2 input channels.*make 4"):
         card_for(
-            UNetConfig(in_channels=2), (8, 16, 16), input_channels=_channels("depth_z"), position=PositionChannels(enabled=True)
+            UNetConfig(in_channels=2),
+            (8, 16, 16),
+            input_channels=_channels("depth_z"),
+            position=PositionChannels(enabled=True),
         )
     # position channels configured but a single-view network
     with pytest.raises(ValidationError, match=r"takes 1 input channels.*make 4"):

@@ -129,7 +129,8 @@ def on_epoch(metrics):
     epochs_done = metrics.epoch
 
 
-engine.train(TrainingConfig(**{"monitor": "val_nssim", **ARGS["config"]}), ARGS["train"], ARGS["val"], epoch_callback=on_epoch)
+config = TrainingConfig(**{"monitor": "val_nssim", **ARGS["config"]})  # patch stores only, no whole volumes
+engine.train(config, ARGS["train"], ARGS["val"], epoch_callback=on_epoch)
 """
 
 PREPROCESSING = """

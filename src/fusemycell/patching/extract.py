@@ -112,5 +112,7 @@ class PatchPlan:
             self.dtype,
             self.patches(),
             metadata={"split": self.split, **self.manifest, "position": self.position.model_dump(mode="json")},
-            before_rename=(lambda folder: write_position_fields(folder, self.fields)) if self.position.enabled else None,
+            before_rename=(lambda folder: write_position_fields(folder, self.fields))
+            if self.position.enabled
+            else None,
         )

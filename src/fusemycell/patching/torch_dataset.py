@@ -141,4 +141,6 @@ class PatchDataset(Dataset):
         if self.positions:
             network_input = np.concatenate([network_input, extra[: self.positions]])
         tensors = (torch.tensor(network_input), torch.tensor(fused[None]))
-        return tensors + (torch.from_numpy(np.ascontiguousarray(extra[self.positions :])),) if self.geometry else tensors
+        return (
+            tensors + (torch.from_numpy(np.ascontiguousarray(extra[self.positions :])),) if self.geometry else tensors
+        )

@@ -476,7 +476,7 @@ class Trainer:
         )
 
     def validate_volumes(self) -> float:
-        """``val_volume_nssim`` of the network now: scored on rank 0, every rank gets its value (NaN without volumes)."""
+        """``val_volume_nssim`` of the network now: scored on rank 0, every rank gets it (NaN without volumes)."""
         if self.job.volumes is None:
             return float("nan")
         score = torch.tensor([float("nan")], device=self.device)

@@ -71,9 +71,9 @@ def card_for_stores(config: TrainingConfig, train: PatchStore, val: PatchStore) 
             f"{train.directory} and {val.directory} were cut with different position channels; "
             "run 'kedro run --pipelines patching' again"
         )
-    channels = [
-        InputChannel(name="single_view", description="the single-view acquisition, percentile-normalised")
-    ] + [InputChannel(name=name, description=CHANNEL_DESCRIPTIONS[name]) for name in position.channels[: position.count]]
+    channels = [InputChannel(name="single_view", description="the single-view acquisition, percentile-normalised")] + [
+        InputChannel(name=name, description=CHANNEL_DESCRIPTIONS[name]) for name in position.channels[: position.count]
+    ]
     return card_for(
         config.model.model_copy(update={"spacing_zyx": store_spacing(train), "in_channels": len(channels)}),
         train.patch_size_zyx,

@@ -37,6 +37,7 @@ def validation_pairs(normalized_volumes: PairListing, volume_split: pd.DataFrame
 def train_fusion_model(
     patch_store_train: PatchStore,
     patch_store_val: PatchStore,
+    *,
     normalized_volumes: PairListing,
     volume_split: pd.DataFrame,
     training: dict[str, Any],

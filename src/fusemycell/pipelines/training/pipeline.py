@@ -17,14 +17,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=train_fusion_model,
-                inputs=[
-                    "patch_store_train",
-                    "patch_store_val",
-                    "normalized_volumes",
-                    "volume_split",
-                    "params:training",
-                    "params:inference",
-                ],
+                inputs={
+                    "patch_store_train": "patch_store_train",
+                    "patch_store_val": "patch_store_val",
+                    "normalized_volumes": "normalized_volumes",
+                    "volume_split": "volume_split",
+                    "training": "params:training",
+                    "inference": "params:inference",
+                },
                 outputs=["unguarded_model", "training_history", "validation_slices"],
                 name="train_fusion_model",
             ),
