@@ -67,6 +67,18 @@ def _nssim(prediction: np.ndarray, target: np.ndarray, ssim_input: float, target
     return normalized_ssim(value, ssim_input)
 
 
+def _reference(volume: ValidationVolume, known_ssim_input: dict[str, float] | None = None) -> tuple[object, float]:
+    """The target's SSIM statistics and SSIM(input, target), the reference of N_SSIM (from ``known_ssim_input``
+    when it has the volume, then kept there)."""
+    target_stats = image_statistics(volume.fused)
+    if known_ssim_input is not None and volume.name in known_ssim_input:
+        return target_stats, known_ssim_input[volume.name]
+    ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))
+    if known_ssim_input is not None:
+        known_ssim_input[volume.name] = ssim_input
+    return target_stats, ssim_input
+
+
 def choose_scale(
     volumes: Iterable[ValidationVolume],
     predict: Callable[[ValidationVolume], np.ndarray],
@@ -83,8 +95,7 @@ def choose_scale(
     for volume in volumes:
         full, start = predict(volume), base(volume.angle)
         correction = full - start
-        target_stats = image_statistics(volume.fused)
-        ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))
+        target_stats, ssim_input = _reference(volume)
         per_volume[volume.name] = {}
         for scale in scales:
             score = _nssim(start + np.float32(scale) * correction, volume.fused, ssim_input, target_stats)
@@ -112,6 +123,8 @@ class VolumeValidation:
     """Inference tile; null = the model card's default."""
     overlap: float = 0.5
     batch_size: int = 4
+    ssim_input: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    """SSIM(input, target) by volume, the same every epoch: computed on the first scoring, then reused."""
 
     def volumes(self, position: PositionChannels | None) -> Iterator[ValidationVolume]:
         """The volumes, with ``position`` channels (the model card's)."""
@@ -142,8 +155,7 @@ def volume_nssim(
             position=volume.position,
             progress=False,  # every epoch: its log line says enough
         )
-        target_stats = image_statistics(volume.fused)
-        ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))
+        target_stats, ssim_input = _reference(volume, validation.ssim_input)
         by_channel.setdefault(volume.channel, []).append(_nssim(prediction, volume.fused, ssim_input, target_stats))
     if not by_channel:
         raise ValueError("whole-volume validation needs at least one validation volume")
