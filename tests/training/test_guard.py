@@ -53,6 +53,7 @@ def test_no_volume_is_an_error():
 def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
     import torch
 
+    from fusemycell.inference.tiling import TileSettings
     from fusemycell.models.card import card_for
     from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
     from fusemycell.models.config import UNetConfig
@@ -64,7 +65,9 @@ def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
     network = UNet3D(config)
     torch.nn.init.normal_(network.head.weight, std=0.5)  # a correction that is not zero (and not helpful)
     model = TrainedModel(network, card_for(config, (8, 16, 16)))
-    guarded, choice = guard_model(model, _volumes(2), tile=(8, 16, 16), overlap=0.5, batch_size=2, device="cpu")
+    guarded, choice = guard_model(
+        model, _volumes(2), tiling=TileSettings(tile_zyx=(8, 16, 16), batch_size=2), device="cpu", amp=False
+    )
     assert choice is not None and guarded.card.guard.scale == choice.scale
     assert choice.score(choice.scale) >= choice.score(0.0)
     volume = torch.randn(1, 1, 8, 16, 16)

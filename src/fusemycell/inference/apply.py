@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fusemycell.inference.background import BackgroundPlanes
-from fusemycell.inference.predictor import Backend, FlipAveraging, StreamingPrediction
+from fusemycell.inference.predictor import Backend, predict_volume, resolve_tiling
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input
 from fusemycell.io.tiff import Volume, read_volume
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_tile(settings: InferenceSettings, card: ModelCard) -> tuple[int, int, int]:
-    """``inference.tile_zyx``, or the card's default tile; three sizes of at least one voxel.
+    """The blending tile: ``inference.tile_zyx``, or the card's default tile; three sizes of at least one voxel.
 
     Raises
     ------
@@ -42,18 +42,32 @@ def resolve_tile(settings: InferenceSettings, card: ModelCard) -> tuple[int, int
     return int(tile[0]), int(tile[1]), int(tile[2])
 
 
+def check_tiling(settings: InferenceSettings, card: ModelCard) -> str:
+    """The tiling this model gets (``exact`` or ``blend``), checked before any file is read.
+
+    (A tile too small for exact tiling's halo is refused per volume, where its shape is known: a
+    tile may be smaller than the halo along an axis the volume does not exceed.)
+
+    Raises
+    ------
+    TilingError
+        When exact tiling is asked of a model that normalises each tile.
+    """
+    resolve_tile(settings, card)
+    return resolve_tiling(card.architecture, settings.tile_settings)
+
+
 def predict_transformed(
     source: str | np.ndarray, transform: InputTransform, backend: Backend, settings: InferenceSettings, name: str
 ) -> Any:
     """Sequential array-like uint16 prediction of ``source`` (a file's path or an array) through ``transform``."""
-    predictor = FlipAveraging(backend) if settings.tta else backend
     network_input = transform.network_input(source)
-    prediction = StreamingPrediction(
+    prediction = predict_volume(
         network_input,
-        predictor,
-        resolve_tile(settings, transform.card),
-        overlap=settings.overlap,
-        batch_size=settings.batch_size,
+        backend,
+        transform.card.architecture,
+        settings.tile_settings,
+        blend_tile=resolve_tile(settings, transform.card),
         description=f"predicting {name}",
         read_ahead=settings.background_io,
         position=transform.position_field(network_input, name),
@@ -73,7 +87,7 @@ def predict_file(path: str, backend: Backend, settings: InferenceSettings, card:
     header.data.close()
     data = predict_transformed(path, transform, backend, settings, Path(path).name)
     if settings.background_io:  # planes computed ahead while the writer encodes and writes the last ones
-        depth = resolve_tile(settings, card)[0]
+        depth = resolve_tile(settings, card)[0] if check_tiling(settings, card) == "blend" else 16
         data = BackgroundPlanes(data, depth=depth, description=f"predicting {path}", path=str(path))
     return Volume(
         data=data,
@@ -87,9 +101,9 @@ def predict_file(path: str, backend: Backend, settings: InferenceSettings, card:
 def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None = None) -> Backend:
     """The PyTorch network on its device, or the ONNX Runtime session of its export.
 
-    The tile is checked here, once, before any file is read (see :func:`resolve_tile`).
+    The tiling is checked here, once, before any file is read (see :func:`check_tiling`).
     """
-    resolve_tile(settings, model.card)
+    check_tiling(settings, model.card)
     if settings.backend == "onnx":
         from fusemycell.inference.onnx_backend import OnnxBackend
 

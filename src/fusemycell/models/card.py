@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 
 from fusemycell import __version__
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.receptive_field import receptive_field
 from fusemycell.position import PositionChannels
 
 #: Version of the card's schema; a model file records it.
@@ -166,6 +167,28 @@ class ModelCard(_Frozen):
     """Validation metrics of the chosen epoch."""
     guard: GuardSummary | None = None
     """The guard's choice on whole validation volumes; null when it did not run (not residual, no volume)."""
+    tile_invariant: bool = False
+    """A voxel's prediction does not depend on the tile it is computed in (no per-tile statistics): exact
+    tiling then equals whole-volume prediction. Derived from ``architecture``; recorded for readers of the card."""
+    receptive_field_zyx: SizeZYX = (1, 1, 1)
+    """Voxels ``(z, y, x)`` of input that can change one output voxel (``2 * reach + 1``); exact tiling reads
+    each tile with a halo of the reach. Derived from ``architecture``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_fields(cls, data: Any) -> Any:
+        """``tile_invariant`` and ``receptive_field_zyx`` follow the architecture (a card from before them
+        gets them; an edited card cannot contradict its network)."""
+        if not isinstance(data, dict) or "architecture" not in data:
+            return data
+        architecture = data["architecture"]
+        if not isinstance(architecture, UNetConfig):
+            architecture = UNetConfig.model_validate(architecture)
+        return {
+            **data,
+            "tile_invariant": architecture.tile_invariant,
+            "receptive_field_zyx": receptive_field(architecture),
+        }
 
     @field_validator("input_channels")
     @classmethod

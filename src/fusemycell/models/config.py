@@ -25,8 +25,11 @@ class UNetConfig(StrictConfig):
     """Cap on feature maps at coarse levels."""
     convs_per_level: int = Field(default=2, ge=1, le=4)
     """3x3x3 convolutions per level, each followed by normalisation and activation."""
-    normalization: Literal["instance", "group", "batch"] = "instance"
-    """Feature normalisation; instance and group do not depend on the batch size (batch 2 on a laptop)."""
+    normalization: Literal["none", "instance", "group", "batch"] = "instance"
+    """Feature normalisation. ``none``: convolutions with a bias and no per-sample statistics, so the
+    network is tile-invariant (exact tiling, :mod:`fusemycell.inference.tiling`) and sees absolute
+    brightness; ``instance`` and ``group`` normalise every tile by its own statistics (tiles are then
+    blended); ``batch`` uses running statistics at inference (tile-invariant too)."""
     groups: int = Field(default=8, ge=1)
     """Groups for group normalisation (reduced to divide the channels)."""
     activation: Literal["leaky_relu", "relu", "gelu", "silu"] = "leaky_relu"
@@ -59,6 +62,16 @@ class UNetConfig(StrictConfig):
     def has_residual(self) -> bool:
         """The output is a correction of the input's first channels (``residual``, and enough input channels)."""
         return self.residual and self.in_channels >= self.out_channels
+
+    @property
+    def tile_invariant(self) -> bool:
+        """True when a voxel's prediction depends only on its neighbourhood, not on the tile it was cut with.
+
+        Instance and group normalisation take statistics over the whole input (each tile's own); without
+        them (``none``, or ``batch`` with its running statistics at inference) exact tiling reproduces
+        the whole-volume prediction.
+        """
+        return self.normalization in ("none", "batch")
 
     @property
     def pooling(self) -> list[tuple[int, int, int]]:

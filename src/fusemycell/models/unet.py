@@ -25,7 +25,9 @@ def gaussian_kernel(sigma: float, device: torch.device | None = None) -> torch.T
     return kernel / kernel.sum()
 
 
-def _normalization(kind: str, channels: int, groups: int) -> nn.Module:
+def _normalization(kind: str, channels: int, groups: int) -> nn.Module | None:
+    if kind == "none":
+        return None
     if kind == "instance":
         return nn.InstanceNorm3d(channels, affine=True)
     if kind == "batch":
@@ -44,19 +46,38 @@ def _activation(kind: str) -> nn.Module:
 
 
 class ConvBlock(nn.Sequential):
-    """``convs`` x (3x3x3 convolution, normalisation, activation)."""
+    """``convs`` x (3x3x3 convolution, normalisation, activation); without normalisation the convolutions
+    have a bias."""
 
     def __init__(self, in_channels: int, out_channels: int, config: UNetConfig, dropout: float = 0.0):
         layers: list[nn.Module] = []
         if dropout > 0:
             layers.append(nn.Dropout3d(dropout))
         for index in range(config.convs_per_level):
-            layers += [
-                nn.Conv3d(in_channels if index == 0 else out_channels, out_channels, 3, padding=1, bias=False),
-                _normalization(config.normalization, out_channels, config.groups),
-                _activation(config.activation),
-            ]
+            norm = _normalization(config.normalization, out_channels, config.groups)
+            conv_in = in_channels if index == 0 else out_channels
+            layers.append(nn.Conv3d(conv_in, out_channels, 3, padding=1, bias=norm is None))
+            layers += [norm] if norm is not None else []
+            layers.append(_activation(config.activation))
         super().__init__(*layers)
+
+
+def _kaiming_init(network: nn.Module, activation: str) -> None:
+    """He initialisation for a network without normalisation: activations keep their scale through the depth.
+
+    A convolution followed by the activation gets the activation's gain (leaky ReLU's slope 0.01);
+    the upsampling convolution, followed by a concatenation, a linear gain. Biases start at 0.
+    """
+    nonlinearity = {"leaky_relu": "leaky_relu", "relu": "relu"}.get(activation, "relu")
+    for module in network.modules():
+        if isinstance(module, ConvBlock):
+            for layer in module:
+                if isinstance(layer, nn.Conv3d):
+                    nn.init.kaiming_normal_(layer.weight, a=0.01, mode="fan_in", nonlinearity=nonlinearity)
+                    nn.init.zeros_(layer.bias)
+        elif isinstance(module, Upsample):
+            nn.init.kaiming_normal_(module.layer.weight, mode="fan_in", nonlinearity="linear")
+            nn.init.zeros_(module.layer.bias)
 
 
 class Upsample(nn.Module):
@@ -108,6 +129,8 @@ class UNet3D(nn.Module):
             )
             self.decoders.append(ConvBlock(2 * config.channels(level), config.channels(level), config))
         self.head = nn.Conv3d(config.channels(0), config.out_channels, kernel_size=1)
+        if config.normalization == "none":
+            _kaiming_init(self, config.activation)
         kernel = gaussian_kernel(config.residual_blur_sigma)
         for axis, name in enumerate(("blur_z", "blur_y", "blur_x")):
             shape = [1, 1, 1]
@@ -147,7 +170,9 @@ class UNet3D(nn.Module):
         if self.config.has_residual:
             if self.config.residual_scale != 1.0:
                 output = output * self.config.residual_scale
-            output = output + self.residual_base(padded)
+            # the base keeps the input's float32 precision under mixed precision: only the correction is bf16
+            with torch.autocast(device_type=padded.device.type, enabled=False):
+                output = output.float() + self.residual_base(padded.float())
         return output
 
     def residual_base(self, volume: torch.Tensor) -> torch.Tensor:

@@ -69,11 +69,24 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype, enabled=self.enabled)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles): there bf16 autocast is faster.
+
+    Elsewhere PyTorch emulates bf16 on the CPU, no faster (often slower) than float32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(bool(getattr(cpu, name)()) for name in checks if hasattr(cpu, name))
+    except Exception:  # noqa: BLE001 - a probe that fails means "no"
+        return False
+
+
 def resolve_precision(device: torch.device, amp: bool, amp_dtype: str = "auto") -> Precision:
     """Mixed precision per device: bf16 where supported, fp16 with a GradScaler otherwise.
 
-    On CPU, AMP is used only when bf16 is asked for explicitly: most CPUs run it
-    no faster than float32.
+    On CPU, ``auto`` uses bf16 only where the CPU computes it natively (:func:`cpu_has_native_bf16`);
+    elsewhere float32 (emulated bf16 brings no speed-up). ``bfloat16`` forces it.
     """
     if not amp:
         return Precision(False, torch.float32, False)
@@ -84,7 +97,8 @@ def resolve_precision(device: torch.device, amp: bool, amp_dtype: str = "auto") 
         if amp_dtype == "bfloat16":
             return Precision(True, torch.bfloat16, False)
         return Precision(True, torch.float16, True)
-    if amp_dtype == "bfloat16":
+    if amp_dtype == "bfloat16" or (amp_dtype == "auto" and cpu_has_native_bf16()):
         return Precision(True, torch.bfloat16, False)
-    logger.info("mixed precision skipped on CPU (no speed-up on most CPUs); set amp_dtype: bfloat16 to force it")
+    if amp_dtype == "float16":
+        logger.info("float16 mixed precision skipped on CPU (no speed-up); float32 it is")
     return Precision(False, torch.float32, False)

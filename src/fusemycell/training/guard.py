@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fusemycell.inference.predictor import TorchBackend, predict_array
+from fusemycell.inference.predictor import TorchBackend, predict_volume, read_all
+from fusemycell.inference.tiling import TileSettings
 from fusemycell.io.tiff import read_volume
 from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
 from fusemycell.models.card import GuardSummary, ModelCard
@@ -119,16 +120,32 @@ class VolumeValidation:
 
     pairs: tuple[tuple[str, str, str, str], ...]
     """``(name, channel, angle path, fused path)`` of preprocessed (normalised) volumes."""
-    tile: tuple[int, int, int] | None = None
-    """Inference tile; null = the model card's default."""
-    overlap: float = 0.5
-    batch_size: int = 4
+    tiling: TileSettings = TileSettings()
+    """The inference tiling (``params:inference``): validation predicts as inference does."""
+    amp: bool = True
+    """Mixed precision where the device gains from it, as inference."""
     ssim_input: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
     """SSIM(input, target) by volume, the same every epoch: computed on the first scoring, then reused."""
 
     def volumes(self, position: PositionChannels | None) -> Iterator[ValidationVolume]:
         """The volumes, with ``position`` channels (the model card's)."""
         return read_validation_volumes(self.pairs, position)
+
+
+def predict_validation_volume(
+    volume: ValidationVolume, backend: TorchBackend, card: ModelCard, tiling: TileSettings
+) -> np.ndarray:
+    """The prediction of one whole validation volume as inference makes it (the card's tiling), float32."""
+    stream = predict_volume(
+        volume.angle,
+        backend,
+        card.architecture,
+        tiling,
+        blend_tile=tiling.tile_zyx or card.default_tile_zyx,
+        position=volume.position,
+        progress=False,  # every epoch: its log line says enough
+    )
+    return read_all(stream)
 
 
 def volume_nssim(
@@ -139,22 +156,13 @@ def volume_nssim(
 ) -> tuple[float, dict[str, float]]:
     """The challenge's N_SSIM of ``network`` on whole validation volumes: mean over channels, and per channel.
 
-    Predicted as inference does (streaming sliding window, the card's tile unless ``validation.tile``),
-    without mixed precision; the network is left in evaluation mode.
+    Predicted as inference does (the card's tiling: exact for tile-invariant networks, else blended
+    tiles; ``validation.amp``); the network is left in evaluation mode.
     """
-    backend = TorchBackend(network, str(device), amp=False)
-    tile = validation.tile or card.default_tile_zyx
+    backend = TorchBackend(network, str(device), amp=validation.amp)
     by_channel: dict[str, list[float]] = {}
     for volume in validation.volumes(card.position):
-        prediction = predict_array(
-            volume.angle,
-            backend,
-            tile,
-            overlap=validation.overlap,
-            batch_size=validation.batch_size,
-            position=volume.position,
-            progress=False,  # every epoch: its log line says enough
-        )
+        prediction = predict_validation_volume(volume, backend, card, validation.tiling)
         target_stats, ssim_input = _reference(volume, validation.ssim_input)
         by_channel.setdefault(volume.channel, []).append(_nssim(prediction, volume.fused, ssim_input, target_stats))
     if not by_channel:
@@ -176,27 +184,24 @@ def guard_model(
     model: TrainedModel,
     volumes: Iterable[ValidationVolume],
     *,
-    tile: Sequence[int],
-    overlap: float,
-    batch_size: int,
+    tiling: TileSettings,
     device: str = "auto",
+    amp: bool = True,
 ) -> tuple[TrainedModel, GuardChoice | None]:
     """The model with its correction scaled by :func:`choose_scale`; unchanged when it is not residual.
 
-    Validation volumes are predicted as inference does (the streaming sliding window, ``tile``,
-    ``overlap``) on the network as trained (``residual_scale`` 1).
+    Validation volumes are predicted as inference does (``tiling``, ``amp``) on the network as
+    trained (``residual_scale`` 1).
     """
     architecture = model.card.architecture
     if not architecture.has_residual:
         logger.info("guard: the network is not residual, nothing to scale")
         return model, None
     network = model.network
-    backend = TorchBackend(network, device, amp=False)
+    backend = TorchBackend(network, device, amp=amp)
 
     def predict(volume: ValidationVolume) -> np.ndarray:
-        return predict_array(
-            volume.angle, backend, tile, overlap=overlap, batch_size=batch_size, position=volume.position
-        )
+        return predict_validation_volume(volume, backend, model.card, tiling)
 
     def base(angle: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

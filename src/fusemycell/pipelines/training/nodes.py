@@ -65,7 +65,7 @@ def train_fusion_model(
         augmentation=augmentation,
         epoch_callback=EpochMetricsLogger(run) if run is not None else None,
         card=card_for_stores(config, patch_store_train, patch_store_val),
-        volumes=VolumeValidation(pairs, settings.tile_zyx, settings.overlap, settings.batch_size) if pairs else None,
+        volumes=VolumeValidation(pairs, settings.tile_settings, settings.amp) if pairs else None,
     )
     best = next(h for h in result.history if h.epoch == result.best_epoch)
     logger.info(
@@ -117,10 +117,9 @@ def guard_fusion_model(
     guarded, choice = guard_model(
         unguarded_model,
         read_validation_volumes(pairs, unguarded_model.card.position),
-        tile=settings.tile_zyx or unguarded_model.card.default_tile_zyx,
-        overlap=settings.overlap,
-        batch_size=settings.batch_size,
+        tiling=settings.tile_settings,
         device=settings.device,
+        amp=settings.amp,
     )
     if choice is not None:
         log_metrics({"guard.scale": choice.scale, **{f"guard.val_nssim.{s:g}": choice.score(s) for s in choice.scores}})
