@@ -84,6 +84,8 @@ def _volume_patches(
         "study": record["study"],
         "split": split,
         "foreground_level": level,
+        # SSIM's data range for this volume's patches, as the challenge computes it for the whole volume
+        "data_range": float(record.get("normalized_range", float("nan"))),
         **{f"spacing_{a}_um": float(record[f"output_spacing_{a}_um"]) for a in "zyx"},
         **{f"acquisition_spacing_{a}_um": float(record[f"spacing_{a}_um"]) for a in "zyx"},
         **{f"size_{a}": int(n) for a, n in zip("zyx", fused.shape)},

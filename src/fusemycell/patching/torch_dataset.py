@@ -70,7 +70,11 @@ class PatchDataset(Dataset):
     (:mod:`fusemycell.position`; none for a store without them), taken from each volume's
     field at the patch's place, exactly as inference computes them for a tile.
 
-    With ``geometry=True`` a third tensor ``(3, pz, py, px)`` holds each voxel's
+    With ``data_range=True`` the next tensor (a scalar) is SSIM's data range of the patch's volume on
+    the challenge's normalised scale (``data_range`` of the store's index; NaN for a store without it):
+    the training loss then weighs SSIM as the metric does on the whole volume.
+
+    With ``geometry=True`` the last tensor ``(3, pz, py, px)`` holds each voxel's
     depths along z and x and the lateral voxel size (see :func:`patch_geometry`),
     transformed with the patch, for the physics-informed loss.
 
@@ -88,6 +92,8 @@ class PatchDataset(Dataset):
         Base seed of the augmentation streams.
     geometry
         Also return the per-voxel geometry (needs spacing columns in the store's index).
+    data_range
+        Also return the volume's SSIM data range.
     """
 
     def __init__(
@@ -96,12 +102,18 @@ class PatchDataset(Dataset):
         augmentation: AugmentationParams | None = None,
         seed: int = 0,
         geometry: bool = False,
+        data_range: bool = False,
     ):
         self.store = store if isinstance(store, PatchStore) else PatchStore(store)
         self.augmentation = augmentation
         self.seed = int(seed)
         self.epoch = 0
         self.geometry = geometry
+        self.data_range = data_range
+        index = self.store.index
+        self._ranges = (
+            index["data_range"].to_numpy(np.float32) if "data_range" in index.columns else np.full(len(index), np.nan)
+        )
         self.positions = self.store.position.count
         if geometry:
             missing = {"spacing_z_um", "spacing_y_um", "spacing_x_um"} - set(self.store.index.columns)
@@ -140,7 +152,9 @@ class PatchDataset(Dataset):
         network_input = angle[None]
         if self.positions:
             network_input = np.concatenate([network_input, extra[: self.positions]])
-        tensors = (torch.tensor(network_input), torch.tensor(fused[None]))
-        return (
-            tensors + (torch.from_numpy(np.ascontiguousarray(extra[self.positions :])),) if self.geometry else tensors
-        )
+        tensors: tuple[torch.Tensor, ...] = (torch.tensor(network_input), torch.tensor(fused[None]))
+        if self.data_range:
+            tensors += (torch.tensor(self._ranges[int(item)], dtype=torch.float32),)
+        if self.geometry:
+            tensors += (torch.from_numpy(np.ascontiguousarray(extra[self.positions :])),)
+        return tensors

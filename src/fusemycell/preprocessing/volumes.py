@@ -192,6 +192,10 @@ def plan_volumes(
                     **transform.record(),
                     **policy,
                     "p99_9_normalized": float(normalize(np.array([reference]), stats, np.float64)[0]),
+                    # the challenge's SSIM data range of this volume (max - min on its normalised scale)
+                    "normalized_range": float(
+                        np.ptp(normalize(np.array([scan.minimum, scan.maximum]), stats, np.float64))
+                    ),
                 }
             )
     return volumes, records

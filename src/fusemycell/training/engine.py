@@ -189,7 +189,8 @@ def fit_forward_model(
         sampler=RandomSampler(dataset, replacement=True, num_samples=steps * 4, generator=generator),
     )
     optimizer = torch.optim.Adam(physics.parameters(), lr=0.05)
-    for single_view, fused, geometry in loader:
+    for batch in loader:  # (input, target[, data range], geometry): the geometry comes last
+        single_view, fused, geometry = batch[0], batch[1], batch[-1]
         optimizer.zero_grad(set_to_none=True)
         loss = consistency_loss(physics, fused.to(device), single_view[:, :1].to(device), geometry.to(device))
         loss.backward()
@@ -203,9 +204,14 @@ def batch_loss(
     single_view: torch.Tensor,
     target: torch.Tensor,
     config: TrainingConfig,
+    *,
+    data_range: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The training loss (image loss plus the physics term) and the consistency term alone: one definition."""
-    loss = image_loss(prediction, target, config.loss)
+    """The training loss (image loss plus the physics term) and the consistency term alone: one definition.
+
+    ``data_range`` is SSIM's range of each patch's volume (the challenge's, on the whole volume).
+    """
+    loss = image_loss(prediction, target, config.loss, data_range)
     if reconstructed is None:
         return loss, None
     consistency = torch.nn.functional.l1_loss(reconstructed, single_view[:, :1].float())  # not the position channels
@@ -344,9 +350,9 @@ class Trainer:
         self.precision: Precision = resolve_precision(self.device, config.amp, config.amp_dtype)
         physics_on = config.physics.enabled
         self.train_data = PatchDataset(
-            self.job.train_store, self.job.augmentation, seed=config.seed, geometry=physics_on
+            self.job.train_store, self.job.augmentation, seed=config.seed, geometry=physics_on, data_range=True
         )
-        self.val_data: Any = PatchDataset(self.job.val_store, None, geometry=physics_on)
+        self.val_data: Any = PatchDataset(self.job.val_store, None, geometry=physics_on, data_range=True)
         if config.max_val_patches is not None and len(self.val_data) > config.max_val_patches:
             self.val_data = Subset(self.val_data, range(config.max_val_patches))
         store = self.train_data.store
@@ -516,15 +522,17 @@ class Trainer:
     def _train_step(self, step: int, n_batches: int, batch: Any, totals: dict[str, float]) -> None:
         """One micro-batch; an optimizer step at the end of each accumulation group."""
         accumulation = self.config.accumulation_steps
-        single_view, target = (t.to(self.device, non_blocking=True) for t in batch[:2])
-        geometry = batch[2].to(self.device, non_blocking=True) if self.model.physics is not None else None
+        single_view, target, data_range = (t.to(self.device, non_blocking=True) for t in batch[:3])
+        geometry = batch[3].to(self.device, non_blocking=True) if self.model.physics is not None else None
         group_size = min(accumulation, n_batches - (step // accumulation) * accumulation)
         last_of_group = (step + 1) % accumulation == 0 or step + 1 == n_batches
         sync = contextlib.nullcontext() if (last_of_group or not self.distributed) else self.wrapped.no_sync()
         with sync:
             with self.precision.autocast(self.device):
                 prediction, reconstructed = self.wrapped(single_view, geometry)
-            loss, consistency = batch_loss(prediction, reconstructed, single_view, target, self.config)
+            loss, consistency = batch_loss(
+                prediction, reconstructed, single_view, target, self.config, data_range=data_range
+            )
             self.scaler.scale(loss / group_size).backward()
         if last_of_group:
             self._optimizer_step()
@@ -708,14 +716,14 @@ def validate(
     count = 0
     with torch.no_grad():
         for batch in loader:
-            single_view, target = batch[0].to(device), batch[1].to(device)
-            geometry = batch[2].to(device) if model.physics is not None else None
+            single_view, target, data_range = (t.to(device) for t in batch[:3])
+            geometry = batch[3].to(device) if model.physics is not None else None
             with precision.autocast(device):
                 prediction, reconstructed = model(single_view, geometry)
-            loss, _ = batch_loss(prediction, reconstructed, single_view, target, config)
+            loss, _ = batch_loss(prediction, reconstructed, single_view, target, config, data_range=data_range)
             loss_sum += float(loss) * len(single_view)
-            ssim_sum += float(ssim3d(prediction, target).sum())
-            ssim_input_sum += float(ssim3d(single_view[:, :1], target).sum())
+            ssim_sum += float(ssim3d(prediction, target, data_range).sum())
+            ssim_input_sum += float(ssim3d(single_view[:, :1], target, data_range).sum())
             count += len(single_view)
     model.train()
     ssim_mean, ssim_input_mean = ssim_sum / max(1, count), ssim_input_sum / max(1, count)

@@ -21,8 +21,9 @@ def ssim3d(
     lie fully inside the volume (skimage filters with reflection, then crops the
     border of ``window // 2``, which leaves exactly those boxes). Computed in
     float32 whatever the autocast state. The window shrinks (odd) for axes shorter
-    than 7 voxels. ``data_range`` defaults to the larger of the two images'
-    ranges, per sample.
+    than 7 voxels. ``data_range`` (a number, or one per sample) is the challenge's: the larger
+    range of the two whole normalised volumes; where it is not given (or NaN) it falls back
+    to the larger of the two patches' own ranges, per sample.
     """
     prediction = prediction.float()
     target = target.float()
@@ -30,13 +31,15 @@ def ssim3d(
     kernel = tuple(min(window, s if s % 2 else s - 1) for s in sizes)
     if min(kernel) < 1:
         raise ValueError(f"volumes of shape {tuple(sizes)} are too small for SSIM")
+    flat_p = prediction.detach().flatten(1)
+    flat_t = target.detach().flatten(1)
+    own_range = torch.maximum(flat_p.amax(1) - flat_p.amin(1), flat_t.amax(1) - flat_t.amin(1)).clamp_min(1e-6)
     if data_range is None:
-        flat_p = prediction.flatten(1)
-        flat_t = target.flatten(1)
-        range_p = flat_p.amax(1) - flat_p.amin(1)
-        range_t = flat_t.amax(1) - flat_t.amin(1)
-        data_range = torch.maximum(range_p, range_t).detach().clamp_min(1e-6)
-    data_range = torch.as_tensor(data_range, dtype=torch.float32, device=prediction.device).reshape(-1, 1, 1, 1, 1)
+        data_range = own_range
+    else:
+        given = torch.as_tensor(data_range, dtype=torch.float32, device=prediction.device).expand(len(own_range))
+        data_range = torch.where(torch.isfinite(given) & (given > 0), given, own_range)
+    data_range = data_range.reshape(-1, 1, 1, 1, 1)
     count = kernel[0] * kernel[1] * kernel[2]
     covariance_norm = count / (count - 1) if count > 1 else 1.0
 
@@ -54,13 +57,18 @@ def ssim3d(
     return ssim_map.flatten(1).mean(1)
 
 
-def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: LossWeights) -> torch.Tensor:
-    """Weighted sum of L1, MSE and ``1 - SSIM`` (SSIM in float32)."""
+def image_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    weights: LossWeights,
+    data_range: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Weighted sum of L1, MSE and ``1 - SSIM`` (SSIM in float32, with the volumes' ``data_range``)."""
     total = prediction.new_zeros((), dtype=torch.float32)
     if weights.l1:
         total = total + weights.l1 * F.l1_loss(prediction.float(), target.float())
     if weights.mse:
         total = total + weights.mse * F.mse_loss(prediction.float(), target.float())
     if weights.ssim:
-        total = total + weights.ssim * (1 - ssim3d(prediction, target).mean())
+        total = total + weights.ssim * (1 - ssim3d(prediction, target, data_range).mean())
     return total

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -14,6 +15,7 @@ from fusemycell.io.pairs import pair_files
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import PreprocessingContract
 from fusemycell.patching.planning import preprocessing_contract
+from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.pipelines.patching.pipeline import create_pipeline
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.fingerprint import scan_volume
@@ -91,3 +93,15 @@ def test_the_manifest_carries_the_preprocessing_contract_and_the_augmentation(pa
 def test_a_preprocessing_table_without_the_policy_says_to_rerun_preprocessing():
     with pytest.raises(ValueError, match="run 'kedro run --pipelines preprocessing' again"):
         preprocessing_contract(pd.DataFrame({"norm_p_low": [2.0], "norm_p_high": [99.8]}))
+
+
+def test_each_patch_carries_its_volumes_ssim_data_range(patched):
+    """The challenge's data range of a fused volume (max - min after its percentile normalisation)."""
+    root, catalog = patched
+    store = catalog.load("patch_store_train")
+    for pair, rows in store.index.groupby("pair"):
+        raw = np.asarray(tifffile.imread(root / "raw" / f"{pair}_fused.tif"), dtype=np.float64)
+        low, high = np.percentile(raw, [2, 99.8])
+        assert rows["data_range"].to_numpy() == pytest.approx((raw.max() - raw.min()) / (high - low), rel=1e-6)
+    sample = PatchDataset(store, data_range=True)[0]
+    assert float(sample[2]) == pytest.approx(float(store.index["data_range"].iloc[0]))
