@@ -41,7 +41,10 @@ def test_training_improves_validation_and_saves_every_epoch(tmp_path, stores):
     assert result.best_epoch == max(epochs, key=lambda m: m.val_nssim).epoch
     saved = load_model(tmp_path / "ckpt" / BEST_MODEL)
     assert saved.card.validation.epoch == result.best_epoch
-    assert saved.card.model_copy(update={"validation": None}) == card
+    assert saved.card.model_copy(update={"validation": None, "training": None}) == card
+    summary = result.model.card.training  # how the budget was spent travels with the model
+    assert summary.epochs == 4 and summary.optimizer_steps == sum(m.optimizer_steps for m in epochs) > 0
+    assert summary.steps_per_minute > 0 and 0 < summary.validation_share < 1
     assert (tmp_path / "ckpt" / LAST_CHECKPOINT).exists()
     assert result.model.config.spacing_zyx == (1.0, 0.5, 0.5)
 
@@ -159,7 +162,19 @@ def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, stores,
     config = _config(tmp_path, epochs=50, budget_minutes=0.5 / 60)  # half a second: stops after one epoch or two
     result = train(config, *stores)
     assert 1 <= len(result.history) < 50 and result.best_epoch in {h.epoch for h in result.history}
-    assert "time budget" in caplog.text and "epochs fit at" in caplog.text
+    assert "time budget" in caplog.text and "more optimizer steps" in caplog.text
+
+
+def test_the_budget_is_spent_on_whole_epochs_and_a_shortened_last_one():
+    from fusemycell.training.engine import steps_that_fit
+
+    # 100 s left, 1 s a step, 5 s per epoch of validation, 30 steps an epoch: 3 whole epochs (105 s)
+    # would not fit; 2 whole ones and 25 steps of a third (3 x 5 s + 85 steps) do
+    assert steps_that_fit(100, 1.0, 5.0, 30, max_epochs=10) == (85, 3)
+    assert steps_that_fit(100, 1.0, 5.0, 30, max_epochs=2) == (60, 2)  # never past the epochs asked for
+    # a last epoch of under a quarter of an epoch is not worth its validation
+    assert steps_that_fit(70, 1.0, 5.0, 30, max_epochs=10) == (60, 2)
+    assert steps_that_fit(3, 1.0, 5.0, 30, max_epochs=10) == (0, 0)  # nothing fits: stop
 
 
 def test_patches_per_epoch_fixes_the_work_whatever_the_stores_size(tmp_path, monkeypatch):

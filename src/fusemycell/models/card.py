@@ -118,6 +118,27 @@ class ValidationSummary(_Frozen):
     """The quantity the epoch was chosen by (``training.monitor``)."""
 
 
+class TrainingSummary(_Frozen):
+    """How the training budget was spent: what buys quality on a CPU is optimizer steps per minute."""
+
+    epochs: int = Field(ge=0)
+    """Epochs trained (the last one may be shortened to end with the time budget)."""
+    optimizer_steps: int = Field(ge=0)
+    """Optimizer steps taken."""
+    patches: int = Field(ge=0)
+    """Patches seen (all processes)."""
+    minutes: float = Field(ge=0)
+    """Wall-clock minutes of training, validation included."""
+    steps_per_minute: float = Field(ge=0)
+    """Optimizer steps per minute of training steps."""
+    patches_per_minute: float = Field(ge=0)
+    """Patches per minute of training steps."""
+    validation_share: float = Field(ge=0, le=1)
+    """Share of the training time spent validating."""
+    precision: str = "float32"
+    """Arithmetic of the training steps (``bfloat16`` under mixed precision)."""
+
+
 class GuardSummary(_Frozen):
     """The guard's choice (:mod:`fusemycell.training.guard`): how much of the learnt correction is kept."""
 
@@ -165,6 +186,8 @@ class ModelCard(_Frozen):
     """Fingerprint of the training data."""
     validation: ValidationSummary | None = None
     """Validation metrics of the chosen epoch."""
+    training: TrainingSummary | None = None
+    """Steps, patches and time of the training run."""
     guard: GuardSummary | None = None
     """The guard's choice on whole validation volumes; null when it did not run (not residual, no volume)."""
     tile_invariant: bool = False

@@ -45,6 +45,12 @@ class EpochMetrics:
     train_consistency: float = float("nan")
     val_volume_nssim: float = float("nan")
     """Mean over channels of the per-channel mean N_SSIM of whole validation volumes (inference tiling)."""
+    optimizer_steps: int = 0
+    """Optimizer steps taken in the epoch."""
+    train_time_s: float = float("nan")
+    """Seconds spent on training steps (the rest of ``epoch_time_s`` is validation and checkpointing)."""
+    validation_time_s: float = float("nan")
+    """Seconds spent validating (patches and whole volumes)."""
 
 
 @dataclass

@@ -41,7 +41,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from fusemycell.memory import MemoryPeak
 from fusemycell.metrics.ssim import normalized_ssim
-from fusemycell.models.card import ModelCard, ValidationSummary, card_for
+from fusemycell.models.card import ModelCard, TrainingSummary, ValidationSummary, card_for
 from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save, load_model, safe_torch_load
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -174,6 +174,22 @@ class CosineSchedule:
             return (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
         return self.min_fraction + (1 - self.min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def steps_that_fit(
+    remaining_s: float, step_s: float, epoch_overhead_s: float, steps_per_epoch: int, max_epochs: int
+) -> tuple[int, int]:
+    """``(optimizer steps, epochs)`` that fit in ``remaining_s``: each step costs ``step_s``, each epoch
+    ``epoch_overhead_s`` more (validation, checkpoint). The last epoch may be shortened to use the time
+    left, but not below a quarter of an epoch (its validation would cost more than its steps bring)."""
+    steps_left, epochs_left = 0, 0
+    for epochs in range(1, max_epochs + 1):
+        affordable = int((remaining_s - epochs * epoch_overhead_s) / max(step_s, 1e-9))
+        steps = min(epochs * steps_per_epoch, affordable)
+        if steps - (epochs - 1) * steps_per_epoch < max(1, steps_per_epoch // 4):
+            break
+        steps_left, epochs_left = steps, epochs
+    return steps_left, epochs_left
 
 
 def fit_forward_model(
@@ -310,6 +326,10 @@ class Trainer:
         higher = job.config.monitor != "val_loss"
         self.best = BestEpoch(higher, -math.inf if higher else math.inf, monitor=job.config.monitor)
         self.wrapped: nn.Module | None = None
+        self.planned_epochs = self.config.epochs
+        self.step_limit: int | None = None  # with a time budget: the optimizer steps that fit
+        self.deadline: float | None = None  # with a time budget: when training steps must stop
+        self.started = time.perf_counter()
 
     def run(self) -> TrainingResult | None:
         """Set up, restore, train epoch after epoch, finish; tear down whatever happens."""
@@ -319,14 +339,14 @@ class Trainer:
             self.build_optimizer(checkpoint)
             if checkpoint is not None:
                 self.restore(checkpoint)
-            started = time.perf_counter()
+            self.started = time.perf_counter()
             for epoch in range(self.start_epoch, self.config.epochs + 1):
                 metrics = self.train_one_epoch(epoch)
                 improved = self.best.update(metrics, self.model.unet)
-                if epoch == self.start_epoch:
-                    self.plan_budget(metrics.epoch_time_s, epoch)
+                self.history.append(metrics)
+                self.plan_budget(epoch)
                 self.save_checkpoint(metrics, improved)
-                if self.should_stop() or self.out_of_budget(time.perf_counter() - started, epoch):
+                if self.should_stop() or self.out_of_budget(epoch):
                     break
             return self.finish()
         finally:
@@ -453,15 +473,18 @@ class Trainer:
         self.model.train()
         self.train_data.set_epoch(epoch)
         loader = self._loader(epoch)
-        totals = {"loss": 0.0, "consistency": 0.0, "seen": 0}
+        totals = {"loss": 0.0, "consistency": 0.0, "seen": 0, "steps": 0}
         self.optimizer.zero_grad(set_to_none=True)
-        batches = track(loader, f"epoch {epoch}/{self.config.epochs}", unit="batch", summary=False, enabled=self.main)
+        batches = track(loader, f"epoch {epoch}/{self.planned_epochs}", unit="batch", summary=False, enabled=self.main)
         for step, batch in enumerate(batches):  # the epoch's own log line is the summary
+            if step % self.config.accumulation_steps == 0 and self.budget_spent():
+                break  # the last epoch ends with the budget: its steps were planned to fit
             self._train_step(step, len(loader), batch, totals)
             self.memory.sample()
         train_time = time.perf_counter() - started
         validation = validate(self.model, self.val_data, self.config, self.device, precision=self.precision)
         volume_score = self.validate_volumes()
+        validation_time = time.perf_counter() - started - train_time
         self.memory.sample()
         seen, patches = totals["seen"], totals["seen"] * self.job.world_size
         return EpochMetrics(
@@ -473,12 +496,15 @@ class Trainer:
             val_nssim=validation["nssim"],
             learning_rate=float(self.optimizer.param_groups[0]["lr"]),
             epoch_time_s=time.perf_counter() - started,
-            patches_per_s=patches / train_time,
-            voxels_per_s=patches * int(np.prod(self.train_data.store.patch_size_zyx)) / train_time,
+            patches_per_s=patches / max(train_time, 1e-9),
+            voxels_per_s=patches * int(np.prod(self.train_data.store.patch_size_zyx)) / max(train_time, 1e-9),
             peak_rss_mb=self.memory.rss_mb,
             peak_device_mb=self.memory.peak_device_mb,
             train_consistency=totals["consistency"] / seen if self.model.physics is not None and seen else float("nan"),
             val_volume_nssim=volume_score,
+            optimizer_steps=int(totals["steps"]),
+            train_time_s=train_time,
+            validation_time_s=validation_time,
         )
 
     def validate_volumes(self) -> float:
@@ -536,6 +562,7 @@ class Trainer:
             self.scaler.scale(loss / group_size).backward()
         if last_of_group:
             self._optimizer_step()
+            totals["steps"] += 1
         totals["loss"] += float(loss.detach()) * len(single_view)
         if consistency is not None:
             totals["consistency"] += float(consistency.detach()) * len(single_view)
@@ -554,14 +581,12 @@ class Trainer:
 
     def save_checkpoint(self, metrics: EpochMetrics, improved: bool) -> None:
         """Rank 0: the epoch's checkpoint, then best.pt when it improved; log and report the epoch."""
-        self.history.append(metrics)
         if self.main:
             # the checkpoint first: a kill between the two writes leaves no best.pt ahead of it
             self._checkpoint(metrics.epoch).save(self.last_path)
             if improved:
                 self._save_best(metrics)
-            recent = [m.epoch_time_s for m in self.history[-(metrics.epoch - self.start_epoch + 1) :]]
-            _log_epoch(metrics, self.config.epochs, recent)
+            _log_epoch(metrics, self.planned_epochs, self._this_run(), self.deadline)
             if self.job.epoch_callback is not None:
                 self.job.epoch_callback(metrics)
         if self.distributed:
@@ -586,37 +611,85 @@ class Trainer:
         )
 
     def _save_best(self, metrics: EpochMetrics | None) -> None:
-        card = _model_card(self.card, metrics, self.model.physics, self.config.monitor)
+        card = _model_card(self.card, metrics, self.model.physics, self.config.monitor, self._summary())
         atomic_torch_save(TrainedModel(self.model.unet, card).payload(), self.best_path)
 
-    def plan_budget(self, epoch_time_s: float, epoch: int) -> None:
-        """With a time budget, plan the learning-rate schedule on the epochs that fit (from the first one's time)."""
+    def _summary(self) -> TrainingSummary:
+        """Steps, patches and time of the epochs trained so far (the card's ``training``)."""
+        epochs = self.history
+        train_s = sum(m.train_time_s for m in epochs if not math.isnan(m.train_time_s))
+        total_s = sum(m.epoch_time_s for m in epochs)
+        steps = sum(m.optimizer_steps for m in epochs)
+        patches = int(round(sum(m.patches_per_s * m.train_time_s for m in epochs if not math.isnan(m.train_time_s))))
+        validation_s = sum(m.validation_time_s for m in epochs if not math.isnan(m.validation_time_s))
+        return TrainingSummary(
+            epochs=len(epochs),
+            optimizer_steps=steps,
+            patches=patches,
+            minutes=total_s / 60,
+            steps_per_minute=60 * steps / train_s if train_s > 0 else 0.0,
+            patches_per_minute=60 * patches / train_s if train_s > 0 else 0.0,
+            validation_share=min(1.0, validation_s / total_s) if total_s > 0 else 0.0,
+            precision="bfloat16"
+            if self.precision.enabled and self.precision.dtype == torch.bfloat16
+            else ("float16" if self.precision.enabled else "float32"),
+        )
+
+    def _this_run(self) -> list[EpochMetrics]:
+        """The epochs trained by this process (not those restored from a checkpoint)."""
+        return [m for m in self.history if m.epoch >= self.start_epoch]
+
+    def plan_budget(self, epoch: int) -> None:
+        """With a time budget, plan the optimizer steps that fit, and the learning rate on them.
+
+        After every epoch, from this run's mean time per optimizer step and per epoch of validation
+        and checkpointing: the steps left are those whose training and the validation of the epochs
+        they make fit in the time left; the last epoch is shortened to end with the budget (not left
+        unused), unless it would be under a quarter of an epoch. Rank 0 plans; every rank follows.
+        """
         budget = self.config.budget_minutes
         if budget is None:
             return
-        fit = max(1, min(self.config.epochs - epoch + 1, int(budget * 60 // max(epoch_time_s, 1e-6))))
-        self.planned_epochs = epoch - 1 + fit
-        self.schedule.plan(self.steps_per_epoch * self.planned_epochs)
-        if self.main:
+        done = self._this_run()
+        steps_done = max(1, sum(m.optimizer_steps for m in done))
+        step_time = sum(m.train_time_s for m in done) / steps_done
+        fixed = float(np.mean([m.epoch_time_s - m.train_time_s for m in done]))
+        remaining = budget * 60 - (time.perf_counter() - self.started)
+        steps_left, epochs_left = steps_that_fit(
+            remaining, step_time, fixed, self.steps_per_epoch, self.config.epochs - epoch
+        )
+        plan = torch.tensor([float(self.scheduler.last_epoch + steps_left), float(epoch + epochs_left)])
+        if self.distributed:
+            torch.distributed.broadcast(plan.to(self.device), src=0)
+        self.step_limit, self.planned_epochs = int(plan[0]), int(plan[1])
+        self.schedule.plan(max(self.step_limit, self.scheduler.last_epoch + 1))
+        self.deadline = self.started + budget * 60 - fixed
+        if self.main and epoch == self.start_epoch:
             logger.info(
-                "time budget %.1f min: %d epochs fit at %.0f s each; learning rate planned on them",
+                "time budget %.1f min: %d more optimizer steps (%.2f s each) in %d more epochs; learning rate "
+                "planned on them",
                 budget,
-                self.planned_epochs,
-                epoch_time_s,
+                steps_left,
+                step_time,
+                epochs_left,
             )
 
-    def out_of_budget(self, elapsed_s: float, epoch: int) -> bool:
-        """True when the next epoch would end past the budget (every rank gets rank 0's answer)."""
-        budget = self.config.budget_minutes
-        if budget is None:
+    def budget_spent(self) -> bool:
+        """True when the planned optimizer steps are taken (or, in one process, the training time is up)."""
+        if self.step_limit is not None and self.scheduler.last_epoch >= self.step_limit:
+            return True
+        return not self.distributed and self.deadline is not None and time.perf_counter() > self.deadline
+
+    def out_of_budget(self, epoch: int) -> bool:
+        """True when the planned epochs are done (every rank has the same plan)."""
+        if self.config.budget_minutes is None or epoch < self.planned_epochs:
             return False
-        mean_epoch = elapsed_s / (epoch - self.start_epoch + 1)
-        stop = torch.tensor([float(elapsed_s + mean_epoch > budget * 60)], device=self.device)
-        if self.distributed:
-            torch.distributed.broadcast(stop, src=0)
-        if bool(stop.item()) and self.main and epoch < self.config.epochs:
-            logger.info("time budget reached after epoch %d (%.1f of %.1f min)", epoch, elapsed_s / 60, budget)
-        return bool(stop.item())
+        if self.main and epoch < self.config.epochs:
+            elapsed = (time.perf_counter() - self.started) / 60
+            logger.info(
+                "time budget reached after epoch %d (%.1f of %.1f min)", epoch, elapsed, self.config.budget_minutes
+            )
+        return True
 
     def should_stop(self) -> bool:
         """Early stopping after ``early_stopping_patience`` epochs without improvement."""
@@ -637,7 +710,13 @@ class Trainer:
             self.model.unet.load_state_dict(self.best.state)
         trained = TrainedModel(
             UNet3D(self.card.architecture),
-            _model_card(self.card, _best(self.history, self.best.epoch), self.model.physics, self.config.monitor),
+            _model_card(
+                self.card,
+                _best(self.history, self.best.epoch),
+                self.model.physics,
+                self.config.monitor,
+                self._summary(),
+            ),
         )
         trained.network.load_state_dict(self.model.unet.state_dict())
         physics = self.model.physics.describe() if self.model.physics is not None else {}
@@ -688,9 +767,13 @@ def _best(history: list[EpochMetrics], best_epoch: int) -> EpochMetrics | None:
 
 
 def _model_card(
-    card: ModelCard, metrics: EpochMetrics | None, physics: SingleViewForwardModel | None, monitor: str | None = None
+    card: ModelCard,
+    metrics: EpochMetrics | None,
+    physics: SingleViewForwardModel | None,
+    monitor: str | None = None,
+    summary: TrainingSummary | None = None,
 ) -> ModelCard:
-    """The card with the chosen epoch's validation metrics and the fitted forward model."""
+    """The card with the chosen epoch's validation metrics, the training summary and the fitted forward model."""
     validation = None
     if metrics is not None:
         validation = ValidationSummary(
@@ -702,7 +785,11 @@ def _model_card(
             monitor=monitor,
         )
     return card.model_copy(
-        update={"validation": validation, "physics": physics.describe() if physics is not None else None}
+        update={
+            "validation": validation,
+            "physics": physics.describe() if physics is not None else None,
+            "training": summary,
+        }
     )
 
 
@@ -739,12 +826,16 @@ def _fmt_params(values: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in values.items())
 
 
-def _log_epoch(metrics: EpochMetrics, epochs: int, epoch_times: list[float]) -> None:
-    """One line per epoch, with an ETA from this run's mean epoch time."""
-    remaining = (epochs - metrics.epoch) * float(np.mean(epoch_times))
+def _log_epoch(metrics: EpochMetrics, epochs: int, this_run: list[EpochMetrics], deadline: float | None = None) -> None:
+    """One line per epoch: losses, scores, time (validation's share), steps and throughput, and an ETA
+    that honours the time budget."""
+    remaining = (epochs - metrics.epoch) * float(np.mean([m.epoch_time_s for m in this_run]))
+    if deadline is not None:
+        remaining = min(remaining, max(0.0, deadline - time.perf_counter()))
+    validation_share = metrics.validation_time_s / metrics.epoch_time_s if metrics.epoch_time_s > 0 else 0.0
     logger.info(
-        "epoch %d/%d  train %.4f  val %.4f  SSIM %.4f (input %.4f)  N_SSIM %.4f%s  lr %.2e | %.1f s, "
-        "%.1f patches/s, ETA %s, peak RSS %.0f MB",
+        "epoch %d/%d  train %.4f  val %.4f  SSIM %.4f (input %.4f)  N_SSIM %.4f%s  lr %.2e | %.1f s "
+        "(validation %.0f%%), %d steps, %.0f steps/min, %.1f patches/s, ETA %s, peak RSS %.0f MB",
         metrics.epoch,
         epochs,
         metrics.train_loss,
@@ -755,6 +846,9 @@ def _log_epoch(metrics: EpochMetrics, epochs: int, epoch_times: list[float]) -> 
         "" if math.isnan(metrics.val_volume_nssim) else f"  volumes N_SSIM {metrics.val_volume_nssim:.4f}",
         metrics.learning_rate,
         metrics.epoch_time_s,
+        100 * validation_share,
+        metrics.optimizer_steps,
+        60 * metrics.optimizer_steps / max(metrics.train_time_s, 1e-9),
         metrics.patches_per_s,
         time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining < 86400 else f"{remaining / 3600:.0f} h",
         metrics.peak_rss_mb,
