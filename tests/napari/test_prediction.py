@@ -107,3 +107,22 @@ def test_tiles_and_voxel_sizes_as_the_widget_reads_them():
             parse_tile(bad)
     assert known_spacing((1.0, 1.0, 1.0)) is None  # napari's default scale: the voxel size is not known
     assert known_spacing((2.0, 0.39, 0.39)) == (2.0, 0.39, 0.39)
+
+
+def test_an_mlflow_run_uri_is_fetched_from_the_tracking_server_in_force(tmp_path, monkeypatch, model_file, single_view):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}")
+    mlflow.set_tracking_uri(None)  # follow the environment, as a fresh napari does
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(model_file), artifact_path="model")
+        mlflow.log_artifact(str(model_file.with_suffix(".onnx")), artifact_path="model")
+    uri = f"runs:/{run.info.run_id}/model/fusemycell_unet.pt"
+    local = PredictionOptions(model=str(model_file), tile_zyx=(8, 16, 16), device="cpu")
+    from_mlflow = PredictionOptions(model=uri, tile_zyx=(8, 16, 16), device="cpu")
+    expected = predict_volume(single_view, SPACING_ZYX, local)
+    assert np.array_equal(predict_volume(single_view, SPACING_ZYX, from_mlflow), expected)
+    onnx = predict_volume(single_view, SPACING_ZYX, PredictionOptions(model=uri, backend="onnx", tile_zyx=(8, 16, 16)))
+    assert np.abs(onnx.astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(FileNotFoundError, match="could not fetch it from MLflow"):
+        predict_volume(single_view, SPACING_ZYX, PredictionOptions(model="runs:/0123456789abcdef/model/none.pt"))
