@@ -76,6 +76,7 @@ def main() -> None:
     _, widget = viewer.window.add_plugin_dock_widget("fusemycell", "Predict fused view")
     widget.project_dir = PROJECT
     widget.model_edit.setText(model)
+    widget.model_edit.setCursorPosition(0)  # the start of the path, as a user sees it
     widget.tile_edit.setText(arguments.tile)
     widget.start()
     deadline = time.monotonic() + arguments.timeout
