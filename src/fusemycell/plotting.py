@@ -48,9 +48,13 @@ def add_scale_bar(
     return bar
 
 
-def integer_ticks(axis: Axes) -> None:
-    """Whole-number ticks on the x axis (epochs, counts)."""
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+def integer_ticks(axis: Axes, first: int, last: int) -> None:
+    """Whole-number ticks on the x axis from ``first`` to ``last`` (epochs), half a step of margin each side.
+
+    One value alone (a run that kept its first and only epoch) still gets its one tick, not fractions.
+    """
+    axis.set_xlim(first - 0.5, last + 0.5)
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=min(10, last - first + 1), integer=True, min_n_ticks=1))
 
 
 def plural(count: int, word: str) -> str:

@@ -55,6 +55,14 @@ def test_learning_curves_have_whole_epochs_and_mark_the_kept_epoch():
     assert "whole volumes" in [line.get_label() for line in figure.axes[1].get_lines()]
 
 
+def test_a_single_epoch_gets_one_whole_tick():
+    figure = learning_curves(_history(epochs=1, kept=1))  # a short budget keeps the first and only epoch
+    FigureCanvasAgg(figure).draw()
+    for axis in figure.axes:
+        low, high = axis.get_xlim()
+        assert [t for t in axis.get_xticks() if low <= t <= high] == [1.0]
+
+
 def test_a_history_without_the_kept_column_is_drawn_without_the_mark():
     history = _history().drop(columns=["kept", "val_volume_nssim"])
     figure = learning_curves(history)

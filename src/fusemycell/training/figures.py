@@ -88,6 +88,6 @@ def learning_curves(history: pd.DataFrame, kept: int | None = None) -> Figure:
         if kept is not None:
             axis.axvline(kept, color="tab:red", linestyle=":", linewidth=1.5, label=f"kept: epoch {kept}")
         axis.set_xlabel("epoch")
-        integer_ticks(axis)
+        integer_ticks(axis, int(history["epoch"].min()), int(history["epoch"].max()))
         axis.legend(fontsize=8)
     return figure
