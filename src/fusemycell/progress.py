@@ -2,6 +2,11 @@
 
 ``FUSEMYCELL_PROGRESS`` chooses: ``auto`` (default: a bar when standard error is a
 terminal), ``bar``, ``log`` (no bar, the summary line only) or ``off``.
+
+A program that runs the work in a thread of its own (the napari widget) follows it with
+:func:`listen`: every update of progress started in that thread is handed to its callback,
+whatever the mode, and the callback stops the work by raising (between two updates: for a
+sliding-window prediction, between two batches of tiles).
 """
 
 from __future__ import annotations
@@ -9,8 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 # the console bar: bars are drawn only on a terminal, and tqdm.auto would want ipywidgets in a notebook
@@ -33,6 +41,42 @@ def progress_mode() -> str:
     return mode
 
 
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """What a :func:`listen` callback is told: ``count`` of ``total`` units (``unit``) of ``description`` done."""
+
+    description: str
+    count: int
+    total: int | None
+    unit: str
+
+
+ProgressListener = Callable[[ProgressUpdate], None]
+
+# listeners of the progress started in each thread, innermost last
+_LISTENERS = threading.local()
+
+
+def _listeners() -> tuple[ProgressListener, ...]:
+    return tuple(getattr(_LISTENERS, "stack", ()))
+
+
+@contextmanager
+def listen(callback: ProgressListener) -> Iterator[None]:
+    """Hand every update of the progress started in this thread, inside the block, to ``callback``.
+
+    ``callback`` is called with a :class:`ProgressUpdate` when a :class:`Progress` (or :func:`track`)
+    starts (count 0) and after each of its updates, in the thread doing the work. An exception it
+    raises propagates out of that work: the way to cancel it between two updates.
+    """
+    stack = list(_listeners())
+    _LISTENERS.stack = (*stack, callback)
+    try:
+        yield
+    finally:
+        _LISTENERS.stack = tuple(stack)
+
+
 class Progress:
     """Push-style progress for work that is not a loop over an iterable (``update`` then ``close``).
 
@@ -53,19 +97,35 @@ class Progress:
     ) -> None:
         self.description, self.unit, self.summary = description, unit, summary
         self.mode = progress_mode() if enabled else "off"
+        self.total = total
         self.count = 0
         self.closed = False
         self._started = time.perf_counter()
+        self._listeners = _listeners()
         self._bar = (
             tqdm(desc=description, total=total, unit=unit, dynamic_ncols=True, leave=False)
             if self.mode == "bar"
             else None
         )
+        self._tell_listeners()
 
     def update(self, n: int = 1) -> None:
         self.count += n
         if self._bar is not None:
             self._bar.update(n)
+        self._tell_listeners()
+
+    def _tell_listeners(self) -> None:
+        if not self._listeners:
+            return
+        update = ProgressUpdate(self.description, self.count, self.total, self.unit)
+        try:
+            for listener in self._listeners:
+                listener(update)
+        except BaseException:  # the listener stopped the work: close the bar, no "done" line
+            self.summary = False
+            self.close()
+            raise
 
     def close(self) -> None:
         if self.closed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from fusemycell.plotting import add_scale_bar
 from fusemycell.preprocessing.fingerprint import VolumeScan
 
 
@@ -17,7 +18,10 @@ def _contrast(image: np.ndarray) -> tuple[float, float]:
 
 
 def fingerprint_figure(angle: VolumeScan | None, fused: VolumeScan | None, title: str) -> Figure:
-    """Maximum projections (xy, xz, yz) of angle next to fused, and their z and x (illumination) profiles."""
+    """Maximum projections (xy, xz, yz) of angle next to fused, and their z and x (illumination) profiles.
+
+    Projections keep the physical aspect ratio and carry a scale bar in micrometres.
+    """
     scans = [(label, scan) for label, scan in (("angle", angle), ("fused", fused)) if scan and scan.error is None]
     figure = Figure(figsize=(12, 3.2 * max(1, len(scans)) + 2.6), layout="constrained")
     grid = figure.add_gridspec(len(scans) + 1, 4, height_ratios=[3] * len(scans) + [2])
@@ -47,7 +51,9 @@ def fingerprint_figure(angle: VolumeScan | None, fused: VolumeScan | None, title
             axis.set_title(f"{label}: max projection {view}", fontsize=9)
             axis.set_xlabel(axes_labels[0], fontsize=8)
             axis.set_ylabel(axes_labels[1], fontsize=8)
-            axis.tick_params(labelsize=7)
+            axis.set_xticks([])  # the scale bar gives the size
+            axis.set_yticks([])
+            add_scale_bar(axis, spacing["zyx".index(view[1])] * scale_cols, image.shape[1])
         info = figure.add_subplot(grid[row, 3])
         info.axis("off")
         info.text(

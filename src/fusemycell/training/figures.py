@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.patching.store import PatchStore
 from fusemycell.patching.torch_dataset import PatchDataset
+from fusemycell.plotting import add_scale_bar, integer_ticks
 
 
 def validation_figure(
@@ -18,7 +19,8 @@ def validation_figure(
     """Middle xy slice of ``count`` validation patches: input, prediction, target, on one contrast per row.
 
     The title names the epoch whose weights predicted (the best one); each row has a colour bar
-    (normalised intensity, the patch store's scale).
+    (normalised intensity, the patch store's scale) and each slice a scale bar in micrometres
+    (when the store's index has the voxel size).
     """
     count = min(count, len(store))
     rows = np.linspace(0, len(store) - 1, count).astype(int) if count else []
@@ -32,6 +34,7 @@ def validation_figure(
         with torch.no_grad():
             prediction = network(network_input[None].to(device))[0, 0].cpu().numpy()
         z = single_view.shape[0] // 2
+        spacing_x = _patch_spacing_x(store, int(index))
         images = (single_view[z], prediction[z], target[z])
         low, high = np.percentile(target, (1, 99.8))
         for column, (title, image) in enumerate(zip(("input (single view)", "prediction", "target (fused)"), images)):
@@ -39,6 +42,8 @@ def validation_figure(
             shown = axis.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1)
             axis.set_title(f"{title}, patch {index}", fontsize=9)
             axis.axis("off")
+            if spacing_x is not None:
+                add_scale_bar(axis, spacing_x, image.shape[1])
         figure.colorbar(shown, ax=axes[row].tolist(), shrink=0.8, label="normalised intensity")
     figure.suptitle(
         f"validation patches, middle z plane: weights of epoch {epoch}" if epoch is not None else "validation patches"
@@ -46,17 +51,43 @@ def validation_figure(
     return figure
 
 
-def learning_curves(history: pd.DataFrame) -> Figure:
-    """Training and validation loss, and validation N_SSIM, per epoch."""
+def _patch_spacing_x(store: PatchStore, index: int) -> float | None:
+    """The x voxel size (um) of patch ``index``, from the store's index; None when it has none."""
+    if "spacing_x_um" not in store.index.columns:
+        return None
+    return float(store.index["spacing_x_um"].iloc[index])
+
+
+def kept_epoch(history: pd.DataFrame) -> int | None:
+    """The epoch whose weights were kept (the row whose ``kept`` column is true), or None when none is marked."""
+    if "kept" not in history:
+        return None
+    kept = history.loc[history["kept"].astype(bool), "epoch"]
+    return int(kept.iloc[0]) if len(kept) else None
+
+
+def learning_curves(history: pd.DataFrame, kept: int | None = None) -> Figure:
+    """Training and validation loss, and validation N_SSIM, per epoch (whole-number ticks).
+
+    The kept epoch (``kept``, else :func:`kept_epoch` of the history) is a dotted vertical line on
+    both panels, named in the legend. The N_SSIM panel shows the whole validation volumes' score
+    (what chooses the epoch, when measured) and the validation patches'.
+    """
+    kept = kept if kept is not None else kept_epoch(history)
     figure = Figure(figsize=(10, 3.5), layout="constrained")
     losses, scores = figure.subplots(1, 2)
-    losses.plot(history["epoch"], history["train_loss"], label="train")
-    losses.plot(history["epoch"], history["val_loss"], label="validation")
-    losses.set_xlabel("epoch")
+    losses.plot(history["epoch"], history["train_loss"], marker=".", label="train")
+    losses.plot(history["epoch"], history["val_loss"], marker=".", label="validation")
     losses.set_ylabel("loss")
-    losses.legend()
-    scores.plot(history["epoch"], history["val_nssim"], color="tab:green")
+    if "val_volume_nssim" in history and history["val_volume_nssim"].notna().any():
+        scores.plot(history["epoch"], history["val_volume_nssim"], marker=".", color="tab:green", label="whole volumes")
+    scores.plot(history["epoch"], history["val_nssim"], marker=".", color="tab:olive", label="patches")
     scores.axhline(0, color="grey", linewidth=0.8)  # identity scores 0
-    scores.set_xlabel("epoch")
-    scores.set_ylabel("validation N_SSIM")
+    scores.set_ylabel("validation N_SSIM (0 = single view)")
+    for axis in (losses, scores):
+        if kept is not None:
+            axis.axvline(kept, color="tab:red", linestyle=":", linewidth=1.5, label=f"kept: epoch {kept}")
+        axis.set_xlabel("epoch")
+        integer_ticks(axis, int(history["epoch"].min()), int(history["epoch"].max()))
+        axis.legend(fontsize=8)
     return figure

@@ -40,6 +40,7 @@ def test_model_and_reports_are_written(trained_project):
     assert card.validation.val_volume_nssim == pytest.approx(history_best(trained_project, card.validation.epoch))
     history = pd.read_csv(trained_project / "data" / "08_reporting" / "training" / "history.csv")
     assert list(history["epoch"]) == [1, 2]
+    assert list(history.loc[history["kept"], "epoch"]) == [card.validation.epoch]  # the learning curves mark it
     for figure in ("validation_slices.png", "learning_curves.png"):
         assert (trained_project / "data" / "08_reporting" / "training" / figure).stat().st_size > 1000
 

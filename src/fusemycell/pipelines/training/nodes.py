@@ -89,6 +89,7 @@ def train_fusion_model(
     if result.physics:
         log_metrics({f"physics.{key}": value for key, value in result.physics.items()})
     history = pd.DataFrame([asdict(h) for h in result.history])
+    history["kept"] = history["epoch"] == result.best_epoch  # the epoch whose weights are the model
     return result.model, history, validation_figure(result.model, patch_store_val, epoch=result.best_epoch)
 
 
@@ -127,7 +128,7 @@ def guard_fusion_model(
 
 
 def plot_learning_curves(training_history: pd.DataFrame) -> Figure:
-    """Loss and validation N_SSIM per epoch."""
+    """Loss and validation N_SSIM per epoch, the kept epoch marked (the history's ``kept`` column)."""
     return learning_curves(training_history)
 
 

@@ -1,0 +1,6 @@
+"""The napari plugin: open FuseMyCell volumes, simulated sample pairs, and the "Predict fused view" widget.
+
+Declared in ``napari.yaml`` (an npe2 manifest, found through the ``napari.manifest`` entry point
+of the installed project). The reader and the sample data are plain functions returning napari
+layer data; only :mod:`fusemycell.napari.widget` imports Qt and napari. Nothing here imports Kedro.
+"""
