@@ -40,7 +40,7 @@ def test_the_prediction_is_the_projects_in_memory_prediction(model_file, single_
 
 
 def test_the_onnx_backend_uses_the_export_next_to_the_model(model_file, single_view):
-    common = {"model": str(model_file), "tile_zyx": (8, 16, 16), "device": "cpu"}
+    common = {"model": str(model_file), "tile_zyx": (8, 16, 16), "device": "cpu", "amp": False}  # float32 both
     torch_result = predict_volume(single_view, SPACING_ZYX, PredictionOptions(**common))
     onnx_result = predict_volume(single_view, SPACING_ZYX, PredictionOptions(backend="onnx", **common))
     assert np.abs(torch_result.astype(int) - onnx_result.astype(int)).max() <= 1  # float rounding, one grey level
@@ -118,8 +118,8 @@ def test_an_mlflow_run_uri_is_fetched_from_the_tracking_server_in_force(tmp_path
         mlflow.log_artifact(str(model_file), artifact_path="model")
         mlflow.log_artifact(str(model_file.with_suffix(".onnx")), artifact_path="model")
     uri = f"runs:/{run.info.run_id}/model/fusemycell_unet.pt"
-    local = PredictionOptions(model=str(model_file), tile_zyx=(8, 16, 16), device="cpu")
-    from_mlflow = PredictionOptions(model=uri, tile_zyx=(8, 16, 16), device="cpu")
+    local = PredictionOptions(model=str(model_file), tile_zyx=(8, 16, 16), device="cpu", amp=False)
+    from_mlflow = PredictionOptions(model=uri, tile_zyx=(8, 16, 16), device="cpu", amp=False)
     expected = predict_volume(single_view, SPACING_ZYX, local)
     assert np.array_equal(predict_volume(single_view, SPACING_ZYX, from_mlflow), expected)
     onnx = predict_volume(single_view, SPACING_ZYX, PredictionOptions(model=uri, backend="onnx", tile_zyx=(8, 16, 16)))

@@ -45,6 +45,8 @@ class PredictionOptions:
     """PyTorch, or ONNX Runtime on the model's ONNX export (``NAME.onnx`` next to ``NAME.pt``)."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """PyTorch device."""
+    amp: bool = True
+    """Mixed precision where the device gains from it (bf16 on GPUs and on CPUs that compute it natively)."""
     project_dir: Path = field(default_factory=Path.cwd)
     """Where a relative model path is looked for."""
 
@@ -55,6 +57,7 @@ class PredictionOptions:
             device=self.device,
             tile_zyx=self.tile_zyx,
             tta=self.tta,
+            amp=self.amp,
             background_io=False,  # the array is in memory: nothing to read ahead
         )
 
