@@ -45,3 +45,23 @@ def test_small_datasets_still_get_validation_and_test_volumes():
 def test_tiny_datasets_keep_everything_for_training(n):
     volumes = _volumes(n_per_stratum=1, studies=("a",))[:n]
     assert set(split_by_volume(volumes, val_fraction=0.2, test_fraction=0.2, seed=0).values()) == {"train"}
+
+
+def test_every_study_with_three_volumes_gets_a_validation_volume():
+    """Interleaving strata alone gave the first studies every validation volume; each study now has one."""
+    volumes = [
+        {"pair": f"image_{study}{i}_{channel}", "channel": channel, "study": study}
+        for study in "abc"
+        for channel in ("nucleus", "membrane")
+        for i in range(3)
+    ] + [
+        {"pair": "image_d0_nucleus", "channel": "nucleus", "study": "d"},
+        {"pair": "image_d1_nucleus", "channel": "nucleus", "study": "d"},
+    ]
+    for seed in range(5):
+        split = split_by_volume(volumes, val_fraction=0.1, test_fraction=0.3, seed=seed)
+        for study in "abc":
+            members = [v["pair"] for v in volumes if v["study"] == study]
+            assert any(split[p] == "val" for p in members), (seed, study)
+            assert any(split[p] == "train" for p in members), (seed, study)  # never its last training volume
+        assert sorted(split.values()).count("val") >= 3

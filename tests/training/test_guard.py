@@ -78,3 +78,23 @@ def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
     save_model(guarded, tmp_path / "m.pt")  # the scale travels with the model file
     with torch.inference_mode():
         assert torch.allclose(load_model(tmp_path / "m.pt").network(volume), expected, atol=1e-5)
+
+
+def test_a_scale_that_helps_on_average_but_hurts_one_study_is_not_chosen():
+    volumes = _volumes(3, n=4)
+    volumes = [
+        ValidationVolume(v.name, v.channel, v.angle, v.fused, study="a" if i < 2 else "c")
+        for i, v in enumerate(volumes)
+    ]
+    targets = {id(v.angle): v.fused for v in volumes}
+
+    def helps_a_hurts_c(volume):
+        if volume.study == "a":  # the whole way to the target
+            return targets[id(volume.angle)]
+        return volume.angle + 0.3 * np.sin(np.arange(volume.angle.size, dtype=np.float32)).reshape(volume.angle.shape)
+
+    choice = choose_scale(volumes, helps_a_hurts_c, _identity)
+    assert choice.score(1.0) > choice.score(0.0)  # the mean alone would take the correction
+    assert choice.by_study[1.0]["c"] < choice.by_study[0.0]["c"]
+    assert choice.scale == 0.0 and choice.keeps_every_study(0.0)
+    assert set(choice.by_study[0.0]) == {"a", "c"}

@@ -148,6 +148,10 @@ class GuardSummary(_Frozen):
     """Mean over channels of the per-channel mean N_SSIM of whole validation volumes, per candidate scale."""
     val_nssim_by_channel: dict[str, float]
     """At the chosen scale, per channel."""
+    val_nssim_by_study: dict[str, float] = Field(default_factory=dict)
+    """At the chosen scale, per study (the chosen scale leaves no study below its base)."""
+    base_nssim_by_study: dict[str, float] = Field(default_factory=dict)
+    """The residual base's (scale 0) mean N_SSIM per study: what no study may fall below."""
     volumes: int = Field(ge=1)
     """Validation volumes scored."""
 

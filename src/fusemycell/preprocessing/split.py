@@ -78,8 +78,10 @@ def split_by_volume(
     Volumes are shuffled within each ``(study, channel)`` stratum, strata are
     interleaved (one volume of each in turn), and test then validation take
     their share from the front: every stratum contributes in turn, so channels
-    and studies are spread over the splits as evenly as the counts allow. The
-    result depends only on the volumes and ``seed``.
+    and studies are spread over the splits as evenly as the counts allow. Every
+    study with at least 3 volumes gets a validation volume (more than
+    ``val_fraction`` asks if need be): the epoch choice and the guard then see
+    every study. The result depends only on the volumes and ``seed``.
 
     Returns
     -------
@@ -103,7 +105,26 @@ def split_by_volume(
     n_val = max(floor, int(round(val_fraction * total))) if val_fraction > 0 else 0
     n_test = min(n_test, max(0, total - 1))
     n_val = min(n_val, max(0, total - 1 - n_test))
-    assignment = {}
-    for index, pair in enumerate(order):
-        assignment[pair] = "test" if index < n_test else "val" if index < n_test + n_val else "train"
+    study_of = {v["pair"]: str(v["study"]) for v in volumes}
+    remaining = order[n_test:]
+    val = _one_per_study(remaining, study_of, n_val) if n_val else []
+    val += [pair for pair in remaining if pair not in val][: max(0, n_val - len(val))]
+    assignment = {pair: "train" for pair in order}
+    assignment.update({pair: "test" for pair in order[:n_test]})
+    assignment.update({pair: "val" for pair in val})
     return assignment
+
+
+def _one_per_study(candidates: Sequence[str], study_of: Mapping[str, str], n_val: int) -> list[str]:
+    """A validation volume of every study with at least 3 volumes (so the epoch choice and the guard see every
+    study), taken in ``candidates``' order, never a study's last training volume; at least ``n_val`` in all."""
+    counts: dict[str, int] = {}
+    for study in study_of.values():
+        counts[study] = counts.get(study, 0) + 1
+    left = {study: sum(1 for p in candidates if study_of[p] == study) for study in counts}
+    chosen = []
+    for pair in candidates:
+        study = study_of[pair]
+        if counts[study] >= 3 and left[study] >= 2 and all(study_of[c] != study for c in chosen):
+            chosen.append(pair)
+    return chosen

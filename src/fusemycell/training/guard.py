@@ -48,19 +48,27 @@ class ValidationVolume:
     fused: np.ndarray
     position: PositionField | None = None
     """The position channels of ``angle`` (computed on the whole volume), when the model takes them."""
+    study: str = ""
+    """The study (acquisition series) the volume belongs to."""
 
 
 @dataclass
 class GuardChoice:
-    """The chosen scale and, for every candidate, the mean N_SSIM per channel."""
+    """The chosen scale and, for every candidate, the mean N_SSIM per channel and per study."""
 
     scale: float
     scores: dict[float, dict[str, float]] = field(default_factory=dict)
     per_volume: dict[str, dict[float, float]] = field(default_factory=dict)
+    by_study: dict[float, dict[str, float]] = field(default_factory=dict)
 
     def score(self, scale: float) -> float:
         """Mean over channels of the per-channel mean N_SSIM at ``scale``."""
         return float(np.mean(list(self.scores[scale].values())))
+
+    def keeps_every_study(self, scale: float, tolerance: float = 1e-6) -> bool:
+        """No study's mean N_SSIM at ``scale`` is below its residual base's (scale 0)."""
+        base = self.by_study.get(0.0, {})
+        return all(value >= base.get(study, value) - tolerance for study, value in self.by_study[scale].items())
 
 
 def _nssim(prediction: np.ndarray, target: np.ndarray, ssim_input: float, target_stats: object) -> float:
@@ -86,12 +94,14 @@ def choose_scale(
     base: Callable[[np.ndarray], np.ndarray],
     scales: Sequence[float] = GUARD_SCALES,
 ) -> GuardChoice:
-    """Score every scale on every volume; the best mean over channels wins (ties: the smaller scale).
+    """Score every scale on every volume; the best mean over channels wins among the scales for which no
+    study scores below its residual base (scale 0, always allowed; ties: the smaller scale).
 
     ``predict`` gives the network's output at scale 1 for a volume (with the inference tiling),
     ``base`` the residual base of its single view; the output at scale ``s`` is ``base + s * (predict - base)``.
     """
     by_channel: dict[float, dict[str, list[float]]] = {s: {} for s in scales}
+    by_study: dict[float, dict[str, list[float]]] = {s: {} for s in scales}
     per_volume: dict[str, dict[float, float]] = {}
     for volume in volumes:
         full, start = predict(volume), base(volume.angle)
@@ -101,12 +111,15 @@ def choose_scale(
         for scale in scales:
             score = _nssim(start + np.float32(scale) * correction, volume.fused, ssim_input, target_stats)
             by_channel[scale].setdefault(volume.channel, []).append(score)
+            by_study[scale].setdefault(volume.study, []).append(score)
             per_volume[volume.name][scale] = score
     if not per_volume:
         raise ValueError("the guard needs at least one validation volume")
     scores = {s: {c: float(np.mean(v)) for c, v in channels.items()} for s, channels in by_channel.items()}
-    choice = GuardChoice(scale=0.0, scores=scores, per_volume=per_volume)
-    choice.scale = max(scales, key=lambda s: (round(choice.score(s), 6), -s))
+    studies = {s: {c: float(np.mean(v)) for c, v in groups.items()} for s, groups in by_study.items()}
+    choice = GuardChoice(scale=0.0, scores=scores, per_volume=per_volume, by_study=studies)
+    allowed = [s for s in scales if s == 0.0 or choice.keeps_every_study(s)]
+    choice.scale = max(allowed or [min(scales)], key=lambda s: (round(choice.score(s), 6), -s))
     return choice
 
 
@@ -118,8 +131,8 @@ class VolumeValidation:
     volume's central block whatever the number of volumes.
     """
 
-    pairs: tuple[tuple[str, str, str, str], ...]
-    """``(name, channel, angle path, fused path)`` of preprocessed (normalised) volumes."""
+    pairs: tuple[tuple[str, ...], ...]
+    """``(name, channel, angle path, fused path[, study])`` of preprocessed (normalised) volumes."""
     tiling: TileSettings = TileSettings()
     """The inference tiling (``params:inference``): validation predicts as inference does."""
     amp: bool = True
@@ -214,29 +227,34 @@ def guard_model(
         scale=choice.scale,
         val_nssim={f"{s:g}": choice.score(s) for s in choice.scores},
         val_nssim_by_channel=choice.scores[choice.scale],
+        val_nssim_by_study={study: choice.by_study[choice.scale][study] for study in choice.by_study[choice.scale]},
+        base_nssim_by_study=choice.by_study.get(0.0, {}),
         volumes=len(choice.per_volume),
     )
     card = model.card.model_copy(update={"architecture": scaled, "guard": summary})
     guarded = TrainedModel(UNet3D(scaled), card)
     guarded.network.load_state_dict(network.state_dict())
     logger.info(
-        "guard: correction scale %g chosen on %d validation volumes (N_SSIM %s)",
+        "guard: correction scale %g chosen on %d validation volumes (N_SSIM %s; at %g by study: %s)",
         choice.scale,
         len(choice.per_volume),
         ", ".join(f"{s:g}: {choice.score(s):.4f}" for s in choice.scores),
+        choice.scale,
+        ", ".join(f"{study or '?'} {value:.4f}" for study, value in sorted(choice.by_study[choice.scale].items())),
     )
     return guarded, choice
 
 
 def read_validation_volumes(
-    pairs: Iterable[tuple[str, str, str, str]], position: PositionChannels | None = None
+    pairs: Iterable[tuple[str, ...]], position: PositionChannels | None = None
 ) -> Iterator[ValidationVolume]:
-    """``(name, channel, angle path, fused path)`` of preprocessed (normalised) volumes -> their central blocks.
+    """``(name, channel, angle path, fused path[, study])`` of preprocessed (normalised) volumes -> their
+    central blocks.
 
     Read lazily, one pair at a time: a pass over GB volumes costs a block each. With ``position``
     (the model card's), each block carries the position channels of the whole single view.
     """
-    for name, channel, angle_path, fused_path in pairs:
+    for name, channel, angle_path, fused_path, *study in pairs:
         volume = read_volume(angle_path, lazy=True)
         angle = volume.data
         block = central_block(angle)
@@ -246,5 +264,10 @@ def read_validation_volumes(
             field = field.block([s.start for s in block])
         fused = read_volume(fused_path, lazy=True).data
         yield ValidationVolume(
-            name, channel, np.asarray(angle[block], np.float32), np.asarray(fused[block], np.float32), field
+            name,
+            channel,
+            np.asarray(angle[block], np.float32),
+            np.asarray(fused[block], np.float32),
+            field,
+            study=str(study[0]) if study else "",
         )

@@ -25,10 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 def validation_pairs(normalized_volumes: PairListing, volume_split: pd.DataFrame) -> tuple[tuple[str, ...], ...]:
-    """``(name, channel, angle path, fused path)`` of the split's validation volumes (preprocessed)."""
+    """``(name, channel, angle path, fused path, study)`` of the split's validation volumes (preprocessed)."""
     validation = volume_split[volume_split["split"] == "val"]
     return tuple(
-        (row.pair, row.channel, normalized_volumes[row.pair].angle, normalized_volumes[row.pair].fused)
+        (
+            row.pair,
+            row.channel,
+            normalized_volumes[row.pair].angle,
+            normalized_volumes[row.pair].fused,
+            str(getattr(row, "study", "")),
+        )
         for row in validation.itertuples()
         if row.pair in normalized_volumes and normalized_volumes[row.pair].is_complete
     )
@@ -123,7 +129,13 @@ def guard_fusion_model(
         amp=settings.amp,
     )
     if choice is not None:
-        log_metrics({"guard.scale": choice.scale, **{f"guard.val_nssim.{s:g}": choice.score(s) for s in choice.scores}})
+        log_metrics(
+            {
+                "guard.scale": choice.scale,
+                **{f"guard.val_nssim.{s:g}": choice.score(s) for s in choice.scores},
+                **{f"guard.val_nssim.study_{k}": v for k, v in choice.by_study[choice.scale].items()},
+            }
+        )
     return guarded
 
 
