@@ -42,6 +42,11 @@ class UNetConfig(StrictConfig):
     """Add the correction to a Gaussian blur of the input (sigma in voxels) instead of the input itself.
 
     The network then starts as the public blur baseline and learns what a blur cannot do; 0 = the input."""
+    gain_offset: bool = False
+    """With a residual network, also predict a gain ``g`` and an offset ``h`` per voxel:
+    ``out = exp(g) * base + h + correction``. A single view loses brightness with depth (attenuation)
+    and gains haze; a gain and an offset say that directly, which a convolution's additive
+    correction must otherwise learn as a product with the input."""
     residual_scale: float = Field(default=1.0, ge=0, le=1)
     """Weight of the learnt correction over the residual base: 1 as trained; the guard
     (:mod:`fusemycell.training.guard`) lowers it where whole validation volumes score better."""

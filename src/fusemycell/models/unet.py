@@ -128,7 +128,8 @@ class UNet3D(nn.Module):
                 Upsample(config.channels(level + 1), config.channels(level), pooling[level], config.upsampling)
             )
             self.decoders.append(ConvBlock(2 * config.channels(level), config.channels(level), config))
-        self.head = nn.Conv3d(config.channels(0), config.out_channels, kernel_size=1)
+        gain_offset = 2 * config.out_channels if config.has_residual and config.gain_offset else 0
+        self.head = nn.Conv3d(config.channels(0), config.out_channels + gain_offset, kernel_size=1)
         if config.normalization == "none":
             _kaiming_init(self, config.activation)
         kernel = gaussian_kernel(config.residual_blur_sigma)
@@ -167,13 +168,20 @@ class UNet3D(nn.Module):
             skip = skips.pop()
             features = decoder(torch.cat([upsample(features), skip], dim=1))
         output = self.head(features)
-        if self.config.has_residual:
+        if not self.config.has_residual:
+            return output
+        # the base keeps the input's float32 precision under mixed precision: only the correction is bf16
+        with torch.autocast(device_type=padded.device.type, enabled=False):
+            output = output.float()
+            base = self.residual_base(padded.float())
+            channels = self.config.out_channels
+            deviation = output[:, :channels]
+            if self.config.gain_offset:
+                gain = output[:, channels : 2 * channels].clamp(-4.0, 4.0)
+                deviation = deviation + torch.expm1(gain) * base + output[:, 2 * channels :]
             if self.config.residual_scale != 1.0:
-                output = output * self.config.residual_scale
-            # the base keeps the input's float32 precision under mixed precision: only the correction is bf16
-            with torch.autocast(device_type=padded.device.type, enabled=False):
-                output = output.float() + self.residual_base(padded.float())
-        return output
+                deviation = deviation * self.config.residual_scale
+            return base + deviation
 
     def residual_base(self, volume: torch.Tensor) -> torch.Tensor:
         """The input's first ``out_channels`` channels (the single view; position channels follow it),
