@@ -8,9 +8,10 @@
    up is finished; the best epoch's model is used).
 2. **Predict** a ``--depth`` x 1920 x 1920 uint16 volume (default 300, the
    largest study, 2.1 GiB) file to file with that model, as the inference
-   pipeline does (``predict_file`` + ``save_volume``: tile set explicitly to the training
-   patch doubled in y and x, 64x256x256; the default tile is the patch itself, about 4x
-   the tiles; overlap 0.5, background reader/writer), through
+   pipeline does (``predict_file`` + ``save_volume``, background reader/writer): a tile-invariant
+   model (``normalization: none``, the default) with exact tiling, its tiles planned from the GPU's
+   free memory (and ``--memory-gb`` on the host); a model that normalises each tile with blended
+   tiles of its training patch doubled in y and x (overlap 0.5); through
    ``TorchBackend``: bf16 autocast, ``torch.inference_mode``, pinned host
    buffers with asynchronous copies, batch size from the free device memory
    (``TorchBackend.batch_size_for``).
@@ -120,6 +121,7 @@ def train_briefly(args: argparse.Namespace, workdir: Path, device: str) -> tuple
         patch, counts = (16, 32, 32), (16, 4)
         parameters["model"] = {**parameters["model"], "depth": 2, "base_channels": 4, "max_channels": 8}
         parameters["batch_size"] = 2
+        parameters["patches_per_epoch"] = 32  # the cloud's 4096 per epoch would take minutes on a CPU
     parameters.pop("amp_dtype", None) if device == "cpu" else None
     parameters["monitor"] = "val_nssim"  # synthetic patch stores, no whole volumes
     config = TrainingConfig.model_validate(parameters)
@@ -175,7 +177,6 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
 
     from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.predictor import TorchBackend
-    from fusemycell.inference.tiling import TileGrid
     from fusemycell.io.tiff import read_volume, save_volume, write_volume
 
     side = 256 if args.smoke else 1920
@@ -184,28 +185,45 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
     start = time.perf_counter()
     write_volume(source, StudyPlanes(depth, side), SPACING_ZYX)
     write_seconds = time.perf_counter() - start
-    patch = model.card.patch_size_zyx  # type: ignore[attr-defined]
-    tile = (patch[0], 2 * patch[1], 2 * patch[2])  # set explicitly: the GPU time target is for this tiling
+    card = model.card  # type: ignore[attr-defined]
     backend = TorchBackend(model.network, device, amp=True)  # type: ignore[attr-defined]
-    batch = backend.batch_size_for(tile, requested=4, limit=args.max_batch)
-    settings = InferenceSettings(device=device, amp=True, batch_size=batch, tile_zyx=tile)
+    if card.tile_invariant:  # exact tiling: tiles planned from the device's free memory and memory_gb on the host
+        settings = InferenceSettings(device=device, amp=True, memory_gb=args.memory_gb)
+    else:  # blended tiles of the training patch doubled in y and x, as before exact tiling
+        patch = card.patch_size_zyx
+        tile = (patch[0], 2 * patch[1], 2 * patch[2])
+        batch = backend.batch_size_for(tile, requested=4, limit=args.max_batch)
+        settings = InferenceSettings(device=device, amp=True, batch_size=batch, tile_zyx=tile, tiling="blend")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     host_before = peak_rss_kib()
     start = time.perf_counter()
-    save_volume(target, predict_file(str(source), backend, settings, model.card))  # type: ignore[attr-defined]
+    volume = predict_file(str(source), backend, settings, card)
+    save_volume(target, volume)
     seconds = time.perf_counter() - start
     written = read_volume(target, lazy=True)
     shape = tuple(written.shape)
     written.data.close()
-    tiles = len(TileGrid((depth, side, side), tile, settings.overlap))
+    stream = volume.data
+    while not hasattr(stream, "grid"):
+        stream = stream.inner
+    grid = stream.grid
+    tiles, tile = len(grid), grid.tile
+    evaluations = (
+        grid.evaluations_per_voxel()
+        if hasattr(grid, "evaluations_per_voxel")
+        else tiles * float(np.prod(tile)) / float(np.prod(grid.shape))
+    )
+    batch = stream.batch_size
     return {
         "study_zyx": [depth, side, side],
         "input_gib": source.stat().st_size / 2**30,
         "input_write_seconds": write_seconds,
         "output_ok": shape == (depth, side, side),
+        "tiling": "exact" if card.tile_invariant else "blend",
         "tile_zyx": list(tile),
         "tiles": tiles,
+        "evaluations_per_voxel": evaluations,
         "batch_size": batch,
         "precision": str(backend.precision.dtype) if backend.precision.enabled else "float32",
         "seconds_per_volume": seconds,
@@ -222,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-seconds", type=float, default=150.0, help="training budget (default 150)")
     parser.add_argument("--depth", type=int, default=300, help="planes of the 1920x1920 study (default 300)")
     parser.add_argument("--max-batch", type=int, default=16, help="largest inference batch (default 16)")
+    parser.add_argument("--memory-gb", type=float, default=8.0, help="host memory for exact tiling (default 8)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks the script only")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, deleted")
     args = parser.parse_args(argv)
@@ -251,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     device_mib = "-" if p["peak_device_mib"] is None else f"{p['peak_device_mib']:.0f}"
     print(
         f"prediction: {'x'.join(map(str, p['study_zyx']))} uint16 ({p['input_gib']:.2f} GiB) file to file in "
-        f"{p['seconds_per_volume']:.1f} s; {p['tiles']} tiles {'x'.join(map(str, p['tile_zyx']))}, "
+        f"{p['seconds_per_volume']:.1f} s; {p['tiling']} tiling, {p['tiles']} tiles "
+        f"{'x'.join(map(str, p['tile_zyx']))} "
+        f"({p['evaluations_per_voxel']:.2f} evaluations per voxel), "
         f"{p['tiles_per_second']:.1f} tiles/s, batch {p['batch_size']}, {p['precision']}; "
         f"peak host {p['peak_host_mib']:.0f} MiB (before prediction {p['host_mib_before_prediction']:.0f}), "
         f"peak device {device_mib} MiB; "

@@ -1,42 +1,36 @@
-"""Benchmark: test N_SSIM of the main job's chain, per channel and per volume, with an ablation.
+"""Benchmark: test N_SSIM of the main job at equal wall-clock, paired over seeds, per channel and per study.
 
-For every seed (``--seeds``, default 2025 2026) the script makes a throw-away
-copy of the project (config and project metadata, as ``tests/conftest.py``'s
-``copy_project`` does; each copy holds its own data and its own sqlite MLflow
-store) and runs the main job's chain in it with ``kedro run`` subprocesses in
-the Kedro environment ``--env`` (default ``mac``):
+Every option is a *row*: the main job with some parameters changed (deep-merged into the Kedro
+environment's ``parameters.yml`` of a throw-away project copy, so lists and nested keys work), or
+the code and defaults of an earlier revision (``today``: what the project did before). Every row
+trains for the same time budget (the environment's ``training.budget_minutes`` unless the row sets
+its own), on the same simulated data and split, once per seed (``training.seed`` and
+``patching.seed``); rows run one after another, so run the script on an otherwise idle machine.
 
-1. once per seed, the part every row shares: ``--pipelines
-   simulation,preprocessing`` (the embedded simulated data and its split; the
-   same data for every seed, so that rows and seeds are paired comparisons);
-2. for every ablation row (``ROWS`` below, cumulative; ``--rows`` picks some),
-   ``--pipelines patching,training,evaluation`` with the row's ``--params``
-   overrides plus ``training.seed`` and ``patching.seed`` set to the seed.
+For each code version (the checkout, and each revision a row names) one project copy runs
+``simulation,preprocessing`` once; each (row, seed) then runs ``patching,training,evaluation`` in
+it after emptying what the previous row wrote. Read back per run: the evaluation's per-volume
+table (model, identity and blur N_SSIM of every held-out volume) and the model card (best epoch,
+guard scale, optimizer steps, validation share).
 
-After each row it reads the evaluation's per-volume table
-(``data/08_reporting/evaluation/per_volume.csv``: columns ``pair``, ``channel``,
-``study``, ``method`` in ``model`` / ``identity`` / ``gaussian_blur``, and
-``n_ssim``) and, where it can, the trained model's card
-(``data/06_models/fusemycell_unet.pt``: best epoch, validation N_SSIM, the
-guard's correction scale). The outputs of the previous row (patch stores,
-models, predictions, evaluation) are deleted before each row, so a row can
-only read its own.
+Reported (Markdown on stdout, progress on stderr):
 
-The Markdown report goes to stdout (progress to stderr): per row and seed the
-test N_SSIM per channel (mean over the channel's test volumes), their mean, the
-smallest margin over volumes of ``model - max(identity, blur)`` and the wall
-time of the row; per row the mean over seeds; the baselines (identity, blur);
-and per test volume the baselines and every row's model (mean over seeds).
-``--out FILE`` writes everything as JSON; ``--report FILE`` prints the tables
-again from such a file without running anything.
+* per row: test N_SSIM per channel and per study, mean over seeds, with the smallest margin of the
+  model over ``max(identity, blur)`` on any held-out volume in any seed;
+* per row with a reference row: the **paired difference** row - reference, per seed, then its mean,
+  standard deviation, minimum and maximum over seeds, per channel and per study;
+* the baselines (identity, blur) and three **ceilings** computed from the simulator's own truth
+  without training (:mod:`fusemycell.simulation.ceilings`: the input with its true depth-dependent
+  gain undone, the noise-free single view, both), so the table shows how much of the reachable gain
+  each option takes.
 
-The exit status is 1 if any ``kedro run`` failed (the tail of its stderr is
-printed, naming the row and the seed; the other rows still run).
+``--out FILE`` writes everything as JSON; ``--report FILE`` prints the tables of such a file again.
+The exit status is 1 if any ``kedro run`` failed (its log tail is printed; other rows still run).
 
 Usage::
 
-    python benchmarks/quality.py [--env mac] [--seeds 2025 2026] [--rows budget +position ...]
-        [--params KEY=VALUE,...] [--workdir DIR] [--out results.json]
+    python benchmarks/quality.py [--env mac] [--seeds 1 2 3 4] [--rows today default ...]
+        [--workdir DIR] [--out results.json]
     python benchmarks/quality.py --report results.json
 """
 
@@ -44,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -52,55 +45,57 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import _measure
+import numpy as np
+import yaml
 
-#: The project root (the script lives in ``benchmarks/``).
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The ablation, cumulative: row name -> ``kedro run --params`` overrides (besides the seeds).
-#: Adjust the strings here when a parameter's name or value changes.
-ROWS: dict[str, str] = {
-    "budget": (
-        "patching.position.enabled=false,training.monitor=val_nssim,training.guard=false,training.physics.enabled=false"
-    ),
-    "+position": (
-        "patching.position.enabled=true,training.monitor=val_nssim,training.guard=false,training.physics.enabled=false"
-    ),
-    "+volume_selection": (
-        "patching.position.enabled=true,training.monitor=val_volume_nssim,"
-        "training.guard=false,training.physics.enabled=false"
-    ),
-    "+guard": (  # the default configuration
-        "patching.position.enabled=true,training.monitor=val_volume_nssim,"
-        "training.guard=true,training.physics.enabled=false"
-    ),
-    "+physics": (
-        "patching.position.enabled=true,training.monitor=val_volume_nssim,"
-        "training.guard=true,training.physics.enabled=true"
-    ),
-    # not in the cumulative chain (run them with --rows): what the position channels bring with the rest on
-    "+guard-position": (
-        "patching.position.enabled=false,training.monitor=val_volume_nssim,"
-        "training.guard=true,training.physics.enabled=false"
-    ),
+#: The revision whose code and defaults the ``today`` row runs (main before exact tiling and the faster training).
+TODAY_REVISION = "613ff09"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One option: parameter overrides (nested, as in ``parameters.yml``), an optional revision, a reference."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    revision: str | None = None
+    reference: str | None = None
+    note: str = ""
+
+
+ROWS: dict[str, Row] = {
+    "today": Row(revision=TODAY_REVISION, note="the code and defaults before: instance norm, blended tiles, float32"),
+    "default": Row(reference="today", note="this checkout's defaults"),
+    "accumulation 4": Row({"training": {"accumulation_steps": 4}}, reference="default"),
+    "float32": Row({"training": {"amp": False}, "inference": {"amp": False}}, reference="default"),
+    "instance + blend": Row({"training": {"model": {"normalization": "instance"}}}, reference="default"),
+    "none + exact": Row({"training": {"model": {"normalization": "none"}}}, reference="default"),
+    "+position": Row({"patching": {"position": {"enabled": True}}}, reference="default"),
+    "+gain/offset": Row({"training": {"model": {"gain_offset": True}}}, reference="default"),
+    "deep patches": Row({"patching": {"patch_size_zyx": [32, 64, 64]}}, reference="default"),
+    "budget 10": Row({"training": {"budget_minutes": 10.0}}, reference="default"),
+    "budget 15": Row({"training": {"budget_minutes": 15.0}}, reference="default"),
 }
-#: The cumulative chain, run by default.
-CUMULATIVE = ("budget", "+position", "+volume_selection", "+guard", "+physics")
+DEFAULT_ROWS = ("today", "default", "accumulation 4", "float32", "instance + blend", "+position", "+gain/offset")
 
 SHARED_PIPELINES = "simulation,preprocessing"
 ROW_PIPELINES = "patching,training,evaluation"
-#: What a row writes: emptied before each row so that stale results cannot be read.
 ROW_OUTPUTS = ("data/05_model_input", "data/06_models", "data/07_model_output", "data/08_reporting/evaluation")
 SPLIT = "data/02_intermediate/split.csv"
+RAW = "data/01_raw/synthetic"
 PER_VOLUME = "data/08_reporting/evaluation/per_volume.csv"
-REPORT = "data/08_reporting/evaluation/report.json"
 MODEL = "data/06_models/fusemycell_unet.pt"
-#: ``method`` values of the per-volume table.
 MODEL_METHOD, IDENTITY, BLUR = "model", "identity", "gaussian_blur"
 TAIL_LINES = 40
 
@@ -109,9 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="mac", help="Kedro environment (default mac; test = tiny data, seconds)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2025, 2026], help="training and patching seeds")
-    parser.add_argument("--rows", nargs="+", default=list(CUMULATIVE), help=f"ablation rows, of: {' '.join(ROWS)}")
-    parser.add_argument("--params", default="", help="extra kedro --params for every row (KEY=VALUE,...)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4], help="training and patching seeds")
+    parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help=f"rows, of: {', '.join(ROWS)}")
     parser.add_argument("--workdir", type=Path, default=None, help="kept project copies (default: temporary)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--report", type=Path, default=None, help="print the tables of a JSON file and stop")
@@ -122,58 +116,78 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# -- project copies and kedro runs -------------------------------------------------------------
-def copy_project(destination: Path) -> Path:
-    """Copy what a Kedro run needs (config, project metadata) into ``destination`` (as ``tests/conftest.py``)."""
+# -- code versions, project copies and kedro runs -------------------------------------------------
+def code_tree(revision: str | None, workdir: Path) -> Path:
+    """The source tree of ``revision`` (extracted with ``git archive``), or this checkout for None."""
+    if revision is None:
+        return ROOT
+    tree = workdir / f"code_{revision}"
+    if not tree.exists():
+        archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree
+
+
+def copy_project(code: Path, destination: Path) -> Path:
+    """A project copy (config and metadata of ``code``; data and MLflow store of its own)."""
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(code / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
     (destination / "conf" / "local").mkdir(exist_ok=True)
     for name in ("pyproject.toml", ".telemetry"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, destination / name)
-    (destination / "src").mkdir(exist_ok=True)  # Kedro wants it; the package is imported from ROOT/src
-    for layer in sorted(p.name for p in (ROOT / "data").iterdir() if p.is_dir()):
+        if (code / name).exists():
+            shutil.copy(code / name, destination / name)
+    (destination / "src").mkdir(exist_ok=True)
+    for layer in sorted(p.name for p in (code / "data").iterdir() if p.is_dir()):
         (destination / "data" / layer).mkdir(parents=True, exist_ok=True)
     return destination
 
 
-def child_environment() -> dict[str, str]:
-    """The environment of the ``kedro run`` children: this checkout's package first, no telemetry."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)  # each copy tracks to its own sqlite:///mlflow.db (conf/base)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``overrides`` into ``base`` (nested dicts merged, anything else replaced)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def set_overrides(project: Path, env: str, pristine: dict, overrides: dict) -> None:
+    """The environment's ``parameters.yml`` of ``project``: its own content with ``overrides`` merged in."""
+    path = project / "conf" / env / "parameters.yml"
+    path.write_text(yaml.safe_dump(deep_merge(pristine, overrides), sort_keys=False))
+
+
+def child_environment(code: Path) -> dict[str, str]:
+    """The environment of the ``kedro run`` children: ``code``'s package first, no telemetry, wide lines."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "250"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code / "src"), os.environ.get("PYTHONPATH", "")) if p)
     return env
 
 
-def kedro_run(project: Path, env: str, pipelines: str, params: str, log_name: str) -> tuple[float, str | None]:
-    """Run ``kedro run`` in ``project``; return its wall time and, if it failed, the tail of its log."""
+def kedro_run(project: Path, code: Path, env: str, pipelines: str, log_name: str) -> tuple[float, str | None]:
+    """``kedro run`` in ``project`` with ``code``'s package; its wall time and, if it failed, its log tail."""
     command = [sys.executable, "-m", "kedro", "run", "--env", env, "--pipelines", pipelines]
-    if params:
-        command += ["--params", params]
     logs = project / "logs"
     logs.mkdir(exist_ok=True)
     out_path, err_path = logs / f"{log_name}.stdout", logs / f"{log_name}.stderr"
     print(f"  $ {' '.join(command)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with out_path.open("w") as out, err_path.open("w") as err:
-        result = subprocess.run(command, cwd=project, env=child_environment(), stdout=out, stderr=err, check=False)
+        result = subprocess.run(command, cwd=project, env=child_environment(code), stdout=out, stderr=err, check=False)
     elapsed = time.perf_counter() - start
     if result.returncode == 0:
         return elapsed, None
     text = err_path.read_text(errors="replace").strip() or out_path.read_text(errors="replace").strip()
-    tail = "\n".join(text.splitlines()[-TAIL_LINES:])
-    return elapsed, f"exit status {result.returncode}; last lines of {err_path}:\n{tail}"
-
-
-def data_digest(project: Path) -> str:
-    """SHA-256 of the split (pair, split, content digests of both files): equal = the seeds saw the same data."""
-    with (project / SPLIT).open() as handle:
-        rows = sorted((r["pair"], r["split"], r["angle_digest"], r["fused_digest"]) for r in csv.DictReader(handle))
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    return elapsed, f"exit status {result.returncode}; last lines of {err_path}:\n" + "\n".join(
+        text.splitlines()[-TAIL_LINES:]
+    )
 
 
 def clear_row_outputs(project: Path) -> None:
-    """Empty the folders a row writes (keeping the folders themselves)."""
+    """Empty the folders a row writes (keeping the folders)."""
     for relative in ROW_OUTPUTS:
         folder = project / relative
         if folder.exists():
@@ -190,194 +204,227 @@ def read_per_volume(project: Path) -> list[dict]:
         ]
 
 
-def read_card(project: Path) -> dict:
-    """Best epoch, validation N_SSIM and the guard's scale from the trained model's card (empty if unreadable)."""
-    try:
-        from fusemycell.models.checkpoint import load_model
+def read_card(project: Path, code: Path) -> dict:
+    """Best epoch, guard scale, steps and validation share from the model card (read with ``code``'s package)."""
+    script = (
+        "import json, sys; from fusemycell.models.checkpoint import load_model; c = load_model(sys.argv[1]).card; "
+        "t = getattr(c, 'training', None); g = c.guard; v = c.validation; print(json.dumps({"
+        "'best_epoch': v.epoch if v else None, 'guard_scale': g.scale if g else None, "
+        "'optimizer_steps': t.optimizer_steps if t else None, 'epochs': t.epochs if t else None, "
+        "'validation_share': t.validation_share if t else None, 'precision': t.precision if t else None}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(project / MODEL)],
+        env=child_environment(code),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        return {"error": result.stderr.strip().splitlines()[-1:] or ["?"]}
+    return json.loads(result.stdout)
 
-        card = load_model(project / MODEL).card
-    except Exception as error:  # noqa: BLE001 (optional information)
-        return {"error": f"{type(error).__name__}: {error}"}
-    validation, guard = card.validation, getattr(card, "guard", None)
-    return {
-        "best_epoch": validation.epoch if validation else None,
-        "val_nssim": validation.val_nssim if validation else None,
-        "guard_scale": guard.scale if guard else None,
-        "guard_val_nssim": dict(guard.val_nssim) if guard else None,
-    }
+
+# -- ceilings -----------------------------------------------------------------------------------
+def ceilings(project: Path, env: str) -> list[dict]:
+    """Per held-out volume, N_SSIM of the simulator's ceilings (same rows as the per-volume table)."""
+    from kedro.config import OmegaConfigLoader
+
+    from fusemycell.io.tiff import read_volume
+    from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
+    from fusemycell.simulation.ceilings import ceiling_views
+    from fusemycell.simulation.config import SimulationConfig
+
+    parameters = OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env=env)["parameters"]
+    config = SimulationConfig.model_validate(parameters["simulation"])
+    specs = {(spec.image_id, spec.channel): spec for spec in config.volumes}
+    rows = []
+    with (project / SPLIT).open() as handle:
+        test = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+    for row in test:
+        _, image_id, channel = row["pair"].split("_")
+        spec = specs[(int(image_id), channel)]
+        angle = np.asarray(read_volume(project / RAW / f"{row['pair']}_angle.tif").data)
+        fused = np.asarray(read_volume(project / RAW / f"{row['pair']}_fused.tif").data)
+        target = image_statistics(fused)
+        ssim_input = ssim(angle, fused, statistics=(image_statistics(angle), target))
+        for name, view in ceiling_views(spec, config, angle).items():
+            score = ssim(view, fused, statistics=(image_statistics(view), target))
+            rows.append(
+                {
+                    "pair": row["pair"],
+                    "channel": channel,
+                    "study": spec.study,
+                    "method": name,
+                    "n_ssim": normalized_ssim(score, ssim_input),
+                }
+            )
+    return rows
 
 
-def summarise(volumes: list[dict]) -> dict:
-    """Per-channel mean test N_SSIM of every method, and the smallest margin of the model over the baselines."""
-    methods = sorted({v["method"] for v in volumes})
-    channels = sorted({v["channel"] for v in volumes})
-    per_channel = {
-        method: {
-            channel: statistics.mean(v["n_ssim"] for v in volumes if v["method"] == method and v["channel"] == channel)
-            for channel in channels
-            if any(v["method"] == method and v["channel"] == channel for v in volumes)
-        }
-        for method in methods
-    }
+# -- summaries ----------------------------------------------------------------------------------
+def group_means(volumes: list[dict], method: str, key: str) -> dict[str, float]:
+    """Mean N_SSIM of ``method`` per value of ``key`` (channel or study)."""
+    groups: dict[str, list[float]] = {}
+    for v in volumes:
+        if v["method"] == method:
+            groups.setdefault(v[key], []).append(v["n_ssim"])
+    return {k: statistics.mean(values) for k, values in sorted(groups.items())}
+
+
+def summarise(volumes: list[dict], method: str = MODEL_METHOD) -> dict:
+    """Per channel, per study, the mean over channels, and the smallest margin over the baselines."""
     by_pair: dict[str, dict[str, float]] = {}
     for v in volumes:
         by_pair.setdefault(v["pair"], {})[v["method"]] = v["n_ssim"]
-    margins = {
-        pair: scores[MODEL_METHOD] - max(scores[IDENTITY], scores[BLUR])
-        for pair, scores in by_pair.items()
-        if {MODEL_METHOD, IDENTITY, BLUR} <= scores.keys()
-    }
+    margins = [s[method] - max(s[IDENTITY], s[BLUR]) for s in by_pair.values() if {method, IDENTITY, BLUR} <= s.keys()]
+    channel = group_means(volumes, method, "channel")
     return {
-        "per_channel": per_channel,
-        "mean_over_channels": {m: statistics.mean(c.values()) for m, c in per_channel.items() if c},
-        "margin_per_volume": margins,
-        "min_margin": min(margins.values()) if margins else None,
+        "channel": channel,
+        "study": group_means(volumes, method, "study"),
+        "mean": statistics.mean(channel.values()) if channel else float("nan"),
+        "min_margin": min(margins) if margins else float("nan"),
     }
 
 
-# -- the report ---------------------------------------------------------------------------------
-def fmt(value: float | None, digits: int = 4) -> str:
-    """A number for the table, ``-`` when missing."""
-    return "-" if value is None else f"{value:.{digits}f}"
+def fmt(value: float | None, digits: int = 3, sign: bool = False) -> str:
+    """A number for the tables, ``-`` when missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def mean_or_none(values: list[float | None]) -> float | None:
-    """Mean of the values present, None if none."""
-    present = [v for v in values if v is not None]
-    return statistics.mean(present) if present else None
-
-
-def tables(runs: list[dict], rows: list[str], channels: list[str]) -> None:
-    """The per-row and per-volume tables."""
-    header = " | ".join(channels)
-    print(f"| row | seed | {header} | mean | min margin | best epoch | guard scale | time (s) |")
-    print("|---|---|" + "---:|" * len(channels) + "---:|---:|---:|---:|---:|")
-    for name in rows:
-        mine = [r for r in runs if r["row"] == name]
-        for run in mine:
-            model = run["summary"]["per_channel"].get(MODEL_METHOD, {})
-            card = run.get("card") or {}
-            print(
-                f"| {name} | {run['seed']} | "
-                + " | ".join(fmt(model.get(c)) for c in channels)
-                + f" | {fmt(run['summary']['mean_over_channels'].get(MODEL_METHOD))}"
-                f" | {fmt(run['summary']['min_margin'])} | {card.get('best_epoch', '-') or '-'}"
-                f" | {fmt(card.get('guard_scale'), 2)} | {run['seconds']:.0f} |"
-            )
-        if len(mine) > 1:
-            means = [
-                mean_or_none([r["summary"]["per_channel"].get(MODEL_METHOD, {}).get(c) for r in mine]) for c in channels
-            ]
-            overall = mean_or_none([r["summary"]["mean_over_channels"].get(MODEL_METHOD) for r in mine])
-            margins = [r["summary"]["min_margin"] for r in mine if r["summary"]["min_margin"] is not None]
-            print(
-                f"| **{name}** | **mean** | "
-                + " | ".join(f"**{fmt(m)}**" for m in means)
-                + f" | **{fmt(overall)}** | {fmt(min(margins) if margins else None)} (min)"
-                f" | | | {statistics.mean(r['seconds'] for r in mine):.0f} |"
-            )
-    for method, label in ((IDENTITY, "identity"), (BLUR, "blur")):
-        values = {c: mean_or_none([r["summary"]["per_channel"].get(method, {}).get(c) for r in runs]) for c in channels}
-        print(
-            f"| {label} | all | "
-            + " | ".join(fmt(values[c]) for c in channels)
-            + f" | {fmt(mean_or_none([r['summary']['mean_over_channels'].get(method) for r in runs]))} | | | | |"
-        )
-
-    # per volume: baselines and every row's model, mean over seeds
-    volumes: dict[str, dict] = {}
-    for run in runs:
-        for v in run["volumes"]:
-            entry = volumes.setdefault(v["pair"], {"channel": v["channel"], "study": v["study"], "scores": {}})
-            key = v["method"] if v["method"] != MODEL_METHOD else f"model {run['row']}"
-            entry["scores"].setdefault(key, []).append(v["n_ssim"])
-    print("\n### Per test volume (mean over seeds)\n")
-    print("| volume | channel | study | identity | blur | " + " | ".join(rows) + " |")
-    print("|---|---|---|---:|---:|" + "---:|" * len(rows))
-    for pair in sorted(volumes):
-        entry = volumes[pair]
-        scores = entry["scores"]
-        cells = [fmt(mean_or_none(scores.get(IDENTITY, []))), fmt(mean_or_none(scores.get(BLUR, [])))]
-        cells += [fmt(mean_or_none(scores.get(f"model {name}", []))) for name in rows]
-        print(f"| {pair} | {entry['channel']} | {entry['study']} | " + " | ".join(cells) + " |")
+def spread(values: list[float]) -> str:
+    """``mean ± sd [min, max]`` of paired differences."""
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):+.3f} ± {sd:.3f} [{min(values):+.3f}, {max(values):+.3f}]"
 
 
 def report(results: dict) -> None:
-    """Print the Markdown tables of ``results`` (what :func:`main` collects, or its JSON)."""
-    runs = [r for r in results["runs"] if r.get("summary")]
-    rows = [name for name in results["rows"] if any(r["row"] == name for r in runs)]
-    seeds = results["seeds"]
-    channels = sorted({c for r in runs for c in r["summary"]["per_channel"].get(MODEL_METHOD, {})})
-    print(f"## Quality: test N_SSIM of the main job's chain, env `{results['env']}`, seeds {seeds}\n")
-    shared = ", ".join(f"seed {s}: {t:.0f} s" for s, t in results["shared_seconds"].items())
+    """The Markdown tables of ``results``."""
+    runs = [r for r in results["runs"] if "volumes" in r]
+    names = [n for n in results["rows"] if any(r["row"] == n for r in runs)]
+    channels = sorted({c for r in runs for c in summarise(r["volumes"])["channel"]})
+    studies = sorted({s for r in runs for s in summarise(r["volumes"])["study"]})
+    print(f"## Quality at equal wall-clock: test N_SSIM of the main job, env `{results['env']}`\n")
+    print(f"{results['date']}; seeds {results['seeds']}; one row after another on one machine.\n")
+    for name in names:
+        row = results["definitions"][name]
+        print(
+            f"- `{name}`: {row['note'] or json.dumps(row['overrides'])}"
+            + (f" (revision {row['revision']})" if row["revision"] else "")
+        )
+    print("\n### Per row (mean over seeds)\n")
     print(
-        f"Date {results['date']}. Each row: `kedro run --pipelines {ROW_PIPELINES}` after a shared "
-        f"`--pipelines {SHARED_PIPELINES}` per seed ({shared}). N_SSIM per channel = mean over that channel's "
-        "test volumes; margin = min over test volumes of model - max(identity, blur)."
+        "| row | "
+        + " | ".join(channels)
+        + " | mean | "
+        + " | ".join(f"study {s}" for s in studies)
+        + " | min margin | steps | best epoch | guard | validation share |"
     )
-    digests = set(results.get("data_digest", {}).values())
-    if len(digests) > 1:
-        print("**The seeds did not see the same data** (split digests differ): rows are not paired across seeds.")
-    elif digests:
-        print(f"Same data and split for every seed (digest {digests.pop()}).")
-    print()
-    for name in results["rows"]:
-        print(f"- `{name}`: `{results['overrides'][name]}`")
-    if results.get("extra_params"):
-        print(f"- every row also: `{results['extra_params']}`")
-    print()
-    if runs:
-        tables(runs, rows, channels)
-    else:
-        print("No run succeeded.")
+    print("|---|" + "---:|" * (len(channels) + len(studies) + 6))
+    for name in names:
+        mine = [r for r in runs if r["row"] == name]
+        sums = [summarise(r["volumes"]) for r in mine]
+        cells = [fmt(statistics.mean(s["channel"][c] for s in sums)) for c in channels]
+        cells.append(f"**{fmt(statistics.mean(s['mean'] for s in sums))}**")
+        cells += [fmt(statistics.mean(s["study"][st] for s in sums)) for st in studies]
+        cells.append(fmt(min(s["min_margin"] for s in sums), sign=True))
+        cards = [r.get("card") or {} for r in mine]
 
+        def card_mean(key: str, digits: int = 0, cards: list[dict] = cards) -> str:
+            values = [c[key] for c in cards if c.get(key) is not None]
+            return fmt(statistics.mean(values), digits) if values else "-"
+
+        cells += [
+            card_mean("optimizer_steps"),
+            card_mean("best_epoch", 1),
+            card_mean("guard_scale", 2),
+            card_mean("validation_share", 2),
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    baseline_volumes = runs[0]["volumes"] if runs else []
+    for method, label in ((IDENTITY, "identity"), (BLUR, "blur")):
+        s = summarise(baseline_volumes, method)
+        print(
+            f"| {label} | "
+            + " | ".join(fmt(s["channel"].get(c)) for c in channels)
+            + f" | {fmt(s['mean'])} | "
+            + " | ".join(fmt(s["study"].get(st)) for st in studies)
+            + " | | | | | |"
+        )
+    for name in results.get("ceiling_names", []):
+        s = summarise(results["ceilings"], name)
+        print(
+            f"| ceiling: {name} | "
+            + " | ".join(fmt(s["channel"].get(c)) for c in channels)
+            + f" | {fmt(s['mean'])} | "
+            + " | ".join(fmt(s["study"].get(st)) for st in studies)
+            + " | | | | | |"
+        )
+
+    paired_table(results, runs, names, channels, studies)
+    per_seed_table(runs, channels)
     failed = [r for r in results["runs"] if r.get("error")]
     if failed:
         print("\nFailed runs: " + ", ".join(f"{r['row']} (seed {r['seed']})" for r in failed))
-    print(f"\nTotal wall time: {results['total_seconds']:.0f} s\n\nMachine:\n")
+    print(f"\nTotal wall time: {results['total_seconds'] / 60:.0f} min\n\nMachine:\n")
     print("\n".join(results["machine"]))
 
 
+def paired_table(results: dict, runs: list[dict], names: list[str], channels: list[str], studies: list[str]) -> None:
+    """Row - reference, seed by seed: mean, spread and extremes over seeds."""
+    print("\n### Paired differences (row - reference, same seed): mean ± sd [min, max] over seeds\n")
+    print(
+        "| row | reference | mean | " + " | ".join(channels) + " | " + " | ".join(f"study {s}" for s in studies) + " |"
+    )
+    print("|---|---|" + "---|" * (1 + len(channels) + len(studies)))
+    for name in names:
+        reference = results["definitions"][name]["reference"]
+        if reference not in names:
+            continue
+        pairs = []
+        for seed in results["seeds"]:
+            a = [r for r in runs if r["row"] == name and r["seed"] == seed]
+            b = [r for r in runs if r["row"] == reference and r["seed"] == seed]
+            if a and b:
+                pairs.append((summarise(a[0]["volumes"]), summarise(b[0]["volumes"])))
+        cells = [spread([x["mean"] - y["mean"] for x, y in pairs])]
+        cells += [spread([x["channel"][c] - y["channel"][c] for x, y in pairs]) for c in channels]
+        cells += [spread([x["study"][s] - y["study"][s] for x, y in pairs]) for s in studies]
+        print(f"| {name} | {reference} | " + " | ".join(cells) + " |")
+
+
+def per_seed_table(runs: list[dict], channels: list[str]) -> None:
+    """Every run."""
+    print("\n### Per seed\n")
+    print("| row | seed | mean | " + " | ".join(channels) + " | min margin | seconds |")
+    print("|---|---:|---:|" + "---:|" * (len(channels) + 2))
+    for run in runs:
+        s = summarise(run["volumes"])
+        print(
+            f"| {run['row']} | {run['seed']} | {fmt(s['mean'])} | "
+            + " | ".join(fmt(s["channel"][c]) for c in channels)
+            + f" | {fmt(s['min_margin'], sign=True)} | {run['seconds']:.0f} |"
+        )
+
+
 def machine() -> list[str]:
-    """The machine description of ``_measure``, with the versions that matter here."""
+    """The machine, with the versions that matter."""
     from importlib.metadata import version
 
-    versions = []
-    for package in ("numpy", "torch", "kedro"):
-        try:
-            versions.append(f"{package} {version(package)}")
-        except Exception:  # noqa: BLE001
-            pass
-    cpus = f"- CPUs: {os.cpu_count()} ({_measure.cpu_model()})"
-    return _measure.machine_description(", ".join(versions), cpus=cpus)
+    import torch
 
-
-def run_row(project: Path, args: argparse.Namespace, name: str, seed: int, keep: Path) -> dict:
-    """One ablation row for one seed in ``project``; its results (copies of the reports kept in ``keep``)."""
-    clear_row_outputs(project)
-    seeds = f"training.seed={seed},patching.seed={seed}"
-    params = ",".join(p for p in (ROWS[name], seeds, args.params) if p)
-    print(f"seed {seed}, row {name}", file=sys.stderr, flush=True)
-    seconds, error = kedro_run(project, args.env, ROW_PIPELINES, params, f"{name}_{seed}")
-    run: dict = {"row": name, "seed": seed, "params": params, "seconds": seconds}
-    if error:
-        print(f"FAILED: row {name}, seed {seed}: {error}", file=sys.stderr)
-        run["error"] = error
-        return run
-    keep.mkdir(parents=True, exist_ok=True)
-    for relative in (PER_VOLUME, REPORT):
-        if (project / relative).exists():
-            shutil.copy(project / relative, keep / Path(relative).name)
-    run["volumes"] = read_per_volume(project)
-    run["summary"] = summarise(run["volumes"])
-    run["card"] = read_card(project)
-    model = run["summary"]["per_channel"].get(MODEL_METHOD, {})
-    print(f"  {seconds:.0f} s, test N_SSIM {model}", file=sys.stderr, flush=True)
-    return run
+    versions = ", ".join(f"{p} {version(p)}" for p in ("numpy", "torch", "kedro"))
+    capability = torch.backends.cpu.get_cpu_capability()
+    cpus = f"- CPUs: {os.cpu_count()} ({_measure.cpu_model()}), PyTorch CPU capability {capability}"
+    return _measure.machine_description(versions, cpus=cpus) + [f"- node: {platform.node()}"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the shared part and every row for every seed; print the tables."""
+    """Run every row for every seed; print the tables."""
     args = parse_args(argv)
     if args.report:
         report(json.loads(args.report.read_text()))
@@ -389,34 +436,67 @@ def main(argv: list[str] | None = None) -> int:
         "env": args.env,
         "seeds": args.seeds,
         "rows": args.rows,
-        "overrides": {name: ROWS[name] for name in args.rows},
-        "extra_params": args.params,
-        "shared_seconds": {},
-        "data_digest": {},
+        "definitions": {
+            n: {
+                "overrides": ROWS[n].overrides,
+                "revision": ROWS[n].revision,
+                "reference": ROWS[n].reference,
+                "note": ROWS[n].note,
+            }
+            for n in args.rows
+        },
         "runs": [],
-        "machine": machine() + [f"- node: {platform.node()}"],
+        "machine": machine(),
     }
-    start = time.perf_counter()
-    status = 0
+    start, status = time.perf_counter(), 0
+    projects: dict[str | None, tuple[Path, Path, dict]] = {}
     try:
-        for seed in args.seeds:
-            project = workdir / f"seed_{seed}"
-            if project.exists():
-                shutil.rmtree(project)
-            copy_project(project)
-            print(f"seed {seed}: {SHARED_PIPELINES} in {project}", file=sys.stderr, flush=True)
-            seconds, error = kedro_run(project, args.env, SHARED_PIPELINES, args.params, "shared")
-            results["shared_seconds"][str(seed)] = seconds
+        for revision in dict.fromkeys(ROWS[n].revision for n in args.rows):
+            code = code_tree(revision, workdir)
+            project = copy_project(code, workdir / f"project_{revision or 'checkout'}")
+            pristine = yaml.safe_load((project / "conf" / args.env / "parameters.yml").read_text()) or {}
+            print(f"{SHARED_PIPELINES} for {revision or 'this checkout'} in {project}", file=sys.stderr, flush=True)
+            seconds, error = kedro_run(project, code, args.env, SHARED_PIPELINES, "shared")
             if error:
-                print(f"FAILED: shared part ({SHARED_PIPELINES}), seed {seed}: {error}", file=sys.stderr)
-                results["runs"].append({"row": "(shared)", "seed": seed, "seconds": seconds, "error": error})
+                print(f"FAILED: shared part for {revision}: {error}", file=sys.stderr)
                 status = 1
                 continue
-            results["data_digest"][str(seed)] = data_digest(project)
+            projects[revision] = (project, code, pristine)
+        checkout = projects.get(None) or next(iter(projects.values()))
+        results["ceilings"] = ceilings(checkout[0], args.env)
+        results["ceiling_names"] = sorted({v["method"] for v in results["ceilings"]})
+        for seed in args.seeds:  # seeds outermost: an interrupted run still has paired rows
             for name in args.rows:
-                run = run_row(project, args, name, seed, workdir / "results" / f"seed_{seed}" / name)
-                status = 1 if "error" in run else status
+                row = ROWS[name]
+                if row.revision not in projects:
+                    continue
+                project, code, pristine = projects[row.revision]
+                clear_row_outputs(project)
+                set_overrides(
+                    project,
+                    args.env,
+                    pristine,
+                    deep_merge({"training": {"seed": seed}, "patching": {"seed": seed}}, row.overrides),
+                )
+                print(f"seed {seed}, row {name}", file=sys.stderr, flush=True)
+                seconds, error = kedro_run(
+                    project, code, args.env, ROW_PIPELINES, f"{name.replace(' ', '_').replace('/', '_')}_{seed}"
+                )
+                run: dict = {"row": name, "seed": seed, "seconds": seconds}
+                if error:
+                    print(f"FAILED: row {name}, seed {seed}: {error}", file=sys.stderr)
+                    run["error"], status = error, 1
+                else:
+                    run["volumes"] = read_per_volume(project)
+                    run["card"] = read_card(project, code)
+                    print(
+                        f"  {seconds:.0f} s, test N_SSIM {summarise(run['volumes'])['channel']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 results["runs"].append(run)
+                if args.out:
+                    args.out.write_text(json.dumps({**results, "total_seconds": time.perf_counter() - start}, indent=2))
     finally:
         results["total_seconds"] = time.perf_counter() - start
         if args.out:

@@ -84,7 +84,7 @@ def test_the_package_answers_as_our_inference_does(package, tmp_path):
     test_output = np.load(tmp_path / "test_output.npy")[0, 0]
     write_volume(tmp_path / "single_view.tif", test_input, (2.0, 0.4, 0.4))
     model = _model()
-    settings = InferenceSettings(device="cpu", tile_zyx=tuple(test_input.shape), min_output_range=1)
+    settings = InferenceSettings(device="cpu", tile_zyx=tuple(test_input.shape), min_output_range=1, amp=False)
     ours = predict_file(str(tmp_path / "single_view.tif"), make_backend(model, settings), settings, model.card)
     ours_planes = np.stack([ours.data[z] for z in range(test_input.shape[0])])
     low, high = np.percentile(test_input.astype(np.float64), (2.0, 99.8))

@@ -167,7 +167,9 @@ def test_inference_gives_the_network_the_channels_training_gave_it(tmp_path, pos
 
     recorder = _Recorder()
     model = type("Model", (), {"network": recorder, "card": card})()
-    settings = InferenceSettings(device="cpu", tile_zyx=tile, batch_size=1, amp=False, background_io=False)
+    settings = InferenceSettings(  # blended tiles: the training patches' grid
+        device="cpu", tile_zyx=tile, batch_size=1, amp=False, background_io=False, tiling="blend"
+    )
     predict_in_memory(data, model, settings, spacing_zyx=spacing)
     tiles = dict(zip(order, (b[0] for b in recorder.batches)))
     assert len(recorder.batches) == len(order)

@@ -485,18 +485,15 @@ def predict_volume(
             position=position,
             progress=progress,
         )
-    try:
-        grid = exact_grid(
-            shape,
-            halo=receptive_halo(architecture),
-            multiple=architecture.size_multiple,
-            settings=settings,
-            in_channels=architecture.in_channels,
-            network_bytes_per_voxel=network_bytes_per_voxel(architecture, _element_bytes(backend)),
-            device_bytes=_device_bytes(backend),
-        )
-    except ValueError as error:
-        raise TilingError(str(error)) from None
+    grid = exact_grid(
+        shape,
+        halo=receptive_halo(architecture),
+        multiple=architecture.size_multiple,
+        settings=settings,
+        in_channels=architecture.in_channels,
+        network_bytes_per_voxel=network_bytes_per_voxel(architecture, _element_bytes(backend)),
+        device_bytes=_device_bytes(backend),
+    )
     return ExactPrediction(
         source,
         backend,

@@ -10,11 +10,14 @@ needs no volume-sized weight array.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
@@ -284,26 +287,27 @@ def exact_grid(
     two bands read (the one predicted and the one read ahead). Their sum stays within
     :data:`PLANNED_MEMORY_SHARE` of ``settings.memory_gb``.
 
-    Raises
-    ------
-    ValueError
-        When ``settings.tile_zyx`` leaves no core inside the halo.
+    A ``settings.tile_zyx`` too small to hold a core inside the halo is enlarged to the smallest tile
+    that does (``2 * halo + multiple``), with a warning naming the setting: with exact tiling the tile
+    is a speed setting, and a smaller one would only compute more halo.
     """
     shape = tuple(int(s) for s in shape)
     if settings.tile_zyx is not None:
         tile = tuple(int(t) for t in settings.tile_zyx)
-        core = []
-        for size, t, h, m in zip(shape, tile, halo, multiple):
-            core.append(size if t >= size else (t - 2 * h) // m * m)
-        if min(core) < 1:
-            smallest = [2 * h + m for h, m in zip(halo, multiple)]
-            raise ValueError(
-                f"the tile {_zyx(tile)} is too small for exact tiling with this model: a tile needs {_zyx(halo)} "
-                f"voxels of context on each side (the network's reach); use a tile of at least {_zyx(smallest)} "
-                "(inference.tile_zyx), leave it unset to size tiles from inference.memory_gb, or set "
-                "inference.tiling: blend"
+        core = [
+            size if t >= size else max(m, (t - 2 * h) // m * m) for size, t, h, m in zip(shape, tile, halo, multiple)
+        ]
+        grid = HaloGrid(shape, core, halo)
+        if any(read > t for read, t in zip(grid.tile, tile)):
+            logger.warning(
+                "inference.tile_zyx %s is smaller than this model needs for exact tiling (%s voxels of context on "
+                "each side of a tile's core): tiles of %s are used instead. Leave tile_zyx unset to size tiles "
+                "from inference.memory_gb",
+                _zyx(tile),
+                _zyx(halo),
+                _zyx(grid.tile),
             )
-        return HaloGrid(shape, core, halo)
+        return grid
     budget = settings.memory_gb * 2**30 * PLANNED_MEMORY_SHARE
     plane = shape[1] * shape[2]
 

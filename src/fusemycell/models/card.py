@@ -282,7 +282,7 @@ def card_from_legacy(config: dict[str, Any], metadata: dict[str, Any]) -> ModelC
         )
     patch = metadata.get("patch_size_zyx") or (32, 64, 64)
     return card_for(
-        UNetConfig.model_validate(config),
+        UNetConfig.model_validate({"normalization": "instance", **config}),  # version 1 knew no other default
         patch,
         default_tile_zyx=(int(patch[0]), 2 * int(patch[1]), 2 * int(patch[2])),  # version 1's tile
         fusemycell_version="<=0.1.0 (model file version 1)",

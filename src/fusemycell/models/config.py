@@ -25,7 +25,7 @@ class UNetConfig(StrictConfig):
     """Cap on feature maps at coarse levels."""
     convs_per_level: int = Field(default=2, ge=1, le=4)
     """3x3x3 convolutions per level, each followed by normalisation and activation."""
-    normalization: Literal["none", "instance", "group", "batch"] = "instance"
+    normalization: Literal["none", "instance", "group", "batch"] = "none"
     """Feature normalisation. ``none``: convolutions with a bias and no per-sample statistics, so the
     network is tile-invariant (exact tiling, :mod:`fusemycell.inference.tiling`) and sees absolute
     brightness; ``instance`` and ``group`` normalise every tile by its own statistics (tiles are then
