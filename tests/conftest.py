@@ -17,6 +17,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def use_leak_safe_log_records():
+    """Keep Python's own log records: this overrides the napari pytest plugin's fixture of the same name.
+
+    napari (installed for the napari plugin) registers a pytest plugin whose record factory turns every
+    log argument into a string by iterating ``args``; a single dict argument (``logger.info("split by
+    volume: %s", counts)``) then becomes its keys and formatting the record fails inside Kedro's nodes.
+    """
+    yield
+
+
 def copy_project(destination: Path) -> Path:
     """Copy what a Kedro run needs (config, project metadata) into ``destination``.
 
