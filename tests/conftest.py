@@ -91,6 +91,19 @@ def run_session(project: Path, pipelines: list[str], env: str = "test", **runtim
             mlflow.end_run()
 
 
+def inference_report(project: Path, output_dir: str | os.PathLike) -> dict:
+    """The report of the last inference run of ``project`` into ``output_dir`` (the catalog's report folder)."""
+    import json
+
+    from fusemycell.inference.report import report_path
+
+    output = Path(output_dir)
+    path = report_path(
+        project / "data" / "08_reporting" / "inference", output if output.is_absolute() else project / output
+    )
+    return json.loads(path.read_text())
+
+
 def project_after(tmp_path_factory: pytest.TempPathFactory, name: str, *runs: list[str]) -> Path:
     """A fresh project copy in which the given pipeline runs were made, one session each, in order.
 

@@ -179,6 +179,21 @@ def validate_parameters(params: Mapping[str, Any], origins: ParameterOrigins | N
         ) from None
 
 
+def inference_output_folder(params: Mapping[str, Any], project_path: str | Path) -> Path | None:
+    """The inference output folder that ``params`` name, read leniently (they may be invalid elsewhere).
+
+    For the report of a run refused for its parameters; None when the folder cannot be told.
+    """
+    inference = params.get("inference", {})
+    if not isinstance(inference, Mapping):
+        return None
+    value = inference.get("output_dir") or DEFAULT_INFERENCE_OUTPUT
+    if not isinstance(value, str):
+        return None
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else Path(project_path) / path).resolve()
+
+
 def _sibling_onnx(model_uri: str) -> str:
     return model_uri[: -len(".pt")] + ".onnx" if model_uri.endswith(".pt") else model_uri + ".onnx"
 
