@@ -25,6 +25,7 @@ from fusemycell.parameters import (
     RunPaths,
     inference_output_folder,
     validate_parameters,
+    with_command_line_lists,
 )
 from fusemycell.tracking import log_metrics
 
@@ -136,7 +137,7 @@ class ParameterHooks:
         self._env = getattr(loader, "env", None) or "<env>"
         self.paths = self.parameters = self._invalid = None
         try:
-            self.parameters = validate_parameters(context.params, origins)
+            self.parameters = validate_parameters(with_command_line_lists(context.params), origins)
         except ParameterError as error:
             # raised in before_pipeline_run, where the run's pipelines are known: an inference run's
             # report (of the output folder the parameters name) then says it was refused, and why
@@ -168,7 +169,7 @@ class ParameterHooks:
                 if rebuilt.get("report_dir"):  # Kedro makes only `path`/`filepath` absolute
                     rebuilt["report_dir"] = str(self._project_path / rebuilt["report_dir"])
             catalog[name] = factory.from_config(name, rebuilt)
-        resolved = self.paths.resolved_parameters(dict(parameters.get("parameters") or {}))
+        resolved = self.paths.resolved_parameters(with_command_line_lists(parameters.get("parameters") or {}))
         for name, value in resolved.items():
             _set_parameter(catalog, name, value)
         catalog["parameters"] = resolved
