@@ -89,3 +89,4 @@ def test_list_parameters_on_the_command_line(evaluated_project):
     assert result.returncode == 0, result.stdout + result.stderr
     report = inference_report(evaluated_project, out)
     assert report["status"] == "complete" and report["tile_zyx"] == [8, 32, 32]
+    assert "inference report:" in result.stdout  # the run's summary says where its report is
