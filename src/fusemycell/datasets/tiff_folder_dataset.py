@@ -135,7 +135,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
             super().begin_run()
         except DatasetError as exc:
             if not isinstance(exc.__cause__, folder_lock.FolderBusyError):
-                self._write_report(self._new_report().finish("failed", str(exc)))
+                self._report_quietly(self._new_report().finish("failed", str(exc)))
             raise
         self._run = self._new_report()
         self._write_report(self._run)
@@ -157,7 +157,14 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         if owner is not None and not folder_lock.holds(self._path) and folder_lock.owner_alive(owner):
             logger.info("%s: in use by another run, whose report stays as it is", self._path)
             return
-        self._write_report(self._new_report().finish("refused", str(error)))
+        self._report_quietly(self._new_report().finish("refused", str(error)))
+
+    def _report_quietly(self, report: InferenceReport) -> None:
+        """Write the report of a run that is stopping anyway: its own error is the one to show."""
+        try:
+            self._write_report(report)
+        except DatasetError as exc:
+            logger.error("%s", exc)
 
     def _output_dir(self) -> str:
         return str(self._path.expanduser().resolve())
