@@ -17,6 +17,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def use_leak_safe_log_records():
+    """Keep Python's own log records: this overrides the napari pytest plugin's fixture of the same name.
+
+    napari (installed for the napari plugin) registers a pytest plugin whose record factory turns every
+    log argument into a string by iterating ``args``; a single dict argument (``logger.info("split by
+    volume: %s", counts)``) then becomes its keys and formatting the record fails inside Kedro's nodes.
+    """
+    yield
+
+
 def copy_project(destination: Path) -> Path:
     """Copy what a Kedro run needs (config, project metadata) into ``destination``.
 
@@ -78,6 +89,19 @@ def run_session(project: Path, pipelines: list[str], env: str = "test", **runtim
     finally:
         while mlflow.active_run():
             mlflow.end_run()
+
+
+def inference_report(project: Path, output_dir: str | os.PathLike) -> dict:
+    """The report of the last inference run of ``project`` into ``output_dir`` (the catalog's report folder)."""
+    import json
+
+    from fusemycell.inference.report import report_path
+
+    output = Path(output_dir)
+    path = report_path(
+        project / "data" / "08_reporting" / "inference", output if output.is_absolute() else project / output
+    )
+    return json.loads(path.read_text())
 
 
 def project_after(tmp_path_factory: pytest.TempPathFactory, name: str, *runs: list[str]) -> Path:

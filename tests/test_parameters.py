@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from fusemycell.parameters import ParameterError, ParameterOrigins, ProjectParameters, RunPaths, validate_parameters
+from fusemycell.parameters import (
+    ParameterError,
+    ParameterOrigins,
+    ProjectParameters,
+    RunPaths,
+    validate_parameters,
+    with_command_line_lists,
+)
 
 
 @pytest.fixture
@@ -103,3 +110,36 @@ def test_a_linked_input_file_keeps_its_own_name(tmp_path):
     (tmp_path / "my_sample.tif").symlink_to(tmp_path / "image_2_nucleus_angle.tif")
     paths = RunPaths.from_parameters(validate_parameters({"inference": {"input_dir": "my_sample.tif"}}), tmp_path)
     assert paths.inference_input.name == "my_sample.tif"  # its prediction is named after it
+
+
+@pytest.mark.parametrize(
+    ("key", "word", "expected"),
+    [
+        ("inference.tile_zyx", "64x256x256", (64, 256, 256)),
+        ("inference.tile_zyx", "64 256 256", (64, 256, 256)),
+        ("preprocessing.resample.target_spacing_zyx", "1.0x0.6x0.6", (1.0, 0.6, 0.6)),
+        ("patching.patch_size_zyx", "16X64X64", (16, 64, 64)),
+        ("patching.patch_size_zyx", "auto", "auto"),
+        ("patching.foreground.block_zyx", "[32 128 128]", (32, 128, 128)),
+        ("patching.augmentation.intensity_scale", "0.8x1.2", (0.8, 1.2)),
+        ("patching.position.channels", "surface_distance depth_z", ("surface_distance", "depth_z")),
+        ("training.model.spacing_zyx", "2x0.39x0.39", (2.0, 0.39, 0.39)),
+    ],
+)
+def test_list_parameters_take_one_command_line_word(key, word, expected):
+    """Kedro's --params splits at commas: every list a user sets per run also takes 64x256x256 or "a b c"."""
+    *groups, name = key.split(".")
+    params: dict = {name: word}
+    for group in reversed(groups):
+        params = {group: params}
+    value = validate_parameters(with_command_line_lists(params))
+    for part in key.split("."):
+        value = getattr(value, part)
+    assert value == expected
+
+
+def test_a_word_that_is_not_a_list_is_still_refused_naming_the_parameter():
+    with pytest.raises(ParameterError, match=r"inference\.tile_zyx\[2\] = \[64, 256\]"):  # two sizes of three
+        validate_parameters(with_command_line_lists({"inference": {"tile_zyx": "64x256"}}))
+    with pytest.raises(ParameterError, match=r"inference\.tile_zyx = 'big'"):
+        validate_parameters(with_command_line_lists({"inference": {"tile_zyx": "big"}}))

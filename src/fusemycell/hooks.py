@@ -23,7 +23,9 @@ from fusemycell.parameters import (
     ParameterOrigins,
     ProjectParameters,
     RunPaths,
+    inference_output_folder,
     validate_parameters,
+    with_command_line_lists,
 )
 from fusemycell.tracking import log_metrics
 
@@ -77,13 +79,15 @@ class EnvironmentCheckHooks:
         """
         if "params:training" not in pipeline.inputs():
             return
+        from fusemycell.training.config import TrainingConfig
+
         try:
-            training = catalog.load("params:training") or {}
-        except Exception:  # noqa: BLE001 - parameters that fail to load are reported by Kedro itself
+            training = TrainingConfig.model_validate(catalog.load("params:training") or {})
+        except Exception:  # noqa: BLE001 - invalid parameters are reported by ParameterHooks, naming them
             return
         from fusemycell.training.devices import resolve_device
 
-        resolve_device(str(training.get("device", "auto")))
+        resolve_device(str(training.device))
 
 
 #: Catalog entries whose location is a parameter: (catalog key, RunPaths field, parameter, default).
@@ -101,7 +105,8 @@ class ParameterHooks:
 
     - After the context is created: all parameters (base, environment, ``--params``) are validated
       against :class:`fusemycell.parameters.ProjectParameters`; an unknown key or a bad value stops
-      the run, naming it, where it was set, and the closest valid name.
+      the run before its first node, naming it, where it was set, and the closest valid name (an
+      inference run's report then says it was refused, and why).
     - After the catalog is created: :class:`~fusemycell.parameters.RunPaths` decides the raw folder,
       the inference folders and the model file once; the datasets of :data:`PATH_DATASETS` are
       rebuilt on them and the ``params:`` entries the nodes read carry the same resolved values.
@@ -115,6 +120,9 @@ class ParameterHooks:
         self._project_path = Path.cwd()
         self._env = "<env>"
         self._writers: list[Any] = []
+        self._invalid: ParameterError | None = None
+        self._invalid_output: Path | None = None
+        self._conf_catalog: dict[str, Any] = {}
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -127,11 +135,20 @@ class ParameterHooks:
         )
         self._project_path = Path(getattr(context, "project_path", Path.cwd()))
         self._env = getattr(loader, "env", None) or "<env>"
-        self.parameters = validate_parameters(context.params, origins)
+        self.paths = self.parameters = self._invalid = None
+        try:
+            self.parameters = validate_parameters(with_command_line_lists(context.params), origins)
+        except ParameterError as error:
+            # raised in before_pipeline_run, where the run's pipelines are known: an inference run's
+            # report (of the output folder the parameters name) then says it was refused, and why
+            self._invalid = error
+            self._invalid_output = inference_output_folder(context.params, self._project_path)
+            return
         self.paths = RunPaths.from_parameters(self.parameters, self._project_path)
 
     @hook_impl
     def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any], parameters: dict[str, Any]) -> None:
+        self._conf_catalog = dict(conf_catalog or {})
         if self.paths is None or self.parameters is None:
             return
         from kedro.io import AbstractDataset
@@ -149,10 +166,10 @@ class ParameterHooks:
             rebuilt = {**config, key: str(getattr(self.paths, attribute))}
             if name == "inference_outputs":
                 rebuilt["overwrite"] = self.parameters.inference.overwrite
-                if rebuilt.get("report_path"):  # Kedro makes only `path`/`filepath` absolute
-                    rebuilt["report_path"] = str(self._project_path / rebuilt["report_path"])
+                if rebuilt.get("report_dir"):  # Kedro makes only `path`/`filepath` absolute
+                    rebuilt["report_dir"] = str(self._project_path / rebuilt["report_dir"])
             catalog[name] = factory.from_config(name, rebuilt)
-        resolved = self.paths.resolved_parameters(dict(parameters.get("parameters") or {}))
+        resolved = self.paths.resolved_parameters(with_command_line_lists(parameters.get("parameters") or {}))
         for name, value in resolved.items():
             _set_parameter(catalog, name, value)
         catalog["parameters"] = resolved
@@ -170,6 +187,11 @@ class ParameterHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         outputs = set(pipeline.all_outputs())
+        if self._invalid is not None:
+            error, self._invalid = self._invalid, None
+            if "inference_outputs" in outputs:
+                self._refuse_in_report(error)
+            raise error
         if "inference_outputs" in outputs and self.paths is not None:
             try:
                 check_output_folder(self.paths.inference_input, self.paths.inference_output, self.paths.raw_dir)
@@ -189,6 +211,23 @@ class ParameterHooks:
         except Exception as error:  # Kedro calls on_pipeline_error only for errors of the run itself
             self._end_runs(error)
             raise
+
+    def _refuse_in_report(self, error: ParameterError) -> None:
+        """The report of the output folder the (invalid) parameters name says the run was refused."""
+        config = self._conf_catalog.get("inference_outputs")
+        if self._invalid_output is None or not isinstance(config, dict):
+            return
+        from kedro.io import AbstractDataset
+
+        rebuilt = {**config, "path": str(self._invalid_output)}
+        if rebuilt.get("report_dir"):
+            rebuilt["report_dir"] = str(self._project_path / rebuilt["report_dir"])
+        try:
+            dataset = AbstractDataset.from_config("inference_outputs", rebuilt)
+            if hasattr(dataset, "refuse"):
+                dataset.refuse(error)
+        except Exception as exc:  # noqa: BLE001 - the parameters' error is the one to show
+            logger.warning("could not write the inference report of %s: %s", self._invalid_output, exc)
 
     def _require_inputs(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         """Stop before the first node when an input of the run does not exist, naming the one command that makes it."""
@@ -368,9 +407,9 @@ class MemoryMonitorHooks:
         """Read ``monitor_interval`` from the parameters."""
         try:
             value = context.params.get("monitor_interval", self.interval)
-        except Exception:  # noqa: BLE001 - parameters that fail to load are reported by Kedro itself
+            self.interval = float(value) if value else self.interval
+        except Exception:  # noqa: BLE001 - parameters that fail to load or validate are reported elsewhere
             return
-        self.interval = float(value) if value else self.interval
 
     @hook_impl
     def before_node_run(self, node: Any) -> None:
@@ -467,6 +506,9 @@ class RunSummaryHooks:
                 location = f"not exported, see {location}.not-exported.txt"
             if location:
                 lines.append(f"  {label + ':':<22}{location}")
+        report = _report_file(catalog) if "inference_outputs" in outputs else None
+        if report is not None:
+            lines.append(f"  {'inference report:':<22}{_relative(str(report))}")
         if "evaluation_by_channel" in outputs:
             lines += _nssim_lines(catalog)
         run = _mlflow_run()
@@ -487,6 +529,13 @@ def _location(catalog: Any, name: str) -> str | None:
             if source.get(key):
                 return _relative(str(source[key]))
     return None
+
+
+def _report_file(catalog: Any) -> Path | None:
+    try:
+        return catalog.get("inference_outputs").report_file
+    except Exception:  # noqa: BLE001 - a summary never fails a finished run
+        return None
 
 
 def _relative(path: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -161,6 +162,54 @@ def _problem_line(error: Mapping[str, Any], origins: ParameterOrigins | None) ->
     return f"  - {name}{value}{where}: {error['msg']}"
 
 
+#: A list of numbers as one command-line word: ``64x256x256``, ``1.0x0.6x0.6`` (Kedro's ``--params`` splits at commas).
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBERS_BY_X = re.compile(rf"^{_NUMBER}(?:\s*[xX×]\s*{_NUMBER})+$")
+
+
+def _accepts_a_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (tuple, list):
+        return True
+    return any(_accepts_a_list(argument) for argument in typing.get_args(annotation))
+
+
+def _as_list(text: str) -> list[Any] | None:
+    """``64x256x256`` or ``"64 256 256"`` or ``"[surface_distance depth_z]"`` as a list; None if it is not one."""
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        stripped = stripped[1:-1].strip()
+    if _NUMBERS_BY_X.match(stripped):
+        parts = re.split(r"\s*[xX×]\s*", stripped)
+    elif len(stripped.split()) > 1:
+        parts = stripped.split()
+    else:
+        return None
+    return [yaml.safe_load(part) for part in parts]
+
+
+def with_command_line_lists(params: Mapping[str, Any], model: type[BaseModel] = ProjectParameters) -> dict[str, Any]:
+    """``params`` with every list parameter given as one word (``--params``) turned into the list.
+
+    Kedro 1.7's ``--params`` splits its value at commas, so ``inference.tile_zyx=[64,256,256]`` cannot
+    be written there; a parameter that takes a list (tile and patch sizes, voxel sizes, intensity
+    ranges, channel names) also takes ``64x256x256`` (numbers joined by ``x``) or, quoted, the items
+    separated by spaces (``"patching.position.channels=surface_distance depth_z"``). Other values,
+    and strings that are not such lists (``auto``), are left as they are.
+    """
+    converted = dict(params)
+    for name, field in model.model_fields.items():
+        value = converted.get(name)
+        if isinstance(value, str) and _accepts_a_list(field.annotation):
+            items = _as_list(value)
+            if items is not None:
+                converted[name] = items
+        elif isinstance(value, Mapping):
+            nested = _config_class(field.annotation)
+            if nested is not None:
+                converted[name] = with_command_line_lists(value, nested)
+    return converted
+
+
 def validate_parameters(params: Mapping[str, Any], origins: ParameterOrigins | None = None) -> ProjectParameters:
     """Every parameter group and every top-level key, checked at once.
 
@@ -177,6 +226,21 @@ def validate_parameters(params: Mapping[str, Any], origins: ParameterOrigins | N
         raise ParameterError(
             f"invalid parameters ({len(lines)} problem{'s' if len(lines) != 1 else ''}):\n" + "\n".join(lines)
         ) from None
+
+
+def inference_output_folder(params: Mapping[str, Any], project_path: str | Path) -> Path | None:
+    """The inference output folder that ``params`` name, read leniently (they may be invalid elsewhere).
+
+    For the report of a run refused for its parameters; None when the folder cannot be told.
+    """
+    inference = params.get("inference", {})
+    if not isinstance(inference, Mapping):
+        return None
+    value = inference.get("output_dir") or DEFAULT_INFERENCE_OUTPUT
+    if not isinstance(value, str):
+        return None
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else Path(project_path) / path).resolve()
 
 
 def _sibling_onnx(model_uri: str) -> str:

@@ -49,6 +49,16 @@ def test_onnx_dataset_exports_and_returns_the_path(tmp_path):
     assert dataset.load() == str(tmp_path / "m.onnx")
 
 
+@pytest.mark.parametrize("name", ["export.onnx", "renamed.pt"])
+def test_an_onnx_file_where_the_model_file_goes_is_called_so(tmp_path, name):
+    """By its suffix or, renamed, by its content: not "pickled Python objects", and the ONNX backend is named."""
+    OnnxModelDataset(filepath=str(tmp_path / "m.onnx")).save(_model())
+    (tmp_path / "m.onnx").rename(tmp_path / name)
+    with pytest.raises(DatasetError, match="an ONNX file, not a fusemycell model file") as raised:
+        TorchModelDataset(filepath=str(tmp_path / name)).load()
+    assert "inference.backend: onnx" in str(raised.value) and "pickled" not in str(raised.value)
+
+
 def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
     good = Volume(data=np.ones((2, 4, 4), np.uint16), spacing_zyx=(1, 1, 1))
 

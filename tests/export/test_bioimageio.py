@@ -142,6 +142,35 @@ def test_a_package_whose_weights_answer_differently_is_not_written(monkeypatch, 
     assert not staging.exists()  # nothing staged is left to be saved
 
 
+def test_a_resampled_voxel_size_is_rounded_for_people_and_the_description_fits_the_spec(tmp_path):
+    patch = (np.random.default_rng(3).random((8, 16, 16)) * 1000 + 100).astype(np.float32)
+    model = _model(spacing_zyx=(1.0, 0.6066666666666667, 0.6066666666666667))  # 0.6 um on a 42 x 0.39 um extent
+    path = save_package(build_package(model, patch), tmp_path / "resampled.bioimageio.zip")
+    with zipfile.ZipFile(path) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        documentation = archive.read("README.md").decode()
+    description = rdf["inputs"][0]["description"]
+    assert len(description) <= 128 and "voxel size of 1 x 0.607 x 0.607 um" in description
+    assert "0.607" in documentation and "0.6066" not in documentation
+
+
+def test_a_package_the_export_refuses_leaves_its_reason_and_the_run_goes_on(monkeypatch):
+    import fusemycell.export.bioimageio as export
+    from fusemycell.export.bioimageio import NotExported
+    from fusemycell.pipelines.training.export_nodes import export_bioimageio_package
+
+    def rejected(facts, folder, name):
+        from bioimageio.spec.model import v0_5 as spec
+
+        return spec.InputTensorDescr(id=spec.TensorId("x"), description="y" * 129, axes=[])
+
+    monkeypatch.setattr(export, "_describe", rejected)
+    store = [(np.ones((8, 16, 16), np.float32), np.ones((8, 16, 16), np.float32))]
+    outcome = export_bioimageio_package(_model(), store)  # type: ignore[arg-type]
+    assert isinstance(outcome, NotExported)
+    assert "spec rejects the package's description" in outcome.reason and "128 characters" in outcome.reason
+
+
 def test_normalisation_and_patch_are_read_through_one_adapter():
     facts = export_facts(_model())
     assert (facts.low_percentile, facts.high_percentile) == (2.0, 99.8)

@@ -40,7 +40,7 @@ def test_fused_targets_are_skipped_in_any_case():
 
 
 def test_nothing_to_predict_is_an_error_saying_why():
-    with pytest.raises(ValueError, match="no .tif/.tiff file in the inference input folder /in"):
+    with pytest.raises(ValueError, match="no .tif/.tiff file or .ome.zarr image in the inference input folder /in"):
         select_inputs({}, "/in")
     with pytest.raises(ValueError, match="/in holds only fused volumes"):
         select_inputs({"image_1_nucleus_fused.tif": "/b"}, "/in")

@@ -38,6 +38,17 @@ def test_onnx_runtime_matches_pytorch_on_an_odd_shape(tmp_path, model):
     assert backend.card == model.card
 
 
+def test_a_missing_or_damaged_export_is_one_line_naming_the_file(tmp_path):
+    from fusemycell.inference.onnx_backend import OnnxModelError
+
+    with pytest.raises(OnnxModelError, match=r"gone.onnx: ONNX model file not found; check inference.onnx_path"):
+        OnnxBackend(tmp_path / "gone.onnx")
+    (tmp_path / "damaged.onnx").write_bytes(b"\x08\x07" + bytes(range(40)))
+    with pytest.raises(OnnxModelError, match=r"damaged.onnx: not a readable ONNX model \(") as raised:
+        OnnxBackend(tmp_path / "damaged.onnx")
+    assert "\n" not in str(raised.value) and raised.value.__cause__ is None
+
+
 def test_prediction_keeps_the_input_format(tmp_path, model):
     data = np.random.default_rng(0).integers(100, 3000, (11, 45, 38)).astype(np.uint16)
     source = write_volume(

@@ -121,6 +121,44 @@ def test_bad_stores_are_refused_naming_the_path(tmp_path, volume):
         read_info(two_channels)
 
 
+def _level0_chunks(image) -> list:
+    """The chunk files of the full resolution, whatever the Zarr format (``0/1.0.0`` or ``0/c/1/0/0``)."""
+    metadata = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
+    return sorted(p for p in (image / "0").rglob("*") if p.is_file() and p.name not in metadata)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_a_missing_chunk_is_an_error_naming_the_array_and_the_chunks(tmp_path, version):
+    """Zarr reads a chunk missing from the store as its fill value: a volume with zeros where data was lost."""
+    volume = np.random.default_rng(1).integers(100, 4000, (12, 40, 40), dtype=np.uint16)
+    image = write_ome_zarr(
+        tmp_path / "image_0_nucleus_angle.ome.zarr", volume, (2.0, 0.4, 0.4), version=version, slab_depth=4
+    )
+    chunks = _level0_chunks(image)
+    assert len(chunks) == 3  # z slabs of 4 planes
+    chunks[1].unlink()
+    with pytest.raises(VolumeFormatError) as raised:
+        read_info(image)
+    message = str(raised.value)
+    assert str(image) in message and "1 of 3 chunks of array '0'" in message and "missing" in message
+    assert "voxels 4-7 x 0-39 x 0-39" in message  # which planes were lost
+    with pytest.raises(VolumeFormatError, match="1 of 3 chunks"):
+        read_volume(image, lazy=True)
+    for chunk in chunks[::2]:
+        chunk.unlink()
+    with pytest.raises(VolumeFormatError, match=r"no voxel data: all 3 chunks of array '0'") as raised:
+        read_info(image)
+    assert "constant" not in str(raised.value)
+
+
+def test_chunks_of_zeros_are_written_so_that_a_missing_chunk_is_always_a_loss(tmp_path):
+    volume = np.zeros((8, 20, 20), np.uint16)
+    volume[4:] = 7  # the first slab holds only the fill value: zarr leaves such chunks out by default
+    image = write_ome_zarr(tmp_path / "zeros.ome.zarr", volume, (1.0, 1.0, 1.0), slab_depth=4)
+    assert len(_level0_chunks(image)) == 2
+    np.testing.assert_array_equal(read_volume(image).data, volume)
+
+
 def test_output_names_follow_the_output_format():
     assert output_name("image_3_nucleus_angle.tif", "tiff") == "image_3_nucleus_angle.tif"
     assert output_name("image_3_nucleus_angle.tif", "ome-zarr") == "image_3_nucleus_angle.ome.zarr"

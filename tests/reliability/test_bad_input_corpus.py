@@ -207,6 +207,18 @@ FILE_CASES: dict[str, FileCase] = {
     "rgb": _unreadable(
         "3 samples per pixel (RGB", make=lambda p: _imwrite(p, np.zeros((8, 16, 16, 3), np.uint8), photometric="rgb")
     ),
+    # 2 x 4 x 4 written as one 4 x 4 page of 2 samples, under an ImageJ header counting 2 images: not a cut file
+    "two_samples_one_page": _unreadable(
+        "2 samples per pixel (several values per pixel): one 4 x 4 image holding 2 values per pixel",
+        make=lambda p: _imwrite(
+            p,
+            np.arange(32, dtype=np.uint16).reshape(2, 4, 4),
+            photometric="minisblack",
+            planarconfig="separate",
+            metadata=None,
+            description="ImageJ=1.11a\nimages=2\nslices=2\n",
+        ),
+    ),
     "bool": _unreadable("voxel type bool", make=lambda p: _imwrite(p, _specimen() > 1000, photometric="minisblack")),
     "zero_size_axis": _unreadable(
         "empty axis", make=lambda p: _imwrite(p, np.zeros((0, 32, 32), np.uint16), imagej=True)

@@ -26,7 +26,7 @@ from fusemycell.io import folder_lock
 from fusemycell.io.tiff import Volume, read_volume, save_volume, temporary_sibling
 from fusemycell.parameters import ParameterError
 from fusemycell.preprocessing.split import SplitMismatchError
-from tests.conftest import run_kedro, run_session
+from tests.conftest import inference_report, run_kedro, run_session
 
 INFERENCE = {"device": "cpu", "amp": False}
 
@@ -62,11 +62,12 @@ def test_inference_refuses_the_raw_folder_however_it_is_named(evaluated_project,
     if not link.exists():
         link.symlink_to(_raw(evaluated_project), target_is_directory=True)
     before = _digests(_raw(evaluated_project))
-    report = evaluated_project / "data" / "08_reporting" / "inference_report.json"
     with pytest.raises(UnsafeOutputError, match="is (the|inside the) (input|raw) folder"):
         run_session(evaluated_project, ["inference"], inference={**INFERENCE, "output_dir": output})
     assert _digests(_raw(evaluated_project)) == before and not (_raw(evaluated_project) / "pred").exists()
-    assert json.loads(report.read_text())["status"] == "refused"  # the report says so, not an older run's result
+    report = inference_report(evaluated_project, (evaluated_project / output).resolve())
+    assert report["status"] == "refused"  # the report says so, not an older run's result
+    assert "is the" in report["reason"] or "is inside the" in report["reason"]
 
 
 def test_inference_refuses_the_input_folder_chosen_through_raw_dir(evaluated_project):
@@ -116,7 +117,7 @@ def test_raw_dir_reaches_the_catalog_and_the_nodes(evaluated_project):
     out = evaluated_project / "out_raw_dir"
     run_session(evaluated_project, ["inference"], raw_dir=str(mine), inference={**INFERENCE, "output_dir": str(out)})
     assert sorted(p.name for p in out.glob("*.tif")) == ["image_3_membrane_angle.tif"]  # not the synthetic folder
-    report = json.loads((evaluated_project / "data" / "08_reporting" / "inference_report.json").read_text())
+    report = inference_report(evaluated_project, out)
     assert report["input"] == str(mine.resolve()) and report["model"].endswith("fusemycell_unet.pt")
 
 
@@ -242,21 +243,105 @@ def test_the_evaluation_report_names_the_raw_folder(evaluated_project):
 def test_a_failed_run_replaces_the_previous_report(evaluated_project):
     inputs = _angles(evaluated_project, evaluated_project / "in_report")
     out = evaluated_project / "out_report"
-    report_path = evaluated_project / "data" / "08_reporting" / "inference_report.json"
     params = {**INFERENCE, "input_dir": str(inputs), "output_dir": str(out)}
     run_session(evaluated_project, ["inference"], inference=params)
-    assert json.loads(report_path.read_text())["failures"] == []
+    assert inference_report(evaluated_project, out)["failures"] == []
     (inputs / "broken.tif").write_text("not a tiff")
     with pytest.raises(DatasetError, match="broken.tif"):
         run_session(evaluated_project, ["inference"], inference=params)
-    report = json.loads(report_path.read_text())
+    report = inference_report(evaluated_project, out)
     assert report["status"] == "failed" and [f["file"] for f in report["failures"]] == ["broken.tif"]
     assert report["written"] == ["image_0_nucleus_angle.tif"]
     with pytest.raises(MissingInputError, match="inference_model .*model.pt. not found"):  # before any prediction
         run_session(evaluated_project, ["inference"], inference={**params, "model_uri": "missing/model.pt"})
-    report = json.loads(report_path.read_text())
+    report = inference_report(evaluated_project, out)
     assert report["status"] == "failed" and "before any prediction" in report["failures"][0]["problem"]
     assert report["written"] == []
+
+
+def test_a_run_refused_for_its_parameters_rewrites_its_folders_report_and_no_other(evaluated_project):
+    inputs = _angles(evaluated_project, evaluated_project / "in_refused")
+    out, other = evaluated_project / "out_refused", evaluated_project / "out_refused_other"
+    params = {**INFERENCE, "input_dir": str(inputs)}
+    run_session(evaluated_project, ["inference"], inference={**params, "output_dir": str(out)})
+    run_session(evaluated_project, ["inference"], inference={**params, "output_dir": str(other)})
+    assert inference_report(evaluated_project, out)["status"] == "complete"
+    with pytest.raises(ParameterError, match="inference.batch_size"):
+        run_session(evaluated_project, ["inference"], inference={**params, "output_dir": str(out), "batch_size": 0})
+    report = inference_report(evaluated_project, out)
+    assert report["status"] == "refused" and report["written"] == []
+    assert "inference.batch_size = 0 (set in --params)" in report["reason"]
+    assert report["output_dir"] == str(out.resolve())
+    assert inference_report(evaluated_project, other)["status"] == "complete"  # another folder's report is its own
+    with pytest.raises(ParameterError):  # a run that writes no prediction leaves every report alone
+        run_session(evaluated_project, ["evaluation"], inference={"output_dir": str(other), "batch_size": 0})
+    assert inference_report(evaluated_project, other)["status"] == "complete"
+
+
+def test_an_output_folder_that_cannot_be_written_is_in_its_report(evaluated_project):
+    inputs = _angles(evaluated_project, evaluated_project / "in_unwritable")
+    blocker = evaluated_project / "a_file_not_a_folder"
+    blocker.write_text("a file where the output's parent folder should be")
+    out = blocker / "predictions"
+    with pytest.raises(DatasetError, match="cannot write here"):
+        run_session(
+            evaluated_project, ["inference"], inference={**INFERENCE, "input_dir": str(inputs), "output_dir": str(out)}
+        )
+    report = inference_report(evaluated_project, out)
+    assert report["status"] == "failed" and "cannot write here" in report["reason"] and report["written"] == []
+
+
+def test_two_runs_into_two_folders_at_the_same_time_keep_their_own_reports(tmp_path):
+    """Two runs interleaved (both started, both saving, both ending), as the catalog builds their datasets."""
+    import yaml
+
+    from fusemycell.datasets import VolumeFolderDataset
+    from fusemycell.inference.report import report_path
+    from tests.conftest import PROJECT_ROOT
+
+    entry = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["inference_outputs"]
+    entry.pop("type")
+    reports = tmp_path / entry.pop("report_dir")
+    first, second = (
+        VolumeFolderDataset(**{**entry, "path": tmp_path / name, "report_dir": reports}) for name in ("a", "b")
+    )
+    first.begin_run()
+    second.begin_run()
+    first.save({"one.tif": _volume(1)})
+    second.save({"two.tif": _volume(2), "three.tif": _volume(3)})
+    first.end_run()
+    second.end_run()
+    by_folder = {name: json.loads(report_path(reports, tmp_path / name).read_text()) for name in ("a", "b")}
+    assert by_folder["a"]["written"] == ["one.tif"] and by_folder["a"]["output_dir"] == str(tmp_path / "a")
+    assert by_folder["b"]["written"] == ["two.tif", "three.tif"] and by_folder["b"]["output_dir"] == str(tmp_path / "b")
+    assert {r["status"] for r in by_folder.values()} == {"complete"}
+    assert [f["status"] for f in by_folder["b"]["files"]] == ["written", "written"]
+
+
+def test_a_report_left_running_by_a_killed_run_is_named_by_the_next_run(tmp_path, caplog):
+    from fusemycell.datasets import VolumeFolderDataset
+    from fusemycell.inference.report import report_path
+
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    killed = (
+        "import os, signal, sys\n"
+        "from fusemycell.datasets import VolumeFolderDataset\n"
+        "VolumeFolderDataset(path=sys.argv[1], report_dir=sys.argv[2]).begin_run()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", killed, str(out), str(reports)], check=False)
+    assert child.returncode == -9
+    left = json.loads(report_path(reports, out).read_text())
+    assert left["status"] == "running" and left["process"]["pid"] != os.getpid()
+    dataset = VolumeFolderDataset(path=out, report_dir=reports)
+    dataset.begin_run()  # takes over the dead run's lock
+    assert "was killed before it finished" in caplog.text and str(out) in caplog.text
+    dataset.save({"a.tif": _volume()})
+    dataset.end_run()
+    report = json.loads(report_path(reports, out).read_text())
+    assert report["status"] == "complete" and report["written"] == ["a.tif"]
+    assert report["previous_run"]["status"] == "interrupted"
+    assert report["previous_run"]["process"]["pid"] == left["process"]["pid"]
 
 
 # ---------------------------------------------------------------- 13. misspelt parameters

@@ -61,6 +61,13 @@ def test_forward_model_attenuates_and_blurs_with_depth():
 
 
 def test_forward_model_parameters_can_be_fitted():
+    """Fitted from 2-5x off, the parameters converge on the truth (a property, not a loss value near a threshold).
+
+    Adam at a constant rate ends oscillating around the minimum of an L1 loss, so where the last step
+    lands depends on the CPU's rounding (AVX2 and AVX512 differ); with the rate annealed to zero the
+    fit converges (loss ~1e-4 of the first, parameters within 0.1% of the truth on every CPU tried),
+    and the assertions keep margins of 100x and 50x.
+    """
     torch.manual_seed(0)
     truth = SingleViewForwardModel(20.0, 30.0, 0.1)
     fused = torch.rand(4, 1, 6, 16, 16)
@@ -68,15 +75,24 @@ def test_forward_model_parameters_can_be_fitted():
     with torch.no_grad():
         single_view = truth(fused, geometry)
     model = SingleViewForwardModel(60.0, 60.0, 0.02)
+    start = model.describe()
+    steps = 300
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    first = float(consistency_loss(model, fused, single_view, geometry))
-    for _ in range(200):
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    with torch.no_grad():
+        first = float(consistency_loss(model, fused, single_view, geometry))
+    for _ in range(steps):
         optimizer.zero_grad()
-        loss = consistency_loss(model, fused, single_view, geometry)
-        loss.backward()
+        consistency_loss(model, fused, single_view, geometry).backward()
         optimizer.step()
-    assert float(loss) < 0.1 * first
-    assert model.describe()["illumination_attenuation_um"] == pytest.approx(20.0, rel=0.3)
+        schedule.step()
+    with torch.no_grad():
+        last = float(consistency_loss(model, fused, single_view, geometry))
+    assert last < 0.01 * first
+    fitted, expected = model.describe(), truth.describe()
+    for name in ("illumination_attenuation_um", "detection_attenuation_um", "blur_growth_per_um", "gain"):
+        assert abs(fitted[name] - expected[name]) < abs(start[name] - expected[name]) or start[name] == expected[name]
+        assert fitted[name] == pytest.approx(expected[name], rel=0.05), name
 
 
 def test_lateral_blur_keeps_the_sum():

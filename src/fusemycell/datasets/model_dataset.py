@@ -9,7 +9,14 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from fusemycell.models.checkpoint import CheckpointError, TrainedModel, load_model, save_model
+from fusemycell.models.checkpoint import CheckpointError, TrainedModel, is_onnx_file, load_model, save_model
+
+#: What to do with an ONNX file given where a model file is expected.
+ONNX_HINT = (
+    "to apply an ONNX export, set inference.backend: onnx and inference.onnx_path: {path} (fusemycell "
+    "predict: --backend onnx, which reads the .onnx file next to --model), with inference.model_uri (--model) "
+    "the fusemycell model file (.pt) it was exported from"
+)
 
 
 class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
@@ -42,6 +49,11 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
             return self._load_from_mlflow()
         if not Path(self._filepath).is_file():
             raise DatasetError(f"{self._filepath}: no trained model yet; run 'kedro run --pipelines training' first")
+        if is_onnx_file(self._filepath):
+            raise DatasetError(
+                f"{self._filepath}: an ONNX file, not a fusemycell model file (.pt); "
+                + ONNX_HINT.format(path=self._filepath)
+            )
         try:
             return load_model(self._filepath)
         except CheckpointError as exc:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,9 @@ from kedro_datasets._typing import ImagePreview
 
 from fusemycell import __version__
 from fusemycell.datasets.folder_writer import LockedFolderWriter
-from fusemycell.io.atomic import remove_leftovers, writing_atomically
+from fusemycell.inference.report import FileOutcome, InferenceReport, interrupted, read_report, report_path
+from fusemycell.io import folder_lock
+from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, read_volume, save_volume
 from fusemycell.progress import track
 
@@ -62,11 +62,6 @@ def list_tiffs(location: Path) -> tuple[dict[str, str], list[str]]:
     return files, problems
 
 
-def _write_json(path: Path, content: Mapping[str, Any]) -> None:
-    with writing_atomically(path) as temporary:
-        temporary.write_text(json.dumps(content, indent=2, default=str))
-
-
 Predictions = Mapping[str, Volume | Callable[[], Volume]]
 
 
@@ -79,12 +74,15 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
     ``overwrite`` is true: the save stops before writing anything, naming the file. One
     file that fails (unreadable input found while streaming, disk error) does not stop
     the others: they are all written, then the save fails naming every file that could
-    not be written. With ``report_path``, every save writes a JSON report (atomically,
-    success or failure): what was written, what failed and why, and the plan's
-    ``report`` entries (input folder, model, skipped files).
+    not be written.
+
+    With ``report_dir``, every run writes its report there, named after the output folder
+    (:mod:`fusemycell.inference.report`): ``running`` from the start of the run, then what
+    was written, what failed and why, and the plan's ``report`` entries (input folder,
+    model, skipped files); a run refused or failed before its first prediction says so.
 
     The folder has one writer at a time (:mod:`fusemycell.io.folder_lock`): a second
-    run fails at once naming the run that holds it.
+    run fails at once naming the run that holds it, and leaves that run's report alone.
     """
 
     def __init__(
@@ -92,26 +90,31 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         *,
         path: str | os.PathLike,
         overwrite: bool = False,
-        report_path: str | os.PathLike | None = None,
+        report_dir: str | os.PathLike | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """A dataset over the local folder ``path``."""
+        """A dataset over the local folder ``path``; its runs' reports go to ``report_dir`` (none: no report)."""
         self._path = Path(path)
         self._overwrite = bool(overwrite)
-        self._report_path = Path(report_path) if report_path else None
+        self._report_dir = Path(report_dir) if report_dir else None
         self.metadata = metadata
-        self._run: dict[str, Any] | None = None
+        self._run: InferenceReport | None = None
 
     def _describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"path": str(self._path), "overwrite": self._overwrite}
-        if self._report_path:
-            described["report_path"] = str(self._report_path)
+        if self._report_dir:
+            described["report_dir"] = str(self._report_dir)
         return described
 
     @property
     def path(self) -> Path:
         """The folder (or, for inputs, possibly one file)."""
         return self._path
+
+    @property
+    def report_file(self) -> Path | None:
+        """Where the runs into this folder write their report (None without ``report_dir``)."""
+        return report_path(self._report_dir, self._path) if self._report_dir else None
 
     def load(self) -> dict[str, str]:
         """The TIFF files by name; folders named ``*.tif`` and dangling links are reported once."""
@@ -122,32 +125,73 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
 
     # ------------------------------------------------------------------ a run's lifetime
     def begin_run(self) -> None:
-        """Called by the project hook before the first node: take the folder, and void an old report."""
-        super().begin_run()
-        self._run = {"started": time.time()}
-        self._report({"status": "running", "written": [], "failures": []})
+        """Called by the project hook before the first node: take the folder, and start this run's report.
+
+        A folder another run holds fails here and its report is left to that run. A folder that
+        cannot be written fails here too, and the report says so. A report left ``running`` by a
+        killed run is named in the log and kept in the new report.
+        """
+        try:
+            super().begin_run()
+        except DatasetError as exc:
+            if not isinstance(exc.__cause__, folder_lock.FolderBusyError):
+                self._report_quietly(self._new_report().finish("failed", str(exc)))
+            raise
+        self._run = self._new_report()
+        self._write_report(self._run)
 
     def end_run(self, error: BaseException | None = None) -> None:
         """Called by the project hook after the run: a run that failed before saving says so in its report."""
-        if self._run is not None and not self._run.get("saved"):
-            failure = [{"file": None, "problem": f"the run failed before any prediction: {error}"}] if error else []
-            self._report({"status": "failed" if error else "nothing to write", "written": [], "failures": failure})
-        self._run = None
+        run, self._run = self._run, None
+        if run is not None and run.status == "running":
+            reason = f"the run failed before any prediction: {error}" if error else None
+            self._write_report(run.finish("failed" if error else "nothing to write", reason))
         super().end_run(error)
 
     def refuse(self, error: BaseException) -> None:
-        """The run was refused before anything was written (e.g. an unsafe output folder): say so in the report."""
-        self._report({"status": "refused", "written": [], "failures": [{"file": None, "problem": str(error)}]})
+        """The run was refused before it started (an unsafe output folder, invalid parameters): the report says so.
 
-    def _report(self, content: dict[str, Any]) -> None:
-        if self._report_path is None:
+        Nothing is created in the output folder; a report that a live run into it is writing is left alone.
+        """
+        owner = folder_lock.read_owner(self._path) if self._path.is_dir() else None
+        if owner is not None and not folder_lock.holds(self._path) and folder_lock.owner_alive(owner):
+            logger.info("%s: in use by another run, whose report stays as it is", self._path)
             return
-        started = (self._run or {}).get("started", time.time())
-        header = {"output_dir": str(self._path.resolve()), "started": time.ctime(started), "finished": time.ctime()}
+        self._report_quietly(self._new_report().finish("refused", str(error)))
+
+    def _report_quietly(self, report: InferenceReport) -> None:
+        """Write the report of a run that is stopping anyway: its own error is the one to show."""
         try:
-            _write_json(self._report_path, {**header, **content})
+            self._write_report(report)
+        except DatasetError as exc:
+            logger.error("%s", exc)
+
+    def _output_dir(self) -> str:
+        return str(self._path.expanduser().resolve())
+
+    def _new_report(self) -> InferenceReport:
+        """This run's report; a report left ``running`` (no live run holds the folder) is named and kept."""
+        report = InferenceReport(self._output_dir())
+        previous = interrupted(read_report(self.report_file)) if self.report_file is not None else None
+        if previous is not None:
+            logger.warning(
+                "%s: the previous run into this folder (started %s: %s) was killed before it finished, its report "
+                "still said 'running'; the files it had written completely: %s (kept in this run's report)",
+                self._path,
+                previous["started"],
+                (previous.get("process") or {}).get("command", "?"),
+                ", ".join(previous["written"]) or "none",
+            )
+            report.previous_run = previous
+        return report
+
+    def _write_report(self, report: InferenceReport) -> None:
+        if self.report_file is None:
+            return
+        try:
+            report.write(self.report_file)
         except OSError as exc:
-            raise DatasetError(f"could not write the report {self._report_path}: {exc}") from exc
+            raise DatasetError(f"could not write the report {self.report_file}: {exc}") from exc
 
     # ------------------------------------------------------------------ saving
     def save(self, data: Predictions) -> None:
@@ -172,30 +216,32 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
             )
 
     def _save_locked(self, data: Predictions) -> None:
-        plan_report = dict(getattr(data, "report", {}) or {})
+        plan = dict(getattr(data, "report", {}) or {})
         self._refuse_foreign_files(list(data))
         remove_leftovers(self._path)  # temporary files of a previous, killed run (we hold the folder)
-        written, failures = [], list(plan_report.pop("failures", []))
+        report = self._run or InferenceReport(self._output_dir())
+        report.files = [FileOutcome(f["file"], "failed", f["problem"]) for f in plan.pop("failures", [])]
+        report.plan = plan
         for name, value in track(data.items(), f"writing {self._path}", total=len(data), unit="file"):
             target = self._path / name
             try:
                 volume = value() if callable(value) else value
                 volume.metadata = {**volume.metadata, PROVENANCE_KEY: PROVENANCE_VALUE}
                 self._write_volume(target, volume)
-                written.append(name)
+                report.files.append(FileOutcome(name, "written"))
                 logger.info("wrote %s", target)
             except (VolumeFormatError, OSError, ValueError) as exc:
-                failures.append({"file": name, "problem": str(exc)})
+                report.files.append(FileOutcome(name, "failed", str(exc)))
                 logger.error("could not write %s: %s", target, exc)
-        if self._run is not None:
-            self._run["saved"] = True
-        status = "failed" if failures else "complete"
-        self._report({"status": status, **plan_report, "written": written, "failures": failures})
+            self._write_report(report)  # still running: a killed run's report lists what it completed
+        failures = [f for f in report.files if f.status == "failed"]
+        self._write_report(report.finish("failed" if failures else "complete"))
         if failures:
-            listing = "\n  - ".join(f"{f['file']}: {f['problem']}" for f in failures)
+            listing = "\n  - ".join(f"{f.file}: {f.problem}" for f in failures)
+            written = len(report.files) - len(failures)
             raise DatasetError(
-                f"{len(failures)} volume(s) could not be predicted or written ({len(written)} written"
-                + (f"; report: {self._report_path}" if self._report_path else "")
+                f"{len(failures)} volume(s) could not be predicted or written ({written} written"
+                + (f"; report: {self.report_file}" if self.report_file else "")
                 + f"):\n  - {listing}"
             )
 

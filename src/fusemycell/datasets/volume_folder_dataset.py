@@ -29,12 +29,12 @@ class VolumeFolderDataset(TiffFolderDataset):
         *,
         path: str | os.PathLike,
         overwrite: bool = False,
-        report_path: str | os.PathLike | None = None,
+        report_dir: str | os.PathLike | None = None,
         save_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """``save_args``: ``ome_zarr_version`` (``0.4``, the default, or ``0.5``), ``levels``, ``slab_depth``."""
-        super().__init__(path=path, overwrite=overwrite, report_path=report_path, metadata=metadata)
+        super().__init__(path=path, overwrite=overwrite, report_dir=report_dir, metadata=metadata)
         self._save_args = dict(save_args or {})
         version = str(self._save_args.pop("ome_zarr_version", "0.4"))
         if version not in VERSIONS:
@@ -64,7 +64,11 @@ class VolumeFolderDataset(TiffFolderDataset):
             super()._write_volume(target, volume)
 
     def _exists(self) -> bool:
+        """Volumes to read, or a folder with something in it (what it holds is then judged by the run,
+        e.g. "sub-folders are not searched"); an empty folder does not exist yet (a pipeline may fill it)."""
         try:
-            return bool(self.load())
+            if self.load():
+                return True
         except DatasetError:
             return False
+        return self._path.is_dir() and any(not p.name.startswith(".") for p in self._path.iterdir())

@@ -20,7 +20,9 @@ deepImageJ/Fiji, ilastik, napari and the bioimage.io tools without this project:
   spec says a consumer does and refuses the package when an answer differs from ours.
 
 Input channels computed from the single view (``in_channels`` above 1) cannot be described by the
-spec; such a model is refused with a message that says so (:class:`BioimageioExportError`).
+spec; such a model is refused with a message that says so (:class:`BioimageioExportError`), as is a
+description the spec rejects. Voxel sizes are written for people, to three significant digits
+(a resampled grid of 0.606667 um reads 0.607): the spec limits a tensor's description to 128 characters.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ CHALLENGE_CITATION = {
     "(France-BioImaging, ISBI 2025)",
     "url": "https://fusemycells.grand-challenge.org/",
 }
+#: The spec's longest description of a tensor (characters).
+TENSOR_DESCRIPTION_LIMIT = 128
 #: Largest difference between a package's answer and ours that still counts as the same answer
 #: (float32 on the normalised scale, where 1 is the [p2, p99.8] span).
 TOLERANCE = 1e-4
@@ -88,6 +92,11 @@ class _Network(torch.nn.Module):
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         return self.network.forward_padded(volume)
+
+
+def voxel_size_text(spacing_zyx: tuple[float, ...]) -> str:
+    """``1 x 0.607 x 0.607``: a voxel size for people (three significant digits, no float noise)."""
+    return " x ".join(f"{float(s):.3g}" for s in spacing_zyx)
 
 
 def test_input_from(patch: np.ndarray, multiple: tuple[int, int, int]) -> np.ndarray:
@@ -157,7 +166,7 @@ def build_package(model: Any, test_patch: np.ndarray, *, name: str = "fusemycell
         _write_onnx(model, folder / "fusemycell_unet.onnx")
         _write_cover(test_input, expected, folder / "cover.png")
         (folder / "README.md").write_text(_documentation(facts), encoding="utf-8")
-        description = _describe(facts, folder, name)
+        description = _checked_description(facts, folder, name)
         check_package(folder, facts)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -201,7 +210,7 @@ task of the [Fuse My Cells challenge]({CHALLENGE_CITATION["url"]}) (France-BioIm
 ## Input
 One single view, axes batch, channel (1), z, y, x; z, y and x must be multiples of {mz}, {my} and {mx}
 (pad a volume to them; the network was trained on patches of {"x".join(map(str, facts.patch_size_zyx))}
-voxels at a voxel size of {" x ".join(f"{s:g}" for s in facts.spacing_zyx)} um, z y x). Preprocessing
+voxels at a voxel size of {voxel_size_text(facts.spacing_zyx)} um, z y x). Preprocessing
 (in the package): the challenge's normalisation, percentiles {facts.low_percentile:g} and
 {facts.high_percentile:g} of the volume mapped to 0 and 1 (`scale_range`, per sample).
 
@@ -229,11 +238,25 @@ test input; the export refuses to write a package whose weights answer different
 """
 
 
+def _checked_description(facts: ExportFacts, folder: Path, name: str) -> Any:
+    """:func:`_describe`, with the spec's refusal turned into a :class:`BioimageioExportError` naming the fields."""
+    from pydantic import ValidationError
+
+    try:
+        return _describe(facts, folder, name)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:3]
+        )
+        raise BioimageioExportError(
+            f"the bioimage.io model spec rejects the package's description ({problems}); the package is not written"
+        ) from None
+
+
 def _describe(facts: ExportFacts, folder: Path, name: str) -> Any:
     from bioimageio.spec.model import v0_5 as spec
 
     mz, my, mx = facts.size_multiple
-    voxel = " x ".join(f"{s:g}" for s in facts.spacing_zyx)
 
     def space_axes(kind: str) -> list[Any]:
         # no physical scale on the axes: consumers size an output as input size * input scale / output scale,
@@ -250,8 +273,7 @@ def _describe(facts: ExportFacts, folder: Path, name: str) -> Any:
 
     single_view = spec.InputTensorDescr(
         id=spec.TensorId("single_view"),
-        description=f"one light-sheet view (any grey levels; normalised by the preprocessing); trained at a "
-        f"voxel size of {voxel} um (z, y, x)",
+        description=_input_description(facts),
         axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("single_view")]), *space_axes("input")],
         test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
         data=spec.IntervalOrRatioDataDescr(type="float32"),
@@ -291,6 +313,18 @@ def _describe(facts: ExportFacts, folder: Path, name: str) -> Any:
             onnx=spec.OnnxWeightsDescr(source=folder / "fusemycell_unet.onnx", opset_version=18, parent="torchscript"),
         ),
     )
+
+
+def _input_description(facts: ExportFacts) -> str:
+    """The single view's description, within the spec's limit whatever the voxel size."""
+    voxel = voxel_size_text(facts.spacing_zyx)
+    text = (
+        "one light-sheet view, any grey levels (normalised by the preprocessing); "
+        f"trained at a voxel size of {voxel} um (z y x)"
+    )
+    if len(text) > TENSOR_DESCRIPTION_LIMIT:
+        text = f"one light-sheet view; trained at a voxel size of {voxel} um (z y x)"
+    return text[:TENSOR_DESCRIPTION_LIMIT]
 
 
 def check_package(folder: Path, facts: ExportFacts) -> None:

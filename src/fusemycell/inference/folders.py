@@ -81,6 +81,17 @@ class InputSelection:
     skipped_fused: list[str] = field(default_factory=list)
 
 
+def _sub_folders(location: str | Path) -> str:
+    """`` (it holds 2 sub-folder(s): day1, day2)`` for a folder with sub-folders, else empty."""
+    folder = Path(location)
+    below = (
+        sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
+    )
+    if not below:
+        return ""
+    return f" (it holds {len(below)} sub-folder(s): {', '.join(below[:5])}{', ...' if len(below) > 5 else ''})"
+
+
 def select_inputs(files: dict[str, str], location: str | Path) -> InputSelection:
     """Split ``{name: path}`` into single views to predict and fused targets to skip.
 
@@ -97,8 +108,9 @@ def select_inputs(files: dict[str, str], location: str | Path) -> InputSelection
             selection.predict[name] = path
     if not files:
         raise ValueError(
-            f"no .tif/.tiff file in the inference input folder {location}; sub-folders are not searched: "
-            "set --params inference.input_dir=FOLDER (a folder, or one file)"
+            f"no .tif/.tiff file or .ome.zarr image in the inference input folder {location}"
+            f"{_sub_folders(location)}; sub-folders are not searched: set --params inference.input_dir=FOLDER "
+            "(the folder of the volumes, or one file)"
         )
     if not selection.predict:
         raise ValueError(

@@ -12,6 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +80,28 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, axes: di
     )
 
 
+class OnnxModelError(ValueError):
+    """The ONNX file of ``backend: onnx`` is missing or cannot be read; the message names it and what to do."""
+
+
+def open_session(path: Path, providers: list[str]) -> object:
+    """An ONNX Runtime session of ``path``, or :class:`OnnxModelError` in a line (never ONNX Runtime's traceback)."""
+    import onnxruntime
+
+    where = "inference.onnx_path (by default the .onnx file next to the model file, written by training)"
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "file not found"
+        raise OnnxModelError(f"{path}: ONNX model {what}; check {where}, or use inference.backend: torch")
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises InvalidProtobuf, Fail, ... for a bad file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxModelError(
+            f"{path}: not a readable ONNX model ({type(exc).__name__}: {detail[:200]}); truncated or another kind of "
+            f"file? Export it again with the training pipeline, check {where}, or use inference.backend: torch"
+        ) from None
+
+
 class OnnxBackend:
     """Runs an exported network with ONNX Runtime (CPU, or CUDA where its provider is installed)."""
 
@@ -88,7 +111,7 @@ class OnnxBackend:
         self.path = Path(path)
         available = onnxruntime.get_available_providers()
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = onnxruntime.InferenceSession(str(self.path), providers=chosen)
+        self.session: Any = open_session(self.path, chosen)
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CARD_KEY in metadata:
             self.card: ModelCard | None = ModelCard.model_validate_json(metadata[CARD_KEY])

@@ -81,6 +81,11 @@ def _create(lock: Path) -> bool:
     return True
 
 
+def owner_alive(owner: dict[str, Any]) -> bool:
+    """True unless the lock's process is known to be gone (a lock from another machine counts as alive)."""
+    return not _is_stale(owner)
+
+
 def acquire(folder: str | os.PathLike) -> Path:
     """Take the lock of ``folder`` (created if needed) for this process; re-entrant.
 

@@ -137,6 +137,7 @@ def read_ome_zarr_info(path: str | os.PathLike) -> VolumeInfo:
         raise _fail(path, f"voxels of type {dtype}: expected numbers")
     if any(n == 0 for n in shape):
         raise _fail(path, f"empty axis in shape {shape}")
+    _require_every_chunk(path, array, str(multiscale["datasets"][0]["path"]))
     metadata = dict(group.attrs.get(METADATA_KEY, {}).get("metadata", {}))
     return VolumeInfo(
         path=str(path),
@@ -178,6 +179,54 @@ def _full_resolution(path: Any, group: Any, multiscale: dict[str, Any]) -> tuple
                 raise _fail(path, f"voxel size {size} along {axis['name']}: expected a positive size")
             spacing.append(size)
     return array, axes, tuple(spacing), found
+
+
+def _require_every_chunk(path: Any, array: Any, level: str) -> None:
+    """Refuse an array with chunks missing from its store: zarr would read them as the fill value.
+
+    A microscope's volume has no legitimately missing chunk: one that is absent was lost (an
+    interrupted copy or write), and reading it as zeros would predict, silently, from zeros.
+    Only the store's listing is read, no voxel.
+    """
+    total, stored = int(array.nchunks), int(array.nchunks_initialized)
+    if stored >= total:
+        return
+    missing = _missing_chunks(array)
+    where = f"array {level!r}, the full resolution"
+    fill = array.fill_value
+    if stored == 0:
+        raise _fail(
+            path,
+            f"no voxel data: all {total} chunks of {where}, are missing from the store (only the metadata is "
+            f"there; zarr would read every voxel as {fill}). Copy or write the image again",
+        )
+    listing = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    raise _fail(
+        path,
+        f"{total - stored} of {total} chunks of {where}, are missing from the store "
+        f"({(total - stored) / total:.0%} of the chunks{': ' + listing if listing else ''}); zarr would read "
+        f"them as {fill}, a silently wrong volume. The image is incomplete (an interrupted copy or write?): copy "
+        "or write it again. If its writer leaves out chunks that hold only the fill value (zarr's "
+        "write_empty_chunks=False), write it with write_empty_chunks=True",
+    )
+
+
+def _missing_chunks(array: Any) -> list[str]:
+    """Keys of the chunks (shards) absent from the store, with the voxels each covers; [] if zarr cannot say."""
+    try:  # zarr 3 lists the stored keys; no public call names them, so any failure only shortens the message
+        from zarr.core.array import _shards_initialized
+        from zarr.core.sync import sync
+
+        stored = set(sync(_shards_initialized(array.async_array)))
+        block = array.shards or array.chunks
+        missing = []
+        for key, coords in zip(array._iter_shard_keys(), array._iter_shard_coords(), strict=True):
+            if key not in stored:
+                spans = [f"{c * b}-{min((c + 1) * b, n) - 1}" for c, b, n in zip(coords, block, array.shape)]
+                missing.append(f"{key} (voxels {' x '.join(spans[-3:])} of z, y, x)")
+        return missing
+    except Exception:  # noqa: BLE001
+        return []
 
 
 class LazyZarrVolume(LazyArray):
@@ -329,6 +378,7 @@ def _write_pyramid(group: Any, data: Any, shapes: list, dtype: np.dtype, *, dept
             shape=level_shape,
             chunks=(min(depth, level_shape[0]), min(chunks_yx, level_shape[1]), min(chunks_yx, level_shape[2])),
             dtype=dtype,
+            config={"write_empty_chunks": True},  # every chunk stored: a missing one is then always a loss
         )
         for level, level_shape in enumerate(shapes)
     ]

@@ -412,11 +412,7 @@ def _validate_series(path: Any, tif: tifffile.TiffFile, index: int) -> tuple[tif
         raise _fail(path, f"has an empty axis (shape {full_shape}): no voxels")
     shape, axes = _squeezed(series)
     if "S" in axes or getattr(page, "samplesperpixel", 1) > 1:
-        raise _fail(
-            path,
-            f"has {getattr(page, 'samplesperpixel', '?')} samples per pixel (RGB or multi-sample); "
-            "expected one grey value per voxel",
-        )
+        raise _fail(path, _multi_sample(tif, page))
     if len(shape) != 3:
         extra = [f"{axis}={size}" for axis, size in zip(axes, shape) if axis not in "ZYX"]
         detail = f"; extra axes {', '.join(extra)} (singleton axes are dropped, not these)" if len(shape) > 3 else ""
@@ -428,6 +424,22 @@ def _validate_series(path: Any, tif: tifffile.TiffFile, index: int) -> tuple[tif
     if dtype.kind not in "uif":
         raise _fail(path, f"has voxel type {dtype}; expected unsigned/signed integers or floats")
     return series, shape
+
+
+def _multi_sample(tif: tifffile.TiffFile, page: Any) -> str:
+    """What a file with several samples per pixel is, in words, and what is expected instead."""
+    samples = getattr(page, "samplesperpixel", "?")
+    kind = "RGB colour" if int(getattr(page, "photometric", 0)) == 2 else "several values per pixel"
+    if len(tif.pages) == 1:
+        height, width = int(page.imagelength), int(page.imagewidth)
+        return (
+            f"has {samples} samples per pixel ({kind}): one {height} x {width} image holding {samples} values per "
+            "pixel, not a 3D stack of z-planes. Expected one grey value per voxel and one page per z-plane: if "
+            "the samples are z-planes, save the volume as a stack (Fiji: File > Save As > Tiff; Python: "
+            "tifffile.imwrite(path, volume, imagej=True))"
+        )
+    pages = len(tif.pages)
+    return f"has {samples} samples per pixel ({kind}) in each of its {pages} pages; expected one grey value per voxel"
 
 
 def _truncation(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> str | None:
@@ -448,11 +460,20 @@ def _truncation(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> str 
     pages = len(tif.pages)
     if pages > declared:
         return _too_many_pages(declared, pages)
-    if pages == 1 and declared > 1 and not page.is_tiled and page.compression == 1 and page.is_contiguous:
+    # ImageJ's images may be one page's samples: such a file is refused as multi-sample, not as cut
+    one_sample = getattr(page, "samplesperpixel", 1) == 1
+    if (
+        one_sample
+        and pages == 1
+        and declared > 1
+        and not page.is_tiled
+        and page.compression == 1
+        and page.is_contiguous
+    ):
         end = int(page.dataoffsets[0]) + declared * int(page.nbytes)  # ImageJ's: planes follow the first
         if end > size:
             return f"file truncated: it has {size} bytes, the {declared} z-planes its ImageJ header declares need {end}"
-    elif pages < declared:  # one page per plane: the missing ones were cut off
+    elif one_sample and pages < declared:  # one page per plane: the missing ones were cut off
         return f"file truncated: its ImageJ header declares {declared} z-planes, only {pages} are in the file"
     return None
 

@@ -144,6 +144,23 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def is_onnx_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an ONNX model (by its suffix, or a header that parses as one), not a PyTorch file."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(1) != b"\x08":  # ONNX: protobuf field 1 (ir_version); PyTorch: a zip ("PK") or a pickle
+                return False
+        import onnx
+
+        onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything that does not parse is not an ONNX file
+        return False
+    return True
+
+
 def safe_torch_load(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` with errors that name the file.
 
@@ -152,6 +169,8 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    if is_onnx_file(path):
+        raise CheckpointError(f"{path}: an ONNX file (an exported network), not a fusemycell model file (.pt)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad files

@@ -11,7 +11,7 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE
 from fusemycell.io.tiff import read_volume
-from tests.conftest import run_session
+from tests.conftest import inference_report, run_session
 
 
 def test_evaluation_writes_reports_for_model_and_baselines(evaluated_project):
@@ -56,7 +56,7 @@ def test_inference_contract_and_bad_inputs(evaluated_project):
     message = str(raised.value)
     assert "2 volume(s) could not be predicted or written (2 written" in message
     assert "broken.tif" in message and "flat.tif" in message
-    report = json.loads((evaluated_project / "data" / "08_reporting" / "inference_report.json").read_text())
+    report = inference_report(evaluated_project, outputs)
     assert report["status"] == "failed" and report["input"] == str(inputs.resolve())
     assert sorted(f["file"] for f in report["failures"]) == ["broken.tif", "flat.tif"]
     assert report["written"] == ["image_0_nucleus_angle.tif", "image_3_membrane_angle.tif"]

@@ -13,5 +13,6 @@ def test_an_empty_input_folder_is_an_error_naming_it(tmp_path):
     config = UNetConfig(depth=2, base_channels=4)
     model = TrainedModel(UNet3D(config), card_for(config))
     params = {"device": "cpu", "input_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out")}
-    with pytest.raises(ValueError, match=r"no \.tif/\.tiff file in the inference input folder .*in; sub-folders"):
+    message = r"no \.tif/\.tiff file or \.ome\.zarr image in the inference input folder .*in; sub-folders"
+    with pytest.raises(ValueError, match=message):
         plan_predictions({}, model, params, str(tmp_path / "raw"))

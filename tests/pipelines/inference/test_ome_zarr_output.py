@@ -3,11 +3,14 @@ OME-Zarr single views are predicted like TIFF ones."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
+import torch
 import zarr
+from kedro.io.core import DatasetError
 
 from fusemycell.datasets import VolumeFolderDataset
 from fusemycell.io.ome_zarr import write_ome_zarr
@@ -31,8 +34,6 @@ def single_views(tmp_path):
 
 
 def _predict(folder, out, output_format):
-    import torch
-
     torch.manual_seed(0)
     config = UNetConfig(depth=2, base_channels=4, residual=False)
     model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
@@ -61,6 +62,27 @@ def test_ome_zarr_output_equals_tiff_output_and_zarr_input_equals_tiff_input(sin
     np.testing.assert_array_equal(read_volume(tmp_path / "tiff" / "image_6_nucleus_angle.tif").data, as_tiff.data)
     group = zarr.open_group(str(tmp_path / "zarr" / "image_5_nucleus_angle.ome.zarr"), mode="r")
     assert len(group.attrs["multiscales"][0]["datasets"]) >= 1
+
+
+def test_an_ome_zarr_input_with_a_missing_chunk_is_reported_before_prediction(single_views, tmp_path):
+    image = single_views / "image_6_nucleus_angle.ome.zarr"
+    lost = sorted(p for p in (image / "0").rglob("*") if p.is_file() and not p.name.startswith((".z", "zarr.")))
+    lost[0].unlink()  # its first z-slab
+    torch.manual_seed(0)
+    config = UNetConfig(depth=2, base_channels=4, residual=False)
+    model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
+    out = tmp_path / "out"
+    params = {"device": "cpu", "input_dir": str(single_views), "output_dir": str(out)}
+    planned = plan_predictions(VolumeFolderDataset(path=single_views).load(), model, params, str(tmp_path / "raw"))
+    assert list(planned) == ["image_5_nucleus_angle.tif"]  # refused before any prediction
+    [failure] = planned.report["failures"]
+    assert failure["file"] == image.name and "chunks of array '0'" in failure["problem"]
+    dataset = VolumeFolderDataset(path=out, report_dir=str(tmp_path / "reports"))
+    with pytest.raises(DatasetError, match=r"image_6_nucleus_angle.ome.zarr: .*missing"):
+        dataset.save(planned)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["image_5_nucleus_angle.tif"]
+    [report] = (tmp_path / "reports").glob("*.json")
+    assert json.loads(report.read_text())["status"] == "failed"
 
 
 def test_the_inference_pipeline_writes_ome_zarr_when_asked(evaluated_project):

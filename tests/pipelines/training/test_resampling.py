@@ -4,6 +4,10 @@ On the main branch before the model card, the training node wrote no resampling
 target, so inference fed the network the acquisition grid (``ResampledBack`` was
 unreachable). These tests train with ``preprocessing.resample`` on anisotropic
 data (z 1 and 3 um, xy 0.39 um) and check every step of the round trip.
+
+The target, 0.6 um in y and x, does not divide the volumes' extent (42 x 0.39 um): the
+network's grid is 0.606667 um, a voxel size that once made the bioimage.io export fail
+after training (its description grew past the spec's 128 characters).
 """
 
 import numpy as np
@@ -17,7 +21,7 @@ from fusemycell.models.checkpoint import load_model
 from fusemycell.preprocessing.resample import resampled_shape
 from tests.conftest import copy_project, run_session
 
-TARGET = [1.0, 0.78, 0.78]
+TARGET = [1.0, 0.6, 0.6]
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +69,19 @@ def test_inference_resamples_to_the_training_grid_and_back(resampled_project):
     prediction = read_volume(written)
     assert prediction.shape == raw.shape and prediction.spacing_zyx == raw.spacing_zyx
     assert prediction.data.dtype == np.uint16 and prediction.data.std() > 0
+
+
+def test_the_run_completes_with_a_bioimageio_package_whose_voxel_size_reads_for_people(resampled_project):
+    import zipfile
+
+    models = resampled_project / "data" / "06_models"
+    card = load_model(models / "fusemycell_unet.pt").card
+    assert card.spacing_zyx[1] != pytest.approx(0.6, abs=1e-3)  # the target does not divide the extent
+    package = models / "fusemycell_unet.bioimageio.zip"
+    assert package.is_file() and not (models / "fusemycell_unet.bioimageio.zip.not-exported.txt").exists()
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        documentation = archive.read("README.md").decode()
+    description = rdf["inputs"][0]["description"]
+    voxel = f"{card.spacing_zyx[0]:.3g} x {card.spacing_zyx[1]:.3g} x {card.spacing_zyx[2]:.3g} um"
+    assert len(description) <= 128 and voxel in description and voxel in documentation

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from fusemycell.configuration import load_config
-from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
+from fusemycell.inference.apply import (
+    InferenceSettings,
+    make_backend,
+    predict_file,
+    predict_in_memory,
+    resolve_tile,
+)
 from fusemycell.inference.folders import check_output_folder, select_inputs
 from fusemycell.io.ome_zarr import output_name
 from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
@@ -54,6 +60,8 @@ def plan_predictions(
             "input": str(location),
             "model": model_file,
             "backend": settings.backend,
+            "tile_zyx": list(resolve_tile(settings, inference_model.card)),
+            "overlap": settings.overlap,
             "skipped_fused": selection.skipped_fused,
             "failures": [],
         }

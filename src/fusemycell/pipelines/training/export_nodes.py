@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusemycell.export.bioimageio import NotExported, StagedPackage, build_package
+from fusemycell.export.bioimageio import BioimageioExportError, NotExported, StagedPackage, build_package
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.patching.store import PatchStore
 
@@ -11,7 +11,9 @@ def export_bioimageio_package(trained_model: TrainedModel, patch_store_val: Patc
     """Stage the BioImage Model Zoo package; its test input is the first validation patch's single view.
 
     A model with position channels is not packaged (the spec cannot describe channels computed
-    from the whole volume); the reason is kept where the package would be.
+    from the whole volume), nor one the export refuses (a description the spec rejects, weights
+    that answer differently from ours): the reason is kept where the package would be, and the
+    run goes on (the model file, ONNX export and MLflow model are the trained model).
     """
     if trained_model.card.position is not None:
         names = ", ".join(c.name for c in trained_model.card.input_channels[1:])
@@ -23,4 +25,7 @@ def export_bioimageio_package(trained_model: TrainedModel, patch_store_val: Patc
     if len(patch_store_val) == 0:
         raise ValueError(f"{patch_store_val.directory}: no validation patch to make the package's test input")
     single_view, _ = patch_store_val[0]
-    return build_package(trained_model, single_view)
+    try:
+        return build_package(trained_model, single_view)
+    except BioimageioExportError as exc:
+        return NotExported(str(exc))

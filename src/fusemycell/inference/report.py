@@ -1,0 +1,144 @@
+"""The inference report: one per run and output folder, saying what the run read, wrote, skipped and why.
+
+Where: ``<report folder>/<output folder's name>-<8 hex digits of its resolved path>.json``
+(:func:`report_path`): two runs into two folders never share a report, a run into the same folder
+replaces the previous one's, and a report cannot be taken for another folder's (it also names its
+``output_dir``). The report folder is the catalog's ``report_dir`` of ``inference_outputs``.
+
+Status, written atomically at each step:
+
+- ``running``: the run holds the output folder and has not finished;
+- ``complete``: every input was predicted and written; ``failed``: some input could not be (each
+  failure names its file and why), or the run stopped before its first prediction (``reason``);
+- ``refused``: the run never started (invalid parameters, an output folder that would overwrite
+  inputs); ``nothing to write``: the run ended without anything to predict;
+- a report still ``running`` when the next run into its folder starts belonged to a run that was
+  killed (the folder's lock shows no live run): that run says so in its log and keeps the old
+  report under ``previous_run``, status ``interrupted``.
+
+Every input has one entry in ``files`` (``written`` or ``failed``, with the problem); ``written``
+and ``failures`` list the same by kind. An entry is a small record so that a run shared by several
+processes can add who predicted the file without changing the rest. No Kedro import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fusemycell.io.atomic import writing_atomically
+
+#: What a report's ``status`` can say.
+STATUSES = ("running", "complete", "failed", "refused", "nothing to write", "interrupted")
+
+
+def report_path(report_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """The report of the runs into ``output_dir``: ``<report_dir>/<folder name>-<hash of its path>.json``."""
+    folder = Path(output_dir).expanduser().resolve()
+    digest = hashlib.sha256(str(folder).encode("utf-8")).hexdigest()[:8]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in folder.name) or "root"
+    return Path(report_dir) / f"{name}-{digest}.json"
+
+
+def _when(seconds: float | None) -> str | None:
+    return None if seconds is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _this_process() -> dict[str, Any]:
+    command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)) or "python"
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
+
+
+@dataclass
+class FileOutcome:
+    """What became of one input: ``written`` under ``file``, or ``failed`` with the ``problem``."""
+
+    file: str
+    status: Literal["written", "failed"]
+    problem: str | None = None
+
+
+@dataclass
+class InferenceReport:
+    """One run into one output folder (see the module docstring); :meth:`as_json` is what is written."""
+
+    output_dir: str
+    status: str = "running"
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    process: dict[str, Any] = field(default_factory=_this_process)
+    plan: dict[str, Any] = field(default_factory=dict)
+    """What the run read: input folder, model, backend, fused targets skipped."""
+    files: list[FileOutcome] = field(default_factory=list)
+    reason: str | None = None
+    """Why the run was refused, or failed before its first prediction."""
+    previous_run: dict[str, Any] | None = None
+    """The report of a run into this folder that was killed before it finished."""
+
+    def finish(self, status: str, reason: str | None = None) -> InferenceReport:
+        """Set the final status (and the reason of a run that did not predict); returns ``self``."""
+        if status not in STATUSES:
+            raise ValueError(f"report status {status!r}: expected one of {', '.join(STATUSES)}")
+        self.status, self.finished = status, time.time()
+        if reason is not None:
+            self.reason = reason
+        return self
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as written: header, plan, per-file entries, and the written/failed lists."""
+        failures = [{"file": f.file, "problem": f.problem} for f in self.files if f.status == "failed"]
+        if self.reason is not None:
+            failures.insert(0, {"file": None, "problem": self.reason})
+        content: dict[str, Any] = {
+            "status": self.status,
+            "output_dir": self.output_dir,
+            "started": _when(self.started),
+            "finished": _when(self.finished),
+            "process": self.process,
+            **self.plan,
+            "reason": self.reason,
+            "files": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files],
+            "written": [f.file for f in self.files if f.status == "written"],
+            "failures": failures,
+        }
+        if self.previous_run is not None:
+            content["previous_run"] = self.previous_run
+        return content
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the report atomically (a reader never sees half of it)."""
+        path = Path(path)
+        with writing_atomically(path) as temporary:
+            temporary.write_text(json.dumps(self.as_json(), indent=2, default=str))
+        return path
+
+
+def read_report(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A report as written, or None when there is none (or it cannot be read)."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def interrupted(previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``previous`` as an interrupted run's summary when it was left ``running``, else None.
+
+    Call it only while holding the output folder's lock: no live run can then be writing it.
+    """
+    if not previous or previous.get("status") != "running":
+        return None
+    return {
+        "status": "interrupted",
+        "started": previous.get("started"),
+        "process": previous.get("process"),
+        "written": previous.get("written", []),
+    }
