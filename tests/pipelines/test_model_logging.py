@@ -1,4 +1,4 @@
-"""Every run that trains logs the MLflow model: also the bring-your-own-data chain of the README."""
+"""Every run that trains logs the MLflow model: also the bring-your-own-data chain of the docs."""
 
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def test_the_own_data_chain_logs_the_model_and_the_readme_uri_loads_it(own_data_
     runs = mlflow.search_runs(experiment_names=["fusemycell"], filter_string="tags.mlflow.runName LIKE '%training%'")
     assert len(runs) == 1
     assert runs.iloc[0]["tags.mlflow.runName"] == "preprocessing+patching+training+evaluation (env test)"
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    uris = set(re.findall(r"runs:/<run id>/fusemycell_model", readme))
-    assert uris, "the README names the MLflow model's URI"
+    docs = (PROJECT_ROOT / "docs" / "export.md").read_text()
+    uris = set(re.findall(r"runs:/<run id>/fusemycell_model", docs))
+    assert uris, "the docs name the MLflow model's URI"
     model = mlflow.pyfunc.load_model(uris.pop().replace("<run id>", runs.iloc[0]["run_id"]))
     single_view = read_volume(project / "data" / "01_raw" / "fusemycell" / "image_2_nucleus_angle.tif").data
     prediction = model.predict(single_view)
