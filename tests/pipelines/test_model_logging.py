@@ -78,6 +78,7 @@ def own_data_project(tmp_path_factory):
     return project, records
 
 
+@pytest.mark.slow
 def test_the_own_data_chain_logs_the_model_and_the_readme_uri_loads_it(own_data_project):
     project, _ = own_data_project
     mlflow.set_tracking_uri(f"sqlite:///{(project / 'mlflow.db').as_posix()}")
@@ -94,6 +95,7 @@ def test_the_own_data_chain_logs_the_model_and_the_readme_uri_loads_it(own_data_
     assert not np.array_equal(prediction, single_view)
 
 
+@pytest.mark.slow
 def test_ignored_files_are_reported_once_per_run(own_data_project):
     _, records = own_data_project
     ignored = [r for r in records if "file(s) ignored" in r.getMessage()]

@@ -60,6 +60,7 @@ def test_forward_model_attenuates_and_blurs_with_depth():
     assert all(peaks[i] > peaks[i + 1] for i in range(5))
 
 
+@pytest.mark.slow
 def test_forward_model_parameters_can_be_fitted():
     torch.manual_seed(0)
     truth = SingleViewForwardModel(20.0, 30.0, 0.1)

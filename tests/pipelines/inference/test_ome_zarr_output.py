@@ -63,6 +63,7 @@ def test_ome_zarr_output_equals_tiff_output_and_zarr_input_equals_tiff_input(sin
     assert len(group.attrs["multiscales"][0]["datasets"]) >= 1
 
 
+@pytest.mark.slow
 def test_the_inference_pipeline_writes_ome_zarr_when_asked(evaluated_project):
     inputs = evaluated_project / "incoming_zarr"
     inputs.mkdir()
@@ -83,6 +84,7 @@ def test_the_inference_pipeline_writes_ome_zarr_when_asked(evaluated_project):
     assert ome.spacing_zyx == pytest.approx(tiff.spacing_zyx)
 
 
+@pytest.mark.slow
 def test_raw_pairs_as_ome_zarr_run_through_preprocessing_to_evaluation(tmp_path_factory):
     """The own-data chain on a raw folder of OME-Zarr angle/fused images (NGFF 0.5)."""
     import os
