@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fusemycell.io.tiff import read_volume
 from tests.conftest import copy_project, run_kedro
@@ -18,6 +19,7 @@ def _output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_misspelt_parameter_reads_in_a_few_lines(tmp_path):
     project = copy_project(tmp_path / "project")
     result = run_kedro(project, "run", "--pipelines", "inference", "--env", "test", "--params", "inference.overlapp=1")
@@ -27,6 +29,7 @@ def test_a_misspelt_parameter_reads_in_a_few_lines(tmp_path):
     assert "Traceback" not in output and len(output.splitlines()) <= FEW_LINES
 
 
+@pytest.mark.slow
 def test_an_unknown_environment_reads_in_a_few_lines(tmp_path):
     project = copy_project(tmp_path / "project")
     result = run_kedro(project, "run", "--env", "macc")
@@ -35,6 +38,7 @@ def test_an_unknown_environment_reads_in_a_few_lines(tmp_path):
     assert "Traceback" not in output and len(output.splitlines()) <= FEW_LINES
 
 
+@pytest.mark.slow
 def test_a_missing_input_names_the_whole_command_with_the_users_env(tmp_path):
     project = copy_project(tmp_path / "project")
     result = run_kedro(project, "run", "--pipelines", "training", "--env", "test")
@@ -55,6 +59,7 @@ def test_a_missing_input_names_the_whole_command_with_the_users_env(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_full_traceback_on_request(tmp_path):
     project = copy_project(tmp_path / "project")
     result = run_kedro(project, "run", "--env", "test", "--params", "raw_dirr=x", FUSEMYCELL_TRACEBACK="1")
@@ -80,6 +85,7 @@ def test_fusemycell_help_lists_run_and_predict(tmp_path):
     assert "predict" in commands and "run" in commands
 
 
+@pytest.mark.slow
 def test_fusemycell_predict_one_file(evaluated_project):
     source = evaluated_project / "data" / "01_raw" / "synthetic" / "image_1_membrane_angle.tif"
     out = evaluated_project / "predict_cli_out"

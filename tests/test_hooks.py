@@ -39,6 +39,7 @@ def test_interval_comes_from_the_parameters():
     assert hooks.interval == 0.25
 
 
+@pytest.mark.slow
 def test_an_unknown_environment_stops_at_once_with_the_list_of_environments(kedro_project):
     run = run_kedro(kedro_project, "run", "--pipelines", "simulation", "--env", "macc")
     output = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
@@ -88,6 +89,7 @@ def test_run_summary_lists_only_what_the_run_produced(tmp_path, capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: the cloud env is valid here")
+@pytest.mark.slow
 def test_a_cuda_training_env_without_a_gpu_stops_before_any_node_runs(kedro_project):
     run = run_kedro(kedro_project, "run", "--env", "cloud")
     output = " ".join((run.stdout + run.stderr).split())

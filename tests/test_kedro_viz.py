@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+
 from fusemycell.pipeline_registry import PIPELINE_ORDER
 from tests.conftest import run_kedro
+
+pytestmark = pytest.mark.slow  # `kedro viz build` in a subprocess
 
 LAYERS = ["raw", "intermediate", "model_input", "models", "model_output", "reporting"]
 MAIN_DATASETS = {

@@ -28,6 +28,7 @@ def test_notebook_is_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monkeypatch):
     monkeypatch.setenv("FUSEMYCELL_PROJECT", str(evaluated_project))
     monkeypatch.setenv("FUSEMYCELL_ENV", "test")
@@ -73,6 +74,7 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
     assert "IProgress" not in stderr and "Downloading artifacts" not in stderr  # no widget-less progress bars
 
 
+@pytest.mark.slow
 def test_kedro_jupyter_setup_installs_a_kernel_that_loads_kedro(tmp_path, kedro_project):
     """`kedro jupyter lab` starts with this kernel; it is installed where JUPYTER_DATA_DIR says."""
     setup = run_kedro(kedro_project, "jupyter", "setup", JUPYTER_DATA_DIR=str(tmp_path / "jupyter"))

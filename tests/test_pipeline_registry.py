@@ -1,5 +1,6 @@
 """Every pipeline is registered and runnable by name, alone or with others."""
 
+import pytest
 from kedro.framework.project import configure_project
 
 from fusemycell.pipeline_registry import DEFAULT_CHAIN, PIPELINE_ORDER, register_pipelines
@@ -34,6 +35,7 @@ def test_each_pipeline_is_its_own_namespace_and_dataset_names_stay_global():
     assert not any(d.startswith(tuple(f"{name}." for name in PIPELINE_ORDER)) for d in datasets)
 
 
+@pytest.mark.slow
 def test_cli_lists_the_pipelines_and_runs_several_by_name(kedro_project):
     listed = run_kedro(kedro_project, "registry", "list")
     assert listed.returncode == 0, listed.stderr

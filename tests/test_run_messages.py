@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import pytest
 import tomllib
 
 from fusemycell.io.pairs import forget_reported_files, pair_files
@@ -86,6 +87,7 @@ def _with_entry_point(folder: Path) -> dict[str, str]:
     return {"PYTHONPATH": ":".join(paths), "COLUMNS": "200"}
 
 
+@pytest.mark.slow
 def test_the_main_job_prints_what_a_user_needs(kedro_project, tmp_path):
     run = run_kedro(kedro_project, "run", "--env", "test", **_with_entry_point(tmp_path / "entry_points"))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -58,6 +58,7 @@ def test_wrong_rank_is_explained():
         UNet3D(UNetConfig(depth=2, base_channels=2))(torch.rand(1, 8, 8))
 
 
+@pytest.mark.slow
 def test_model_can_overfit_one_patch():
     torch.manual_seed(0)
     network = UNet3D(UNetConfig(depth=2, base_channels=4, residual=False))

@@ -17,6 +17,8 @@ from PIL import Image
 from tests.conftest import PROJECT_ROOT
 from tests.napari.conftest import SPACING_ZYX
 
+pytestmark = pytest.mark.slow  # napari in a real process under Xvfb
+
 XVFB = shutil.which("Xvfb")
 
 

@@ -1,4 +1,4 @@
-"""Every run that trains logs the MLflow model: also the bring-your-own-data chain of the README."""
+"""Every run that trains logs the MLflow model: also the bring-your-own-data chain of the docs."""
 
 from __future__ import annotations
 
@@ -78,15 +78,16 @@ def own_data_project(tmp_path_factory):
     return project, records
 
 
+@pytest.mark.slow
 def test_the_own_data_chain_logs_the_model_and_the_readme_uri_loads_it(own_data_project):
     project, _ = own_data_project
     mlflow.set_tracking_uri(f"sqlite:///{(project / 'mlflow.db').as_posix()}")
     runs = mlflow.search_runs(experiment_names=["fusemycell"], filter_string="tags.mlflow.runName LIKE '%training%'")
     assert len(runs) == 1
     assert runs.iloc[0]["tags.mlflow.runName"] == "preprocessing+patching+training+evaluation (env test)"
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    uris = set(re.findall(r"runs:/<run id>/fusemycell_model", readme))
-    assert uris, "the README names the MLflow model's URI"
+    docs = (PROJECT_ROOT / "docs" / "export.md").read_text()
+    uris = set(re.findall(r"runs:/<run id>/fusemycell_model", docs))
+    assert uris, "the docs name the MLflow model's URI"
     model = mlflow.pyfunc.load_model(uris.pop().replace("<run id>", runs.iloc[0]["run_id"]))
     single_view = read_volume(project / "data" / "01_raw" / "fusemycell" / "image_2_nucleus_angle.tif").data
     prediction = model.predict(single_view)
@@ -94,6 +95,7 @@ def test_the_own_data_chain_logs_the_model_and_the_readme_uri_loads_it(own_data_
     assert not np.array_equal(prediction, single_view)
 
 
+@pytest.mark.slow
 def test_ignored_files_are_reported_once_per_run(own_data_project):
     _, records = own_data_project
     ignored = [r for r in records if "file(s) ignored" in r.getMessage()]

@@ -42,6 +42,8 @@ from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, train
 from tests.training.conftest import make_store
 from tests.training.test_engine import _assert_same_weights, _config
 
+pytestmark = pytest.mark.slow  # real processes killed and resumed
+
 EPOCHS = 3
 MARKER_TIMEOUT_S = 180  # generous: the machine may be busy; a healthy child parks within seconds
 

@@ -57,6 +57,7 @@ def _angles(project: Path, folder: Path, *names: str) -> Path:
     ["data/01_raw/synthetic", "data/01_raw/synthetic/", "data/01_raw/./synthetic", "link_to_raw", "link_to_raw/pred"],
     ids=["relative", "trailing slash", "dot", "symlink", "inside"],
 )
+@pytest.mark.slow
 def test_inference_refuses_the_raw_folder_however_it_is_named(evaluated_project, output):
     link = evaluated_project / "link_to_raw"
     if not link.exists():
@@ -70,6 +71,7 @@ def test_inference_refuses_the_raw_folder_however_it_is_named(evaluated_project,
     assert "is the" in report["reason"] or "is inside the" in report["reason"]
 
 
+@pytest.mark.slow
 def test_inference_refuses_the_input_folder_chosen_through_raw_dir(evaluated_project):
     mine = _angles(evaluated_project, evaluated_project / "mine_raw_dir")
     before = _digests(mine)
@@ -80,6 +82,7 @@ def test_inference_refuses_the_input_folder_chosen_through_raw_dir(evaluated_pro
     assert _digests(mine) == before
 
 
+@pytest.mark.slow
 def test_inference_refuses_a_folder_holding_raw_pairs(evaluated_project):
     inputs = _angles(evaluated_project, evaluated_project / "in_pairs_check")
     pairs = evaluated_project / "other_pairs"
@@ -112,6 +115,7 @@ def test_a_file_fusemycell_did_not_write_is_never_replaced_unless_overwrite(tmp_
 
 
 # ---------------------------------------------------------------- 2. one source of truth for every path
+@pytest.mark.slow
 def test_raw_dir_reaches_the_catalog_and_the_nodes(evaluated_project):
     mine = _angles(evaluated_project, evaluated_project / "mine_only_raw_dir", "image_3_membrane_angle.tif")
     out = evaluated_project / "out_raw_dir"
@@ -121,6 +125,7 @@ def test_raw_dir_reaches_the_catalog_and_the_nodes(evaluated_project):
     assert report["input"] == str(mine.resolve()) and report["model"].endswith("fusemycell_unet.pt")
 
 
+@pytest.mark.slow
 def test_paths_set_in_an_environment_file_reach_the_datasets(evaluated_project):
     env = evaluated_project / "conf" / "mypaths"
     env.mkdir()
@@ -138,6 +143,7 @@ def test_paths_set_in_an_environment_file_reach_the_datasets(evaluated_project):
     assert not (evaluated_project / "data" / "07_model_output" / "inference" / "image_2_nucleus_angle.tif").exists()
 
 
+@pytest.mark.slow
 def test_a_second_source_of_a_path_in_the_catalog_is_refused(evaluated_project):
     env = evaluated_project / "conf" / "catalogpath"
     env.mkdir()
@@ -154,6 +160,7 @@ def test_a_second_source_of_a_path_in_the_catalog_is_refused(evaluated_project):
         shutil.rmtree(env)
 
 
+@pytest.mark.slow
 def test_a_path_edited_in_the_base_catalog_is_refused_too(evaluated_project):
     catalog = evaluated_project / "conf" / "base" / "catalog.yml"
     original = catalog.read_text()
@@ -202,6 +209,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
     assert "no longer exists" in caplog.text
 
 
+@pytest.mark.slow
 def test_two_concurrent_inference_runs_on_one_folder(evaluated_project):
     out = evaluated_project / "shared_out"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
@@ -221,6 +229,7 @@ def test_two_concurrent_inference_runs_on_one_folder(evaluated_project):
 
 
 # ---------------------------------------------------------------- 4. evaluation scores the split's own files
+@pytest.mark.slow
 def test_evaluation_of_other_files_with_the_same_names_fails_naming_the_folder(evaluated_project):
     impostor = evaluated_project / "same_names_other_voxels"
     shutil.copytree(_raw(evaluated_project), impostor)
@@ -234,12 +243,14 @@ def test_evaluation_of_other_files_with_the_same_names_fails_naming_the_folder(e
     assert (reports / "per_volume.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_the_evaluation_report_names_the_raw_folder(evaluated_project):
     report = json.loads((evaluated_project / "data" / "08_reporting" / "evaluation" / "report.json").read_text())
     assert report["raw_folders"] == [str(_raw(evaluated_project))]
 
 
 # ---------------------------------------------------------------- 5. every run writes its report
+@pytest.mark.slow
 def test_a_failed_run_replaces_the_previous_report(evaluated_project):
     inputs = _angles(evaluated_project, evaluated_project / "in_report")
     out = evaluated_project / "out_report"
@@ -345,6 +356,7 @@ def test_a_report_left_running_by_a_killed_run_is_named_by_the_next_run(tmp_path
 
 
 # ---------------------------------------------------------------- 13. misspelt parameters
+@pytest.mark.slow
 def test_misspelt_parameters_stop_the_run_naming_key_source_and_closest_name(evaluated_project):
     result = run_kedro(
         evaluated_project,
@@ -363,6 +375,7 @@ def test_misspelt_parameters_stop_the_run_naming_key_source_and_closest_name(eva
     assert "predicting" not in output  # before any node
 
 
+@pytest.mark.slow
 def test_a_misspelt_key_in_an_environment_file_names_that_file(evaluated_project):
     env = evaluated_project / "conf" / "typo"
     env.mkdir()
@@ -378,6 +391,7 @@ def test_a_misspelt_key_in_an_environment_file_names_that_file(evaluated_project
 
 
 # ---------------------------------------------------------------- 16. small but real
+@pytest.mark.slow
 def test_fused_targets_are_skipped_in_any_case_and_a_folder_of_only_fused_is_an_error(evaluated_project):
     inputs = evaluated_project / "in_case"
     inputs.mkdir()

@@ -136,6 +136,7 @@ def test_early_stopping(tmp_path, stores):
     assert result.stopped_early and len(result.history) == 2
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path, stores):
     """gloo, 2 processes: both train, the weights stay identical, rank 0 alone writes."""
     result = train(_config(tmp_path, devices=2, epochs=2), *stores)

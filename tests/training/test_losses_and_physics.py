@@ -60,6 +60,7 @@ def test_forward_model_attenuates_and_blurs_with_depth():
     assert all(peaks[i] > peaks[i + 1] for i in range(5))
 
 
+@pytest.mark.slow
 def test_forward_model_parameters_can_be_fitted():
     """Fitted from 2-5x off, the parameters converge on the truth (a property, not a loss value near a threshold).
 

@@ -13,6 +13,8 @@ from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE
 from fusemycell.io.tiff import read_volume
 from tests.conftest import inference_report, run_session
 
+pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes
+
 
 def test_evaluation_writes_reports_for_model_and_baselines(evaluated_project):
     reports = evaluated_project / "data" / "08_reporting" / "evaluation"

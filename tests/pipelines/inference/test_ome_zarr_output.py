@@ -85,6 +85,7 @@ def test_an_ome_zarr_input_with_a_missing_chunk_is_reported_before_prediction(si
     assert json.loads(report.read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_the_inference_pipeline_writes_ome_zarr_when_asked(evaluated_project):
     inputs = evaluated_project / "incoming_zarr"
     inputs.mkdir()
@@ -105,6 +106,7 @@ def test_the_inference_pipeline_writes_ome_zarr_when_asked(evaluated_project):
     assert ome.spacing_zyx == pytest.approx(tiff.spacing_zyx)
 
 
+@pytest.mark.slow
 def test_raw_pairs_as_ome_zarr_run_through_preprocessing_to_evaluation(tmp_path_factory):
     """The own-data chain on a raw folder of OME-Zarr angle/fused images (NGFF 0.5)."""
     import os

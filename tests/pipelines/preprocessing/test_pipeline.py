@@ -12,6 +12,8 @@ from fusemycell.normalization import percentile_normalize
 from fusemycell.patching.store import PatchStore
 from tests.conftest import project_after, run_session
 
+pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes
+
 
 @pytest.fixture(scope="module")
 def processed_project(tmp_path_factory):

@@ -45,6 +45,7 @@ def test_bad_parameters_name_the_yaml_and_the_field():
         simulate_acquisitions(broken)
 
 
+@pytest.mark.slow
 def test_kedro_session_runs_simulation_in_the_test_env(kedro_project):
     run_session(kedro_project, ["simulation"])
     raw = kedro_project / "data" / "01_raw" / "synthetic"

@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 from fusemycell.models.checkpoint import load_model
 from tests.conftest import project_after, run_session
 
+pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes
+
 TRAINING_RUN = "tags.mlflow.runName = 'training (env test)'"  # runs are named after pipelines and env
 
 

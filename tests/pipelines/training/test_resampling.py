@@ -21,6 +21,8 @@ from fusemycell.models.checkpoint import load_model
 from fusemycell.preprocessing.resample import resampled_shape
 from tests.conftest import copy_project, run_session
 
+pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes
+
 TARGET = [1.0, 0.6, 0.6]
 
 
