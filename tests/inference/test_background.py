@@ -128,7 +128,7 @@ def test_predict_file_writes_the_same_file_with_and_without_background_io(tmp_pa
 def test_a_read_failure_in_the_background_names_the_file(tmp_path, monkeypatch):
     voxels = np.arange(21 * 40 * 36, dtype=np.uint16).reshape(21, 40, 36)
     source = write_volume(tmp_path / "x_angle.tif", voxels, (1, 1, 1))
-    settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), background_io=True)
+    settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), background_io=True, tiling="blend")
     volume = predict_file(str(source), TorchBackend(_network(), device="cpu"), settings, CARD)
     stream = volume.data.inner.inner
     calls = [0]

@@ -156,13 +156,13 @@ def test_auto_tiling_is_exact_for_invariant_models_and_blends_the_others(invaria
         check_tiling(InferenceSettings(tiling="exact"), instance.card)
 
 
-def test_a_tile_smaller_than_the_halo_is_enlarged_with_a_warning_naming_the_setting(tmp_path, invariant_model, caplog):
+def test_a_tile_smaller_than_the_halo_is_set_aside_with_a_warning_naming_the_setting(tmp_path, invariant_model, caplog):
     data = (100 + 2900 * textured_ellipsoid((30, 60, 60))).astype(np.uint16)
     path = write_volume(tmp_path / "v.tif", data, (2, 1, 1))
     backend = TorchBackend(invariant_model.network, "cpu", amp=False)
     small = predict_file(str(path), backend, InferenceSettings(device="cpu", tile_zyx=(4, 8, 8)), invariant_model.card)
     small_planes = np.stack([small.data[z] for z in range(30)]).astype(np.int32)
-    assert "inference.tile_zyx 4x8x8 is smaller than this model needs" in caplog.text and "15x26x26" in caplog.text
+    assert "inference.tile_zyx 4x8x8 is too small for exact tiling" in caplog.text and "15x26x26" in caplog.text
     whole = predict_file(str(path), backend, InferenceSettings(device="cpu"), invariant_model.card)
     assert np.abs(small_planes - np.stack([whole.data[z] for z in range(30)]).astype(np.int32)).max() <= 1
 

@@ -80,7 +80,7 @@ def test_the_list_of_layers_follows_the_viewer(qtbot, widget, viewer):
 
 
 def test_cancel_stops_the_prediction_between_batches_and_adds_nothing(qtbot, widget, viewer):
-    widget.tile_edit.setText("4, 8, 8")  # hundreds of tiles
+    widget.tile_edit.setText("15, 26, 26")  # hundreds of exact tiles (cores of 2x2 columns inside the halo)
     release = threading.Event()
     counts = []
 

@@ -287,27 +287,24 @@ def exact_grid(
     two bands read (the one predicted and the one read ahead). Their sum stays within
     :data:`PLANNED_MEMORY_SHARE` of ``settings.memory_gb``.
 
-    A ``settings.tile_zyx`` too small to hold a core inside the halo is enlarged to the smallest tile
-    that does (``2 * halo + multiple``), with a warning naming the setting: with exact tiling the tile
-    is a speed setting, and a smaller one would only compute more halo.
+    A ``settings.tile_zyx`` too small to hold a core inside the halo (``2 * halo + multiple`` along an
+    axis the volume exceeds) is set aside with a warning naming the setting, and the tiles are planned
+    from ``memory_gb``: with exact tiling the tile is a speed setting, and a smaller one would only
+    compute more halo.
     """
     shape = tuple(int(s) for s in shape)
     if settings.tile_zyx is not None:
         tile = tuple(int(t) for t in settings.tile_zyx)
-        core = [
-            size if t >= size else max(m, (t - 2 * h) // m * m) for size, t, h, m in zip(shape, tile, halo, multiple)
-        ]
-        grid = HaloGrid(shape, core, halo)
-        if any(read > t for read, t in zip(grid.tile, tile)):
-            logger.warning(
-                "inference.tile_zyx %s is smaller than this model needs for exact tiling (%s voxels of context on "
-                "each side of a tile's core): tiles of %s are used instead. Leave tile_zyx unset to size tiles "
-                "from inference.memory_gb",
-                _zyx(tile),
-                _zyx(halo),
-                _zyx(grid.tile),
-            )
-        return grid
+        core = [size if t >= size else (t - 2 * h) // m * m for size, t, h, m in zip(shape, tile, halo, multiple)]
+        if min(core) >= 1:
+            return HaloGrid(shape, core, halo)
+        logger.warning(
+            "inference.tile_zyx %s is too small for exact tiling with this model (a tile needs %s voxels of context "
+            "on each side of its core, so at least %s): tiles are sized from inference.memory_gb instead",
+            _zyx(tile),
+            _zyx(halo),
+            _zyx([2 * h + m for h, m in zip(halo, multiple)]),
+        )
     budget = settings.memory_gb * 2**30 * PLANNED_MEMORY_SHARE
     plane = shape[1] * shape[2]
 
