@@ -76,10 +76,13 @@ def test_engine_accumulation_makes_the_same_step_as_a_larger_batch(tmp_path):
     common = {"epochs": 1, "grad_clip": None, "warmup_fraction": 0.0, "model": model, "amp": False}  # float32 sums
     one_batch = train(_config(tmp_path / "a", batch_size=4, accumulation_steps=1, **common), train_store, val_store)
     accumulated = train(_config(tmp_path / "b", batch_size=2, accumulation_steps=2, **common), train_store, val_store)
+    # AdamW steps every weight by about the learning rate: a missed or extra optimizer step moves weights by
+    # that much, while float rounding (which differs between CPUs and memory layouts) moves them by far less
+    step = _config(tmp_path / "c", **common).learning_rate
     for (name, a), (_, b) in zip(
         one_batch.model.network.state_dict().items(), accumulated.model.network.state_dict().items()
     ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        assert float((a - b).abs().max()) < 0.05 * step, name
 
 
 def _assert_same_weights(model, other):

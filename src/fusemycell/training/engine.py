@@ -50,7 +50,13 @@ from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.progress import track
 from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint, restore_state, resume_error
 from fusemycell.training.config import TrainingConfig
-from fusemycell.training.devices import Precision, resolve_device, resolve_precision, resolve_world_size
+from fusemycell.training.devices import (
+    Precision,
+    memory_format,
+    resolve_device,
+    resolve_precision,
+    resolve_world_size,
+)
 from fusemycell.training.guard import VolumeValidation, volume_nssim
 from fusemycell.training.losses import image_loss, ssim3d
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
@@ -385,7 +391,10 @@ class Trainer:
                 parameters.detection_attenuation_um,
                 parameters.blur_growth_per_um,
             )
-        self.model = FusionModel(UNet3D(self.card.architecture), physics).to(self.device)
+        self.memory_format = memory_format(self.device)
+        self.model = FusionModel(UNet3D(self.card.architecture), physics).to(
+            self.device, memory_format=self.memory_format
+        )
         self.memory = MemoryPeak(self.device)
 
     def read_checkpoint(self) -> TrainingCheckpoint | None:
@@ -549,6 +558,7 @@ class Trainer:
         """One micro-batch; an optimizer step at the end of each accumulation group."""
         accumulation = self.config.accumulation_steps
         single_view, target, data_range = (t.to(self.device, non_blocking=True) for t in batch[:3])
+        single_view = single_view.contiguous(memory_format=self.memory_format)
         geometry = batch[3].to(self.device, non_blocking=True) if self.model.physics is not None else None
         group_size = min(accumulation, n_batches - (step // accumulation) * accumulation)
         last_of_group = (step + 1) % accumulation == 0 or step + 1 == n_batches
