@@ -8,8 +8,9 @@ a study-like file is written (smooth blobs and noise, made plane by plane), then
 ``predict_file`` + ``save_volume`` (exact percentiles, the streaming predictor, uint16 output, BigTIFF)
 
 ``today``
-    instance normalisation, Gaussian-blended tiles of the 16x64x64 training patch, overlap 0.5,
-    4 tiles per call, float32 (the default before exact tiling);
+    the code and default of revision ``TODAY_REVISION`` (before exact tiling; extracted with
+    ``git archive`` and imported in the child): instance normalisation, Gaussian-blended tiles of the
+    16x64x64 training patch, overlap 0.5, 4 tiles per call, float32;
 ``exact-fp32``
     ``normalization: none``, exact tiling planned from ``inference.memory_gb`` (2), float32;
 ``exact``
@@ -39,9 +40,12 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 import _measure
@@ -49,8 +53,10 @@ import numpy as np
 from _measure import peak_rss_kib, run_measurement
 from sliding_window import PlaneSource, make_volume
 
+ROOT = Path(__file__).resolve().parents[1]
 SPACING_ZYX = (1.0, 0.39, 0.39)
 TODAY_TILE = (16, 64, 64)
+TODAY_REVISION = "613ff09"
 STUDY_DEPTH = 300
 CHILD_TIMEOUT_S = 3600
 FILE_METHODS = ("today", "exact-fp32", "exact")
@@ -80,13 +86,10 @@ def measure_file(args: argparse.Namespace) -> dict:
 
     today = args.measure == "today"
     model = make_model("instance" if today else "none")
-    settings = InferenceSettings(
-        device="cpu",
-        amp=args.measure == "exact",
-        tile_zyx=TODAY_TILE if today else None,
-        batch_size=4,
-        tiling="blend" if today else "exact",
-    )
+    if today:  # the old code's settings: no tiling choice yet
+        settings = InferenceSettings(device="cpu", amp=False, tile_zyx=TODAY_TILE, batch_size=4)
+    else:
+        settings = InferenceSettings(device="cpu", amp=args.measure == "exact", tiling="exact")
     backend = make_backend(model, settings)
     baseline = peak_rss_kib()
     start = time.perf_counter()
@@ -156,10 +159,26 @@ def measure_memory(args: argparse.Namespace) -> dict:
     return {"seconds": seconds, "baseline_kib": baseline, "peak_kib": peak_rss_kib(), **extra}
 
 
-def child(method: str, path: Path, out: Path) -> dict:
-    """:func:`measure_file` or :func:`measure_memory` in a fresh interpreter."""
+def child(method: str, path: Path, out: Path, code: Path | None = None) -> dict:
+    """:func:`measure_file` or :func:`measure_memory` in a fresh interpreter (``code``: another revision's tree)."""
     arguments = ["--measure", method, "--path", str(path), "--out", str(out)]
-    return run_measurement(__file__, arguments, f"measurement {method}", timeout=CHILD_TIMEOUT_S)
+    env = None
+    if code is not None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(code / "src"), os.environ.get("PYTHONPATH")])),
+        }
+    return run_measurement(__file__, arguments, f"measurement {method}", timeout=CHILD_TIMEOUT_S, env=env)
+
+
+def revision_tree(revision: str, workdir: Path) -> Path:
+    """The source tree of ``revision``, extracted with ``git archive``."""
+    tree = workdir / f"code_{revision}"
+    if not tree.exists():
+        archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree
 
 
 def mib(kib: float) -> float:
@@ -179,7 +198,8 @@ def file_part(depths: list[int], workdir: Path) -> list[dict]:
             if method == "today" and depth != depths[0]:
                 continue  # hours at every depth; its memory is flat by design (a window of planes)
             print(f"  {depth} planes, {method}", file=sys.stderr, flush=True)
-            result = child(method, path, workdir / f"out_{method}.tif")
+            code = revision_tree(TODAY_REVISION, workdir) if method == "today" else None
+            result = child(method, path, workdir / f"out_{method}.tif", code)
             (workdir / f"out_{method}.tif").unlink()
             rows.append({"depth": depth, "method": method, **result})
             print(f"    {result['seconds']:.0f} s", file=sys.stderr, flush=True)
