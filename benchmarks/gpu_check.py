@@ -177,7 +177,8 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
 
     from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.predictor import TorchBackend
-    from fusemycell.io.tiff import read_volume, save_volume, write_volume
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import save_volume, write_volume
 
     side = 256 if args.smoke else 1920
     depth = 24 if args.smoke else args.depth

@@ -350,7 +350,7 @@ def compare(shape: tuple[int, int, int], tile: tuple[int, int, int], workdir: Pa
 
 def compare_files(first: Path, second: Path) -> tuple[int, int]:
     """Max abs difference (uint16 levels) and count of differing voxels, plane by plane."""
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
 
     a, b = read_volume(first, lazy=True).data, read_volume(second, lazy=True).data
     try:
@@ -370,7 +370,8 @@ def stream(
     depth: int, side: int, workdir: Path, network: str, with_monai: bool
 ) -> tuple[dict[str, dict[str, object]], list[str]]:
     """Write a ``depth`` x side x side uint16 volume, predict it file to file (ours, MONAI); results and failures."""
-    from fusemycell.io.tiff import read_volume, write_volume
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import write_volume
 
     path = workdir / "stream_input.tif"
     start = time.perf_counter()

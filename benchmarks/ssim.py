@@ -88,7 +88,7 @@ def measure(method: str, prediction_path: Path, target_path: Path) -> dict[str, 
     import skimage.metrics
     import tifffile
 
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
     from fusemycell.metrics.ssim import ssim
     from fusemycell.normalization import percentile_normalize
 

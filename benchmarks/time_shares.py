@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_measurement(__file__, arguments + (["--background"] if mode else []), "measurement")
                 results[mode].append(result)
                 print(f"  background={mode}: {result['wall']:.1f} s", file=sys.stderr)
-        from fusemycell.io.tiff import read_volume
+        from fusemycell.io.formats import read_volume
 
         same = np.array_equal(read_volume(outputs[False]).data, read_volume(outputs[True]).data)
         report(results, tuple(args.shape), args.model if args.network == "model" else "3x3x3 mean filter (cheap)")

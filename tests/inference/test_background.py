@@ -8,7 +8,8 @@ import torch
 from fusemycell.inference.apply import InferenceSettings, predict_file
 from fusemycell.inference.background import BackgroundIterator, BackgroundPlanes
 from fusemycell.inference.predictor import StreamingPrediction, TorchBackend
-from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fusemycell.inference.predictor import FlipAveraging, StreamingPrediction, TorchBackend, predict_array
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.position import PositionChannels, position_field

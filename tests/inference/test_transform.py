@@ -8,7 +8,8 @@ from scipy import ndimage
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
 from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
 from fusemycell.inference.transform import InputTransform, scan_input
-from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.metrics.ssim import normalized_ssim, ssim
 from fusemycell.models.card import CropPolicy, PreprocessingContract, card_for
 from fusemycell.models.checkpoint import TrainedModel

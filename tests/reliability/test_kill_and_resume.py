@@ -30,7 +30,8 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets import FuseMyCellPairsDataset, PatchStoreDataset, TiffFolderDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.config import UNetConfig

@@ -5,7 +5,7 @@ the model card: normalised with the input's own percentiles, optionally cropped 
 the specimen, resampled to the training voxel size when the model was trained on
 resampled volumes, predicted with the streaming sliding window, then mapped back
 to the input's grid and to uint16. A file's prediction is a lazily computed
-:class:`~fusemycell.io.tiff.Volume` with the input's shape, voxel size and
+:class:`~fusemycell.io.volume.Volume` with the input's shape, voxel size and
 metadata; writing it streams the whole chain.
 """
 
@@ -22,7 +22,8 @@ from fusemycell.inference.background import BackgroundPlanes
 from fusemycell.inference.predictor import Backend, predict_volume, resolve_tiling
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input
-from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.volume import Volume
 from fusemycell.models.card import ModelCard
 
 logger = logging.getLogger(__name__)

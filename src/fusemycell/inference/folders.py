@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusemycell.io.ome_zarr import volume_stem
+from fusemycell.io.naming import volume_stem
 from fusemycell.io.pairs import FILENAME_PATTERN
 
 

@@ -1,6 +1,6 @@
 """The napari reader: FuseMyCell TIFF volumes and the OME-Zarr images the project writes, read lazily.
 
-TIFF files are read with :func:`fusemycell.io.tiff.read_volume` and OME-Zarr images with
+TIFF files are read with :func:`fusemycell.io.formats.read_volume` and OME-Zarr images with
 :func:`fusemycell.io.ome_zarr.read_ome_zarr`, both lazily: napari asks for the planes it shows and
 only those are read. A file named like the challenge's (``image_3_nucleus_angle.tif``) is always
 taken, so a damaged one gets the project's error naming it; another TIFF only when its header
@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.naming import is_ome_zarr
 from fusemycell.io.ome_zarr import read_ome_zarr
 from fusemycell.io.pairs import PairingError, parse_filename
-from fusemycell.io.tiff import VolumeFormatError, is_ome_zarr, read_info, read_volume
+from fusemycell.io.volume import VolumeFormatError
 from fusemycell.napari.layers import LayerData, volume_layer, volume_name
 
 TIFF_SUFFIXES = (".tif", ".tiff")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from fusemycell.models.card import CropPolicy, IntensityMapping, PreprocessingContract
 from fusemycell.patching.config import PatchingConfig, resolve_patch_size
 from fusemycell.patching.extract import PatchPlan

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from fusemycell.io.digest import ContentDigest
-from fusemycell.io.ome_zarr import volume_stem
-from fusemycell.io.tiff import VolumeFormatError, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.naming import volume_stem
+from fusemycell.io.volume import VolumeFormatError
 from fusemycell.normalization import IntensityHistogram
 from fusemycell.progress import track
 

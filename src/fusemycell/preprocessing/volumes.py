@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.tiff import LazyVolume, Volume, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import LazyVolume
+from fusemycell.io.volume import Volume
 from fusemycell.normalization import NormalizationStats, normalize
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.crop import Box, box_shape, full_box, specimen_box

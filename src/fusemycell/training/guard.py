@@ -25,7 +25,7 @@ import torch
 
 from fusemycell.inference.predictor import TorchBackend, predict_volume, read_all
 from fusemycell.inference.tiling import TileSettings
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
 from fusemycell.models.card import GuardSummary, ModelCard
 from fusemycell.models.checkpoint import TrainedModel

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from fusemycell.normalization import percentile_normalize
 from fusemycell.patching.store import PatchStore
 from tests.conftest import project_after, run_session
