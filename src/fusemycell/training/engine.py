@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from fusemycell.devices import Precision, resolve_device, resolve_precision, resolve_world_size
 from fusemycell.memory import MemoryPeak
 from fusemycell.metrics.ssim import normalized_ssim
 from fusemycell.models.card import ModelCard, TrainingSummary, ValidationSummary, card_for
@@ -50,11 +51,10 @@ from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.progress import track
 from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint, restore_state, resume_error
 from fusemycell.training.config import TrainingConfig
-from fusemycell.training.devices import Precision, resolve_device, resolve_precision, resolve_world_size
-from fusemycell.training.guard import VolumeValidation, volume_nssim
 from fusemycell.training.losses import image_loss, ssim3d
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
 from fusemycell.training.stores import store_spacing
+from fusemycell.training.volumes import VolumeValidation, volume_nssim
 
 logger = logging.getLogger(__name__)
 
