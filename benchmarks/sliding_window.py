@@ -166,16 +166,16 @@ class PlaneSource:
 
 def measure_stream(args: argparse.Namespace, result: dict[str, object]) -> tuple[int, float]:
     """Ours, file to file; return the baseline (KiB) and the seconds."""
-
     from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.backends import TorchBackend
     from fusemycell.io.tiff import save_volume
-    from fusemycell.models.card import IntensityMapping, PreprocessingContract, card_for
+    from fusemycell.models.card import PreprocessingContract, card_for
     from fusemycell.models.config import UNetConfig
+    from fusemycell.preprocessing.config import NormalizationParams
 
     net = make_stream_network(args.stream_network)
     settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH)
-    mapping = IntensityMapping(low_percentile=PERCENTILES[0], high_percentile=PERCENTILES[1])
+    mapping = NormalizationParams(low_percentile=PERCENTILES[0], high_percentile=PERCENTILES[1])
     card = card_for(UNetConfig(), STREAM_TILE, preprocessing=PreprocessingContract(normalization=mapping))
     baseline = peak_rss_kib()
     start = time.perf_counter()
