@@ -25,7 +25,7 @@ def discard(path: Path) -> None:
     error being reported."""
     with contextlib.suppress(OSError):
         if path.is_dir():
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
 
