@@ -188,6 +188,36 @@ def _resolve_spacing(
     value differs by more than :data:`SPACING_CONFLICT_TOLERANCE` is reported in a warning
     naming both values. An axis with no valid source but a written, invalid one is an error.
     """
+    sources = _size_sources(path, raw, metadata, page, ome)
+    chosen: dict[str, float | None] = {}
+    conflicts: list[str] = []
+    invalid: list[str] = []
+    for axis in "zyx":
+        chosen[axis], conflict, unreadable = _choose_size(axis, sources[axis])
+        conflicts += [conflict] if conflict else []
+        invalid += unreadable
+    if invalid:
+        raise _fail(path, f"invalid voxel size in the metadata ({', '.join(invalid)}); expected positive numbers")
+    for conflict in conflicts:
+        logger.warning("%s: %s (precedence: %s)", path, conflict, "; then ".join(SPACING_PRECEDENCE).replace("`", ""))
+    z, y, x = chosen["z"], chosen["y"], chosen["x"]
+    y = y or x
+    x = x or y
+    missing = [name for name, value in zip("zyx", (z, y, x)) if value is None]
+    if missing:
+        logger.warning(
+            "%s: no voxel size found for axis %s (OME-XML, metadata or resolution tags); using 1.0 um",
+            path,
+            ", ".join(missing),
+        )
+    values = tuple(float(v) if v is not None else 1.0 for v in (z, y, x))
+    return values, not missing, tuple(conflicts)  # type: ignore[return-value]
+
+
+def _size_sources(
+    path: Any, raw: dict[str, Any], metadata: dict[str, Any], page: tifffile.TiffPage, ome: OmeImage | None
+) -> dict[str, list[_SizeSource]]:
+    """Every voxel size the file writes, per axis, in the order of :data:`SPACING_PRECEDENCE`."""
     unit = metadata.get("unit")
     unit_scale = unit_scale_to_micrometre(unit)
     if unit_scale is None:
@@ -210,44 +240,30 @@ def _resolve_spacing(
     for axis, value in (("y", res_y), ("x", res_x)):
         if value is not None:
             sources[axis].append(_SizeSource(f"the {axis.upper()}Resolution tag", None, value))
+    return sources
 
-    chosen: dict[str, float | None] = {}
-    conflicts: list[str] = []
-    invalid: list[str] = []
-    for axis in "zyx":
-        valid = [source for source in sources[axis] if source.um is not None]
-        if not valid:
-            # a voxel size that is written but is not a positive number is damage, not an absent calibration
-            invalid += [
-                f"{s.key}={s.written!r}" if s.key else s.label for s in sources[axis] if s.written not in (None, "")
-            ]
-            chosen[axis] = None
-            continue
-        first = valid[0]
-        chosen[axis] = first.um
-        others = [s for s in valid[1:] if abs(s.um - first.um) > SPACING_CONFLICT_TOLERANCE * max(s.um, first.um)]
-        if others:
-            conflicts.append(
-                f"voxel-size sources disagree along {axis}: "
-                + ", ".join(f"{s.label} gives {s.um:g} um" for s in (first, *others))
-                + f"; {first.um:g} um ({first.label}) is used"
-            )
-    if invalid:
-        raise _fail(path, f"invalid voxel size in the metadata ({', '.join(invalid)}); expected positive numbers")
-    for conflict in conflicts:
-        logger.warning("%s: %s (precedence: %s)", path, conflict, "; then ".join(SPACING_PRECEDENCE).replace("`", ""))
-    z, y, x = chosen["z"], chosen["y"], chosen["x"]
-    y = y or x
-    x = x or y
-    missing = [name for name, value in zip("zyx", (z, y, x)) if value is None]
-    if missing:
-        logger.warning(
-            "%s: no voxel size found for axis %s (OME-XML, metadata or resolution tags); using 1.0 um",
-            path,
-            ", ".join(missing),
+
+def _choose_size(axis: str, sources: list[_SizeSource]) -> tuple[float | None, str | None, list[str]]:
+    """The size along ``axis`` (the first valid source's), the line saying which sources disagree with it,
+    and the written sizes that are not positive numbers (when no source is valid)."""
+    valid = [source for source in sources if source.um is not None]
+    if not valid:
+        # a voxel size that is written but is not a positive number is damage, not an absent calibration
+        return (
+            None,
+            None,
+            [f"{s.key}={s.written!r}" if s.key else s.label for s in sources if s.written not in (None, "")],
         )
-    values = tuple(float(v) if v is not None else 1.0 for v in (z, y, x))
-    return values, not missing, tuple(conflicts)  # type: ignore[return-value]
+    first = valid[0]
+    others = [s for s in valid[1:] if abs(s.um - first.um) > SPACING_CONFLICT_TOLERANCE * max(s.um, first.um)]
+    if not others:
+        return first.um, None, []
+    conflict = (
+        f"voxel-size sources disagree along {axis}: "
+        + ", ".join(f"{s.label} gives {s.um:g} um" for s in (first, *others))
+        + f"; {first.um:g} um ({first.label}) is used"
+    )
+    return first.um, conflict, []
 
 
 def _squeezed(series: tifffile.TiffPageSeries) -> tuple[tuple[int, ...], str]:
