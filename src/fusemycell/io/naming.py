@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+#: The suffixes of a TIFF volume (``.ome.tif`` ends in ``.tif``).
+TIFF_SUFFIXES = (".tif", ".tiff")
 #: Every volume suffix, longest first (``.ome.tif`` before ``.tif``).
 VOLUME_SUFFIXES = (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif")
 #: Output formats of the inference pipeline (``inference.output_format``).
