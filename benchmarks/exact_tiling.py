@@ -121,7 +121,8 @@ def measure_memory(args: argparse.Namespace) -> dict:
     """One in-memory prediction (``args.measure`` of :data:`MEMORY_METHODS`)."""
     import torch
 
-    from fusemycell.inference.predictor import TorchBackend, predict_volume, read_all
+    from fusemycell.inference.backends import TorchBackend
+    from fusemycell.inference.predictor import predict_volume, read_all
     from fusemycell.inference.tiling import TileSettings
 
     model = make_model("none")

@@ -14,7 +14,7 @@
    tiles of its training patch doubled in y and x (overlap 0.5); through
    ``TorchBackend``: bf16 autocast, ``torch.inference_mode``, pinned host
    buffers with asynchronous copies, batch size from the free device memory
-   (``TorchBackend.batch_size_for``).
+   (:func:`batch_size_for`).
 
 Printed: the device, the training epochs and their time, and for the prediction
 the time per volume, tiles per second, the batch size, and the peak host (VmHWM)
@@ -171,13 +171,39 @@ class StudyPlanes:
         return np.clip(plane, 0, 65535).astype(np.uint16)
 
 
+def batch_size_for(backend: object, tile: tuple[int, int, int], requested: int, *, limit: int = 64) -> int:
+    """Tiles per call for the backend's device: on CUDA as many as 60% of the free memory holds, else ``requested``.
+
+    The memory of one tile is measured with a probe forward pass of two tiles.
+    """
+    import torch
+
+    device, network = backend.device, backend.network  # type: ignore[attr-defined]
+    if device.type != "cuda":
+        return int(requested)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    channels = int(getattr(getattr(network, "config", None), "in_channels", 1))
+    probe = torch.zeros((2, channels, *(int(t) for t in tile)), device=device)
+    with torch.inference_mode(), backend.precision.autocast(device):  # type: ignore[attr-defined]
+        network(probe)
+    per_tile = max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
+    del probe
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(limit, 0.6 * free // per_tile)))
+
+
 def predict_study(args: argparse.Namespace, model: object, workdir: Path, device: str) -> dict:
     """Write the study, predict it file to file; timings and memory."""
     import torch
 
     from fusemycell.inference.apply import InferenceSettings, predict_file
-    from fusemycell.inference.predictor import TorchBackend
-    from fusemycell.io.tiff import read_volume, save_volume, write_volume
+    from fusemycell.inference.backends import TorchBackend
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import save_volume, write_volume
 
     side = 256 if args.smoke else 1920
     depth = 24 if args.smoke else args.depth
@@ -192,7 +218,7 @@ def predict_study(args: argparse.Namespace, model: object, workdir: Path, device
     else:  # blended tiles of the training patch doubled in y and x, as before exact tiling
         patch = card.patch_size_zyx
         tile = (patch[0], 2 * patch[1], 2 * patch[2])
-        batch = backend.batch_size_for(tile, requested=4, limit=args.max_batch)
+        batch = batch_size_for(backend, tile, requested=4, limit=args.max_batch)
         settings = InferenceSettings(device=device, amp=True, batch_size=batch, tile_zyx=tile, tiling="blend")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -144,7 +144,7 @@ def write_tiled(path: Path, source: Path) -> Path:
     path
         Target ``.tif`` file.
     source
-        A volume readable by :func:`fusemycell.io.tiff.read_volume`; it is read
+        A volume readable by :func:`fusemycell.io.formats.read_volume`; it is read
         lazily, so memory stays at about one plane.
 
     Returns
@@ -152,7 +152,8 @@ def write_tiled(path: Path, source: Path) -> Path:
     pathlib.Path
         ``path``, written and flushed to disk.
     """
-    from fusemycell.io.tiff import read_volume, write_volume
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import write_volume
 
     volume = read_volume(source, lazy=True)
     try:
@@ -192,7 +193,7 @@ def measure(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str,
         ``peak_kib`` (peak RSS after reading), ``ru_maxrss_kib`` (see
         :func:`_ru_maxrss_kib`), ``slab_shape``.
     """
-    from fusemycell.io.tiff import read_volume  # imported by both methods, so both baselines match
+    from fusemycell.io.formats import read_volume  # imported by both methods, so both baselines match
 
     baseline = peak_rss_kib()
     start = time.perf_counter()

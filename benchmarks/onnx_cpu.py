@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fusemycell.inference.apply import InferenceSettings, predict_file
+    from fusemycell.inference.backends import TorchBackend
     from fusemycell.inference.onnx_backend import OnnxBackend
-    from fusemycell.inference.predictor import TorchBackend
     from fusemycell.inference.tiling import TileGrid
-    from fusemycell.io.tiff import read_volume, save_volume
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import save_volume
     from fusemycell.models.checkpoint import load_model
 
     model = load_model(args.model)

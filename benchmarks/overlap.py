@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
     from fusemycell.inference.tiling import TileGrid
-    from fusemycell.io.tiff import read_volume, save_volume
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import save_volume
     from fusemycell.metrics.ssim import normalized_ssim, ssim
     from fusemycell.models.checkpoint import load_model
 

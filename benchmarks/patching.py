@@ -191,7 +191,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, object]:
     # both methods import the same modules, so both baselines match
     import pandas as pd
 
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
     from fusemycell.patching.extract import PatchPlan
     from fusemycell.patching.sampling import ForegroundGrid, foreground_grid, sample_origins
 

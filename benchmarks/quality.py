@@ -230,7 +230,7 @@ def ceilings(project: Path, env: str) -> list[dict]:
     """Per held-out volume, N_SSIM of the simulator's ceilings (same rows as the per-volume table)."""
     from kedro.config import OmegaConfigLoader
 
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
     from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
     from fusemycell.simulation.ceilings import ceiling_views
     from fusemycell.simulation.config import SimulationConfig

@@ -7,7 +7,7 @@ on CPU, overlap 0.5, 4 tiles per network call, Gaussian blending.
 Part 1, in memory (one float32 volume, ``--shape``, tile ``--tile``):
 
 ``ours``
-    ``predict_array(volume, TorchBackend(net, "cpu", amp=False), tile, overlap=0.5, batch_size=4)``;
+    ``predict_array(volume, TorchBackend(net, "cpu", amp=False), TileSettings(tile, overlap=0.5, batch_size=4))``;
 ``monai``
     ``sliding_window_inference(volume[None, None], tile, 4, net, overlap=0.5,
     mode="gaussian", sigma_scale=0.125, padding_mode="replicate")`` under
@@ -166,16 +166,16 @@ class PlaneSource:
 
 def measure_stream(args: argparse.Namespace, result: dict[str, object]) -> tuple[int, float]:
     """Ours, file to file; return the baseline (KiB) and the seconds."""
-
     from fusemycell.inference.apply import InferenceSettings, predict_file
-    from fusemycell.inference.predictor import TorchBackend
+    from fusemycell.inference.backends import TorchBackend
     from fusemycell.io.tiff import save_volume
-    from fusemycell.models.card import IntensityMapping, PreprocessingContract, card_for
+    from fusemycell.models.card import PreprocessingContract, card_for
     from fusemycell.models.config import UNetConfig
+    from fusemycell.preprocessing.config import NormalizationParams
 
     net = make_stream_network(args.stream_network)
     settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH)
-    mapping = IntensityMapping(low_percentile=PERCENTILES[0], high_percentile=PERCENTILES[1])
+    mapping = NormalizationParams(low_percentile=PERCENTILES[0], high_percentile=PERCENTILES[1])
     card = card_for(UNetConfig(), STREAM_TILE, preprocessing=PreprocessingContract(normalization=mapping))
     baseline = peak_rss_kib()
     start = time.perf_counter()
@@ -232,7 +232,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     """Run one prediction (``args.measure``) and return its time and memory; the result goes to ``args.out``."""
     import torch
 
-    from fusemycell.inference.predictor import TorchBackend, predict_array
+    from fusemycell.inference.backends import TorchBackend
+    from fusemycell.inference.predictor import predict_array
+    from fusemycell.inference.tiling import TileSettings
 
     result: dict[str, object] = {"threads": torch.get_num_threads()}
     if args.measure == "stream":
@@ -247,7 +249,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
             backend = TorchBackend(net, device="cpu", amp=False)
             baseline = peak_rss_kib()
             start = time.perf_counter()
-            prediction = predict_array(volume, backend, tile, overlap=OVERLAP, batch_size=BATCH)
+            prediction = predict_array(volume, backend, TileSettings(tile_zyx=tile, overlap=OVERLAP, batch_size=BATCH))
             seconds = time.perf_counter() - start
         else:
             from monai.inferers import sliding_window_inference
@@ -350,7 +352,7 @@ def compare(shape: tuple[int, int, int], tile: tuple[int, int, int], workdir: Pa
 
 def compare_files(first: Path, second: Path) -> tuple[int, int]:
     """Max abs difference (uint16 levels) and count of differing voxels, plane by plane."""
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
 
     a, b = read_volume(first, lazy=True).data, read_volume(second, lazy=True).data
     try:
@@ -370,7 +372,8 @@ def stream(
     depth: int, side: int, workdir: Path, network: str, with_monai: bool
 ) -> tuple[dict[str, dict[str, object]], list[str]]:
     """Write a ``depth`` x side x side uint16 volume, predict it file to file (ours, MONAI); results and failures."""
-    from fusemycell.io.tiff import read_volume, write_volume
+    from fusemycell.io.formats import read_volume
+    from fusemycell.io.tiff import write_volume
 
     path = workdir / "stream_input.tif"
     start = time.perf_counter()

@@ -83,14 +83,19 @@ class SyntheticVolume:
 # -- measurement (runs in a fresh child process) ------------------------------------------------
 
 
+def percentile_normalize(image: np.ndarray, p_low: float = 2.0, p_high: float = 99.8) -> np.ndarray:
+    """The challenge's normalisation as its evaluation script does it: NumPy's percentiles, no clipping."""
+    low, high = np.percentile(image, p_low), np.percentile(image, p_high)
+    return image if low == high else (image - low) / (high - low)
+
+
 def measure(method: str, prediction_path: Path, target_path: Path) -> dict[str, object]:
     """Compute the SSIM of the two files with ``method``; return value, time and memory."""
     import skimage.metrics
     import tifffile
 
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
     from fusemycell.metrics.ssim import ssim
-    from fusemycell.normalization import percentile_normalize
 
     baseline = peak_rss_kib()
     start = time.perf_counter()

@@ -121,7 +121,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     """One prediction (in the child), timed by phase."""
     import torch
 
-    from fusemycell.inference import apply, background, predictor, transform
+    from fusemycell.inference import apply, backends, background, streams, transform
     from fusemycell.io import tiff
     from fusemycell.models.checkpoint import load_model
     from fusemycell.preprocessing import volumes
@@ -130,8 +130,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     tiff.LazyVolume.__getitem__ = clock.wrap("read", tiff.LazyVolume.__getitem__)
     apply.scan_input = clock.wrap("percentiles", apply.scan_input)
     volumes.PreprocessedVolume.__getitem__ = clock.wrap("normalise", volumes.PreprocessedVolume.__getitem__)
-    predictor.StreamingPrediction._process_row = clock.wrap("blend", predictor.StreamingPrediction._process_row)
-    predictor.StreamingPrediction._plane = clock.wrap("blend", predictor.StreamingPrediction._plane)
+    streams.StreamingPrediction._process_row = clock.wrap("blend", streams.StreamingPrediction._process_row)
+    streams.StreamingPrediction._plane = clock.wrap("blend", streams.StreamingPrediction._plane)
     transform.MappedToUint16.__getitem__ = clock.wrap("map to uint16", transform.MappedToUint16.__getitem__)
     background.BackgroundPlanes.__getitem__ = clock.wrap("wait", background.BackgroundPlanes.__getitem__)
     tiff.write_volume = clock.wrap("write", tiff.write_volume)
@@ -140,7 +140,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     if args.network == "cheap":  # a stand-in for a fast (GPU) network: the disk and the CPU-side work show
         model.network = torch.nn.AvgPool3d(3, stride=1, padding=1, count_include_pad=False)
     settings = apply.InferenceSettings(device="cpu", amp=False, background_io=args.background)
-    backend = predictor.TorchBackend(model.network, "cpu", amp=False)
+    backend = backends.TorchBackend(model.network, "cpu", amp=False)
     backend_call = clock.wrap("predict", backend.__call__)
     baseline = peak_rss_kib()
     start = time.perf_counter()
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_measurement(__file__, arguments + (["--background"] if mode else []), "measurement")
                 results[mode].append(result)
                 print(f"  background={mode}: {result['wall']:.1f} s", file=sys.stderr)
-        from fusemycell.io.tiff import read_volume
+        from fusemycell.io.formats import read_volume
 
         same = np.array_equal(read_volume(outputs[False]).data, read_volume(outputs[True]).data)
         report(results, tuple(args.shape), args.model if args.network == "model" else "3x3x3 mean filter (cheap)")

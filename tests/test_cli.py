@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from tests.conftest import copy_project, run_kedro
 
 #: Kedro prints about 15 lines of start-up notices before any error; a fixable error adds a handful.

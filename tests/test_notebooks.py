@@ -64,7 +64,7 @@ def test_notebook_runs_headlessly_on_test_outputs(path, evaluated_project, monke
         assert "tracking URI: sqlite:///" in text and "val_nssim" in text
         assert "no MLflow run" not in text and "run '" in text  # the curves came from MLflow, not the CSV
         # the slices are on the per-volume scale the metric and the pipeline's figure use
-        from fusemycell.io.tiff import read_volume
+        from fusemycell.io.formats import read_volume
         from fusemycell.metrics.ssim import image_statistics
 
         first = sorted((evaluated_project / "data" / "07_model_output" / "test_predictions").glob("*.tif"))[0]

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from fusemycell.inference.predictor import StreamingPrediction
-from fusemycell.inference.tiling import TileGrid
+from fusemycell.inference.streams import StreamingPrediction
+from fusemycell.inference.tiling import TileGrid, TileSettings
 from fusemycell.patching.extract import read_patch
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.position import PositionChannels, PositionField, block_means, grid_blocks, position_field
@@ -253,7 +253,9 @@ def test_a_training_patch_and_an_inference_tile_at_the_same_place_get_the_same_i
         return batch[:, :1].copy()
 
     field = position_field(volume, spacing, PositionChannels(enabled=True))  # what inference computes for the input
-    stream = StreamingPrediction(volume, recording, tile, overlap=0.5, batch_size=1, position=field)
+    stream = StreamingPrediction(
+        volume, recording, TileSettings(tile_zyx=tile, overlap=0.5, batch_size=1), position=field
+    )
     np.stack([stream[z] for z in range(volume.shape[0])])
     tiles = dict(zip(order, (b[0] for b in batches)))
     assert len(batches) == len(order)

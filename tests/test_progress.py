@@ -9,6 +9,7 @@ import pytest
 
 from fusemycell import progress as progress_module
 from fusemycell.inference.predictor import predict_array
+from fusemycell.inference.tiling import TileSettings
 from fusemycell.progress import Progress, listen, progress_mode, track
 
 SUMMARY = re.compile(r"^(?P<what>.+): (?P<count>\d+) (?P<units>\w+) in [\d.]+ s \([\d.e+inf]+ (?P<unit>\w+)/s\)$")
@@ -98,7 +99,7 @@ def test_sliding_window_prediction_reports_its_tiles(monkeypatch, caplog):
     monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
     volume = np.random.default_rng(0).random((12, 20, 20), dtype=np.float32)
     with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
-        out = predict_array(volume, lambda batch: batch, (8, 16, 16), overlap=0.5)
+        out = predict_array(volume, lambda batch: batch, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5))
     np.testing.assert_allclose(out, volume, rtol=1e-5)  # identity backend: blending is exact
     (summary,) = _summaries(caplog)
     assert summary and summary["what"] == "sliding-window prediction" and summary["unit"] == "tile"
@@ -111,16 +112,18 @@ def test_a_listener_follows_every_tile_of_a_prediction_in_its_thread(monkeypatch
     volume = np.random.default_rng(0).random((12, 20, 20), dtype=np.float32)
     heard = []
     with listen(heard.append):
-        predict_array(volume, lambda batch: batch, (8, 16, 16), overlap=0.5, batch_size=3)
+        predict_array(volume, lambda batch: batch, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5, batch_size=3))
     assert all(u.description == "sliding-window prediction" and u.unit == "tile" for u in heard)
     assert all(u.total == 8 for u in heard)
     counts = [u.count for u in heard]
     assert counts[0] == 0 and counts[-1] == 8 and counts == sorted(counts)  # the start, then each batch
     # outside the block, and in another thread, nothing is heard
     heard.clear()
-    predict_array(volume, lambda batch: batch, (8, 16, 16))
+    predict_array(volume, lambda batch: batch, TileSettings(tile_zyx=(8, 16, 16)))
     with listen(heard.append):
-        worker = threading.Thread(target=predict_array, args=(volume, lambda batch: batch, (8, 16, 16)))
+        worker = threading.Thread(
+            target=predict_array, args=(volume, lambda batch: batch, TileSettings(tile_zyx=(8, 16, 16)))
+        )
         worker.start()
         worker.join()
     assert heard == []
@@ -141,7 +144,7 @@ def test_a_listener_stops_the_work_between_two_batches(monkeypatch, caplog):
 
     with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
         with pytest.raises(KeyboardInterrupt, match="cancelled"), listen(cancel_after_the_first_batch):
-            predict_array(volume, backend, (8, 16, 16), batch_size=2)
+            predict_array(volume, backend, TileSettings(tile_zyx=(8, 16, 16), batch_size=2))
     assert batches == [2]  # of 4 batches, the network saw one
     assert _summaries(caplog) == []  # stopped, not done
     with listen(lambda update: None):  # listeners nest and are removed when their block ends

@@ -173,15 +173,16 @@ def yaml_value(value: Any) -> str:
     return str(value)
 
 
-def _default(field: Any) -> str:
+def _default_value(field: Any) -> Any:
+    """The field's default (``PydanticUndefined`` when it is required)."""
+    return field.default_factory() if field.default_factory is not None else field.default
+
+
+def _default(value: Any) -> str:
     from pydantic_core import PydanticUndefined
 
-    if field.default_factory is not None:
-        value = field.default_factory()
-    elif field.default is PydanticUndefined:
+    if value is PydanticUndefined:
         return "required"
-    else:
-        value = field.default
     text = yaml_value(value)
     return "see below" if "see below" in text else f"`{text}`"
 
@@ -202,8 +203,12 @@ def _anchor(key: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
 
 
-def render_group(model: type, key: str, level: int) -> list[str]:
-    """The table of one config class at ``key`` (``training.model``; "" for the top level), then its nested groups."""
+def render_group(model: type, key: str, level: int, defaults: Any = None) -> list[str]:
+    """The table of one config class at ``key`` (``training.model``; "" for the top level), then its nested groups.
+
+    ``defaults`` is the group's default where it is nested (its parent's default may differ from the
+    class's own, e.g. the model card's crop, off unless recorded); its values are the defaults shown.
+    """
     title = f"`{key}` {{ #{_anchor(key)} }}" if key else "Top-level keys { #top-level-keys }"
     lines = [f"{'#' * level} {title}", "", class_summary(model), ""]
     lines += ["| key | type | default | description |", "|---|---|---|---|"]
@@ -211,6 +216,7 @@ def render_group(model: type, key: str, level: int) -> list[str]:
     nested = []
     for name, field in model.model_fields.items():
         child, many = nested_model(field.annotation)
+        value = getattr(defaults, name) if defaults is not None else _default_value(field)
         full = f"{key}.{name}" if key else name
         kind = type_name(field.annotation)
         limit = bounds(field)
@@ -219,14 +225,14 @@ def render_group(model: type, key: str, level: int) -> list[str]:
         doc = docs.get(name, "")
         if child is not None:
             target = f"{full}[]" if many else full
-            nested.append((child, target))
+            nested.append((child, target, value if isinstance(value, child) else None))
             link = f"[`{target}`](#{_anchor(target)})"
             doc = f"{doc} See {link}." if doc else f"{class_summary(child).splitlines()[0]} See {link}."
             kind = f"list of groups ({limit})" if many and limit else ("list of groups" if many else "group")
-        lines.append(f"| `{full}` | {_cell(kind)} | {_cell(_default(field))} | {_cell(_markdown(doc))} |")
+        lines.append(f"| `{full}` | {_cell(kind)} | {_cell(_default(value))} | {_cell(_markdown(doc))} |")
     lines.append("")
-    for child, target in nested:
-        lines += render_group(child, target, min(level + 1, 4))
+    for child, target, child_defaults in nested:
+        lines += render_group(child, target, min(level + 1, 4), child_defaults)
     return lines
 
 

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class StrictConfig(BaseModel):
-    """Base of every parameter class: frozen, and an unknown (misspelt) key is an error, never ignored."""
+    """Base of every typed contract, parameters and the model card alike: frozen, and an unknown (misspelt)
+    key is an error, never ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

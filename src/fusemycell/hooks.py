@@ -85,7 +85,7 @@ class EnvironmentCheckHooks:
             training = TrainingConfig.model_validate(catalog.load("params:training") or {})
         except Exception:  # noqa: BLE001 - invalid parameters are reported by ParameterHooks, naming them
             return
-        from fusemycell.training.devices import resolve_device
+        from fusemycell.devices import resolve_device
 
         resolve_device(str(training.device))
 

@@ -25,21 +25,6 @@ _HISTOGRAM_CHUNK = 1 << 22
 _HISTOGRAM_DTYPES = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16)}
 
 
-def percentile_normalize(
-    image: np.ndarray, p_low: float = CHALLENGE_PERCENTILES[0], p_high: float = CHALLENGE_PERCENTILES[1]
-) -> np.ndarray:
-    """The challenge's reference normalisation, on an in-memory array.
-
-    Returns ``(image - low) / (high - low)`` without clipping, or ``image``
-    itself when ``low == high`` (a constant image).
-    """
-    low = np.percentile(image, p_low)
-    high = np.percentile(image, p_high)
-    if low == high:
-        return image
-    return (image - low) / (high - low)
-
-
 @dataclass(frozen=True)
 class NormalizationStats:
     """What maps a volume to the network's scale and back."""

@@ -87,6 +87,26 @@ def test_figures_single_folder_and_partitioned(tmp_path):
     plt.close("all")
 
 
+def test_a_folder_of_figures_whose_rename_fails_keeps_the_previous_folder(tmp_path, monkeypatch):
+    from fusemycell.datasets.atomic import FsspecFiles
+
+    folder = MatplotlibDataset(filepath=str(tmp_path / "figures"))
+    folder.save({"a.png": plt.figure()})
+    real_move = FsspecFiles.move
+
+    def failing(self, source, target):
+        if str(source).endswith(".partial"):  # the new folder, after the old one was moved aside
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_move(self, source, target)
+
+    monkeypatch.setattr(FsspecFiles, "move", failing)
+    with pytest.raises(DatasetError, match=r"figures: could not save .*cross-device"):
+        folder.save({"b.png": plt.figure()})
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["a.png"]
+    assert _leftovers(tmp_path) == []
+    plt.close("all")
+
+
 def test_the_catalog_uses_the_atomic_datasets_for_every_report():
     from pathlib import Path
 

@@ -4,7 +4,8 @@ import torch
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets import OnnxModelDataset, TiffFolderDataset, TorchModelDataset
-from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.volume import Volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig

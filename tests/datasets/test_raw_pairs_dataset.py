@@ -4,7 +4,9 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets import FuseMyCellPairsDataset, ParallelVolumes
 from fusemycell.datasets.raw_pairs_dataset import GENERATED_MARKER
-from fusemycell.io.tiff import Volume, read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
+from fusemycell.io.volume import Volume
 
 
 def _volume(value: int) -> Volume:

@@ -7,7 +7,8 @@ from kedro.io.core import DatasetError, Version
 from PIL import Image
 
 from fusemycell.datasets import TiffVolumeDataset
-from fusemycell.io.tiff import LazyVolume, Volume, write_volume
+from fusemycell.io.tiff import LazyVolume, write_volume
+from fusemycell.io.volume import Volume
 
 
 @pytest.fixture

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from fusemycell.inference.apply import InferenceSettings, predict_file
+from fusemycell.inference.backends import TorchBackend
 from fusemycell.inference.background import BackgroundIterator, BackgroundPlanes
-from fusemycell.inference.predictor import StreamingPrediction, TorchBackend
-from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.inference.streams import StreamingPrediction, StreamOptions
+from fusemycell.inference.tiling import TileSettings
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -106,7 +109,12 @@ def test_read_ahead_gives_the_same_prediction(tmp_path):
     backend = TorchBackend(_network(), device="cpu")
     outputs = []
     for read_ahead in (False, True):
-        stream = StreamingPrediction(source, backend, (8, 16, 16), overlap=0.5, read_ahead=read_ahead)
+        stream = StreamingPrediction(
+            source,
+            backend,
+            TileSettings(tile_zyx=(8, 16, 16), overlap=0.5),
+            options=StreamOptions(read_ahead=read_ahead),
+        )
         outputs.append(np.stack([stream[z] for z in range(27)]))
     np.testing.assert_array_equal(outputs[0], outputs[1])
 

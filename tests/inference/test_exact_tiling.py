@@ -5,16 +5,11 @@ import pytest
 import torch
 
 from fusemycell.inference.apply import check_tiling, predict_file, predict_in_memory
+from fusemycell.inference.backends import FlipAveraging, TorchBackend
 from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
-from fusemycell.inference.predictor import (
-    ExactPrediction,
-    FlipAveraging,
-    TilingError,
-    TorchBackend,
-    predict_volume,
-    read_all,
-)
+from fusemycell.inference.predictor import TilingError, predict_volume, read_all
 from fusemycell.inference.settings import InferenceSettings
+from fusemycell.inference.streams import ExactPrediction, StreamOptions
 from fusemycell.inference.tiling import HaloGrid, TileSettings, exact_grid, halo_spans, plan_cores
 from fusemycell.inference.transform import InputTransform, scan_input
 from fusemycell.io.tiff import write_volume
@@ -28,6 +23,7 @@ from fusemycell.position import PositionChannels, position_field
 from tests.patching.conftest import textured_ellipsoid
 
 TOLERANCE = 1e-4  # float32: the same sums in another order
+QUIET = StreamOptions(progress=False)
 
 
 def _network(spacing=(1.0, 0.5, 0.5), in_channels=1, normalization="none"):
@@ -58,7 +54,7 @@ def test_exact_tiling_equals_whole_volume_prediction(shape, core):
     network = _network()
     volume = np.random.default_rng(0).random(shape).astype(np.float32)
     grid = HaloGrid(shape, core, halo(network.config))
-    stream = ExactPrediction(volume, TorchBackend(network, "cpu", amp=False), grid, batch_size=3, progress=False)
+    stream = ExactPrediction(volume, TorchBackend(network, "cpu", amp=False), grid, batch_size=3, options=QUIET)
     np.testing.assert_allclose(read_all(stream), _whole(network, volume[None]), atol=TOLERANCE, rtol=0)
 
 
@@ -80,7 +76,9 @@ def test_tta_with_exact_tiles_equals_whole_volume_tta():
     averaging = FlipAveraging(backend)
     whole = averaging(volume[None, None])[0, 0]
     grid = HaloGrid(volume.shape, (4, 12, 8), halo(network.config))
-    stream = ExactPrediction(volume, backend, grid, flip_sets=averaging.flip_sets, progress=False, read_ahead=True)
+    stream = ExactPrediction(
+        volume, backend, grid, flip_sets=averaging.flip_sets, options=StreamOptions(progress=False, read_ahead=True)
+    )
     np.testing.assert_allclose(read_all(stream), whole, atol=TOLERANCE, rtol=0)
 
 
@@ -90,7 +88,7 @@ def test_position_channels_with_exact_tiles_equal_the_whole_volume():
     field = position_field(view, (2.0, 0.5, 0.5), PositionChannels(enabled=True))
     whole_input = np.concatenate([view[None], field.region((0, 0, 0), view.shape)])
     grid = HaloGrid(view.shape, (2, 8, 12), halo(network.config))
-    stream = ExactPrediction(view, TorchBackend(network, "cpu", amp=False), grid, position=field, progress=False)
+    stream = ExactPrediction(view, TorchBackend(network, "cpu", amp=False), grid, position=field, options=QUIET)
     np.testing.assert_allclose(read_all(stream), _whole(network, whole_input), atol=TOLERANCE, rtol=0)
 
 
@@ -100,7 +98,7 @@ def test_onnx_backend_with_exact_tiles_equals_whole_volume(tmp_path):
     backend = OnnxBackend(export_onnx(model, tmp_path / "m.onnx"))
     volume = np.random.default_rng(3).random((13, 30, 34)).astype(np.float32)
     grid = HaloGrid(volume.shape, (4, 8, 12), halo(network.config))
-    stream = ExactPrediction(volume, backend, grid, progress=False)
+    stream = ExactPrediction(volume, backend, grid, options=QUIET)
     np.testing.assert_allclose(read_all(stream), _whole(network, volume[None]), atol=TOLERANCE, rtol=0)
 
 
@@ -123,8 +121,7 @@ def test_a_file_streamed_with_exact_tiles_equals_the_whole_normalised_volume(tmp
         card.architecture,
         settings,
         blend_tile=(8, 16, 16),
-        read_ahead=True,
-        progress=False,
+        options=StreamOptions(read_ahead=True, progress=False),
     )
     assert isinstance(stream, ExactPrediction) and len(stream.grid) > 8
     whole = _whole(invariant_model.network, network_input[0:23][None])
@@ -212,7 +209,7 @@ def test_exact_streaming_keeps_one_row_of_planes():
     network = _network()
     volume = np.random.default_rng(4).random((40, 24, 24)).astype(np.float32)
     grid = HaloGrid(volume.shape, (4, 24, 24), halo(network.config))
-    stream = ExactPrediction(volume, TorchBackend(network, "cpu", amp=False), grid, progress=False)
+    stream = ExactPrediction(volume, TorchBackend(network, "cpu", amp=False), grid, options=QUIET)
     for z in range(40):
         stream[z]
         assert stream._row.shape[0] <= 4  # the planes of one row of cores, never the volume

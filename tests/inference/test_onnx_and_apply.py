@@ -7,7 +7,8 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
 from fusemycell.inference.tiling import TileGrid
 from fusemycell.inference.transform import InputTransform, scan_array
-from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import InputChannel, card_for
 from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
 from fusemycell.models.config import UNetConfig

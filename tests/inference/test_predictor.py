@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from fusemycell.inference.predictor import FlipAveraging, StreamingPrediction, TorchBackend, predict_array
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.inference.backends import FlipAveraging, TorchBackend
+from fusemycell.inference.predictor import predict_array
+from fusemycell.inference.streams import StreamingPrediction, StreamOptions
+from fusemycell.inference.tiling import TileSettings
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.position import PositionChannels, position_field
@@ -19,7 +23,7 @@ def identity(batch):
 @pytest.mark.parametrize("shape", [(20, 37, 29), (5, 9, 11), (1, 64, 64), (33, 16, 70)])
 def test_identity_network_returns_the_input(shape):
     volume = np.random.default_rng(0).random(shape).astype(np.float32)
-    out = predict_array(volume, identity, (8, 16, 16), overlap=0.5, batch_size=3)
+    out = predict_array(volume, identity, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5, batch_size=3))
     np.testing.assert_allclose(out, volume, rtol=1e-5, atol=1e-6)
 
 
@@ -35,8 +39,10 @@ def test_streaming_from_a_file_equals_in_memory_prediction(tmp_path):
     volume = np.random.default_rng(1).random((19, 40, 36)).astype(np.float32)
     path = write_volume(tmp_path / "v.tif", volume, (1, 1, 1))
     backend = TorchBackend(_network(), device="cpu")
-    in_memory = predict_array(volume, backend, (8, 16, 16), overlap=0.5)
-    stream = StreamingPrediction(read_volume(path, lazy=True).data, backend, (8, 16, 16), overlap=0.5)
+    in_memory = predict_array(volume, backend, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5))
+    stream = StreamingPrediction(
+        read_volume(path, lazy=True).data, backend, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5)
+    )
     streamed = np.stack([stream[z] for z in range(19)])
     np.testing.assert_allclose(streamed, in_memory, rtol=1e-5, atol=1e-6)
     # the accumulation window never holds the volume: at most two rows of tiles
@@ -44,7 +50,7 @@ def test_streaming_from_a_file_equals_in_memory_prediction(tmp_path):
 
 
 def test_planes_must_be_read_in_order():
-    stream = StreamingPrediction(np.zeros((10, 8, 8), np.float32), identity, (4, 8, 8))
+    stream = StreamingPrediction(np.zeros((10, 8, 8), np.float32), identity, TileSettings(tile_zyx=(4, 8, 8)))
     stream[5]
     with pytest.raises(IndexError, match="already handed out"):
         stream[2]
@@ -59,7 +65,7 @@ def test_overlap_blending_smooths_tile_seams():
         return batch + 1.0
 
     volume = np.zeros((8, 40, 40), np.float32)
-    out = predict_array(volume, biased, (8, 16, 16), overlap=0.5)
+    out = predict_array(volume, biased, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5))
     np.testing.assert_allclose(out, 1.0, rtol=1e-5)
     assert sum(calls) == len(
         __import__("fusemycell.inference.tiling", fromlist=["TileGrid"]).TileGrid((8, 40, 40), (8, 16, 16))
@@ -91,7 +97,11 @@ def test_the_backend_gets_each_tiles_position_channels_after_its_view(read_ahead
         return batch[:, :1] * 2
 
     stream = StreamingPrediction(
-        volume, recording, (8, 16, 16), overlap=0.5, batch_size=3, position=field, read_ahead=read_ahead
+        volume,
+        recording,
+        TileSettings(tile_zyx=(8, 16, 16), overlap=0.5, batch_size=3),
+        position=field,
+        options=StreamOptions(read_ahead=read_ahead),
     )
     out = np.stack([stream[z] for z in range(14)])
     np.testing.assert_allclose(out, 2 * volume, rtol=1e-5, atol=1e-6)  # only the view comes back
@@ -111,7 +121,7 @@ def test_predict_array_passes_the_position_field_and_a_tile_larger_than_the_volu
         shapes.append(batch.shape)
         return batch[:, :1].copy()
 
-    out = predict_array(volume, recording, (32, 64, 64), position=field)
+    out = predict_array(volume, recording, TileSettings(tile_zyx=(32, 64, 64)), position=field)
     np.testing.assert_allclose(out, volume, rtol=1e-5, atol=1e-6)
     assert shapes == [(1, 4, 14, 40, 36)]
 
@@ -123,10 +133,12 @@ def test_a_network_with_position_inputs_runs_through_the_torch_backend():
     for parameter in network.parameters():
         torch.nn.init.normal_(parameter, std=0.1)
     backend = TorchBackend(network, device="cpu")
-    out = predict_array(volume, backend, (8, 16, 16), position=field)
+    out = predict_array(volume, backend, TileSettings(tile_zyx=(8, 16, 16)), position=field)
     assert out.shape == volume.shape and np.isfinite(out).all()
     # the position channels matter: a field of other values changes the prediction
-    other = predict_array(volume, backend, (8, 16, 16), position=replace(field, coarse=field.coarse + 1.0))
+    other = predict_array(
+        volume, backend, TileSettings(tile_zyx=(8, 16, 16)), position=replace(field, coarse=field.coarse + 1.0)
+    )
     assert np.abs(other - out).max() > 1e-3
 
 

@@ -8,13 +8,15 @@ from scipy import ndimage
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
 from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
 from fusemycell.inference.transform import InputTransform, scan_input
-from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.metrics.ssim import normalized_ssim, ssim
-from fusemycell.models.card import CropPolicy, PreprocessingContract, card_for
+from fusemycell.models.card import PreprocessingContract, card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.pipelines.inference.nodes import predict_single_view_array
+from fusemycell.preprocessing.config import CropParams
 
 FINE_SPACING = (1.0, 1.0, 1.0)
 COARSE_Z = 3
@@ -67,7 +69,7 @@ def trained(tmp_path):
     network = UNet3D(config)
     for parameter in network.parameters():
         torch.nn.init.normal_(parameter, std=0.1)
-    contract = PreprocessingContract(resample_spacing_zyx=(1.0, 0.5, 0.5), crop=CropPolicy(enabled=True))
+    contract = PreprocessingContract(resample_spacing_zyx=(1.0, 0.5, 0.5), crop=CropParams(enabled=True))
     return TrainedModel(network, card_for(config, (8, 16, 16), preprocessing=contract))
 
 

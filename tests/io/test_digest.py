@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from fusemycell.io.digest import ContentDigest, content_digest
-from fusemycell.io.tiff import Volume, save_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume
 
 
 def _write(path, data):

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
-from fusemycell.io.ome_zarr import (
-    LazyZarrVolume,
-    output_name,
-    pyramid_shapes,
-    read_ome_zarr_info,
-    volume_stem,
-    write_ome_zarr,
-)
-from fusemycell.io.tiff import VolumeFormatError, read_info, read_volume
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.naming import output_name, volume_stem
+from fusemycell.io.ome_zarr import LazyZarrVolume, pyramid_shapes, read_ome_zarr_info, write_ome_zarr
+from fusemycell.io.volume import VolumeFormatError
 
 
 @pytest.fixture

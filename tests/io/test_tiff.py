@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusemycell.io.tiff import (
-    SPACING_SPELLINGS,
-    LazyVolume,
-    Volume,
-    VolumeFormatError,
-    read_info,
-    read_volume,
-    save_volume,
-    write_volume,
-)
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.metadata import SPACING_SPELLINGS
+from fusemycell.io.tiff import LazyVolume, save_volume, write_volume
+from fusemycell.io.volume import Volume, VolumeFormatError
 
 
 @pytest.fixture
@@ -209,7 +203,7 @@ def test_volume_reports_shape_and_dtype():
 
 
 def test_remove_leftovers_deletes_only_what_interrupted_writes_left(tmp_path):
-    from fusemycell.io.tiff import remove_leftovers
+    from fusemycell.io.atomic import remove_leftovers
 
     keep = ["image_1_nucleus_angle.tif", ".hidden_user_file", ".notes.partial", ".x.1234567.partial", ".y.zzzzzzzz.old"]
     for name in keep:
@@ -253,6 +247,6 @@ def test_read_info_reads_the_only_3d_series_of_a_multi_series_file(tmp_path, vol
 
 
 def test_the_spacing_precedence_is_ome_then_physical_size_keys_then_spacing_and_tags():
-    from fusemycell.io.tiff import SPACING_PRECEDENCE
+    from fusemycell.io.tiff_header import SPACING_PRECEDENCE
 
     assert [entry.split()[0] for entry in SPACING_PRECEDENCE] == ["OME-XML", "PhysicalSize{X,Y,Z}", "ImageJ"]

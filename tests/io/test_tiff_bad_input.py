@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusemycell.io.tiff import LazyVolume, VolumeFormatError, read_info, read_volume, write_volume
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.tiff import LazyVolume, write_volume
+from fusemycell.io.volume import VolumeFormatError
 
 
 def _write(path, array, **kwargs):

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
-from fusemycell.normalization import percentile_normalize
+from tests.challenge_reference import percentile_normalize
 
 
 def challenge_reference(prediction, target):

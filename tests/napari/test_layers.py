@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from fusemycell.io.tiff import Volume
+from fusemycell.io.volume import Volume
 from fusemycell.napari.layers import CONTRAST_SAMPLE_PLANES, channel_and_kind, contrast_limits, volume_layer
 
 

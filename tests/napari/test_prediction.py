@@ -7,7 +7,8 @@ import pytest
 
 from fusemycell.inference.apply import predict_in_memory
 from fusemycell.inference.settings import InferenceSettings
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.models.checkpoint import CheckpointError, load_model
 from fusemycell.napari.prediction import (
     PredictionCancelled,

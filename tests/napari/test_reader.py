@@ -5,7 +5,8 @@ import pytest
 import tifffile
 
 from fusemycell.io.ome_zarr import write_ome_zarr
-from fusemycell.io.tiff import LazyVolume, VolumeFormatError, write_volume
+from fusemycell.io.tiff import LazyVolume, write_volume
+from fusemycell.io.volume import VolumeFormatError
 from fusemycell.napari.reader import get_reader, read_layers
 
 

@@ -14,7 +14,7 @@ from kedro.framework.project import configure_project
 from kedro.pipeline import Pipeline
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from fusemycell.pipeline_registry import register_pipelines
 from tests.conftest import PROJECT_ROOT, copy_project, run_session
 

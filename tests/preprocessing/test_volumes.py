@@ -3,7 +3,8 @@ import pickle
 import numpy as np
 import pytest
 
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.normalization import NormalizationStats, normalize
 from fusemycell.preprocessing.resample import resample_axis
 from fusemycell.preprocessing.volumes import PreprocessedVolume, VolumeTransform

@@ -32,8 +32,10 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets import FuseMyCellPairsDataset, TiffFolderDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+from fusemycell.io.formats import read_info, read_volume
 from fusemycell.io.pairs import pair_files
-from fusemycell.io.tiff import Volume, VolumeFormatError, VolumeInfo, read_info, read_volume, save_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume, VolumeFormatError, VolumeInfo
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig

@@ -33,7 +33,9 @@ import pytest
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets import FuseMyCellPairsDataset, TiffVolumeDataset
-from fusemycell.io.tiff import Volume, read_volume, save_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save, safe_torch_load
 from fusemycell.models.config import UNetConfig

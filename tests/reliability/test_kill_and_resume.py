@@ -30,7 +30,8 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets import FuseMyCellPairsDataset, PatchStoreDataset, TiffFolderDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.config import UNetConfig
@@ -91,21 +92,22 @@ import io
 import torch
 
 import fusemycell.training.engine as engine
+import fusemycell.training.steps as steps
 from fusemycell.training.checkpoint import CHECKPOINT_FORMAT
 from fusemycell.training.config import TrainingConfig
 
 epochs_done = 0
 if ARGS["stop"] == "mid-epoch":  # the second training batch of epoch 2: weights and optimizer moved, nothing saved
-    real_loss, steps = engine.image_loss, [0]
+    real_loss, calls = steps.image_loss, [0]
 
     def image_loss(*args, **kwargs):
         if epochs_done == 1 and torch.is_grad_enabled():  # validation runs without gradients
-            steps[0] += 1
-            if steps[0] == 2:
+            calls[0] += 1
+            if calls[0] == 2:
                 park()
         return real_loss(*args, **kwargs)
 
-    engine.image_loss = image_loss
+    steps.image_loss = image_loss
 else:
     real_save = torch.save
 

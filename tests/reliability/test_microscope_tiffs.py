@@ -21,7 +21,8 @@ import pytest
 import tifffile
 import tomllib
 
-from fusemycell.io.tiff import VolumeFormatError, read_info, read_volume
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.volume import VolumeFormatError
 
 PROJECT = Path(__file__).resolve().parents[2]
 SHAPE = (14, 40, 36)
@@ -307,7 +308,8 @@ def test_a_missing_codec_library_is_found_by_read_info_not_when_outputs_are_writ
         import sys
         sys.modules["imagecodecs"] = None  # as in an environment without them
         sys.modules["compression"] = None
-        from fusemycell.io.tiff import VolumeFormatError, read_info
+        from fusemycell.io.formats import read_info
+        from fusemycell.io.volume import VolumeFormatError
         try:
             read_info({str(path)!r})
         except VolumeFormatError as exc:

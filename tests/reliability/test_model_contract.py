@@ -15,7 +15,8 @@ from kedro.io.core import DatasetError
 
 from fusemycell.datasets.model_dataset import TorchModelDataset
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
-from fusemycell.io.tiff import read_volume, save_volume, write_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import CheckpointError, TrainedModel, load_model
 from fusemycell.models.config import UNetConfig

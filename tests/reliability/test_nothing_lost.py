@@ -23,7 +23,10 @@ from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE, TiffFolder
 from fusemycell.hooks import MissingInputError
 from fusemycell.inference.folders import UnsafeOutputError
 from fusemycell.io import folder_lock
-from fusemycell.io.tiff import Volume, read_volume, save_volume, temporary_sibling
+from fusemycell.io.atomic import temporary_sibling
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume
 from fusemycell.parameters import ParameterError
 from fusemycell.preprocessing.split import SplitMismatchError
 from tests.conftest import inference_report, run_kedro, run_session

@@ -9,8 +9,9 @@ from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.training.config import LossWeights, TrainingConfig
-from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, FusionModel, train
+from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, train
 from fusemycell.training.losses import image_loss
+from fusemycell.training.state import FusionModel
 from tests.training.conftest import make_store
 
 TINY_MODEL = {"depth": 2, "base_channels": 4}
@@ -153,7 +154,7 @@ def test_ddp_on_two_cpu_processes(tmp_path, stores):
 
 def test_resuming_past_the_asked_epochs_warns_that_nothing_is_left_to_train(tmp_path, stores, caplog):
     train(_config(tmp_path, epochs=2), *stores)
-    with caplog.at_level("WARNING", logger="fusemycell.training.engine"):
+    with caplog.at_level("WARNING", logger="fusemycell.training"):
         result = train(_config(tmp_path, epochs=1, resume=True), *stores)
     assert "already holds epoch 2 of the 1 asked for: nothing left to train" in caplog.text
     assert [m.epoch for m in result.history] == [1, 2]  # the checkpoint's history, nothing new
@@ -162,7 +163,7 @@ def test_resuming_past_the_asked_epochs_warns_that_nothing_is_left_to_train(tmp_
 def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, stores, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="fusemycell.training.engine")
+    caplog.set_level(logging.INFO, logger="fusemycell.training")
     config = _config(tmp_path, epochs=50, budget_minutes=0.5 / 60)  # half a second: stops after one epoch or two
     result = train(config, *stores)
     assert 1 <= len(result.history) < 50 and result.best_epoch in {h.epoch for h in result.history}
@@ -170,7 +171,7 @@ def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, stores,
 
 
 def test_the_budget_is_spent_on_whole_epochs_and_a_shortened_last_one():
-    from fusemycell.training.engine import steps_that_fit
+    from fusemycell.training.schedule import steps_that_fit
 
     # 100 s left, 1 s a step, 5 s per epoch of validation, 30 steps an epoch: 3 whole epochs (105 s)
     # would not fit; 2 whole ones and 25 steps of a third (3 x 5 s + 85 steps) do
@@ -201,7 +202,7 @@ def test_patches_per_epoch_fixes_the_work_whatever_the_stores_size(tmp_path, mon
 
 
 def test_the_schedule_is_replanned_on_the_epochs_that_fit():
-    from fusemycell.training.engine import CosineSchedule
+    from fusemycell.training.schedule import CosineSchedule
 
     schedule = CosineSchedule(100, 0.0, 0.0)
     assert schedule(99) == pytest.approx(0.0, abs=1e-3)

@@ -1,9 +1,12 @@
 """The guard never returns a scale that scores below the residual base on the validation volumes."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
-from fusemycell.training.guard import GUARD_SCALES, ValidationVolume, choose_scale
+from fusemycell.training.guard import GUARD_SCALES, choose_scale
+from fusemycell.training.volumes import ValidationVolume
 
 
 def _volumes(seed: int = 0, n: int = 2) -> list[ValidationVolume]:
@@ -53,6 +56,7 @@ def test_no_volume_is_an_error():
 def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
     import torch
 
+    from fusemycell.inference.predictor import predict_whole_volume
     from fusemycell.inference.tiling import TileSettings
     from fusemycell.models.card import card_for
     from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
@@ -65,9 +69,8 @@ def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
     network = UNet3D(config)
     torch.nn.init.normal_(network.head.weight, std=0.5)  # a correction that is not zero (and not helpful)
     model = TrainedModel(network, card_for(config, (8, 16, 16)))
-    guarded, choice = guard_model(
-        model, _volumes(2), tiling=TileSettings(tile_zyx=(8, 16, 16), batch_size=2), device="cpu", amp=False
-    )
+    predict = partial(predict_whole_volume, tiling=TileSettings(tile_zyx=(8, 16, 16), batch_size=2), amp=False)
+    guarded, choice = guard_model(model, _volumes(2), predict=predict, device="cpu")
     assert choice is not None and guarded.card.guard.scale == choice.scale
     assert choice.score(choice.scale) >= choice.score(0.0)
     volume = torch.randn(1, 1, 8, 16, 16)

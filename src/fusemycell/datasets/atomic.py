@@ -4,9 +4,10 @@ The originals write straight into the target: a run killed mid-save, or a full
 disk, leaves a truncated report where the previous good one was. These
 subclasses write to a hidden ``.NAME.XXXXXXXX.partial`` sibling and rename it
 over the target only once it is complete (an atomic ``rename`` on a local
-filesystem). On failure the temporary file is removed, the previous artefact is
-untouched, and the error names the target path. Loading, previews and options
-are the originals'.
+filesystem; a folder of figures with :func:`fusemycell.io.atomic.replace_folder`,
+which puts the previous folder back if the rename fails). On failure the
+temporary file is removed, the previous artefact is untouched, and the error
+names the target path. Loading, previews and options are the originals'.
 
 Use them in the catalog as ``fusemycell.datasets.atomic.JSONDataset`` etc.
 """
@@ -21,7 +22,7 @@ from kedro_datasets.json import JSONDataset as _JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset as _MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset as _CSVDataset
 
-from fusemycell.io.atomic import temporary_sibling
+from fusemycell.io.atomic import replace_folder, temporary_sibling
 
 
 class AtomicSave:
@@ -44,7 +45,11 @@ class AtomicSave:
         try:
             fs.mkdirs(get_filepath_str(final.parent, protocol), exist_ok=True)
             super().save(data)  # type: ignore[misc]
-            _replace(fs, temporary_str, final_str)
+            files = FsspecFiles(fs, protocol)
+            if fs.isdir(temporary_str):  # a list or dict of figures: the whole folder replaces the old one
+                replace_folder(temporary, final, files)
+            else:
+                files.move(temporary, final)
         except BaseException as exc:
             if fs.exists(temporary_str):
                 fs.rm(temporary_str, recursive=True)
@@ -60,15 +65,26 @@ class AtomicSave:
         self._invalidate_cache()  # type: ignore[attr-defined] # again: the rename came after the parent's call
 
 
-def _replace(fs: Any, source: str, target: str) -> None:
-    """Move ``source`` over ``target``; a folder (a list or dict of figures) replaces the old folder."""
-    if fs.isdir(source) and fs.exists(target):
-        old = str(temporary_sibling(PurePosixPath(target), "old"))
-        fs.mv(target, old, recursive=True)
-        fs.mv(source, target, recursive=True)
-        fs.rm(old, recursive=True)
-        return
-    fs.mv(source, target, recursive=fs.isdir(source))
+class FsspecFiles:
+    """:class:`fusemycell.io.atomic.Files` on a dataset's fsspec filesystem (paths as the dataset's)."""
+
+    def __init__(self, fs: Any, protocol: str):
+        self._fs, self._protocol = fs, protocol
+
+    def _text(self, path: PurePosixPath) -> str:
+        return get_filepath_str(PurePosixPath(path), self._protocol)
+
+    def exists(self, path: PurePosixPath) -> bool:
+        """Whether something is at ``path``."""
+        return bool(self._fs.exists(self._text(path)))
+
+    def move(self, source: PurePosixPath, target: PurePosixPath) -> None:
+        """Rename ``source`` (a file or a folder) to ``target``."""
+        self._fs.mv(self._text(source), self._text(target), recursive=self._fs.isdir(self._text(source)))
+
+    def remove(self, path: PurePosixPath) -> None:
+        """Delete the file or folder at ``path``."""
+        self._fs.rm(self._text(path), recursive=True)
 
 
 class JSONDataset(AtomicSave, _JSONDataset):

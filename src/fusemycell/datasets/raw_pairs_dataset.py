@@ -24,8 +24,10 @@ from kedro_datasets._typing import TablePreview
 
 from fusemycell.datasets.folder_writer import LockedFolderWriter
 from fusemycell.io.atomic import remove_leftovers
+from fusemycell.io.formats import read_info
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, save_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume, VolumeFormatError
 from fusemycell.progress import track
 
 #: Marker file naming a folder as written by a fusemycell pipeline (its .tif files may be replaced).
@@ -55,7 +57,7 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
     and about angles or fused volumes without their partner.
 
     ``save`` takes a mapping whose keys are file stems
-    (``image_3_nucleus_angle``) with a :class:`~fusemycell.io.tiff.Volume`, or
+    (``image_3_nucleus_angle``) with a :class:`~fusemycell.io.volume.Volume`, or
     pair keys (``image_3_nucleus``) with an ``(angle, fused)`` tuple. A value may
     be a callable returning either, so volumes are produced and written one at a
     time. Each file is written atomically. When the mapping has a ``workers``

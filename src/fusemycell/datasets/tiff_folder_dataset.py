@@ -17,7 +17,9 @@ from fusemycell.datasets.folder_writer import LockedFolderWriter
 from fusemycell.inference.report import FileOutcome, InferenceReport, interrupted, read_report, report_path
 from fusemycell.io import folder_lock
 from fusemycell.io.atomic import remove_leftovers
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_info, read_volume, save_volume
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume, VolumeFormatError
 from fusemycell.progress import track
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,9 @@ from kedro.io.core import (
 )
 from kedro_datasets._typing import ImagePreview
 
-from fusemycell.io.tiff import Volume, VolumeFormatError, read_volume, save_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import save_volume
+from fusemycell.io.volume import Volume, VolumeFormatError
 
 
 def max_projection_png(data: Any, slab_depth: int = 16, max_side: int = 512) -> bytes:
@@ -52,7 +54,7 @@ def max_projection_png(data: Any, slab_depth: int = 16, max_side: int = 512) -> 
 class TiffVolumeDataset(AbstractVersionedDataset[Volume, Volume]):
     """Loads and saves a ZYX volume with its voxel size and metadata.
 
-    ``load`` returns a :class:`fusemycell.io.tiff.Volume`; with
+    ``load`` returns a :class:`fusemycell.io.volume.Volume`; with
     ``load_args: {lazy: true}`` its ``data`` is a
     :class:`fusemycell.io.tiff.LazyVolume` that reads only the slabs a node
     slices. ``save`` writes BigTIFF, tiled 128x128, with resolution tags and

@@ -10,8 +10,9 @@ from typing import Any
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets.tiff_folder_dataset import TiffFolderDataset
+from fusemycell.io.naming import is_ome_zarr
 from fusemycell.io.ome_zarr import VERSIONS, save_ome_zarr
-from fusemycell.io.tiff import Volume, is_ome_zarr
+from fusemycell.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 

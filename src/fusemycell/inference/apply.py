@@ -5,7 +5,7 @@ the model card: normalised with the input's own percentiles, optionally cropped 
 the specimen, resampled to the training voxel size when the model was trained on
 resampled volumes, predicted with the streaming sliding window, then mapped back
 to the input's grid and to uint16. A file's prediction is a lazily computed
-:class:`~fusemycell.io.tiff.Volume` with the input's shape, voxel size and
+:class:`~fusemycell.io.volume.Volume` with the input's shape, voxel size and
 metadata; writing it streams the whole chain.
 """
 
@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.inference.backends import Backend, TorchBackend
 from fusemycell.inference.background import BackgroundPlanes
-from fusemycell.inference.predictor import Backend, predict_volume, resolve_tiling
+from fusemycell.inference.predictor import predict_volume, resolve_tiling
 from fusemycell.inference.settings import InferenceSettings
+from fusemycell.inference.streams import StreamOptions
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input
-from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.volume import Volume
 from fusemycell.models.card import ModelCard
 
 logger = logging.getLogger(__name__)
@@ -68,9 +71,8 @@ def predict_transformed(
         transform.card.architecture,
         settings.tile_settings,
         blend_tile=resolve_tile(settings, transform.card),
-        description=f"predicting {name}",
-        read_ahead=settings.background_io,
         position=transform.position_field(network_input, name),
+        options=StreamOptions(description=f"predicting {name}", read_ahead=settings.background_io),
     )
     return transform.to_uint16(prediction)
 
@@ -110,8 +112,6 @@ def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None 
         if not onnx_path:
             raise ValueError("inference.backend is 'onnx' but inference.onnx_path is not set")
         return OnnxBackend(onnx_path)
-    from fusemycell.inference.predictor import TorchBackend
-
     return TorchBackend(model.network, settings.device, settings.amp)
 
 

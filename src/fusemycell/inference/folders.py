@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusemycell.io.ome_zarr import volume_stem
+from fusemycell.io.naming import is_ome_zarr, volume_stem
 from fusemycell.io.pairs import FILENAME_PATTERN
 
 
@@ -27,7 +27,7 @@ class UnsafeOutputError(ValueError):
 def input_folder(location: str | Path) -> Path:
     """The folder a run reads: ``location`` itself, or the folder of one input (a file or an OME-Zarr image)."""
     path = Path(location).resolve()
-    return path.parent if path.is_file() or path.name.lower().endswith(".zarr") else path
+    return path.parent if path.is_file() or is_ome_zarr(path.name) else path
 
 
 def _within(path: Path, folder: Path) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusemycell.io.atomic import temporary_sibling
+from fusemycell.io.atomic import writing_atomically
 from fusemycell.models.card import ModelCard, card_from_legacy
 from fusemycell.models.checkpoint import TrainedModel
 
@@ -43,13 +43,11 @@ def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path)
     multiple = model.config.size_multiple
     example = torch.rand(1, model.config.in_channels, *(2 * m for m in multiple))
     module = _Exportable(model).eval()
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
-    try:
+    with writing_atomically(path) as temporary:
         with warnings.catch_warnings():
             # instance normalisation always uses the input's statistics: "train=True" is what it should be
             warnings.filterwarnings("ignore", message=".*instance_norm.*")
@@ -60,10 +58,6 @@ def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -
         entry = exported.metadata_props.add()
         entry.key, entry.value = CARD_KEY, model.card.model_dump_json()
         onnx.save(exported, str(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem
+from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.card import ModelCard
 from fusemycell.normalization import NormalizationStats
 from fusemycell.position import PositionField, position_field

@@ -15,7 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def discard(path: Path) -> None:
     error being reported."""
     with contextlib.suppress(OSError):
         if path.is_dir():
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
 
@@ -71,31 +71,73 @@ def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list
 
 @contextlib.contextmanager
 def writing_atomically(path: str | os.PathLike) -> Iterator[Path]:
-    """``with writing_atomically(target) as temporary: write(temporary)``: renamed over ``target`` once the
-    block ends, discarded if it raises (``target`` is then left as it was)."""
+    """``with writing_atomically(target) as temporary: write(temporary)``: the one way this project writes.
+
+    The block writes a file, or a folder, at ``temporary`` (a hidden sibling of ``target``, see
+    :func:`temporary_sibling`); once it ends, the temporary is renamed over ``target`` (a folder with
+    :func:`replace_folder`). If the block or the rename raises, the temporary is discarded and
+    ``target`` is left as it was. ``target``'s folder is created if needed.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_sibling(target)
     try:
         yield temporary
-        os.replace(temporary, target)
+        if temporary.is_dir():
+            replace_folder(temporary, target)
+        else:
+            os.replace(temporary, target)
     except BaseException:
         discard(temporary)
         raise
 
 
-def replace_folder(new: Path, target: Path) -> None:
+class Files(Protocol):
+    """The file operations :func:`replace_folder` needs, on paths of one filesystem."""
+
+    def exists(self, path: Any) -> bool:
+        """Whether something is at ``path``."""
+
+    def move(self, source: Any, target: Any) -> None:
+        """Rename ``source`` to ``target`` (atomic on a local filesystem)."""
+
+    def remove(self, path: Any) -> None:
+        """Delete the file or folder at ``path``."""
+
+
+class LocalFiles:
+    """:class:`Files` on the local filesystem."""
+
+    def exists(self, path: Any) -> bool:
+        """Whether something is at ``path``."""
+        return Path(path).exists()
+
+    def move(self, source: Any, target: Any) -> None:
+        """``os.replace``."""
+        os.replace(source, target)
+
+    def remove(self, path: Any) -> None:
+        """Delete a folder (or a file); a failure leaves it for :func:`remove_leftovers`."""
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+
+
+def replace_folder(new: _P, target: _P, files: Files | None = None) -> None:
     """Put the folder ``new`` at ``target``: a previous ``target`` is moved aside first, put back if the
-    rename fails, and deleted last."""
+    rename fails, and deleted last. ``files`` are the operations of another filesystem (fsspec's,
+    for Kedro datasets); by default the local one's."""
+    files = files or LocalFiles()
     old = None
-    if target.exists():
+    if files.exists(target):
         old = temporary_sibling(target, "old")
-        os.replace(target, old)
+        files.move(target, old)
     try:
-        os.replace(new, target)
+        files.move(new, target)
     except BaseException:
         if old is not None:
-            os.replace(old, target)  # the previous version stays where it was
+            files.move(old, target)  # the previous version stays where it was
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        files.remove(old)

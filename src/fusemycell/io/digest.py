@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 
 
 class ContentDigest:

@@ -4,7 +4,7 @@ The challenge volumes carry ImageJ-style ``key=value`` metadata whose keys were
 written by different tools: ``PhysicalSizeX``, ``physicalsizex`` and
 ``physical_size_x`` all mean the same thing. This module maps every spelling to
 one canonical name and turns sizes into micrometres. It does not read files;
-:mod:`fusemycell.io.tiff` does.
+:mod:`fusemycell.io.tiff_header` does.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ CANONICAL_KEYS = (
     "channel",
     "study",
 )
+
+#: Spellings of the voxel-size keys found in the challenge data (``write_volume`` can use each).
+SPACING_SPELLINGS = {
+    "PhysicalSizeX": ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeZ"),
+    "physicalsizex": ("physicalsizex", "physicalsizey", "physicalsizez"),
+    "physical_size_x": ("physical_size_x", "physical_size_y", "physical_size_z"),
+}
 
 #: Micrometres per unit, for the unit names found in microscopy files.
 UNIT_TO_MICROMETRE = {

@@ -25,20 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.atomic import discard, replace_folder
-from fusemycell.io.tiff import (  # noqa: F401
-    LazyArray,
-    Volume,
-    VolumeFormatError,
-    VolumeInfo,
-    is_ome_zarr,
-    temporary_sibling,
-)
+from fusemycell.io.atomic import writing_atomically
+from fusemycell.io.volume import LazyArray, Volume, VolumeFormatError, VolumeInfo, expand_key
+from fusemycell.io.volume import format_error as _fail
 
 #: NGFF versions read and written.
 VERSIONS = ("0.4", "0.5")
-#: The suffixes of an OME-Zarr image (a folder).
-SUFFIXES = (".ome.zarr", ".zarr")
 #: Micrometres per unit, for the NGFF (UDUNITS-2) space units.
 UNIT_UM = {
     "micrometer": 1.0,
@@ -54,35 +46,6 @@ UNIT_UM = {
 }
 #: Where this project keeps the volume's own metadata (channel, study, ...) in the group's attributes.
 METADATA_KEY = "fusemycell"
-
-
-#: Output formats of the inference pipeline (``inference.output_format``).
-OUTPUT_FORMATS = ("tiff", "ome-zarr")
-
-
-def volume_stem(name: str) -> str:
-    """A volume's name without its format suffix: ``image_3_nucleus_angle`` for ``.tif``, ``.ome.zarr``, ..."""
-    lowered = name.lower()
-    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if lowered.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def output_name(name: str, output_format: str) -> str:
-    """The prediction's name for input ``name``: the same name in its own format, else the stem in the other's.
-
-    ``image_3_angle.tif`` -> ``image_3_angle.tif`` (tiff) or ``image_3_angle.ome.zarr`` (ome-zarr).
-    """
-    if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"output format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
-    if (output_format == "ome-zarr") == is_ome_zarr(name):
-        return name
-    return volume_stem(name) + (".ome.zarr" if output_format == "ome-zarr" else ".tif")
-
-
-def _fail(path: Any, problem: str) -> VolumeFormatError:
-    return VolumeFormatError(f"{path}: {problem}")
 
 
 def _open_group(path: str | os.PathLike) -> Any:
@@ -234,7 +197,7 @@ class LazyZarrVolume(LazyArray):
 
     Same interface as :class:`fusemycell.io.tiff.LazyVolume` (NumPy indexing for ints and slices,
     outer indexing for lists, ``close``, picklable; the array protocol of
-    :class:`~fusemycell.io.tiff.LazyArray`), so every reader of single views takes either.
+    :class:`~fusemycell.io.volume.LazyArray`), so every reader of single views takes either.
     """
 
     def __init__(self, path: str | os.PathLike, info: VolumeInfo | None = None):
@@ -258,9 +221,7 @@ class LazyZarrVolume(LazyArray):
         return self._array
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        from fusemycell.io.tiff import _expand_key
-
-        key = _expand_key(key, self.shape)
+        key = expand_key(key, self.shape)
         array = self._open()
         try:
             if all(isinstance(k, (int, np.integer, slice)) for k in key):
@@ -341,19 +302,13 @@ def write_ome_zarr(
     dtype = np.dtype(data.dtype)
     shapes = pyramid_shapes(shape, levels, smallest=chunks_yx)
     depth = max(1, int(slab_depth))
-    temporary = temporary_sibling(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(temporary), mode="w", zarr_format=2 if version == "0.4" else 3)
-        _write_pyramid(group, data, shapes, dtype, depth=depth, chunks_yx=chunks_yx)
-        _write_multiscales(group, path, shapes, spacing, version=version, metadata=metadata)
-        replace_folder(temporary, path)
+        with writing_atomically(path) as temporary:
+            group = zarr.open_group(str(temporary), mode="w", zarr_format=2 if version == "0.4" else 3)
+            _write_pyramid(group, data, shapes, dtype, depth=depth, chunks_yx=chunks_yx)
+            _write_multiscales(group, path, shapes, spacing, version=version, metadata=metadata)
     except OSError as exc:
-        discard(temporary)
         raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        discard(temporary)
-        raise
     return path
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from fusemycell import __version__
+from fusemycell.configuration import StrictConfig
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.receptive_field import receptive_field
 from fusemycell.position import PositionChannels
+from fusemycell.preprocessing.config import CropParams, NormalizationParams
 
 #: Version of the card's schema; a model file records it.
 CARD_VERSION = 2
@@ -29,11 +31,7 @@ SizeZYX = tuple[PositiveInt, PositiveInt, PositiveInt]
 SpacingZYX = tuple[PositiveFloat, PositiveFloat, PositiveFloat]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputChannel(_Frozen):
+class InputChannel(StrictConfig):
     """One channel of the network's input."""
 
     name: str
@@ -42,47 +40,36 @@ class InputChannel(_Frozen):
     """What the channel holds and on which scale."""
 
 
-class IntensityMapping(_Frozen):
-    """How raw intensities become network input, and how a network output becomes uint16.
+class PreprocessingContract(StrictConfig):
+    """What preprocessing did to the training volumes; carried by the patch store's manifest.
 
-    Input: ``(x - p_low) / (p_high - p_low)`` with the input's own percentiles (the
-    challenge's normalisation, no clipping). When ``p_low == p_high`` on a volume that
-    is not constant (a dim background with a few bright voxels), ``p_high`` falls back
-    to the maximum (and ``p_low`` to the minimum if still equal), with a warning naming
-    the file. Output: ``offset + y * scale`` rounded to uint16, where ``scale`` is
-    ``p_high - p_low`` stretched to at least ``inference.min_output_range`` and
-    ``offset`` is ``p_low`` shifted into ``[0, 65535 - scale]`` when it does not fit.
+    Its parts are preprocessing's own parameter classes (one class per concept, with their checks).
     """
 
-    low_percentile: float = Field(default=2.0, ge=0, lt=100)
-    """Percentile mapped to 0."""
-    high_percentile: float = Field(default=99.8, gt=0, le=100)
-    """Percentile mapped to 1."""
-
-
-class CropPolicy(_Frozen):
-    """How training volumes were cropped to the specimen; inference uses it with ``crop_to_specimen``."""
-
-    enabled: bool = False
-    """Training volumes were cropped to the specimen's bounding box."""
-    threshold: float = Field(default=0.05, ge=0, lt=1)
-    """Profile level (0 background, 1 peak) that counts as specimen."""
-    margin_um: float = Field(default=4.0, ge=0)
-    """Margin kept around the specimen, micrometres."""
-
-
-class PreprocessingContract(_Frozen):
-    """What preprocessing did to the training volumes; carried by the patch store's manifest."""
-
-    normalization: IntensityMapping = IntensityMapping()
-    """Percentile normalisation of every volume."""
-    crop: CropPolicy = CropPolicy()
-    """Crop to the specimen."""
+    normalization: NormalizationParams = NormalizationParams()
+    """How raw intensities become network input, and how a network output becomes uint16.
+    Input: ``(x - p_low) / (p_high - p_low)`` with the input's own percentiles (the challenge's
+    normalisation, no clipping). When ``p_low == p_high`` on a volume that is not constant (a dim
+    background with a few bright voxels), ``p_high`` falls back to the maximum (and ``p_low`` to the
+    minimum if still equal), with a warning naming the file. Output: ``offset + y * scale`` rounded to
+    uint16, where ``scale`` is ``p_high - p_low`` stretched to at least ``inference.min_output_range``
+    and ``offset`` is ``p_low`` shifted into ``[0, 65535 - scale]`` when it does not fit."""
+    crop: CropParams = CropParams(enabled=False)
+    """How training volumes were cropped to the specimen; inference uses it with ``crop_to_specimen``
+    (not cropped unless recorded)."""
     resample_spacing_zyx: SpacingZYX | None = None
     """Target voxel size of the resampling (micrometres); null = the acquisition grid."""
 
+    @field_validator("crop", mode="before")
+    @classmethod
+    def _crop_recorded(cls, value: Any) -> Any:
+        """A recorded crop without ``enabled`` was not applied (the card's default, not preprocessing's)."""
+        if isinstance(value, dict) and "enabled" not in value:
+            return {**value, "enabled": False}
+        return value
 
-class TrainingDataSummary(_Frozen):
+
+class TrainingDataSummary(StrictConfig):
     """A fingerprint of the volumes the patches were cut from."""
 
     volumes: int = Field(default=0, ge=0)
@@ -101,7 +88,7 @@ class TrainingDataSummary(_Frozen):
     """Validation patches."""
 
 
-class ValidationSummary(_Frozen):
+class ValidationSummary(StrictConfig):
     """Validation metrics of the chosen epoch."""
 
     epoch: int = Field(ge=1)
@@ -118,7 +105,7 @@ class ValidationSummary(_Frozen):
     """The quantity the epoch was chosen by (``training.monitor``)."""
 
 
-class TrainingSummary(_Frozen):
+class TrainingSummary(StrictConfig):
     """How the training budget was spent: what buys quality on a CPU is optimizer steps per minute."""
 
     epochs: int = Field(ge=0)
@@ -139,7 +126,7 @@ class TrainingSummary(_Frozen):
     """Arithmetic of the training steps (``bfloat16`` under mixed precision)."""
 
 
-class GuardSummary(_Frozen):
+class GuardSummary(StrictConfig):
     """The guard's choice (:mod:`fusemycell.training.guard`): how much of the learnt correction is kept."""
 
     scale: float = Field(ge=0, le=1)
@@ -165,7 +152,7 @@ def _default_channels() -> tuple[InputChannel, ...]:
     )
 
 
-class ModelCard(_Frozen):
+class ModelCard(StrictConfig):
     """Everything needed to apply a trained network to a raw single view, without the training code."""
 
     version: Literal[2] = CARD_VERSION
@@ -245,7 +232,7 @@ class ModelCard(_Frozen):
         return self.architecture.spacing_zyx
 
     @property
-    def normalization(self) -> IntensityMapping:
+    def normalization(self) -> NormalizationParams:
         """The intensity mapping (shortcut)."""
         return self.preprocessing.normalization
 
@@ -287,7 +274,7 @@ def card_from_legacy(config: dict[str, Any], metadata: dict[str, Any]) -> ModelC
         default_tile_zyx=(int(patch[0]), 2 * int(patch[1]), 2 * int(patch[2])),  # version 1's tile
         fusemycell_version="<=0.1.0 (model file version 1)",
         preprocessing=PreprocessingContract(
-            normalization=IntensityMapping(
+            normalization=NormalizationParams(
                 low_percentile=float(normalization.get("low_percentile", 2.0)),
                 high_percentile=float(normalization.get("high_percentile", 99.8)),
             )

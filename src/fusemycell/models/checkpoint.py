@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from fusemycell.io.atomic import discard, temporary_sibling
+from fusemycell.io.atomic import writing_atomically
 from fusemycell.models.card import CARD_VERSION, ModelCard, card_from_legacy
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -128,14 +128,11 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
         Naming ``path`` and the cause (full disk, read-only folder, ...); ``path`` is left as it was.
     """
     path = Path(path)
-    temporary = temporary_sibling(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as handle:  # through Python's file: a full disk is an OSError, with its cause
+        # through Python's file: a full disk is an OSError, with its cause
+        with writing_atomically(path) as temporary, open(temporary, "wb") as handle:
             torch.save(payload, handle)
-        os.replace(temporary, path)
     except BaseException as exc:
-        discard(temporary)
         # torch's writer, closing after a failed write, raises a RuntimeError ("unexpected pos") over the OSError
         cause = exc.__context__ if isinstance(exc, RuntimeError) else exc
         if not isinstance(cause, OSError):

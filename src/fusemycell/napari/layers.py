@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.ome_zarr import volume_stem
+from fusemycell.io.naming import volume_stem
 from fusemycell.io.pairs import PairingError, parse_filename
-from fusemycell.io.tiff import Volume
+from fusemycell.io.volume import Volume
 from fusemycell.normalization import CHALLENGE_PERCENTILES
 
 #: Voxels read to estimate the contrast limits of a volume (a sample of planes, strided in y and x).

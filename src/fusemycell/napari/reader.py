@@ -1,10 +1,10 @@
 """The napari reader: FuseMyCell TIFF volumes and the OME-Zarr images the project writes, read lazily.
 
-TIFF files are read with :func:`fusemycell.io.tiff.read_volume` and OME-Zarr images with
-:func:`fusemycell.io.ome_zarr.read_ome_zarr`, both lazily: napari asks for the planes it shows and
-only those are read. A file named like the challenge's (``image_3_nucleus_angle.tif``) is always
-taken, so a damaged one gets the project's error naming it; another TIFF only when its header
-describes a 3D volume (napari's own reader then keeps 2D images and RGB pictures).
+TIFF files and OME-Zarr images are read with :func:`fusemycell.io.formats.read_volume`, lazily:
+napari asks for the planes it shows and only those are read. A file named like the challenge's
+(``image_3_nucleus_angle.tif``) is always taken, so a damaged one gets the project's error naming
+it; another TIFF only when its header describes a 3D volume (napari's own reader then keeps 2D
+images and RGB pictures).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fusemycell.io.ome_zarr import read_ome_zarr
+from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.naming import TIFF_SUFFIXES, is_ome_zarr
 from fusemycell.io.pairs import PairingError, parse_filename
-from fusemycell.io.tiff import VolumeFormatError, is_ome_zarr, read_info, read_volume
+from fusemycell.io.volume import VolumeFormatError
 from fusemycell.napari.layers import LayerData, volume_layer, volume_name
-
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
@@ -57,6 +56,6 @@ def read_layers(path: str | Sequence[str]) -> list[LayerData]:
     layers = []
     for item in paths:
         source = str(item).rstrip("/")
-        volume = read_ome_zarr(source, lazy=True) if is_ome_zarr(source) else read_volume(source, lazy=True)
+        volume = read_volume(source, lazy=True)  # a TIFF or an OME-Zarr image, by its name
         layers.append(volume_layer(volume, volume_name(source)))
     return layers

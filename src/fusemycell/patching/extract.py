@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.ome_zarr import volume_stem
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.naming import volume_stem
 from fusemycell.patching.store import write_patch_store, write_position_fields
 from fusemycell.position import PositionChannels, PositionField, position_field
 

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.tiff import read_volume
-from fusemycell.models.card import CropPolicy, IntensityMapping, PreprocessingContract
+from fusemycell.io.formats import read_volume
+from fusemycell.models.card import PreprocessingContract
 from fusemycell.patching.config import PatchingConfig, resolve_patch_size
 from fusemycell.patching.extract import PatchPlan
 from fusemycell.patching.sampling import foreground_grid, patch_count, sample_origins
+from fusemycell.preprocessing.config import CropParams, NormalizationParams
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ def preprocessing_contract(records: pd.DataFrame) -> PreprocessingContract:
     first = records.iloc[0]
     target = tuple(float(first[f"resample_target_{a}_um"]) for a in "zyx")
     return PreprocessingContract(
-        normalization=IntensityMapping(
+        normalization=NormalizationParams(
             low_percentile=float(first["norm_p_low"]), high_percentile=float(first["norm_p_high"])
         ),
-        crop=CropPolicy(
+        crop=CropParams(
             enabled=bool(first["crop_enabled"]),
             threshold=float(first["crop_threshold"]),
             margin_um=float(first["crop_margin_um"]),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.atomic import remove_leftovers, replace_folder, temporary_sibling
+from fusemycell.io.atomic import remove_leftovers, writing_atomically
 from fusemycell.position import PositionChannels, PositionField
 from fusemycell.progress import track
 
@@ -82,15 +81,41 @@ def write_patch_store(
     """
     directory = Path(directory)
     remove_leftovers(directory.parent, directory.name)  # of a previous, killed write of this store
-    partial = temporary_sibling(directory)
-    count = len(index)
-    dtype_ = np.dtype(dtype)
+    try:
+        with writing_atomically(directory) as partial:
+            partial.mkdir()
+            _write_patches(partial, directory, patch_size_zyx, np.dtype(dtype), patches, len(index))
+            index.to_csv(partial / "index.csv", index=False)
+            description = {
+                "format": STORE_FORMAT,
+                "version": STORE_VERSION,
+                "count": len(index),
+                "patch_size_zyx": list(patch_size_zyx),
+                "dtype": np.dtype(dtype).name,
+                **(metadata or {}),
+            }
+            (partial / "store.json").write_text(json.dumps(description, indent=2))
+            if before_rename is not None:
+                before_rename(partial)
+    except OSError as exc:
+        raise OSError(exc.errno, f"could not write {directory}: {exc.strerror or exc}") from exc
+    return directory
+
+
+def _write_patches(
+    folder: Path,
+    directory: Path,
+    patch_size_zyx: tuple[int, int, int],
+    dtype: np.dtype,
+    patches: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    count: int,
+) -> None:
+    """Every row's patches into ``folder``'s arrays (``directory`` names the store in messages)."""
     writers: dict[str, _NpyWriter] = {}
     seen = np.zeros(count, dtype=bool)
     try:
-        partial.mkdir(parents=True)
         for name in ARRAYS:
-            writers[name] = _NpyWriter(partial / f"{name}.npy", (count, *patch_size_zyx), dtype_)
+            writers[name] = _NpyWriter(folder / f"{name}.npy", (count, *patch_size_zyx), dtype)
         for row, angle, fused in track(patches, f"writing {directory}", total=count, unit="patch"):
             if seen[row]:
                 raise PatchStoreError(f"{directory}: patch {row} written twice")
@@ -103,30 +128,13 @@ def write_patch_store(
             seen[row] = True
         for writer in writers.values():
             writer.close()
-        if not seen.all():
-            raise PatchStoreError(f"{directory}: {int((~seen).sum())} of {count} patches were never written")
-        index.to_csv(partial / "index.csv", index=False)
-        description = {
-            "format": STORE_FORMAT,
-            "version": STORE_VERSION,
-            "count": count,
-            "patch_size_zyx": list(patch_size_zyx),
-            "dtype": dtype_.name,
-            **(metadata or {}),
-        }
-        (partial / "store.json").write_text(json.dumps(description, indent=2))
-        if before_rename is not None:
-            before_rename(partial)
-        replace_folder(partial, directory)
-    except BaseException as exc:
+    except BaseException:
         for writer in writers.values():
             with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
                 writer.file.close()
-        shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, f"could not write {directory}: {exc.strerror or exc}") from exc
         raise
-    return directory
+    if not seen.all():
+        raise PatchStoreError(f"{directory}: {int((~seen).sum())} of {count} patches were never written")
 
 
 POSITIONS = "positions.npz"

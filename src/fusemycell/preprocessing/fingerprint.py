@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from fusemycell.io.digest import ContentDigest
-from fusemycell.io.ome_zarr import volume_stem
-from fusemycell.io.tiff import VolumeFormatError, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.naming import volume_stem
+from fusemycell.io.volume import VolumeFormatError
 from fusemycell.normalization import IntensityHistogram
 from fusemycell.progress import track
 
@@ -139,58 +140,72 @@ def scan_volume(
     try:
         volume = read_volume(path, lazy=True)
         lazy = volume.data
-        depth, height, width = lazy.shape
-        histogram = IntensityHistogram(lazy.dtype)
-        profile_z = np.zeros(depth)
-        sum_y = np.zeros(height)
-        sum_x = np.zeros(width)
-        mip_yx = np.full((height, width), -np.inf, dtype=np.float32)
-        mip_zx = np.empty((depth, width), dtype=np.float32)
-        mip_zy = np.empty((depth, height), dtype=np.float32)
-        digest = ContentDigest(lazy.shape, lazy.dtype)
-        for z0 in range(0, depth, slab_depth):
-            slab = lazy[z0 : z0 + slab_depth]
-            histogram.add(slab)
-            digest.add_slab(z0, slab)
-            if slab.dtype.kind == "f":
-                slab = np.where(np.isfinite(slab), slab, 0).astype(np.float64)
-            profile_z[z0 : z0 + len(slab)] = slab.mean(axis=(1, 2))
-            sum_y += slab.sum(axis=(0, 2))
-            sum_x += slab.sum(axis=(0, 1))
-            np.maximum(mip_yx, slab.max(axis=0), out=mip_yx)
-            mip_zx[z0 : z0 + len(slab)] = slab.max(axis=1)
-            mip_zy[z0 : z0 + len(slab)] = slab.max(axis=2)
-            del slab  # release before the next read: one slab in memory at a time
+        gathered = _Gathered(lazy.shape, lazy.dtype)
+        for z0 in range(0, lazy.shape[0], slab_depth):
+            gathered.add(z0, lazy[z0 : z0 + slab_depth])  # one slab in memory at a time
         lazy.close()
     except VolumeFormatError as exc:
         scan.error = str(exc)
         return scan
-
-    threshold = histogram.otsu_threshold()
-    scan.shape = (depth, height, width)
-    scan.digest = digest.hexdigest()
+    scan.shape = tuple(lazy.shape)
     scan.dtype = str(lazy.dtype)
     scan.spacing_zyx = tuple(volume.spacing_zyx)
     scan.spacing_found = lazy.info.spacing_found
     scan.spacing_conflicts = list(lazy.info.spacing_conflicts)
     scan.study = str(volume.metadata.get("study", ""))
     scan.metadata_channel = str(volume.metadata.get("channel", ""))
-    values = histogram.percentiles(list(percentiles))
-    scan.percentiles = {_percentile_key(q): v for q, v in zip(percentiles, values)}
-    scan.minimum, scan.maximum = histogram.minimum, histogram.maximum
-    scan.mean = histogram.mean
-    scan.nonfinite = histogram.nonfinite
-    scan.foreground_threshold = threshold
-    scan.foreground_fraction = histogram.fraction_above(threshold)
-    scan.profile_z = profile_z.tolist()
-    scan.profile_y = (sum_y / (depth * width)).tolist()
-    scan.profile_x = (sum_x / (depth * height)).tolist()
-    scan.projections = {
-        "yx": _block_max(mip_yx, projection_side),
-        "zx": _block_max(mip_zx, projection_side),
-        "zy": _block_max(mip_zy, projection_side),
-    }
+    gathered.describe(scan, percentiles, projection_side)
     return scan
+
+
+class _Gathered:
+    """What a scan gathers slab by slab: the histogram, the digest, mean profiles, maximum projections."""
+
+    def __init__(self, shape: tuple[int, int, int], dtype: Any):
+        depth, height, width = shape
+        self.histogram = IntensityHistogram(dtype)
+        self.digest = ContentDigest(shape, dtype)
+        self.profile_z = np.zeros(depth)
+        self.sum_y = np.zeros(height)
+        self.sum_x = np.zeros(width)
+        self.mip_yx = np.full((height, width), -np.inf, dtype=np.float32)
+        self.mip_zx = np.empty((depth, width), dtype=np.float32)
+        self.mip_zy = np.empty((depth, height), dtype=np.float32)
+
+    def add(self, z0: int, slab: np.ndarray) -> None:
+        """Planes ``z0 ...`` of the volume."""
+        self.histogram.add(slab)
+        self.digest.add_slab(z0, slab)
+        if slab.dtype.kind == "f":
+            slab = np.where(np.isfinite(slab), slab, 0).astype(np.float64)
+        self.profile_z[z0 : z0 + len(slab)] = slab.mean(axis=(1, 2))
+        self.sum_y += slab.sum(axis=(0, 2))
+        self.sum_x += slab.sum(axis=(0, 1))
+        np.maximum(self.mip_yx, slab.max(axis=0), out=self.mip_yx)
+        self.mip_zx[z0 : z0 + len(slab)] = slab.max(axis=1)
+        self.mip_zy[z0 : z0 + len(slab)] = slab.max(axis=2)
+
+    def describe(self, scan: VolumeScan, percentiles: Sequence[float], projection_side: int) -> None:
+        """Fill ``scan``'s statistics, profiles and projections from what was gathered."""
+        histogram = self.histogram
+        depth, height, width = len(self.profile_z), len(self.sum_y), len(self.sum_x)
+        threshold = histogram.otsu_threshold()
+        scan.digest = self.digest.hexdigest()
+        values = histogram.percentiles(list(percentiles))
+        scan.percentiles = {_percentile_key(q): v for q, v in zip(percentiles, values)}
+        scan.minimum, scan.maximum = histogram.minimum, histogram.maximum
+        scan.mean = histogram.mean
+        scan.nonfinite = histogram.nonfinite
+        scan.foreground_threshold = threshold
+        scan.foreground_fraction = histogram.fraction_above(threshold)
+        scan.profile_z = self.profile_z.tolist()
+        scan.profile_y = (self.sum_y / (depth * width)).tolist()
+        scan.profile_x = (self.sum_x / (depth * height)).tolist()
+        scan.projections = {
+            "yx": _block_max(self.mip_yx, projection_side),
+            "zx": _block_max(self.mip_zx, projection_side),
+            "zy": _block_max(self.mip_zy, projection_side),
+        }
 
 
 def _scan_job(job: dict[str, Any]) -> VolumeScan:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fusemycell.io.pairs import PairListing
-from fusemycell.io.tiff import raw_dtype_problem
+from fusemycell.io.volume import raw_dtype_problem
 from fusemycell.preprocessing.fingerprint import VolumeScan
 
 
@@ -73,7 +73,7 @@ def validate_pairs(
 
     Errors: unreadable file, missing angle or fused, duplicate id, unknown
     channel in a file name, angle/fused shape mismatch, a voxel type that is
-    not a raw one (:data:`~fusemycell.io.tiff.RAW_DTYPES`), non-finite voxels,
+    not a raw one (:data:`~fusemycell.io.volume.RAW_DTYPES`), non-finite voxels,
     constant image. Warnings: angle/fused voxel sizes that disagree (the
     angle's is used), no voxel size in the file, voxel-size sources of one file that disagree
     (the value used is named), a channel in the metadata that

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.tiff import LazyVolume, Volume, read_volume
+from fusemycell.io.formats import read_volume
+from fusemycell.io.tiff import LazyVolume
+from fusemycell.io.volume import Volume
 from fusemycell.normalization import NormalizationStats, normalize
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.crop import Box, box_shape, full_box, specimen_box
@@ -150,26 +152,12 @@ def plan_volumes(
     records = []
     norm = config.normalization
     target = config.resample.target_spacing_zyx if config.resample.enabled else None
-    policy = {
-        "crop_enabled": config.crop.enabled,
-        "crop_threshold": config.crop.threshold,
-        "crop_margin_um": config.crop.margin_um,
-        **{f"resample_target_{a}_um": (float(target[i]) if target else float("nan")) for i, a in enumerate("zyx")},
-    }
+    policy = _policy(config, target)
     for key in valid_pairs:
         pair = raw_pairs[key]
         scans = {kind: volume_scans[f"{key}_{kind}"] for kind in ("angle", "fused")}
         spacing = tuple(scans["angle"].spacing_zyx)  # angle and fused share one grid; the input's voxel size rules
-        box = (
-            specimen_box(
-                [(s.profile_z, s.profile_y, s.profile_x) for s in scans.values()],
-                spacing,
-                threshold=config.crop.threshold,
-                margin_um=config.crop.margin_um,
-            )
-            if config.crop.enabled
-            else full_box(scans["angle"].shape)
-        )
+        box = _box(list(scans.values()), spacing, config)
         for kind, scan in scans.items():
             stats = NormalizationStats(
                 low=scan.percentile(norm.low_percentile),
@@ -181,21 +169,44 @@ def plan_volumes(
             lazy = PreprocessedVolume(getattr(pair, kind), transform, np.dtype(config.output_dtype))
             metadata = {"channel": pair.channel, "study": scan.study, "norm_low": stats.low, "norm_high": stats.high}
             volumes[f"{key}_{kind}"] = lazy.as_volume(metadata)
-            reference = scan.percentile(99.9)
-            records.append(
-                {
-                    "pair": key,
-                    "kind": kind,
-                    "channel": pair.channel,
-                    "study": scan.study,
-                    "source": getattr(pair, kind),
-                    **transform.record(),
-                    **policy,
-                    "p99_9_normalized": float(normalize(np.array([reference]), stats, np.float64)[0]),
-                    # the challenge's SSIM data range of this volume (max - min on its normalised scale)
-                    "normalized_range": float(
-                        np.ptp(normalize(np.array([scan.minimum, scan.maximum]), stats, np.float64))
-                    ),
-                }
-            )
+            source = {
+                "pair": key,
+                "kind": kind,
+                "channel": pair.channel,
+                "study": scan.study,
+                "source": getattr(pair, kind),
+            }
+            records.append({**source, **transform.record(), **policy, **_normalised_levels(scan, stats)})
     return volumes, records
+
+
+def _policy(config: PreprocessingConfig, target: Sequence[float] | None) -> dict[str, Any]:
+    """The crop and resampling policy, as the preprocessing table's columns."""
+    return {
+        "crop_enabled": config.crop.enabled,
+        "crop_threshold": config.crop.threshold,
+        "crop_margin_um": config.crop.margin_um,
+        **{f"resample_target_{a}_um": (float(target[i]) if target else float("nan")) for i, a in enumerate("zyx")},
+    }
+
+
+def _box(scans: list[Any], spacing: tuple[float, ...], config: PreprocessingConfig) -> Box:
+    """The pair's crop: the specimen's box in both volumes' profiles, or the whole frame."""
+    if not config.crop.enabled:
+        return full_box(scans[0].shape)
+    return specimen_box(
+        [(s.profile_z, s.profile_y, s.profile_x) for s in scans],
+        spacing,
+        threshold=config.crop.threshold,
+        margin_um=config.crop.margin_um,
+    )
+
+
+def _normalised_levels(scan: Any, stats: NormalizationStats) -> dict[str, float]:
+    """The 99.9th percentile (the patch sampler's foreground reference) and the range, on the normalised scale."""
+    reference = scan.percentile(99.9)
+    return {
+        "p99_9_normalized": float(normalize(np.array([reference]), stats, np.float64)[0]),
+        # the challenge's SSIM data range of this volume (max - min on its normalised scale)
+        "normalized_range": float(np.ptp(normalize(np.array([scan.minimum, scan.maximum]), stats, np.float64))),
+    }

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusemycell.io.tiff import Volume
+from fusemycell.io.volume import Volume
 from fusemycell.simulation.config import SimulationConfig, VolumeSpec
 from fusemycell.simulation.optics import (
     attenuation,

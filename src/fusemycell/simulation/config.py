@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from fusemycell.configuration import StrictConfig
-from fusemycell.io.tiff import SPACING_SPELLINGS
+from fusemycell.io.metadata import SPACING_SPELLINGS
 
 
 class VolumeSpec(StrictConfig):

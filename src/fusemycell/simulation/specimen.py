@@ -124,32 +124,58 @@ def make_specimen(
 
     density = np.zeros(shape, dtype=np.float32)
     if channel == "nucleus":
-        # ellipsoidal nuclei of varied size and elongation, soft-edged over ~1 voxel
-        radii = 0.5 * params.cell_diameter_um * params.nucleus_fraction
-        radii = radii * rng.lognormal(0.0, params.nucleus_size_spread, n_cells)
-        elongation = rng.uniform(0.8, 1.25, (n_cells, 3))
-        owner = nearest[:, 0]
-        offset = (points - centres[owner]) / elongation[owner]
-        scaled = np.sqrt(np.sum(offset**2, axis=1)) / radii[owner]
-        edge = min(spacing) / radii[owner]
-        profile = 1 / (1 + np.exp((scaled - 1) / np.maximum(edge, 1e-3)))
-        density[inside] = brightness[owner] * profile
+        density[inside] = _nuclei(points, centres, nearest[:, 0], brightness, spacing, params, rng)
     else:
-        # a shell where a voxel is (almost) as close to its second cell as to its first; its
-        # profile is widened by the voxel footprint along the shell normal, so thin membranes
-        # survive coarse z sampling instead of aliasing away between planes
-        half_gap = 0.5 * (distances[:, 1] - distances[:, 0])
-        normal = centres[nearest[:, 1]] - centres[nearest[:, 0]]
-        normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-6
-        footprint = np.sqrt(np.sum((normal * (np.asarray(spacing, np.float32) / 2)) ** 2, axis=1))
-        sigma = params.membrane_thickness_um / 2.355
-        sigma_eff = np.sqrt(sigma**2 + footprint**2)
-        shell = (sigma / sigma_eff) * np.exp(-0.5 * (half_gap / sigma_eff) ** 2)
-        pair_brightness = 0.5 * (brightness[nearest[:, 0]] + brightness[nearest[:, 1]])
-        density[inside] = pair_brightness * shell
+        density[inside] = _membranes(points, centres, distances, nearest, brightness, spacing, params)
         # the outer surface of the body is a membrane too
         surface = tissue & ~ndimage.binary_erosion(tissue)
         density[surface] = np.maximum(density[surface], 0.5 * float(np.median(brightness)))
     density *= texture.clip(0.2, None)
     density[tissue] += params.autofluorescence
     return Specimen(density=density.astype(np.float32), tissue=tissue, cell_centres_um=centres)
+
+
+def _nuclei(
+    points: np.ndarray,
+    centres: np.ndarray,
+    owner: np.ndarray,
+    brightness: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: SpecimenParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Density at ``points`` of ellipsoidal nuclei of varied size and elongation, soft-edged over ~1 voxel."""
+    n_cells = len(centres)
+    radii = 0.5 * params.cell_diameter_um * params.nucleus_fraction
+    radii = radii * rng.lognormal(0.0, params.nucleus_size_spread, n_cells)
+    elongation = rng.uniform(0.8, 1.25, (n_cells, 3))
+    offset = (points - centres[owner]) / elongation[owner]
+    scaled = np.sqrt(np.sum(offset**2, axis=1)) / radii[owner]
+    edge = min(spacing) / radii[owner]
+    profile = 1 / (1 + np.exp((scaled - 1) / np.maximum(edge, 1e-3)))
+    return brightness[owner] * profile
+
+
+def _membranes(
+    points: np.ndarray,
+    centres: np.ndarray,
+    distances: np.ndarray,
+    nearest: np.ndarray,
+    brightness: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: SpecimenParams,
+) -> np.ndarray:
+    """Density at ``points`` of cell membranes.
+
+    A shell where a voxel is (almost) as close to its second cell as to its first; its profile is
+    widened by the voxel footprint along the shell normal, so thin membranes survive coarse z
+    sampling instead of aliasing away between planes.
+    """
+    half_gap = 0.5 * (distances[:, 1] - distances[:, 0])
+    normal = centres[nearest[:, 1]] - centres[nearest[:, 0]]
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-6
+    footprint = np.sqrt(np.sum((normal * (np.asarray(spacing, np.float32) / 2)) ** 2, axis=1))
+    sigma = params.membrane_thickness_um / 2.355
+    sigma_eff = np.sqrt(sigma**2 + footprint**2)
+    shell = (sigma / sigma_eff) * np.exp(-0.5 * (half_gap / sigma_eff) ** 2)
+    return 0.5 * (brightness[nearest[:, 0]] + brightness[nearest[:, 1]]) * shell

@@ -11,45 +11,30 @@ The scale is part of the architecture (:attr:`fusemycell.models.config.UNetConfi
 the saved model, its ONNX export and every consumer of the card apply it.
 
 Because blending is linear, two predictions per volume (the correction at ``s = 1`` and the
-base) give every candidate scale exactly. No Kedro import.
+base) give every candidate scale exactly. The prediction is a function the caller gives
+(:class:`~fusemycell.training.volumes.VolumePredictor`): training does not import inference.
+No Kedro import.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from fusemycell.inference.predictor import TorchBackend, predict_volume, read_all
-from fusemycell.inference.tiling import TileSettings
-from fusemycell.io.tiff import read_volume
-from fusemycell.metrics.ssim import image_statistics, normalized_ssim, ssim
-from fusemycell.models.card import GuardSummary, ModelCard
+from fusemycell.devices import resolve_device
+from fusemycell.models.card import GuardSummary
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.unet import UNet3D
-from fusemycell.position import PositionChannels, PositionField, position_field
+from fusemycell.training.volumes import ValidationVolume, VolumePredictor, reference, volume_nssim_of
 
 logger = logging.getLogger(__name__)
 
 #: Candidate scales of the learnt correction (0 = the residual base alone, 1 = the network as trained).
 GUARD_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-@dataclass(frozen=True)
-class ValidationVolume:
-    """One whole validation volume, percentile-normalised: the single view and its fused target."""
-
-    name: str
-    channel: str
-    angle: np.ndarray
-    fused: np.ndarray
-    position: PositionField | None = None
-    """The position channels of ``angle`` (computed on the whole volume), when the model takes them."""
-    study: str = ""
-    """The study (acquisition series) the volume belongs to."""
 
 
 @dataclass
@@ -71,23 +56,6 @@ class GuardChoice:
         return all(value >= base.get(study, value) - tolerance for study, value in self.by_study[scale].items())
 
 
-def _nssim(prediction: np.ndarray, target: np.ndarray, ssim_input: float, target_stats: object) -> float:
-    value = ssim(prediction, target, statistics=(image_statistics(prediction), target_stats))
-    return normalized_ssim(value, ssim_input)
-
-
-def _reference(volume: ValidationVolume, known_ssim_input: dict[str, float] | None = None) -> tuple[object, float]:
-    """The target's SSIM statistics and SSIM(input, target), the reference of N_SSIM (from ``known_ssim_input``
-    when it has the volume, then kept there)."""
-    target_stats = image_statistics(volume.fused)
-    if known_ssim_input is not None and volume.name in known_ssim_input:
-        return target_stats, known_ssim_input[volume.name]
-    ssim_input = ssim(volume.angle, volume.fused, statistics=(image_statistics(volume.angle), target_stats))
-    if known_ssim_input is not None:
-        known_ssim_input[volume.name] = ssim_input
-    return target_stats, ssim_input
-
-
 def choose_scale(
     volumes: Iterable[ValidationVolume],
     predict: Callable[[ValidationVolume], np.ndarray],
@@ -106,10 +74,10 @@ def choose_scale(
     for volume in volumes:
         full, start = predict(volume), base(volume.angle)
         correction = full - start
-        target_stats, ssim_input = _reference(volume)
+        target_stats, ssim_input = reference(volume)
         per_volume[volume.name] = {}
         for scale in scales:
-            score = _nssim(start + np.float32(scale) * correction, volume.fused, ssim_input, target_stats)
+            score = volume_nssim_of(start + np.float32(scale) * correction, volume.fused, ssim_input, target_stats)
             by_channel[scale].setdefault(volume.channel, []).append(score)
             by_study[scale].setdefault(volume.study, []).append(score)
             per_volume[volume.name][scale] = score
@@ -123,117 +91,36 @@ def choose_scale(
     return choice
 
 
-@dataclass(frozen=True)
-class VolumeValidation:
-    """Whole validation volumes and the inference tiling that predicts them (picklable for DDP workers).
-
-    Iterating reads the volumes again, one at a time (:func:`read_validation_volumes`): memory holds one
-    volume's central block whatever the number of volumes.
-    """
-
-    pairs: tuple[tuple[str, ...], ...]
-    """``(name, channel, angle path, fused path[, study])`` of preprocessed (normalised) volumes."""
-    tiling: TileSettings = TileSettings()
-    """The inference tiling (``params:inference``): validation predicts as inference does."""
-    amp: bool = True
-    """Mixed precision where the device gains from it, as inference."""
-    ssim_input: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
-    """SSIM(input, target) by volume, the same every epoch: computed on the first scoring, then reused."""
-
-    def volumes(self, position: PositionChannels | None) -> Iterator[ValidationVolume]:
-        """The volumes, with ``position`` channels (the model card's)."""
-        return read_validation_volumes(self.pairs, position)
-
-
-def predict_validation_volume(
-    volume: ValidationVolume, backend: TorchBackend, card: ModelCard, tiling: TileSettings
-) -> np.ndarray:
-    """The prediction of one whole validation volume as inference makes it (the card's tiling), float32."""
-    stream = predict_volume(
-        volume.angle,
-        backend,
-        card.architecture,
-        tiling,
-        blend_tile=tiling.tile_zyx or card.default_tile_zyx,
-        position=volume.position,
-        progress=False,  # every epoch: its log line says enough
-    )
-    return read_all(stream)
-
-
-def volume_nssim(
-    network: torch.nn.Module,
-    validation: VolumeValidation,
-    card: ModelCard,
-    device: torch.device | str = "cpu",
-) -> tuple[float, dict[str, float]]:
-    """The challenge's N_SSIM of ``network`` on whole validation volumes: mean over channels, and per channel.
-
-    Predicted as inference does (the card's tiling: exact for tile-invariant networks, else blended
-    tiles; ``validation.amp``); the network is left in evaluation mode.
-    """
-    backend = TorchBackend(network, str(device), amp=validation.amp)
-    by_channel: dict[str, list[float]] = {}
-    for volume in validation.volumes(card.position):
-        prediction = predict_validation_volume(volume, backend, card, validation.tiling)
-        target_stats, ssim_input = _reference(volume, validation.ssim_input)
-        by_channel.setdefault(volume.channel, []).append(_nssim(prediction, volume.fused, ssim_input, target_stats))
-    if not by_channel:
-        raise ValueError("whole-volume validation needs at least one validation volume")
-    means = {channel: float(np.mean(values)) for channel, values in by_channel.items()}
-    return float(np.mean(list(means.values()))), means
-
-
-#: Largest block of a validation volume the guard predicts (its centre): bounded memory on GB volumes.
-GUARD_BLOCK_ZYX = (64, 512, 512)
-
-
-def central_block(volume: np.ndarray, block: Sequence[int] = GUARD_BLOCK_ZYX) -> tuple[slice, ...]:
-    """The slices of the centre of ``volume``, at most ``block`` voxels per axis."""
-    return tuple(slice((n - min(n, b)) // 2, (n - min(n, b)) // 2 + min(n, b)) for n, b in zip(volume.shape, block))
-
-
 def guard_model(
     model: TrainedModel,
     volumes: Iterable[ValidationVolume],
     *,
-    tiling: TileSettings,
+    predict: VolumePredictor,
     device: str = "auto",
-    amp: bool = True,
 ) -> tuple[TrainedModel, GuardChoice | None]:
     """The model with its correction scaled by :func:`choose_scale`; unchanged when it is not residual.
 
-    Validation volumes are predicted as inference does (``tiling``, ``amp``) on the network as
-    trained (``residual_scale`` 1).
+    Validation volumes are predicted with ``predict`` (the inference tiling and precision) on the
+    network as trained (``residual_scale`` 1), on ``device`` (a ``training.device``-like name).
     """
     architecture = model.card.architecture
     if not architecture.has_residual:
         logger.info("guard: the network is not residual, nothing to scale")
         return model, None
     network = model.network
-    backend = TorchBackend(network, device, amp=amp)
+    where = resolve_device(device, setting="inference.device")
+    network.to(where).eval()
 
-    def predict(volume: ValidationVolume) -> np.ndarray:
-        return predict_validation_volume(volume, backend, model.card, tiling)
+    def predict_at_scale_one(volume: ValidationVolume) -> np.ndarray:
+        return predict(network, model.card, volume.angle, volume.position, where)
 
     def base(angle: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(angle, dtype=np.float32))[None, None]
-            return network.residual_base(tensor.to(backend.device)).float().cpu().numpy()[0, 0]
+            return network.residual_base(tensor.to(where)).float().cpu().numpy()[0, 0]
 
-    choice = choose_scale(volumes, predict, base)
-    scaled = architecture.model_copy(update={"residual_scale": architecture.residual_scale * choice.scale})
-    summary = GuardSummary(
-        scale=choice.scale,
-        val_nssim={f"{s:g}": choice.score(s) for s in choice.scores},
-        val_nssim_by_channel=choice.scores[choice.scale],
-        val_nssim_by_study={study: choice.by_study[choice.scale][study] for study in choice.by_study[choice.scale]},
-        base_nssim_by_study=choice.by_study.get(0.0, {}),
-        volumes=len(choice.per_volume),
-    )
-    card = model.card.model_copy(update={"architecture": scaled, "guard": summary})
-    guarded = TrainedModel(UNet3D(scaled), card)
-    guarded.network.load_state_dict(network.state_dict())
+    choice = choose_scale(volumes, predict_at_scale_one, base)
+    guarded = _scaled(model, choice)
     logger.info(
         "guard: correction scale %g chosen on %d validation volumes (N_SSIM %s; at %g by study: %s)",
         choice.scale,
@@ -245,29 +132,19 @@ def guard_model(
     return guarded, choice
 
 
-def read_validation_volumes(
-    pairs: Iterable[tuple[str, ...]], position: PositionChannels | None = None
-) -> Iterator[ValidationVolume]:
-    """``(name, channel, angle path, fused path[, study])`` of preprocessed (normalised) volumes -> their
-    central blocks.
-
-    Read lazily, one pair at a time: a pass over GB volumes costs a block each. With ``position``
-    (the model card's), each block carries the position channels of the whole single view.
-    """
-    for name, channel, angle_path, fused_path, *study in pairs:
-        volume = read_volume(angle_path, lazy=True)
-        angle = volume.data
-        block = central_block(angle)
-        field = None
-        if position is not None:
-            field = position_field(angle, volume.spacing_zyx, position, name=angle_path)
-            field = field.block([s.start for s in block])
-        fused = read_volume(fused_path, lazy=True).data
-        yield ValidationVolume(
-            name,
-            channel,
-            np.asarray(angle[block], np.float32),
-            np.asarray(fused[block], np.float32),
-            field,
-            study=str(study[0]) if study else "",
-        )
+def _scaled(model: TrainedModel, choice: GuardChoice) -> TrainedModel:
+    """The model with ``residual_scale`` multiplied by the chosen scale, the guard's summary on its card."""
+    architecture = model.card.architecture
+    scaled = architecture.model_copy(update={"residual_scale": architecture.residual_scale * choice.scale})
+    summary = GuardSummary(
+        scale=choice.scale,
+        val_nssim={f"{s:g}": choice.score(s) for s in choice.scores},
+        val_nssim_by_channel=choice.scores[choice.scale],
+        val_nssim_by_study={study: choice.by_study[choice.scale][study] for study in choice.by_study[choice.scale]},
+        base_nssim_by_study=choice.by_study.get(0.0, {}),
+        volumes=len(choice.per_volume),
+    )
+    card = model.card.model_copy(update={"architecture": scaled, "guard": summary})
+    guarded = TrainedModel(UNet3D(scaled), card)
+    guarded.network.load_state_dict(model.network.state_dict())
+    return guarded

@@ -10,7 +10,7 @@ import tifffile
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from tests.conftest import inference_report, run_session
 
 pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes

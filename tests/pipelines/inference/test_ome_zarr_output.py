@@ -13,8 +13,9 @@ import zarr
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets import VolumeFolderDataset
+from fusemycell.io.formats import read_volume
 from fusemycell.io.ome_zarr import write_ome_zarr
-from fusemycell.io.tiff import read_volume, write_volume
+from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig

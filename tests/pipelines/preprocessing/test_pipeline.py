@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fusemycell.io.tiff import read_volume
-from fusemycell.normalization import percentile_normalize
+from fusemycell.io.formats import read_volume
 from fusemycell.patching.store import PatchStore
+from tests.challenge_reference import percentile_normalize
 from tests.conftest import project_after, run_session
 
 pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes

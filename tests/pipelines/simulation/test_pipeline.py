@@ -6,7 +6,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from fusemycell.datasets import FuseMyCellPairsDataset
-from fusemycell.io.tiff import read_volume
+from fusemycell.io.formats import read_volume
 from fusemycell.pipelines.simulation import create_pipeline
 from fusemycell.pipelines.simulation.nodes import simulate_acquisitions
 from tests.conftest import run_session

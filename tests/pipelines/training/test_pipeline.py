@@ -95,7 +95,7 @@ def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
 def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_project):
     import numpy as np
 
-    from fusemycell.io.tiff import read_volume
+    from fusemycell.io.formats import read_volume
 
     uri = f"sqlite:///{(trained_project / 'mlflow.db').as_posix()}"
     mlflow.set_tracking_uri(uri)

@@ -17,8 +17,9 @@ from fusemycell.evaluation.figures import summary_figure, volume_figure
 from fusemycell.evaluation.scoring import score_pair
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
 from fusemycell.io.digest import content_digest
+from fusemycell.io.formats import read_volume
 from fusemycell.io.pairs import PairListing
-from fusemycell.io.tiff import Volume, read_volume
+from fusemycell.io.volume import Volume
 from fusemycell.metrics.ssim import image_statistics
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.preprocessing.split import check_split_files

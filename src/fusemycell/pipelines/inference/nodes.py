@@ -18,8 +18,9 @@ from fusemycell.inference.apply import (
     resolve_tile,
 )
 from fusemycell.inference.folders import check_output_folder, select_inputs
-from fusemycell.io.ome_zarr import output_name
-from fusemycell.io.tiff import VolumeFormatError, raw_dtype_problem, read_info
+from fusemycell.io.formats import read_info
+from fusemycell.io.naming import output_name
+from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.tracking import fetch_artifact, is_artifact_uri
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fusemycell.configuration import load_config
 from fusemycell.io.pairs import pair_key
-from fusemycell.io.tiff import Volume
+from fusemycell.io.volume import Volume
 from fusemycell.simulation import SimulationConfig, VolumeSpec, simulate_pair
 
 logger = logging.getLogger(__name__)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from fusemycell.configuration import load_config
+from fusemycell.inference.predictor import predict_whole_volume
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.pairs import PairListing
 from fusemycell.models.checkpoint import TrainedModel
@@ -18,8 +20,9 @@ from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.engine import train
 from fusemycell.training.figures import learning_curves, validation_figure
-from fusemycell.training.guard import VolumeValidation, guard_model, read_validation_volumes
+from fusemycell.training.guard import guard_model
 from fusemycell.training.stores import card_for_stores, store_manifest
+from fusemycell.training.volumes import VolumeValidation, read_validation_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ def validation_pairs(normalized_volumes: PairListing, volume_split: pd.DataFrame
         for row in validation.itertuples()
         if row.pair in normalized_volumes and normalized_volumes[row.pair].is_complete
     )
+
+
+def _inference_prediction(settings: InferenceSettings) -> partial:
+    """How training and the guard predict a whole volume: as inference does (picklable, for DDP workers)."""
+    return partial(predict_whole_volume, tiling=settings.tile_settings, amp=settings.amp)
 
 
 def train_fusion_model(
@@ -71,7 +79,7 @@ def train_fusion_model(
         augmentation=augmentation,
         epoch_callback=EpochMetricsLogger(run) if run is not None else None,
         card=card_for_stores(config, patch_store_train, patch_store_val),
-        volumes=VolumeValidation(pairs, settings.tile_settings, settings.amp) if pairs else None,
+        volumes=VolumeValidation(pairs, _inference_prediction(settings)) if pairs else None,
     )
     best = next(h for h in result.history if h.epoch == result.best_epoch)
     logger.info(
@@ -124,9 +132,8 @@ def guard_fusion_model(
     guarded, choice = guard_model(
         unguarded_model,
         read_validation_volumes(pairs, unguarded_model.card.position),
-        tiling=settings.tile_settings,
+        predict=_inference_prediction(settings),
         device=settings.device,
-        amp=settings.amp,
     )
     if choice is not None:
         log_metrics(

@@ -1,4 +1,8 @@
-"""Choosing the device and the mixed precision that actually work on this machine."""
+"""Choosing the device and the mixed precision that actually work on this machine.
+
+Below both training and inference: the trainer, the predictor's PyTorch backend and the guard take
+their device and precision from here.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,11 @@ def mps_works() -> bool:
         return False
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA, then MPS, then CPU; an explicit name is checked and explained when unavailable."""
+def resolve_device(name: str, setting: str = "training.device") -> torch.device:
+    """``auto`` -> CUDA, then MPS, then CPU; an explicit name is checked and explained when unavailable.
+
+    ``setting`` is the parameter the name came from, for the message (``inference.device``, ...).
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -35,12 +42,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceError(
-            "training.device is 'cuda' but no CUDA GPU is visible (torch.cuda.is_available() is False). "
+            f"{setting} is 'cuda' but no CUDA GPU is visible (torch.cuda.is_available() is False). "
             "On a laptop run with --env mac (device auto); on a GPU machine check the driver and that "
             "PyTorch was installed with CUDA support."
         )
     if name == "mps" and not mps_works():
-        raise DeviceError("training.device is 'mps' but Apple's MPS backend does not work here; use device: auto")
+        raise DeviceError(f"{setting} is 'mps' but Apple's MPS backend does not work here; use device: auto")
     return torch.device(name)
 
 

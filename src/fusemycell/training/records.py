@@ -1,0 +1,112 @@
+"""What a run writes about itself: the card of the chosen epoch, ``best.pt``, the epoch's log line."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+
+from fusemycell.devices import Precision
+from fusemycell.models.card import ModelCard, TrainingSummary, ValidationSummary
+from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save
+from fusemycell.training.checkpoint import EpochMetrics
+from fusemycell.training.physics import SingleViewForwardModel
+from fusemycell.training.state import TrainingState
+
+logger = logging.getLogger(__name__)
+
+
+def training_summary(epochs: list[EpochMetrics], precision: Precision) -> TrainingSummary:
+    """Steps, patches and time of the epochs trained so far (the card's ``training``)."""
+    train_s = sum(m.train_time_s for m in epochs if not math.isnan(m.train_time_s))
+    total_s = sum(m.epoch_time_s for m in epochs)
+    steps = sum(m.optimizer_steps for m in epochs)
+    patches = int(round(sum(m.patches_per_s * m.train_time_s for m in epochs if not math.isnan(m.train_time_s))))
+    validation_s = sum(m.validation_time_s for m in epochs if not math.isnan(m.validation_time_s))
+    return TrainingSummary(
+        epochs=len(epochs),
+        optimizer_steps=steps,
+        patches=patches,
+        minutes=total_s / 60,
+        steps_per_minute=60 * steps / train_s if train_s > 0 else 0.0,
+        patches_per_minute=60 * patches / train_s if train_s > 0 else 0.0,
+        validation_share=min(1.0, validation_s / total_s) if total_s > 0 else 0.0,
+        precision="bfloat16"
+        if precision.enabled and precision.dtype == torch.bfloat16
+        else ("float16" if precision.enabled else "float32"),
+    )
+
+
+def trained_card(
+    card: ModelCard,
+    metrics: EpochMetrics | None,
+    physics: SingleViewForwardModel | None,
+    monitor: str | None = None,
+    summary: TrainingSummary | None = None,
+) -> ModelCard:
+    """The card with the chosen epoch's validation metrics, the training summary and the fitted forward model."""
+    validation = None
+    if metrics is not None:
+        validation = ValidationSummary(
+            epoch=metrics.epoch,
+            val_nssim=metrics.val_nssim,
+            val_ssim=metrics.val_ssim,
+            val_loss=metrics.val_loss,
+            val_volume_nssim=None if math.isnan(metrics.val_volume_nssim) else metrics.val_volume_nssim,
+            monitor=monitor,
+        )
+    return card.model_copy(
+        update={
+            "validation": validation,
+            "physics": physics.describe() if physics is not None else None,
+            "training": summary,
+        }
+    )
+
+
+def best_of(history: list[EpochMetrics], best_epoch: int) -> EpochMetrics | None:
+    """The metrics of ``best_epoch`` (the last epoch's when it is not in the history)."""
+    return next((h for h in history if h.epoch == best_epoch), history[-1] if history else None)
+
+
+def state_card(state: TrainingState, metrics: EpochMetrics | None) -> ModelCard:
+    """The card of the network as it is now, with ``metrics`` as its validation."""
+    summary = training_summary(state.history, state.precision)
+    return trained_card(state.card, metrics, state.model.physics, state.config.monitor, summary)
+
+
+def save_best(state: TrainingState, metrics: EpochMetrics | None) -> None:
+    """``best.pt``: the network as it is now, its card with ``metrics``, atomically."""
+    atomic_torch_save(TrainedModel(state.model.unet, state_card(state, metrics)).payload(), state.best_path)
+
+
+def log_epoch(metrics: EpochMetrics, epochs: int, this_run: list[EpochMetrics], deadline: float | None = None) -> None:
+    """One line per epoch: losses, scores, time (validation's share), steps and throughput, and an ETA
+    that honours the time budget."""
+    remaining = (epochs - metrics.epoch) * float(np.mean([m.epoch_time_s for m in this_run]))
+    if deadline is not None:
+        remaining = min(remaining, max(0.0, deadline - time.perf_counter()))
+    validation_share = metrics.validation_time_s / metrics.epoch_time_s if metrics.epoch_time_s > 0 else 0.0
+    logger.info(
+        "epoch %d/%d  train %.4f  val %.4f  SSIM %.4f (input %.4f)  N_SSIM %.4f%s  lr %.2e | %.1f s "
+        "(validation %.0f%%), %d steps, %.0f steps/min, %.1f patches/s, ETA %s, peak RSS %.0f MB",
+        metrics.epoch,
+        epochs,
+        metrics.train_loss,
+        metrics.val_loss,
+        metrics.val_ssim,
+        metrics.val_ssim_input,
+        metrics.val_nssim,
+        "" if math.isnan(metrics.val_volume_nssim) else f"  volumes N_SSIM {metrics.val_volume_nssim:.4f}",
+        metrics.learning_rate,
+        metrics.epoch_time_s,
+        100 * validation_share,
+        metrics.optimizer_steps,
+        60 * metrics.optimizer_steps / max(metrics.train_time_s, 1e-9),
+        metrics.patches_per_s,
+        time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining < 86400 else f"{remaining / 3600:.0f} h",
+        metrics.peak_rss_mb,
+    )
