@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from fusemycell.parameters import (
+    RUN_LOCATIONS,
     ParameterError,
     ParameterOrigins,
-    ProjectParameters,
     RunPaths,
+    parameter_value,
     validate_parameters,
     with_command_line_lists,
 )
@@ -25,8 +27,12 @@ def conf(tmp_path: Path) -> Path:
     return tmp_path / "conf"
 
 
-def test_the_defaults_are_valid():
-    assert isinstance(validate_parameters({}), ProjectParameters)
+def test_the_defaults_are_valid_and_typed():
+    parameters = validate_parameters({})
+    assert parameters.inference.overlap == 0.5 and parameters.training.model.depth >= 1  # typed groups, defaults in
+    assert parameters.simulation is None  # no simulation without volumes to simulate
+    with pytest.raises(ValidationError):  # frozen: a node cannot change what the others receive
+        parameters.training.epochs = 1
 
 
 @pytest.mark.parametrize(
@@ -101,8 +107,30 @@ def test_run_paths_follow_links_and_trailing_slashes_and_keep_uris(tmp_path):
     assert paths.inference_output == (tmp_path / "out").resolve()
     assert paths.model_uri == "runs:/abc/model/fusemycell_unet.pt"
     assert paths.onnx_path == "runs:/abc/model/fusemycell_unet.onnx"  # the export logged beside it
-    resolved = paths.resolved_parameters({"raw_dir": "link/", "inference": {"overlap": 0.3}})
-    assert resolved["inference"]["overlap"] == 0.3 and resolved["inference"]["input_dir"] == str(paths.raw_dir)
+    resolved = paths.apply(validate_parameters({"raw_dir": "link/", "inference": {"overlap": 0.3}}))
+    assert resolved.inference.overlap == 0.3 and resolved.inference.input_dir == str(paths.raw_dir)
+    assert resolved.raw_dir == str(paths.raw_dir)
+
+
+def test_every_run_location_is_resolved_once_checkpoints_included(tmp_path):
+    params = validate_parameters({"training": {"checkpoint_dir": "runs/ckpt"}, "inference": {"model_uri": "m/x.pt"}})
+    paths = RunPaths.from_parameters(params, tmp_path)
+    resolved = paths.apply(params)
+    assert resolved.training.checkpoint_dir == str((tmp_path / "runs" / "ckpt").resolve())
+    assert resolved.inference.model_uri == str((tmp_path / "m" / "x.pt").resolve())
+    assert resolved.inference.onnx_path == str((tmp_path / "m" / "x.onnx").resolve())
+    for location in RUN_LOCATIONS:  # each declared location has its resolved value, absolute
+        value = paths.location(location.parameter)
+        assert Path(value).is_absolute(), location.parameter
+        assert parameter_value(resolved, location.parameter) == value  # what the nodes receive
+
+
+def test_parameter_values_are_found_by_their_dotted_name():
+    parameters = validate_parameters({"training": {"model": {"depth": 3}}})
+    assert parameter_value(parameters, "training.model.depth") == 3
+    assert parameter_value(parameters, "training.model") is parameters.training.model
+    with pytest.raises(KeyError):
+        parameter_value(parameters, "training.nothing")
 
 
 def test_a_linked_input_file_keeps_its_own_name(tmp_path):

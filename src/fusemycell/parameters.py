@@ -6,9 +6,11 @@ group is its pipeline's typed config, and an unknown key anywhere (``inference.o
 message that names the key, where its value came from (``--params`` or the environment file that
 set it) and, for a misspelt key, the closest valid name.
 
-:class:`RunPaths` is the one place where the folders and model files of a run are decided
-(``raw_dir``, ``inference.input_dir``/``output_dir``/``model_uri``/``onnx_path``); the project
-hook gives the same resolved values to the catalog's datasets and to the nodes.
+:data:`RUN_LOCATIONS` declares every folder and model file of a run that a parameter chooses
+(``raw_dir``, ``inference.input_dir``/``output_dir``/``model_uri``/``onnx_path``,
+``training.checkpoint_dir``) and the catalog entry it is the location of; :class:`RunPaths` resolves
+them once. The project hook gives the same resolved values to the catalog's datasets and, inside the
+typed parameters, to the nodes.
 
 No Kedro import: this module reads YAML files and validates dictionaries.
 """
@@ -22,7 +24,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -39,6 +41,23 @@ from fusemycell.training.config import TrainingConfig
 DEFAULT_RAW_DIR = "data/01_raw/synthetic"
 DEFAULT_INFERENCE_OUTPUT = "data/07_model_output/inference"
 DEFAULT_MODEL = "data/06_models/fusemycell_unet.pt"
+DEFAULT_CHECKPOINT_DIR = "data/06_models/checkpoints"
+
+
+Group = TypeVar("Group")
+
+
+class Validated(Generic[Group]):
+    """``Validated[TrainingConfig]``: a node's ``params:`` input, received as that typed group of the run's
+    :class:`ProjectParameters` (validated once, locations resolved) from the project hook.
+
+    An annotation only. Kedro 1.7 instantiates a ``params:`` input annotated with a pydantic class itself
+    (a second validation of one group, and an object kedro-mlflow would log as one truncated string);
+    it leaves this one alone, and the hook hands the node the validated object.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Validated[Group]:
+        raise TypeError("Validated[...] is an annotation; nodes receive the parameter group itself")
 
 
 class ParameterError(ValueError):
@@ -243,6 +262,34 @@ def inference_output_folder(params: Mapping[str, Any], project_path: str | Path)
     return (path if path.is_absolute() else Path(project_path) / path).resolve()
 
 
+@dataclass(frozen=True)
+class RunLocation:
+    """A folder or file of a run that a parameter chooses: the one declaration of where it is and who reads it."""
+
+    parameter: str
+    """Dotted parameter name (``inference.output_dir``)."""
+    field: str
+    """The :class:`RunPaths` field holding its resolved value."""
+    default: str | None
+    """Where it is when the parameter is null, relative to the project (None: derived from another location)."""
+    dataset: str | None = None
+    """The catalog entry whose location it is (its catalog path must be this default)."""
+    key: str = "path"
+    """That entry's location key (``path`` or ``filepath``)."""
+
+
+#: Every location of a run, in one place: the project hook resolves them, rebuilds the datasets on them and
+#: hands the nodes parameters that carry the resolved values.
+RUN_LOCATIONS = (
+    RunLocation("raw_dir", "raw_dir", DEFAULT_RAW_DIR, "raw_pairs"),
+    RunLocation("inference.input_dir", "inference_input", DEFAULT_RAW_DIR, "inference_inputs"),
+    RunLocation("inference.output_dir", "inference_output", DEFAULT_INFERENCE_OUTPUT, "inference_outputs"),
+    RunLocation("inference.model_uri", "model_uri", DEFAULT_MODEL, "inference_model", "filepath"),
+    RunLocation("inference.onnx_path", "onnx_path", None),
+    RunLocation("training.checkpoint_dir", "checkpoint_dir", DEFAULT_CHECKPOINT_DIR),
+)
+
+
 def _sibling_onnx(model_uri: str) -> str:
     return model_uri[: -len(".pt")] + ".onnx" if model_uri.endswith(".pt") else model_uri + ".onnx"
 
@@ -253,7 +300,7 @@ def _is_uri(value: str) -> bool:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The folders and model files of one run, resolved (absolute, symlinks followed)."""
+    """The folders and model files of one run (:data:`RUN_LOCATIONS`), resolved (absolute, symlinks followed)."""
 
     raw_dir: Path
     """Raw angle/fused pairs."""
@@ -265,6 +312,8 @@ class RunPaths:
     """Model file (absolute) or MLflow URI."""
     onnx_path: str
     """ONNX export for ``backend: onnx`` (absolute path or MLflow URI)."""
+    checkpoint_dir: Path
+    """Training checkpoints (the last complete epoch, the best model)."""
 
     @classmethod
     def from_parameters(cls, params: ProjectParameters, project_path: str | Path) -> RunPaths:
@@ -288,15 +337,39 @@ class RunPaths:
             inference_output=local(inference.output_dir or DEFAULT_INFERENCE_OUTPUT),
             model_uri=model_uri,
             onnx_path=onnx if _is_uri(onnx) else str(local(onnx)),
+            checkpoint_dir=local(params.training.checkpoint_dir or DEFAULT_CHECKPOINT_DIR),
         )
 
-    def resolved_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """``params`` with every path replaced by its resolved value (what the nodes receive)."""
-        inference = {
-            **dict(params.get("inference") or {}),
-            "input_dir": str(self.inference_input),
-            "output_dir": str(self.inference_output),
-            "model_uri": self.model_uri,
-            "onnx_path": self.onnx_path,
-        }
-        return {**dict(params), "raw_dir": str(self.raw_dir), "inference": inference}
+    def location(self, parameter: str) -> str:
+        """The resolved value of the location chosen by ``parameter`` (a name of :data:`RUN_LOCATIONS`)."""
+        field = next(location.field for location in RUN_LOCATIONS if location.parameter == parameter)
+        return str(getattr(self, field))
+
+    def apply(self, params: ProjectParameters) -> ProjectParameters:
+        """``params`` with every location replaced by its resolved value: what the nodes receive."""
+        inference = params.inference.model_copy(
+            update={
+                "input_dir": str(self.inference_input),
+                "output_dir": str(self.inference_output),
+                "model_uri": self.model_uri,
+                "onnx_path": self.onnx_path,
+            }
+        )
+        training = params.training.model_copy(update={"checkpoint_dir": str(self.checkpoint_dir)})
+        return params.model_copy(update={"raw_dir": str(self.raw_dir), "inference": inference, "training": training})
+
+
+def parameter_value(params: ProjectParameters, name: str) -> Any:
+    """The value of the dotted parameter ``name`` (``training``, ``training.model``, ``raw_dir``).
+
+    Raises
+    ------
+    KeyError
+        When ``params`` has no such parameter.
+    """
+    value: Any = params
+    for part in name.split("."):
+        if not isinstance(value, BaseModel) or part not in type(value).model_fields:
+            raise KeyError(name)
+        value = getattr(value, part)
+    return value

@@ -1,4 +1,9 @@
-"""What a run says: other libraries' known notices silenced where they start, and MLflow run names.
+"""What a run says: one line per log record off a terminal, other libraries' known notices silenced where
+they start, and MLflow run names.
+
+On a terminal a run logs through Kedro's Rich handler (``conf/logging.yml``). When the output goes to a
+file or a pipe, Rich would wrap records at 80 columns, breaking paths mid-word so that they cannot be
+copied: :func:`one_line_off_terminal` puts a :class:`OneLineHandler` in its place.
 
 A main job printed 282 lines, most of them notices a user can do nothing about (MLflow's type
 hints and CloudPickle notes about kedro-mlflow's wrapper, PyTorch's ONNX constant folding, MLflow's
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -37,7 +43,57 @@ KNOWN_LOG_RECORDS = (
     ("py.warnings", "Add type hints to the `predict` method"),
     # MLflow on every pyfunc model: kedro-mlflow's wrapper is a Python object, pickled by design
     ("mlflow.pyfunc", "Passing a Python object as `python_model` causes it to be serialized using CloudPickle"),
+    # kedro-viz on every run of some pipelines (--pipelines, fusemycell predict): its own run log is off then
+    ("kedro_viz.integrations.kedro.run_hooks", "Workflow tracking is disabled"),
+    # MLflow the first time a project's mlflow.db is used (its own handler, before Kedro's logging applies)
+    ("mlflow.store.db.utils", "Creating initial MLflow database tables"),
+    ("mlflow.store.db.utils", "Updating database tables"),
 )
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: its lines joined by `` | `` (a record's list of problems stays readable)."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+class OneLineHandler(logging.StreamHandler):
+    """One plain line per record, ``12:03:04 INFO    message``: never wrapped, whatever the width.
+
+    A record with an exception gets its last line (``ValueError: ...``) appended: the command prints
+    the error itself, and ``FUSEMYCELL_TRACEBACK=1`` the whole traceback.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message += f" ({type(error).__name__}: {error})"
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{stamp} {record.levelname:<7} {one_line(message)}"
+
+
+def one_line_off_terminal(logger: logging.Logger | None = None) -> int:
+    r"""Replace ``logger``'s (default: the root's) Rich handlers that do not write to a terminal by
+    :class:`OneLineHandler`\ s on the same stream, with the same level and filters; idempotent.
+
+    ``conf/logging.yml`` may name only ``logging`` and ``kedro.logging`` classes (Kedro's allow-list),
+    so the choice is made here, once the configuration is applied. Returns how many were replaced.
+    """
+    from rich.logging import RichHandler
+
+    target = logger or logging.getLogger()
+    replaced = 0
+    for handler in list(target.handlers):
+        if not isinstance(handler, RichHandler) or handler.console.is_terminal:
+            continue
+        plain = OneLineHandler(handler.console.file)
+        plain.setLevel(handler.level)
+        for log_filter in handler.filters:
+            plain.addFilter(log_filter)
+        target.removeHandler(handler)
+        target.addHandler(plain)
+        replaced += 1
+    return replaced
 
 
 class _DropMessages(logging.Filter):
@@ -61,6 +117,7 @@ def silence_known_notices() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in target.filters):
             target.addFilter(_DropMessages(parts))
+    one_line_off_terminal()
     # MLflow's tqdm bars when it copies artifacts between local folders (and tqdm's "IProgress not
     # found" in a notebook without ipywidgets); a user who wants them sets the variable to true
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -3,17 +3,18 @@
 Parameters merge *softly*: ``conf/mac/parameters.yml`` overrides only the keys
 it names (``training.batch_size``), the rest of ``training`` comes from
 ``conf/base``. Hooks of installed plugins (kedro-mlflow) register themselves;
-the project adds the environment and parameter checks (with the run's paths and folder locks),
-the memory monitor, the end-of-run summary and MLflow run names; other libraries' notices a user
-can do nothing about are silenced once (:func:`fusemycell.run_messages.silence_known_notices`).
+the project adds its own (:func:`fusemycell.hooks.project_hooks`: environment and parameter checks,
+run locations and folder locks, the memory table, the end-of-run summary, MLflow run names); other
+libraries' notices a user can do nothing about are silenced once
+(:func:`fusemycell.run_messages.silence_known_notices`).
 """
 
 from kedro.config import OmegaConfigLoader
 
-from fusemycell.hooks import EnvironmentCheckHooks, MemoryMonitorHooks, ParameterHooks, RunSummaryHooks
-from fusemycell.run_messages import RunNameHooks, silence_known_notices
+from fusemycell.hooks import project_hooks
+from fusemycell.run_messages import silence_known_notices
 
-HOOKS = (EnvironmentCheckHooks(), ParameterHooks(), MemoryMonitorHooks(), RunSummaryHooks(), RunNameHooks())
+HOOKS = project_hooks()
 silence_known_notices()
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

@@ -59,6 +59,16 @@ class RunLogger:
         """Upload a file as an artifact of the run."""
         self._client().log_artifact(self.run_id, str(path), artifact_path=folder)
 
+    def text(self, content: str, artifact_file: str) -> None:
+        """Write ``content`` as the artifact ``artifact_file`` of the run (``memory/peaks.csv``)."""
+        self._client().log_text(self.run_id, content, artifact_file)
+
+    def tags(self, values: dict[str, str]) -> None:
+        """Set tags of the run (they may change; parameters may not)."""
+        client = self._client()
+        for key, value in values.items():
+            client.set_tag(self.run_id, key, value)
+
 
 def log_metrics(values: dict[str, float], step: int | None = None) -> bool:
     """Log to the active run; returns False (and logs nothing) when there is none."""
@@ -69,6 +79,19 @@ def log_metrics(values: dict[str, float], step: int | None = None) -> bool:
         run.metrics(values, step)
     except Exception as exc:  # noqa: BLE001 - tracking must never break a pipeline
         logger.warning("could not log metrics to MLflow: %s", exc)
+        return False
+    return True
+
+
+def set_tags(values: dict[str, str]) -> bool:
+    """Tag the active run; returns False (and tags nothing) when there is none."""
+    run = RunLogger.current()
+    if run is None:
+        return False
+    try:
+        run.tags(values)
+    except Exception as exc:  # noqa: BLE001 - tracking must never break a pipeline
+        logger.warning("could not tag the MLflow run: %s", exc)
         return False
     return True
 

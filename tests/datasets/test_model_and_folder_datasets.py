@@ -4,7 +4,6 @@ import torch
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets import OnnxModelDataset, TiffFolderDataset, TorchModelDataset
-from fusemycell.io.formats import read_volume
 from fusemycell.io.volume import Volume
 from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
@@ -44,10 +43,18 @@ def test_mlflow_uris_are_read_only(tmp_path):
         dataset.save(_model())
 
 
-def test_onnx_dataset_exports_and_returns_the_path(tmp_path):
+def test_onnx_dataset_loads_the_model_it_saved(tmp_path):
     dataset = OnnxModelDataset(filepath=str(tmp_path / "m.onnx"))
-    dataset.save(_model())
-    assert dataset.load() == str(tmp_path / "m.onnx")
+    model = _model()
+    dataset.save(model)
+    loaded = dataset.load()  # an ONNX Runtime session of the export, with its card: not a path
+    assert str(loaded.path) == str(tmp_path / "m.onnx") and loaded.card.patch_size_zyx == (4, 8, 8)
+    batch = np.random.default_rng(0).random((1, 1, 4, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        expected = model.network.forward_padded(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(loaded(batch), expected, atol=1e-4)
+    with pytest.raises(DatasetError, match="saves a TrainedModel"):
+        dataset.save({"weights": 1})
 
 
 @pytest.mark.parametrize("name", ["export.onnx", "renamed.pt"])
@@ -70,8 +77,9 @@ def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
     expected = r"1 volume\(s\) could not be predicted or written \(1 written\)(.|\n)*b.tif: input truncated"
     with pytest.raises(DatasetError, match=expected):
         dataset.save({"a.tif": good, "b.tif": broken})
-    assert dataset.load() == {"a.tif": str(tmp_path / "out" / "a.tif")}
-    assert read_volume(tmp_path / "out" / "a.tif").data.sum() == 32
+    loaded = dataset.load()
+    assert {name: source.path for name, source in loaded.items()} == {"a.tif": str(tmp_path / "out" / "a.tif")}
+    assert loaded["a.tif"]().data[:].sum() == 32  # a loader per file: the volume, read lazily
     with pytest.raises(DatasetError, match="no such file or folder"):
         TiffFolderDataset(path=tmp_path / "none").load()
 

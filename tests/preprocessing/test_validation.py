@@ -4,6 +4,7 @@ import pytest
 from fusemycell.io.pairs import pair_files
 from fusemycell.io.tiff import write_volume
 from fusemycell.pipelines.preprocessing.nodes import select_valid_pairs
+from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.fingerprint import scan_volume
 from fusemycell.preprocessing.validation import validate_pairs
 
@@ -75,9 +76,9 @@ def test_every_planted_problem_is_found_in_one_run(tmp_path, make_volume):
         assert problem.file and problem.file != "None"
 
     as_dict = report.to_dict(policy="skip")
-    assert select_valid_pairs(as_dict, {"on_invalid": "skip"}) == report.valid_pairs
+    assert select_valid_pairs(as_dict, PreprocessingConfig(on_invalid="skip")) == report.valid_pairs
     with pytest.raises(ValueError) as raised:
-        select_valid_pairs(as_dict, {"on_invalid": "fail"})
+        select_valid_pairs(as_dict, PreprocessingConfig(on_invalid="fail"))
     message = str(raised.value)
     for pair in report.invalid_pairs:
         assert pair in message
@@ -101,7 +102,7 @@ def test_duplicates_are_reported(tmp_path, make_volume):
 def test_no_valid_pair_left_is_an_error():
     report = {"problems": [], "valid_pairs": [], "invalid_pairs": []}
     with pytest.raises(ValueError, match="no valid angle/fused pair"):
-        select_valid_pairs(report, {"on_invalid": "skip"})
+        select_valid_pairs(report, PreprocessingConfig(on_invalid="skip"))
 
 
 def test_a_readable_file_is_still_checked_when_its_partner_is_unreadable(tmp_path, make_volume):
@@ -118,5 +119,5 @@ def test_a_readable_file_is_still_checked_when_its_partner_is_unreadable(tmp_pat
     assert any(file == str(angle) and problem.startswith("unreadable") for file, problem in problems), problems
     assert (str(fused), "constant image (every voxel is 7)") in problems
     with pytest.raises(ValueError) as failure:
-        select_valid_pairs(report.to_dict("fail"), {"on_invalid": "fail"})
+        select_valid_pairs(report.to_dict("fail"), PreprocessingConfig(on_invalid="fail"))
     assert str(failure.value).count(str(angle)) == 1  # the unreadable file is named once, not twice

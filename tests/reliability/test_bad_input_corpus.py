@@ -40,13 +40,15 @@ from fusemycell.models.card import card_for
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
+from fusemycell.patching.config import PatchingConfig
 from fusemycell.pipelines.inference.nodes import plan_predictions
 from fusemycell.pipelines.preprocessing.nodes import scan_raw_volumes, select_valid_pairs, validate_raw_pairs
+from fusemycell.preprocessing.config import PreprocessingConfig
 
 SHAPE = (8, 32, 32)
 SPACING = (2.0, 0.5, 0.5)
-PREPROCESSING = {"workers": 1}
-PATCHING = {"patch_size_zyx": [8, 16, 16]}
+PREPROCESSING = PreprocessingConfig(workers=1)
+PATCHING = PatchingConfig(patch_size_zyx=(8, 16, 16))
 INFERENCE = {"device": "cpu", "amp": False, "tile_zyx": [8, 16, 16]}
 HUGE_NOTE = 4 << 20  # characters of one ImageJ metadata value: a 4 MB ImageDescription
 UNICODE_FOLDER = "données été 測試/sous dossier"  # accents, CJK and spaces: must work everywhere
@@ -463,16 +465,16 @@ def test_preprocessing_validation_and_policy(tmp_path, name):
         else:
             assert warnings_ == ""
         for policy in ("skip", "fail"):  # warnings never stop a run
-            assert select_valid_pairs(report, {"on_invalid": policy}) == ["image_0_nucleus", key]
+            assert select_valid_pairs(report, PreprocessingConfig(on_invalid=policy)) == ["image_0_nucleus", key]
         return
 
     assert report["valid_pairs"] == ["image_0_nucleus"] and report["invalid_pairs"] == [key]
     errors = "\n".join(f"{p['problem']} ({p['file']})" for p in mine if p["severity"] == "error")
     for path in named:
         _assert_names(errors, path, case.validation)
-    assert select_valid_pairs(report, {"on_invalid": "skip"}) == ["image_0_nucleus"]
+    assert select_valid_pairs(report, PreprocessingConfig(on_invalid="skip")) == ["image_0_nucleus"]
     with pytest.raises(ValueError) as raised:
-        select_valid_pairs(report, {"on_invalid": "fail"})
+        select_valid_pairs(report, PreprocessingConfig(on_invalid="fail"))
     for path in named:
         _assert_names(str(raised.value), path, case.validation)
     assert "on_invalid: skip" in str(raised.value)
@@ -499,10 +501,10 @@ def test_the_whole_corpus_in_one_folder_through_preprocessing(tmp_path):
     report = _run_validation(raw)
     assert set(report["valid_pairs"]) == usable
     assert set(report["invalid_pairs"]) == set(broken)
-    assert select_valid_pairs(report, {"on_invalid": "skip"}) == sorted(usable)
+    assert select_valid_pairs(report, PreprocessingConfig(on_invalid="skip")) == sorted(usable)
 
     with pytest.raises(ValueError) as raised:
-        select_valid_pairs(report, {"on_invalid": "fail"})
+        select_valid_pairs(report, PreprocessingConfig(on_invalid="fail"))
     message = str(raised.value)
     assert f"problem(s) in {len(broken)} pair(s)" in message
     for named, phrase in broken.values():
@@ -552,8 +554,8 @@ def test_predict_file(tmp_path, name, model):
     _assert_predicted(path, output)
 
 
-def _inference_params(inputs: Path, outputs: Path) -> dict[str, Any]:
-    return {**INFERENCE, "input_dir": str(inputs), "output_dir": str(outputs)}
+def _inference_params(inputs: Path, outputs: Path) -> InferenceSettings:
+    return InferenceSettings(**INFERENCE, input_dir=str(inputs), output_dir=str(outputs))
 
 
 @pytest.mark.parametrize("name", list(FILE_CASES))

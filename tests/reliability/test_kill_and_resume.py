@@ -39,6 +39,7 @@ from fusemycell.models.unet import UNet3D
 from fusemycell.patching.store import PatchStore, PatchStoreError, write_patch_store
 from fusemycell.pipelines.inference.nodes import plan_predictions
 from fusemycell.pipelines.preprocessing.nodes import plan_normalized_volumes, scan_raw_volumes
+from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, train
 from tests.training.conftest import make_store
 from tests.training.test_engine import _assert_same_weights, _config
@@ -140,10 +141,12 @@ engine.train(config, ARGS["train"], ARGS["val"], epoch_callback=on_epoch)
 PREPROCESSING = """
 from fusemycell.datasets import FuseMyCellPairsDataset
 from fusemycell.pipelines.preprocessing.nodes import plan_normalized_volumes, scan_raw_volumes
+from fusemycell.preprocessing.config import PreprocessingConfig
 
+config = PreprocessingConfig.model_validate(ARGS["params"])
 raw_pairs = FuseMyCellPairsDataset(path=ARGS["raw"]).load()
-scans = scan_raw_volumes(raw_pairs, ARGS["params"])
-volumes, _ = plan_normalized_volumes(raw_pairs, scans, sorted(raw_pairs), ARGS["params"])
+scans = scan_raw_volumes(raw_pairs, config)
+volumes, _ = plan_normalized_volumes(raw_pairs, scans, sorted(raw_pairs), config)
 park_in_tiff_write(file_number=3, tile_number=4)
 FuseMyCellPairsDataset(path=ARGS["out"]).save(volumes)
 """
@@ -181,10 +184,12 @@ store.write_patch_store(ARGS["target"], index, (4, 8, 8), "float32", cut_patches
 
 INFERENCE = """
 from fusemycell.datasets import TiffFolderDataset
+from fusemycell.inference.settings import InferenceSettings
 from fusemycell.models.checkpoint import load_model
 from fusemycell.pipelines.inference.nodes import plan_predictions
 
-planned = plan_predictions(TiffFolderDataset(path=ARGS["inputs"]).load(), load_model(ARGS["model"]), ARGS["params"], "")
+settings = InferenceSettings.model_validate(ARGS["params"])
+planned = plan_predictions(TiffFolderDataset(path=ARGS["inputs"]).load(), load_model(ARGS["model"]), settings, "")
 park_in_tiff_write(file_number=2, tile_number=3)
 TiffFolderDataset(path=ARGS["out"]).save(planned)
 """
@@ -320,9 +325,8 @@ def _raw_folder(folder: Path) -> Path:
 def test_preprocessing_killed_mid_volume_leaves_only_complete_volumes_and_the_rerun_completes(tmp_path):
     raw, out = _raw_folder(tmp_path / "raw"), tmp_path / "normalized"
     raw_pairs = FuseMyCellPairsDataset(path=raw).load()
-    volumes, _ = plan_normalized_volumes(
-        raw_pairs, scan_raw_volumes(raw_pairs, PREPROCESSING_PARAMS), sorted(raw_pairs), PREPROCESSING_PARAMS
-    )
+    config = PreprocessingConfig.model_validate(PREPROCESSING_PARAMS)
+    volumes, _ = plan_normalized_volumes(raw_pairs, scan_raw_volumes(raw_pairs, config), sorted(raw_pairs), config)
     expected = {f"{name}.tif": _voxels(volume.data) for name, volume in volumes.items()}
     assert len(expected) == 4 and all(a.shape == RAW_SHAPE for a in expected.values())
 
@@ -413,18 +417,20 @@ def test_inference_killed_mid_prediction_leaves_only_complete_predictions_and_th
     )
     listed = TiffFolderDataset(path=out).load()  # what evaluation would read
     assert sorted(listed) == names[:1]
-    for name, path in listed.items():
-        written = read_volume(path).data
+    for name, source in listed.items():
+        written = read_volume(source.path).data
         assert written.shape == expected[name].shape and written.dtype == np.uint16
         np.testing.assert_allclose(written, expected[name], atol=1)  # whole (a missing tile would read as zeros)
     [temporary] = _temporaries(out)
     assert temporary.name.startswith(f".{names[1]}.") and temporary.stat().st_size > 0
 
-    planned = plan_predictions(TiffFolderDataset(path=inputs).load(), model, params, "")
+    planned = plan_predictions(
+        TiffFolderDataset(path=inputs).load(), model, InferenceSettings.model_validate(params), ""
+    )
     report = planned.report
     TiffFolderDataset(path=out).save(planned)  # the rerun (takes over the killed run's stale lock)
     listed = TiffFolderDataset(path=out).load()
     assert sorted(listed) == names and report["failures"] == []
     assert _temporaries(out) == []  # the rerun cleared what the killed run left
-    for name, path in listed.items():
-        np.testing.assert_allclose(read_volume(path).data, expected[name], atol=1)
+    for name, source in listed.items():
+        np.testing.assert_allclose(source().data, expected[name], atol=1)

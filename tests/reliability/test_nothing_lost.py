@@ -425,7 +425,9 @@ def test_dangling_links_and_folders_named_tif_are_reported(tmp_path, caplog):
 
 def test_one_file_as_the_input(tmp_path):
     save_volume(tmp_path / "one.tif", _volume())
-    assert TiffFolderDataset(path=tmp_path / "one.tif").load() == {"one.tif": str(tmp_path / "one.tif")}
+    loaded = TiffFolderDataset(path=tmp_path / "one.tif").load()
+    assert {name: source.path for name, source in loaded.items()} == {"one.tif": str(tmp_path / "one.tif")}
+    assert np.array_equal(loaded["one.tif"]().data[:], _volume().data)  # the volume, read lazily
     with pytest.raises(DatasetError, match="no such file or folder"):
         TiffFolderDataset(path=tmp_path / "missing").load()
 

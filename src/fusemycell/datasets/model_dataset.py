@@ -87,8 +87,9 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         return self._mlflow or Path(self._filepath).is_file()
 
 
-class ExportedFileDataset(AbstractDataset[Any, str]):
-    """A file the training pipeline exports (ONNX, bioimage.io package): ``load`` gives its path.
+class ExportedFileDataset(AbstractDataset[Any, Any]):
+    """A file the training pipeline exports (ONNX, bioimage.io package); ``load`` gives its path
+    (:class:`OnnxModelDataset` opens it).
 
     Subclasses set :attr:`what` (for the "not exported yet" message) and implement ``save``.
     """
@@ -114,8 +115,9 @@ class ExportedFileDataset(AbstractDataset[Any, str]):
 
 
 class OnnxModelDataset(ExportedFileDataset):
-    """Saves a :class:`TrainedModel` as ONNX (dynamic spatial axes); loads the file's path
-    (open it with :class:`fusemycell.inference.onnx_backend.OnnxBackend`).
+    """Saves a :class:`TrainedModel` as ONNX (dynamic spatial axes, the model card in its metadata); loads
+    the exported model, ready to predict: an :class:`fusemycell.inference.onnx_backend.OnnxBackend`
+    (ONNX Runtime session, ``card``, ``path``).
 
     Example catalog entry::
 
@@ -126,10 +128,22 @@ class OnnxModelDataset(ExportedFileDataset):
 
     what = "ONNX model"
 
+    def load(self) -> Any:
+        """The exported network in an ONNX Runtime session (what ``save`` wrote)."""
+        from fusemycell.inference.onnx_backend import OnnxBackend
+
+        path = super().load()
+        try:
+            return OnnxBackend(path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types for a damaged file
+            raise DatasetError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
     def save(self, data: TrainedModel) -> None:
         """Export atomically."""
         from fusemycell.inference.onnx_backend import export_onnx
 
+        if not isinstance(data, TrainedModel):
+            raise DatasetError(f"{self._filepath}: OnnxModelDataset saves a TrainedModel, got {type(data).__name__}")
         try:
             export_onnx(data, self._filepath)
         except OSError as exc:

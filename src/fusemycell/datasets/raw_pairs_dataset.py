@@ -1,8 +1,8 @@
 """``FuseMyCellPairsDataset``: a folder of ``image_{N}_{channel}_{angle|fused}.tif`` files.
 
 Loading scans the folder (recursively) and pairs angle with fused by
-``(N, channel)`` without reading any voxels; nodes then read the volumes they
-need, lazily, through :mod:`fusemycell.io.tiff`. Saving writes volumes under
+``(N, channel)`` without reading any voxels; a node opens the volumes it needs
+with :meth:`PairSources.sources` (lazy loaders, as a folder dataset's). Saving writes volumes under
 their FuseMyCell names; it is how the simulation pipeline fills a raw folder.
 
 Real data is never overwritten: a folder a pipeline writes into carries a
@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
 from fusemycell.datasets.folder_writer import LockedFolderWriter
+from fusemycell.datasets.volume_sources import VolumeSource
 from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.formats import read_info
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
@@ -48,10 +50,21 @@ def _tiff_files(folder: Path) -> list[Path]:
     return sorted(p for p in tiffs + images if not any(a.suffix == ".zarr" for a in p.parents))
 
 
-class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, SaveValue], PairListing]):
+@dataclass(frozen=True)
+class PairSources(PairListing):
+    """What :class:`FuseMyCellPairsDataset` loads: the :class:`~fusemycell.io.pairs.PairListing` of the folder,
+    whose volumes a node opens through :meth:`sources` (never by path)."""
+
+    def sources(self, key: str) -> tuple[VolumeSource | None, VolumeSource | None]:
+        """Lazy loaders of the pair's angle and fused volumes (None for a file the pair lacks)."""
+        pair = self[key]
+        return tuple(VolumeSource(path) if path else None for path in (pair.angle, pair.fused))  # type: ignore[return-value]
+
+
+class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, SaveValue], PairSources]):
     """A local folder of FuseMyCell angle/fused volumes.
 
-    ``load`` returns a :class:`~fusemycell.io.pairs.PairListing`, a mapping
+    ``load`` returns a :class:`PairSources` (a :class:`~fusemycell.io.pairs.PairListing`), a mapping
     ``{pair_key: RawPair}`` (``pair_key`` like ``image_3_nucleus``) that also
     lists the files left out (bad names, duplicate ids); it warns about those
     and about angles or fused volumes without their partner.
@@ -90,7 +103,7 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
 
-    def load(self) -> PairListing:
+    def load(self) -> PairSources:
         """Pair the folder's files; raises ``DatasetError`` if the folder is missing or holds no such file."""
         if not self._path.is_dir():
             if self._created_by:
@@ -109,7 +122,7 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
                 f"{self._path}: no image_{{N}}_{{nucleus|membrane}}_{{angle|fused}}.tif files found"
                 + (f"; ignored: {', '.join(listing.unmatched)}" if listing.unmatched else "")
             )
-        return listing
+        return PairSources(pairs=listing.pairs, unmatched=listing.unmatched, duplicates=listing.duplicates)
 
     def save(self, data: Mapping[str, SaveValue]) -> None:
         """Write each volume under its FuseMyCell name, refusing to touch a folder of real data."""

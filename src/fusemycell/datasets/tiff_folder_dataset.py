@@ -13,22 +13,23 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview
 
 from fusemycell import __version__
-from fusemycell.datasets.folder_writer import LockedFolderWriter
+from fusemycell.datasets.folder_writer import LockedFolderWriter, missing_folders
+from fusemycell.datasets.shared_run import SharedRun, merged_outcomes
+from fusemycell.datasets.volume_sources import VolumeSource, close, list_tiffs
 from fusemycell.inference.report import FileOutcome, InferenceReport, interrupted, read_report, report_path
 from fusemycell.io import folder_lock
 from fusemycell.io.atomic import remove_leftovers
-from fusemycell.io.formats import read_info, read_volume
+from fusemycell.io.formats import read_info
 from fusemycell.io.tiff import save_volume
 from fusemycell.io.volume import Volume, VolumeFormatError
 from fusemycell.progress import track
+from fusemycell.ranks import Ranks
 
 logger = logging.getLogger(__name__)
 
 #: Metadata key that marks a TIFF as written by fusemycell (a prediction, safe to replace).
 PROVENANCE_KEY = "fusemycell"
 PROVENANCE_VALUE = f"prediction by fusemycell {__version__}"
-
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def written_by_fusemycell(path: str | os.PathLike) -> bool:
@@ -39,37 +40,12 @@ def written_by_fusemycell(path: str | os.PathLike) -> bool:
         return False
 
 
-def list_tiffs(location: Path) -> tuple[dict[str, str], list[str]]:
-    """``({name: path}, [problems])`` of the TIFF files of a folder, or of one TIFF file.
-
-    Hidden files are skipped; dangling links and folders named ``*.tif`` are problems, not inputs.
-    """
-    if location.is_file():
-        if location.suffix.lower() not in TIFF_SUFFIXES:
-            raise DatasetError(f"{location}: not a .tif/.tiff file")
-        return {location.name: str(location)}, []
-    if not location.is_dir():
-        what = "a link to nothing" if location.is_symlink() else "no such file or folder"
-        raise DatasetError(f"{location}: {what}")
-    files, problems = {}, []
-    for entry in sorted(location.iterdir()):
-        if entry.name.startswith(".") or entry.suffix.lower() not in TIFF_SUFFIXES:
-            continue
-        if entry.is_file():
-            files[entry.name] = str(entry)
-        elif entry.is_dir():
-            problems.append(f"{entry.name}: a folder, not a TIFF file")
-        else:
-            problems.append(f"{entry.name}: a link to a file that does not exist")
-    return files, problems
-
-
 Predictions = Mapping[str, Volume | Callable[[], Volume]]
 
 
-class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[str, str]]):
-    """``load``: ``{file name: path}`` of the folder's ``*.tif``/``*.tiff``, or of one file (no voxels read).
-    ``save``: ``{file name: Volume or callable}``, each written atomically under that name.
+class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[str, VolumeSource]]):
+    """``load``: ``{file name: VolumeSource}`` of the folder's ``*.tif``/``*.tiff``, or of one file: call one
+    for its volume, read lazily. ``save``: ``{file name: Volume or callable}``, each written atomically.
 
     What it writes are predictions: each file carries the metadata key ``fusemycell``
     (its provenance mark). An existing file without that mark is never replaced, unless
@@ -85,6 +61,12 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
 
     The folder has one writer at a time (:mod:`fusemycell.io.folder_lock`): a second
     run fails at once naming the run that holds it, and leaves that run's report alone.
+    A run that fails leaves no output folder it created and wrote nothing into.
+
+    Under a launcher that starts several ranks (``RANK``/``WORLD_SIZE``, see :mod:`fusemycell.ranks`)
+    the ranks share the run (:mod:`fusemycell.datasets.shared_run`): each writes its share of the files
+    (:meth:`Ranks.share <fusemycell.ranks.Ranks.share>`), rank 0 holds the folder and writes one report
+    that lists every file once, with the rank that wrote it.
     """
 
     def __init__(
@@ -101,6 +83,8 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         self._report_dir = Path(report_dir) if report_dir else None
         self.metadata = metadata
         self._run: InferenceReport | None = None
+        self.ranks = Ranks.from_environment()
+        self._shared: SharedRun | None = None
 
     def _describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"path": str(self._path), "overwrite": self._overwrite}
@@ -118,12 +102,16 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         """Where the runs into this folder write their report (None without ``report_dir``)."""
         return report_path(self._report_dir, self._path) if self._report_dir else None
 
-    def load(self) -> dict[str, str]:
+    def _files(self) -> dict[str, str]:
         """The TIFF files by name; folders named ``*.tif`` and dangling links are reported once."""
         files, problems = list_tiffs(self._path)
         if problems:
-            logger.warning("%s: %d entries ignored:\n  - %s", self._path, len(problems), "\n  - ".join(problems))
+            logger.warning("%s: %d entries ignored: %s", self._path, len(problems), "; ".join(problems))
         return files
+
+    def load(self) -> dict[str, VolumeSource]:
+        """A loader per TIFF file, by name (no voxels read until one is called)."""
+        return {name: VolumeSource(path) for name, path in self._files().items()}
 
     # ------------------------------------------------------------------ a run's lifetime
     def begin_run(self) -> None:
@@ -131,8 +119,16 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
 
         A folder another run holds fails here and its report is left to that run. A folder that
         cannot be written fails here too, and the report says so. A report left ``running`` by a
-        killed run is named in the log and kept in the new report.
+        killed run is named in the log and kept in the new report. In a run of several ranks, rank 0
+        does this and the others wait for it.
         """
+        if not self.ranks.distributed:
+            self._take()
+            return
+        self._shared = SharedRun(self.ranks, self._path)
+        self._shared.start(self._take_for_all)
+
+    def _take(self) -> None:
         try:
             super().begin_run()
         except DatasetError as exc:
@@ -142,19 +138,46 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         self._run = self._new_report()
         self._write_report(self._run)
 
+    def _take_for_all(self) -> None:
+        """Rank 0: take the folder, clear what killed runs left (before any rank writes), start the report."""
+        self._take()
+        remove_leftovers(self._path)
+        assert self._run is not None
+        self._run.ranks = self.ranks.world_size
+        self._write_report(self._run)
+
     def end_run(self, error: BaseException | None = None) -> None:
         """Called by the project hook after the run: a run that failed before saving says so in its report."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            self._end_shared(shared, error)
+            return
         run, self._run = self._run, None
         if run is not None and run.status == "running":
             reason = f"the run failed before any prediction: {error}" if error else None
             self._write_report(run.finish("failed" if error else "nothing to write", reason))
         super().end_run(error)
 
+    def _end_shared(self, shared: SharedRun, error: BaseException | None) -> None:
+        """A rank that stopped before saving tells rank 0, which waits for every rank before giving the folder back."""
+        run, self._run = self._run, None
+        try:
+            records = shared.finish([], error) if not shared.published else None
+            if records is not None and run is not None and run.status == "running":
+                run.files, stopped = merged_outcomes(records)
+                reasons = "; ".join(stopped) or (f"the run failed before any prediction: {error}" if error else None)
+                self._write_report(run.finish("failed" if reasons else "nothing to write", reasons))
+        finally:
+            if self.ranks.lead:
+                super().end_run(error)
+
     def refuse(self, error: BaseException) -> None:
         """The run was refused before it started (an unsafe output folder, invalid parameters): the report says so.
 
         Nothing is created in the output folder; a report that a live run into it is writing is left alone.
         """
+        if not self.ranks.lead:
+            return
         owner = folder_lock.read_owner(self._path) if self._path.is_dir() else None
         if owner is not None and not folder_lock.holds(self._path) and folder_lock.owner_alive(owner):
             logger.info("%s: in use by another run, whose report stays as it is", self._path)
@@ -188,7 +211,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         return report
 
     def _write_report(self, report: InferenceReport) -> None:
-        if self.report_file is None:
+        if self.report_file is None or not self.ranks.lead:
             return
         try:
             report.write(self.report_file)
@@ -197,12 +220,16 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
 
     # ------------------------------------------------------------------ saving
     def save(self, data: Predictions) -> None:
-        """Write every volume; then fail naming those that could not be written."""
+        """Write every volume (this rank's share of them); then fail naming those that could not be written."""
+        if self.ranks.distributed:
+            self._save_shared(data)
+            return
+        created = missing_folders(self._path)
         try:
             self._path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatasetError(f"{self._path}: cannot create the output folder ({exc.strerror or exc})") from exc
-        with self._writing():
+        with self._writing(created):
             self._save_locked(data)
 
     def _refuse_foreign_files(self, names: list[str]) -> None:
@@ -224,28 +251,60 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         report = self._run or InferenceReport(self._output_dir())
         report.files = [FileOutcome(f["file"], "failed", f["problem"]) for f in plan.pop("failures", [])]
         report.plan = plan
-        for name, value in track(data.items(), f"writing {self._path}", total=len(data), unit="file"):
-            target = self._path / name
-            try:
-                volume = value() if callable(value) else value
-                volume.metadata = {**volume.metadata, PROVENANCE_KEY: PROVENANCE_VALUE}
-                self._write_volume(target, volume)
-                report.files.append(FileOutcome(name, "written"))
-                logger.info("wrote %s", target)
-            except (VolumeFormatError, OSError, ValueError) as exc:
-                report.files.append(FileOutcome(name, "failed", str(exc)))
-                logger.error("could not write %s: %s", target, exc)
+        description = f"writing {self._path}"
+        for name, value in track(data.items(), description, total=len(data), unit="file"):
+            report.files.append(self._write_one(name, value))
             self._write_report(report)  # still running: a killed run's report lists what it completed
         failures = [f for f in report.files if f.status == "failed"]
         self._write_report(report.finish("failed" if failures else "complete"))
-        if failures:
-            listing = "\n  - ".join(f"{f.file}: {f.problem}" for f in failures)
-            written = len(report.files) - len(failures)
-            raise DatasetError(
-                f"{len(failures)} volume(s) could not be predicted or written ({written} written"
-                + (f"; report: {self.report_file}" if self.report_file else "")
-                + f"):\n  - {listing}"
-            )
+        self._raise_for(failures, len(report.files) - len(failures))
+
+    def _save_shared(self, data: Predictions) -> None:
+        """This rank's share: written under rank 0's hold of the folder; rank 0 then writes the one report."""
+        if self._shared is None:  # used without the project hook: the save is the whole run
+            self.begin_run()
+        shared = self._shared
+        assert shared is not None
+        plan = dict(getattr(data, "report", {}) or {})
+        failed = {f["file"]: f["problem"] for f in plan.pop("failures", [])}
+        self._refuse_foreign_files(list(data))  # every rank checks every name: all refuse, or none
+        mine = self.ranks.share([*data, *failed])
+        outcomes = [FileOutcome(name, "failed", failed[name]) for name in mine if name in failed]
+        description = f"writing {self._path} ({self.ranks})"
+        writes = [name for name in mine if name in data]
+        for name in track(writes, description, total=len(writes), unit="file"):
+            outcomes.append(self._write_one(name, data[name]))
+        records = shared.finish(outcomes)
+        if records is not None:  # rank 0, once every rank has finished: the run's report, every rank's failures
+            outcomes, stopped = merged_outcomes(records)
+            if self._run is not None:
+                self._run.plan, self._run.files, self._run.reason = plan, outcomes, "; ".join(stopped) or None
+                failed_any = stopped or any(f.status == "failed" for f in outcomes)
+                self._write_report(self._run.finish("failed" if failed_any else "complete"))
+        failures = [f for f in outcomes if f.status == "failed"]
+        self._raise_for(failures, len(outcomes) - len(failures))
+
+    def _write_one(self, name: str, value: Volume | Callable[[], Volume]) -> FileOutcome:
+        target = self._path / name
+        try:
+            volume = value() if callable(value) else value
+            volume.metadata = {**volume.metadata, PROVENANCE_KEY: PROVENANCE_VALUE}
+            self._write_volume(target, volume)
+        except (VolumeFormatError, OSError, ValueError) as exc:
+            logger.error("could not write %s: %s", target, exc)
+            return FileOutcome(name, "failed", str(exc), self.ranks.rank if self.ranks.distributed else None)
+        logger.info("wrote %s", target)
+        return FileOutcome(name, "written", rank=self.ranks.rank if self.ranks.distributed else None)
+
+    def _raise_for(self, failures: list[FileOutcome], written: int) -> None:
+        if not failures:
+            return
+        listing = "\n  - ".join(f"{f.file}: {f.problem}" for f in failures)
+        raise DatasetError(
+            f"{len(failures)} volume(s) could not be predicted or written ({written} written"
+            + (f"; report: {self.report_file}" if self.report_file else "")
+            + f"):\n  - {listing}"
+        )
 
     def _write_volume(self, target: Path, volume: Volume) -> None:
         """One volume to ``target`` (a subclass may choose the format by name)."""
@@ -255,16 +314,22 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         """kedro-viz preview: the z maximum projection of the folder's first volume (read slab by slab)."""
         from fusemycell.datasets.tiff_volume_dataset import max_projection_png
 
-        files = self.load()
-        if not files:
+        sources = self.load()
+        if not sources:
             raise DatasetError(f"{self._path}: no TIFF volume to preview")
         try:
-            volume = read_volume(next(iter(files.values())), lazy=True)
+            volume = next(iter(sources.values()))()
         except VolumeFormatError as exc:
             raise DatasetError(str(exc)) from exc
-        return ImagePreview(base64.b64encode(max_projection_png(volume.data)).decode("utf-8"))
+        try:
+            return ImagePreview(base64.b64encode(max_projection_png(volume.data)).decode("utf-8"))
+        finally:
+            close(volume)
 
     def _exists(self) -> bool:
+        """Volumes to read, or one file (what it is, the load says)."""
+        if self._path.is_file():
+            return True
         try:
             return bool(list_tiffs(self._path)[0])
         except DatasetError:

@@ -20,9 +20,10 @@ logger = logging.getLogger(__name__)
 class VolumeFolderDataset(TiffFolderDataset):
     """:class:`TiffFolderDataset` (one writer, provenance, report, atomic writes) that also holds OME-Zarr images.
 
-    ``load``: ``{name: path}`` of the folder's ``*.tif``/``*.tiff`` files and ``*.zarr`` OME-Zarr
-    images (or of one such file or image). ``save``: a name ending in ``.zarr`` is written as an
-    OME-Zarr image with a pyramid (:func:`fusemycell.io.ome_zarr.write_ome_zarr`), any other as a TIFF.
+    ``load``: ``{name: VolumeSource}`` of the folder's ``*.tif``/``*.tiff`` files and ``*.zarr`` OME-Zarr
+    images (or of one such file or image): call one for its volume, read lazily. ``save``: a name ending
+    in ``.zarr`` is written as an OME-Zarr image with a pyramid (:func:`fusemycell.io.ome_zarr.write_ome_zarr`),
+    any other as a TIFF.
     """
 
     def __init__(
@@ -45,7 +46,7 @@ class VolumeFolderDataset(TiffFolderDataset):
     def _describe(self) -> dict[str, Any]:
         return {**super()._describe(), "save_args": self._save_args}
 
-    def load(self) -> dict[str, str]:
+    def _files(self) -> dict[str, str]:
         """The TIFF files and OME-Zarr images by name."""
         if is_ome_zarr(self._path) and self._path.is_dir():
             return {self._path.name: str(self._path)}
@@ -55,8 +56,8 @@ class VolumeFolderDataset(TiffFolderDataset):
                 for p in sorted(self._path.iterdir())
                 if p.is_dir() and is_ome_zarr(p) and not p.name.startswith(".")
             }
-            return dict(sorted({**super().load(), **images}.items()))
-        return super().load()
+            return dict(sorted({**super()._files(), **images}.items()))
+        return super()._files()
 
     def _write_volume(self, target: Path, volume: Volume) -> None:
         if is_ome_zarr(target.name):
@@ -65,10 +66,13 @@ class VolumeFolderDataset(TiffFolderDataset):
             super()._write_volume(target, volume)
 
     def _exists(self) -> bool:
-        """Volumes to read, or a folder with something in it (what it holds is then judged by the run,
-        e.g. "sub-folders are not searched"); an empty folder does not exist yet (a pipeline may fill it)."""
+        """Volumes to read, one file (what it is, the load says), or a folder with something in it (what it
+        holds is then judged by the run, e.g. "sub-folders are not searched"); an empty folder does not
+        exist yet (a pipeline may fill it)."""
+        if self._path.is_file():
+            return True
         try:
-            if self.load():
+            if self._files():
                 return True
         except DatasetError:
             return False

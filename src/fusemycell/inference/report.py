@@ -17,8 +17,9 @@ Status, written atomically at each step:
   report under ``previous_run``, status ``interrupted``.
 
 Every input has one entry in ``files`` (``written`` or ``failed``, with the problem); ``written``
-and ``failures`` list the same by kind. An entry is a small record so that a run shared by several
-processes can add who predicted the file without changing the rest. No Kedro import.
+and ``failures`` list the same by kind. A run shared by several processes (ranks of a launcher such
+as ``torchrun``) has one report, written by rank 0: ``ranks`` says how many there were, and every
+entry of ``files`` names the ``rank`` that predicted it. No Kedro import.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class FileOutcome:
     file: str
     status: Literal["written", "failed"]
     problem: str | None = None
+    rank: int | None = None
+    """The process of a multi-process run that predicted it (None: a single-process run)."""
 
 
 @dataclass
@@ -81,6 +84,8 @@ class InferenceReport:
     """Why the run was refused, or failed before its first prediction."""
     previous_run: dict[str, Any] | None = None
     """The report of a run into this folder that was killed before it finished."""
+    ranks: int | None = None
+    """How many processes shared the run (None: one)."""
 
     def finish(self, status: str, reason: str | None = None) -> InferenceReport:
         """Set the final status (and the reason of a run that did not predict); returns ``self``."""
@@ -102,6 +107,7 @@ class InferenceReport:
             "started": _when(self.started),
             "finished": _when(self.finished),
             "process": self.process,
+            **({"ranks": self.ranks} if self.ranks is not None else {}),
             **self.plan,
             "reason": self.reason,
             "files": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files],

@@ -13,6 +13,7 @@ import zarr
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets import VolumeFolderDataset
+from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.formats import read_volume
 from fusemycell.io.ome_zarr import write_ome_zarr
 from fusemycell.io.tiff import write_volume
@@ -39,7 +40,7 @@ def _predict(folder, out, output_format):
     config = UNetConfig(depth=2, base_channels=4, residual=False)
     model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
     inputs = VolumeFolderDataset(path=folder).load()
-    params = {"device": "cpu", "output_format": output_format, "input_dir": str(folder), "output_dir": str(out)}
+    params = InferenceSettings(device="cpu", output_format=output_format, input_dir=str(folder), output_dir=str(out))
     planned = plan_predictions(inputs, model, params, str(folder.parent / "raw"))
     VolumeFolderDataset(path=out).save(planned)
     return sorted(planned)
@@ -73,7 +74,7 @@ def test_an_ome_zarr_input_with_a_missing_chunk_is_reported_before_prediction(si
     config = UNetConfig(depth=2, base_channels=4, residual=False)
     model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
     out = tmp_path / "out"
-    params = {"device": "cpu", "input_dir": str(single_views), "output_dir": str(out)}
+    params = InferenceSettings(device="cpu", input_dir=str(single_views), output_dir=str(out))
     planned = plan_predictions(VolumeFolderDataset(path=single_views).load(), model, params, str(tmp_path / "raw"))
     assert list(planned) == ["image_5_nucleus_angle.tif"]  # refused before any prediction
     [failure] = planned.report["failures"]

@@ -14,6 +14,7 @@ from fusemycell.datasets.atomic import JSONDataset
 from fusemycell.io.pairs import pair_files
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import PreprocessingContract
+from fusemycell.patching.config import PatchingConfig
 from fusemycell.patching.planning import preprocessing_contract
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.pipelines.patching.pipeline import create_pipeline
@@ -53,7 +54,7 @@ def patched(tmp_path_factory):
             "normalized_volumes": FuseMyCellPairsDataset(path=root / "volumes"),
             "preprocessing_records": MemoryDataset(pd.DataFrame(records)),
             "volume_split": MemoryDataset(pd.DataFrame({"pair": list(SPLIT), "split": list(SPLIT.values())})),
-            "params:patching": MemoryDataset(PATCHING),
+            "params:patching": MemoryDataset(PatchingConfig.model_validate(PATCHING)),  # typed, as the hook gives it
             "patch_store_train": PatchStoreDataset(path=root / "patches" / "train"),
             "patch_store_val": PatchStoreDataset(path=root / "patches" / "val"),
             "patch_sampling_report": JSONDataset(filepath=str(root / "patch_sampling.json")),

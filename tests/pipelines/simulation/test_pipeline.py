@@ -7,9 +7,11 @@ from kedro.runner import SequentialRunner
 
 from fusemycell.datasets import FuseMyCellPairsDataset
 from fusemycell.io.formats import read_volume
+from fusemycell.parameters import ParameterError, ParameterOrigins, validate_parameters
 from fusemycell.pipelines.simulation import create_pipeline
 from fusemycell.pipelines.simulation.nodes import simulate_acquisitions
-from tests.conftest import run_session
+from fusemycell.simulation import SimulationConfig
+from tests.conftest import PROJECT_ROOT, run_session
 
 TINY = {
     "seed": 1,
@@ -24,11 +26,12 @@ TINY = {
         },
     ],
 }
+TINY_CONFIG = SimulationConfig.model_validate(TINY)  # what the project hook gives the node
 
 
 def test_pipeline_writes_pairs_through_the_catalog(tmp_path):
     catalog = DataCatalog(
-        {"raw_pairs": FuseMyCellPairsDataset(path=tmp_path / "raw"), "params:simulation": MemoryDataset(TINY)}
+        {"raw_pairs": FuseMyCellPairsDataset(path=tmp_path / "raw"), "params:simulation": MemoryDataset(TINY_CONFIG)}
     )
     SequentialRunner().run(create_pipeline(), catalog)
     pairs = FuseMyCellPairsDataset(path=tmp_path / "raw").load()
@@ -40,9 +43,16 @@ def test_pipeline_writes_pairs_through_the_catalog(tmp_path):
 
 
 def test_bad_parameters_name_the_yaml_and_the_field():
+    """Checked once, before any node: the node itself only ever receives a valid, typed configuration."""
     broken = {**TINY, "volumes": [{**TINY["volumes"][0], "channel": "actin"}]}
-    with pytest.raises(ValueError, match=r"parameters_simulation.yml(.|\n)*volumes.0.channel"):
-        simulate_acquisitions(broken)
+    origins = ParameterOrigins(PROJECT_ROOT / "conf", "base", None, {})
+    with pytest.raises(
+        ParameterError,
+        match=r"simulation\.volumes\[0\]\.channel = 'actin' \(set in conf/base/parameters_simulation\.yml\)",
+    ):
+        validate_parameters({"simulation": broken}, origins)
+    with pytest.raises(ValueError, match="no simulation parameters"):
+        simulate_acquisitions(None)
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -11,17 +11,18 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fusemycell.configuration import load_config
+from fusemycell.datasets.raw_pairs_dataset import PairSources
+from fusemycell.datasets.volume_sources import VolumeSource
 from fusemycell.evaluation.config import EvaluationConfig
 from fusemycell.evaluation.figures import summary_figure, volume_figure
 from fusemycell.evaluation.scoring import score_pair
 from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
 from fusemycell.io.digest import content_digest
-from fusemycell.io.formats import read_volume
 from fusemycell.io.pairs import PairListing
 from fusemycell.io.volume import Volume
 from fusemycell.metrics.ssim import image_statistics
 from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.parameters import Validated
 from fusemycell.preprocessing.split import check_split_files
 from fusemycell.tracking import log_metrics
 
@@ -39,11 +40,13 @@ def _test_pairs(raw_pairs: PairListing, volume_split: pd.DataFrame) -> dict[str,
 
 
 def predict_test_volumes(
-    raw_pairs: PairListing, volume_split: pd.DataFrame, trained_model: TrainedModel, inference: dict[str, Any]
+    raw_pairs: PairListing,
+    volume_split: pd.DataFrame,
+    trained_model: TrainedModel,
+    inference: Validated[InferenceSettings],
 ) -> dict[str, Callable[[], Volume]]:
     """Predictions of the held-out test volumes, produced one at a time while saving (same path as inference)."""
-    settings = load_config(InferenceSettings, inference, "inference")
-    backend = make_backend(trained_model, settings, settings.onnx_path)
+    backend = make_backend(trained_model, inference, inference.onnx_path)
     pairs = _test_pairs(raw_pairs, volume_split)
     logger.info(
         "evaluating %d test volumes of %s",
@@ -51,35 +54,44 @@ def predict_test_volumes(
         ", ".join(sorted({str(Path(p.angle).parent) for p in pairs.values()})),
     )
     return {
-        Path(pair.angle).name: partial(predict_file, pair.angle, backend, settings, trained_model.card)
+        Path(pair.angle).name: partial(predict_file, pair.angle, backend, inference, trained_model.card)
         for pair in pairs.values()
     }
 
 
+def _volumes(raw_pairs: PairSources, key: str, prediction: VolumeSource) -> tuple[Volume, Volume, Volume]:
+    """The pair's angle and fused volumes and the prediction, read lazily."""
+    angle, fused = raw_pairs.sources(key)
+    if angle is None or fused is None:
+        raise ValueError(f"{key}: the test pair lacks its {'angle' if angle is None else 'fused'} file")
+    return angle(), fused(), prediction()
+
+
 def score_test_volumes(
-    raw_pairs: PairListing, volume_split: pd.DataFrame, test_predictions: dict[str, str], evaluation: dict[str, Any]
+    raw_pairs: PairSources,
+    volume_split: pd.DataFrame,
+    test_predictions: Mapping[str, VolumeSource],
+    evaluation: Validated[EvaluationConfig],
 ) -> pd.DataFrame:
     """SSIM, N_SSIM, IoU and N_IoU of the model and both baselines for every test volume."""
-    config = load_config(EvaluationConfig, evaluation, "evaluation")
     rows = []
     for key, pair in _test_pairs(raw_pairs, volume_split).items():
-        prediction_path = test_predictions.get(Path(pair.angle).name)
-        if prediction_path is None:
+        prediction_source = test_predictions.get(Path(pair.angle).name)
+        if prediction_source is None:
             raise ValueError(f"no prediction for {pair.angle}; run the evaluation pipeline from its start")
-        angle, fused = read_volume(pair.angle, lazy=True), read_volume(pair.fused, lazy=True)
-        prediction = read_volume(prediction_path, lazy=True)
-        study = str(fused.metadata.get("study", ""))
+        angle, fused, prediction = _volumes(raw_pairs, key, prediction_source)
         spacing = angle.spacing_zyx
         scores = score_pair(
             angle.data,
             fused.data,
             prediction.data,
             pair.channel,
-            blur_sigmas=config.blur_sigma_voxels,
-            segmenter=config.segmenter,
+            blur_sigmas=evaluation.blur_sigma_voxels,
+            segmenter=evaluation.segmenter,
             anisotropy=spacing[0] / spacing[2],
-            with_iou=config.iou,
+            with_iou=evaluation.iou,
         )
+        study = str(fused.metadata.get("study", ""))
         for row in scores:
             rows.append({"pair": key, "channel": pair.channel, "study": study, "angle_file": pair.angle, **row})
         model = next(r for r in scores if r["method"] == "model")
@@ -118,20 +130,18 @@ def summarize_evaluation(evaluation_metrics: pd.DataFrame) -> tuple[pd.DataFrame
 
 
 def plot_test_volumes(
-    raw_pairs: PairListing, volume_split: pd.DataFrame, test_predictions: dict[str, str]
+    raw_pairs: PairSources, volume_split: pd.DataFrame, test_predictions: Mapping[str, VolumeSource]
 ) -> dict[str, Callable[[], Figure]]:
     """One figure per test volume, drawn while saving (one in memory at a time)."""
 
-    def draw(key: str, angle: str, fused: str, prediction: str) -> Figure:
-        images = {
-            name: read_volume(path, lazy=True)
-            for name, path in (("input", angle), ("prediction", prediction), ("ground truth", fused))
-        }
+    def draw(key: str, prediction: VolumeSource) -> Figure:
+        angle, fused, predicted = _volumes(raw_pairs, key, prediction)
+        images = {"input": angle, "prediction": predicted, "ground truth": fused}
         statistics = {name: image_statistics(volume.data) for name, volume in images.items()}
-        return volume_figure(key, {n: v.data for n, v in images.items()}, statistics, images["input"].spacing_zyx)
+        return volume_figure(key, {n: v.data for n, v in images.items()}, statistics, angle.spacing_zyx)
 
     return {
-        key: partial(draw, key, pair.angle, pair.fused, test_predictions[Path(pair.angle).name])
+        key: partial(draw, key, test_predictions[Path(pair.angle).name])
         for key, pair in _test_pairs(raw_pairs, volume_split).items()
     }
 

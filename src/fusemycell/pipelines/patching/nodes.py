@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
-from fusemycell.configuration import load_config
 from fusemycell.io.pairs import PairListing
+from fusemycell.parameters import Validated
 from fusemycell.patching.config import PatchingConfig
 from fusemycell.patching.extract import PatchPlan
 from fusemycell.patching.planning import plan_patch_stores
@@ -17,13 +15,12 @@ def sample_patches(
     normalized_volumes: PairListing,
     preprocessing_records: pd.DataFrame,
     volume_split: pd.DataFrame,
-    patching: dict[str, Any],
-) -> tuple[PatchPlan, PatchPlan, dict[str, Any]]:
+    patching: Validated[PatchingConfig],
+) -> tuple[PatchPlan, PatchPlan, dict]:
     """Draw signal-focused patch origins for the train and val volumes.
 
     Returns one :class:`PatchPlan` per split (the patch-store dataset cuts them
     while saving, one patch in memory at a time) and a sampling report.
     """
-    config = load_config(PatchingConfig, patching, "patching")
-    plans, report = plan_patch_stores(normalized_volumes, preprocessing_records, volume_split, config)
+    plans, report = plan_patch_stores(normalized_volumes, preprocessing_records, volume_split, patching)
     return plans["train"], plans["val"], report

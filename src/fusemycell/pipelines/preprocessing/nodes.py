@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fusemycell.configuration import load_config
 from fusemycell.datasets import ParallelVolumes
 from fusemycell.io.pairs import PairListing
+from fusemycell.parameters import Validated
 from fusemycell.patching.config import PatchingConfig, resolve_patch_size
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.figures import fingerprint_figure
@@ -30,9 +30,8 @@ from fusemycell.preprocessing.volumes import plan_volumes
 logger = logging.getLogger(__name__)
 
 
-def scan_raw_volumes(raw_pairs: PairListing, preprocessing: dict[str, Any]) -> dict[str, VolumeScan]:
+def scan_raw_volumes(raw_pairs: PairListing, config: Validated[PreprocessingConfig]) -> dict[str, VolumeScan]:
     """Fingerprint every raw file, slab by slab, ``preprocessing.workers`` files at a time."""
-    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
     wanted = sorted(
         set(FINGERPRINT_PERCENTILES) | {config.normalization.low_percentile, config.normalization.high_percentile}
     )
@@ -78,12 +77,10 @@ def _spacings(volume_scans: dict[str, VolumeScan]) -> list[tuple[float, ...]]:
 def validate_raw_pairs(
     raw_pairs: PairListing,
     volume_scans: dict[str, VolumeScan],
-    preprocessing: dict[str, Any],
-    patching: dict[str, Any],
+    config: Validated[PreprocessingConfig],
+    patch_config: Validated[PatchingConfig],
 ) -> dict[str, Any]:
     """Every problem of every pair, in one report (saved whatever the policy)."""
-    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
-    patch_config = load_config(PatchingConfig, patching, "patching")
     report = validate_pairs(
         raw_pairs,
         volume_scans,
@@ -96,9 +93,8 @@ def validate_raw_pairs(
     return report.to_dict(policy=config.on_invalid)
 
 
-def select_valid_pairs(validation_report: dict[str, Any], preprocessing: dict[str, Any]) -> list[str]:
+def select_valid_pairs(validation_report: dict[str, Any], config: Validated[PreprocessingConfig]) -> list[str]:
     """Apply ``on_invalid``: ``fail`` stops naming every problem; ``skip`` keeps the valid pairs."""
-    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
     errors = [p for p in validation_report["problems"] if p["severity"] == "error"]
     if errors and config.on_invalid == "fail":
         listing = "\n".join(
@@ -122,14 +118,13 @@ def select_valid_pairs(validation_report: dict[str, Any], preprocessing: dict[st
 
 
 def split_volumes(
-    valid_pairs: list[str], volume_scans: dict[str, VolumeScan], preprocessing: dict[str, Any]
+    valid_pairs: list[str], volume_scans: dict[str, VolumeScan], config: Validated[PreprocessingConfig]
 ) -> pd.DataFrame:
     """Train/val/test by volume, stratified by channel and study, deterministic by seed.
 
     Each row also records the files and their content digests, so that a later run (evaluation)
     can check that it reads the very volumes the split was made from, not others of the same name.
     """
-    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
     volumes = [split_row(key, volume_scans[f"{key}_angle"], volume_scans[f"{key}_fused"]) for key in valid_pairs]
     assignment = split_by_volume(
         volumes,
@@ -147,7 +142,7 @@ def plan_normalized_volumes(
     raw_pairs: PairListing,
     volume_scans: dict[str, VolumeScan],
     valid_pairs: list[str],
-    preprocessing: dict[str, Any],
+    config: Validated[PreprocessingConfig],
 ) -> tuple[ParallelVolumes, pd.DataFrame]:
     """Crop, normalise (challenge percentiles) and optionally resample every valid pair.
 
@@ -155,6 +150,5 @@ def plan_normalized_volumes(
     ``preprocessing.workers`` at a time) and the table of what was done to each,
     which is what maps predictions back to the raw grid and intensity scale.
     """
-    config = load_config(PreprocessingConfig, preprocessing, "preprocessing")
     volumes, records = plan_volumes(raw_pairs, volume_scans, valid_pairs, config)
     return ParallelVolumes(volumes, workers=config.workers or available_cores()), pd.DataFrame(records)

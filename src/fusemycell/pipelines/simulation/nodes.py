@@ -5,28 +5,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-from fusemycell.configuration import load_config
 from fusemycell.io.pairs import pair_key
 from fusemycell.io.volume import Volume
+from fusemycell.parameters import Validated
 from fusemycell.simulation import SimulationConfig, VolumeSpec, simulate_pair
 
 logger = logging.getLogger(__name__)
 
 
-def parse_simulation_config(simulation: dict[str, Any]) -> SimulationConfig:
-    """Validate ``params:simulation``; a bad value raises naming the field."""
-    return load_config(SimulationConfig, simulation, "simulation")
-
-
-def simulate_acquisitions(simulation: dict[str, Any]) -> dict[str, Callable[[], tuple[Volume, Volume]]]:
+def simulate_acquisitions(
+    simulation: Validated[SimulationConfig | None],
+) -> dict[str, Callable[[], tuple[Volume, Volume]]]:
     """Plan one synthetic angle/fused pair per entry of ``simulation.volumes``.
 
     Returns callables keyed by pair (``image_3_nucleus``): the raw-pairs dataset
     calls them one at a time while saving, so only one pair is ever in memory.
     """
-    config = parse_simulation_config(simulation)
+    if simulation is None:
+        raise ValueError("no simulation parameters: set simulation.volumes in conf/<env>/parameters_simulation.yml")
+    config = simulation
     total = len(config.volumes)
 
     def simulate(spec: VolumeSpec, index: int) -> tuple[Volume, Volume]:

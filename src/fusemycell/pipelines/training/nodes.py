@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from functools import partial
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fusemycell.configuration import load_config
 from fusemycell.inference.predictor import predict_whole_volume
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.pairs import PairListing
 from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.parameters import Validated
 from fusemycell.patching.store import PatchStore
 from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
 from fusemycell.training.config import TrainingConfig
@@ -54,8 +53,8 @@ def train_fusion_model(
     *,
     normalized_volumes: PairListing,
     volume_split: pd.DataFrame,
-    training: dict[str, Any],
-    inference: dict[str, Any],
+    training: Validated[TrainingConfig],
+    inference: Validated[InferenceSettings],
 ) -> tuple[TrainedModel, pd.DataFrame, Figure]:
     """Train the 3D U-Net; returns the best model, the per-epoch history and validation slices.
 
@@ -66,8 +65,7 @@ def train_fusion_model(
     chooses the best epoch by). Per-epoch metrics go to the MLflow run of this ``kedro run``
     with ``step = epoch``.
     """
-    config = load_config(TrainingConfig, training, "training")
-    settings = load_config(InferenceSettings, inference, "inference")
+    config, settings = training, inference
     _, augmentation = store_manifest(patch_store_train)
     run = RunLogger.current()
     # scored every epoch only when they choose it: with another monitor they would cost budget for nothing
@@ -111,8 +109,8 @@ def guard_fusion_model(
     unguarded_model: TrainedModel,
     normalized_volumes: PairListing,
     volume_split: pd.DataFrame,
-    training: dict[str, Any],
-    inference: dict[str, Any],
+    training: Validated[TrainingConfig],
+    inference: Validated[InferenceSettings],
 ) -> TrainedModel:
     """Scale the learnt correction by what scores best on whole validation volumes (never below the base).
 
@@ -120,8 +118,7 @@ def guard_fusion_model(
     (``params:inference``: tile, overlap, batch size, device); see :mod:`fusemycell.training.guard`.
     ``training.guard: false`` keeps the network as trained.
     """
-    config = load_config(TrainingConfig, training, "training")
-    settings = load_config(InferenceSettings, inference, "inference")
+    config, settings = training, inference
     if not config.guard:
         logger.info("guard: off (training.guard: false); the correction is kept as trained")
         return unguarded_model

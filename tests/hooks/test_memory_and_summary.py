@@ -166,3 +166,22 @@ def test_a_failing_save_is_recorded_and_named(caplog):
     assert hooks.peaks["write_plan"].peak_rss_mb >= hooks.peaks["plan_something"].peak_rss_mb + 250
     assert "write_plan failed while saving written" in caplog.text
     assert not hooks._samplers
+
+
+def test_the_peaks_are_one_table_at_the_end_of_the_run_not_a_line_per_node(capsys, caplog):
+    hooks = MemoryMonitorHooks(interval=0.01)
+    hooks.before_pipeline_run()
+    with caplog.at_level("INFO"):
+        for name, megabytes in (("simulation.simulate", 0), ("training.train", 300)):
+            node = types.SimpleNamespace(name=name)
+            hooks.before_node_run(node)
+            block = np.ones(megabytes * 2**20 // 8)
+            hooks.after_node_run(node)
+            del block
+    assert "peaked" not in caplog.text  # nothing logged per node
+    hooks.after_pipeline_run()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("memory peaks") and "RSS MB" in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == ["simulation.simulate", "training.train"]  # the order they ran
+    assert lines[3].endswith("<- largest") and not lines[2].endswith("<- largest")
+    assert all(len(line) < 80 for line in lines)
