@@ -13,7 +13,7 @@ import pytest
 import tomllib
 
 from fusemycell.io.pairs import forget_reported_files, pair_files
-from fusemycell.run_messages import run_name, silence_known_notices
+from fusemycell.run_messages import kedro_usage_error, run_name, silence_known_notices
 from tests.conftest import PROJECT_ROOT, run_kedro
 
 
@@ -84,7 +84,7 @@ def _with_entry_point(folder: Path) -> dict[str, str]:
         (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fusemycell-entry-points\nVersion: 0\n")
         (info / "entry_points.txt").write_text(f"[kedro.init]\nfusemycell_quiet = {_kedro_init_entry_point()}\n")
         paths.insert(0, str(folder))
-    return {"PYTHONPATH": ":".join(paths), "COLUMNS": "200"}
+    return {"PYTHONPATH": ":".join(paths), "COLUMNS": "80"}
 
 
 @pytest.mark.slow
@@ -109,6 +109,12 @@ def test_the_main_job_prints_what_a_user_needs(kedro_project, tmp_path):
         assert needed in output, needed
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) < 100, "\n".join(lines)
+    # at 80 columns, off a terminal: one line per record, never wrapped at the width (Rich would)
+    epoch_lines = [line for line in lines if "epoch 2/2" in line]
+    assert epoch_lines and all(len(line) > 80 for line in epoch_lines), "\n".join(lines)
+    # the memory peaks are one table at the end, not a line per node
+    assert output.count("memory peaks (") == 1
+    assert "peaked at" not in output
     mlflow.set_tracking_uri(f"sqlite:///{(kedro_project / 'mlflow.db').as_posix()}")
     names = mlflow.search_runs(experiment_names=["fusemycell"])["tags.mlflow.runName"].tolist()
     assert names == ["simulation+preprocessing+patching+training+evaluation (env test)"]
@@ -120,3 +126,22 @@ def test_a_dict_logged_as_the_one_argument_reads_as_the_dict(caplog):
 
     logging.getLogger("fusemycell.test").warning("split by volume: %s", {"train": 2, "val": 1})
     assert "split by volume: {'train': 2, 'val': 1}" in caplog.text
+
+
+def test_kedros_errors_about_the_command_line_read_in_one_line():
+    # as kedro.framework.session raises it
+    misspelt = ValueError(
+        "Failed to find the pipeline named 'trainng'. It needs to be generated and returned by the "
+        "'register_pipelines' function. Did you mean one of these instead?\n    training\n    patching"
+    )
+    line = kedro_usage_error(misspelt)
+    assert line is not None and "\n" not in line
+    assert line.startswith("Failed to find the pipeline named 'trainng'.")
+    assert "Did you mean: training, patching?" in line
+    assert "register_pipelines" not in line
+    assert kedro_usage_error(ValueError("Pipeline does not contain nodes named ['nonode'].")) == (
+        "Pipeline does not contain nodes named ['nonode']."
+    )
+    # anything else is not Kedro's usage error, even a ValueError
+    assert kedro_usage_error(ValueError("could not convert string to float")) is None
+    assert kedro_usage_error(KeyError("Failed to find the pipeline named 'x'")) is None

@@ -51,6 +51,29 @@ KNOWN_LOG_RECORDS = (
 )
 
 
+#: How Kedro's own errors about a command line begin: a pipeline or node it names does not exist.
+KEDRO_USAGE_ERRORS = ("Failed to find the pipeline named", "Pipeline does not contain")
+_REGISTER_SENTENCE = " It needs to be generated and returned by the 'register_pipelines' function."
+_SUGGESTION = "Did you mean one of these instead?"
+
+
+def kedro_usage_error(error: BaseException) -> str | None:
+    """Kedro's own error about the command line (a misspelt pipeline or node) on one line; None for others.
+
+    ``Failed to find the pipeline named 'trainng'. Did you mean: training?`` instead of Kedro's
+    paragraph after a 100-line traceback.
+    """
+    message = str(error)
+    if not isinstance(error, ValueError) or not message.startswith(KEDRO_USAGE_ERRORS):
+        return None
+    first, _, suggestions = message.replace("\n", " ").replace(_REGISTER_SENTENCE, "").partition(_SUGGESTION)
+    names = suggestions.split()
+    text = first.strip() + (f" Did you mean: {', '.join(names)}?" if names else "")
+    if message.startswith(KEDRO_USAGE_ERRORS[0]):
+        text += " ('kedro registry list' names them all.)"
+    return text
+
+
 def one_line(text: str) -> str:
     """``text`` on one line: its lines joined by `` | `` (a record's list of problems stays readable)."""
     return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
