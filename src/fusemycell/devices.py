@@ -7,6 +7,8 @@ their device and precision from here.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,10 +35,12 @@ def resolve_device(name: str, setting: str = "training.device") -> torch.device:
     """``auto`` -> CUDA, then MPS, then CPU; an explicit name is checked and explained when unavailable.
 
     ``setting`` is the parameter the name came from, for the message (``inference.device``, ...).
+    Under a launcher (``LOCAL_RANK`` set, as ``torchrun`` does), ``auto`` and ``cuda`` mean this
+    process's own GPU of the machine, ``cuda:LOCAL_RANK`` (modulo the GPUs visible).
     """
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return local_cuda_device()
         if mps_works():
             return torch.device("mps")
         return torch.device("cpu")
@@ -48,7 +52,16 @@ def resolve_device(name: str, setting: str = "training.device") -> torch.device:
         )
     if name == "mps" and not mps_works():
         raise DeviceError(f"{setting} is 'mps' but Apple's MPS backend does not work here; use device: auto")
-    return torch.device(name)
+    return local_cuda_device() if name == "cuda" else torch.device(name)
+
+
+def local_cuda_device(environ: Mapping[str, str] | None = None, count: int | None = None) -> torch.device:
+    """``cuda``, or ``cuda:LOCAL_RANK`` (modulo the ``count`` GPUs) in a process a launcher started."""
+    local_rank = (os.environ if environ is None else environ).get("LOCAL_RANK")
+    if local_rank is None or not local_rank.strip().isdigit():
+        return torch.device("cuda")
+    count = torch.cuda.device_count() if count is None else count
+    return torch.device("cuda", int(local_rank) % max(1, count))
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
