@@ -9,11 +9,13 @@ unexpected error (a bug) always shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,32 @@ run = _FriendlyCommand(
 cli.add_command(run)
 
 
+class _PredictWords(logging.Filter):
+    """Log records of the run in ``fusemycell predict``'s words (Kedro logs a failed node's error too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        translated = in_predict_words(message)
+        if translated != message:
+            record.msg, record.args = translated, None
+        return True
+
+
+@contextlib.contextmanager
+def _logged_in_predict_words() -> Iterator[None]:
+    """Every handler configured for the run (the root's and any logger's) rewrites its records while it runs."""
+    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    handlers = list({id(h): h for lg in [logging.getLogger(), *named] for h in lg.handlers}.values())
+    words = _PredictWords()
+    for handler in handlers:
+        handler.addFilter(words)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(words)
+
+
 class ProjectNotFound(click.ClickException):
     """``fusemycell predict`` found no fusemycell project to run in; the message says what to do."""
 
@@ -259,7 +287,10 @@ def predict(
     os.chdir(project)  # as 'kedro run': what the configuration places relative to the run (mlflow.db) is in the project
     try:
         bootstrap_project(project)
-        with KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session:
+        with (
+            KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session,
+            _logged_in_predict_words(),
+        ):
             session.run(pipeline_names=["inference"])
     except BaseException:
         remove_if_empty(created)  # a failed run leaves no folder it made and wrote nothing into
