@@ -225,6 +225,7 @@ def test_the_runs_messages_in_the_commands_words(tmp_path):
     from fusemycell.cli import in_predict_words
     from fusemycell.datasets import TiffFolderDataset
     from fusemycell.inference.folders import select_inputs
+    from fusemycell.inference.onnx_backend import OnnxModelError, open_session
     from fusemycell.io.volume import Volume
 
     (tmp_path / "out").mkdir()
@@ -234,11 +235,14 @@ def test_the_runs_messages_in_the_commands_words(tmp_path):
         TiffFolderDataset(path=tmp_path / "out").save({"theirs.tif": volume})
     with pytest.raises(ValueError) as empty:
         select_inputs({}, tmp_path)
+    with pytest.raises(OnnxModelError) as no_onnx:
+        open_session(tmp_path / "fusemycell_unet.onnx", ["CPUExecutionProvider"])
     missing = "inference_inputs (/data/nowhere) not found: check inference.input_dir"  # run_planning's words
-    translated = [in_predict_words(str(e.value)) for e in (foreign, empty)] + [in_predict_words(missing)]
+    translated = [in_predict_words(str(e.value)) for e in (foreign, empty, no_onnx)] + [in_predict_words(missing)]
     assert "Choose an empty OUTPUT folder, or add --overwrite to replace them" in translated[0]
     assert "give INPUT as the folder of the volumes, or one file" in translated[1]
-    assert translated[2] == "INPUT /data/nowhere: no such file or folder"
+    assert "check the .onnx file next to --model (written by training), or use --backend torch" in translated[2]
+    assert translated[3] == "INPUT /data/nowhere: no such file or folder"
     for message in translated:
         assert "inference." not in message and "--params" not in message
 
@@ -279,3 +283,16 @@ def test_a_bug_inside_a_dataset_save_keeps_its_traceback():
         TiffFolderDataset(path="/nonexistent/folder").load()
     except DatasetError as refused:  # raised by fusemycell on purpose: a message for the user
         assert is_user_error(refused) and is_user_error(kedro_wrapper(refused))
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_its_first_node_leaves_no_folder(tmp_path):
+    """No model in the project: the run takes the output folder, then stops before the pipeline starts."""
+    project = copy_project(tmp_path / "project")
+    source = _stack(tmp_path / "data" / "stack.tif")
+    result = _fusemycell(project, "predict", str(source), str(tmp_path / "made" / "p.tif"), "--env", "test")
+    output = _output(result)
+    assert result.returncode == 1 and "no model at data/06_models/fusemycell_unet.pt (the default of --model)" in output
+    assert "train one with 'kedro run --pipelines simulation,preprocessing,patching,training --env test'" in output
+    assert "inference." not in output and "Traceback" not in output
+    assert not (tmp_path / "made").exists()

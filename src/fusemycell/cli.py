@@ -79,6 +79,16 @@ PREDICT_WORDS: tuple[tuple[str, str], ...] = (
     ),
     (r"inference_inputs \((.+?)\) not found: check inference\.input_dir", r"INPUT \1: no such file or folder"),
     (r"inference_model \((.+?)\) not found: check inference\.model_uri", r"--model \1: no such file"),
+    (
+        r"check inference\.onnx_path \(by default the \.onnx file next to the model file, written by training\)",
+        "check the .onnx file next to --model (written by training)",
+    ),
+    (
+        r"inference_model \((.+?)\) not found yet: run '(kedro run --pipelines [\w,]+?),inference\b([^']*)'",
+        r"no model at \1 (the default of --model) yet: train one with '\2\3', or give --model a model file",
+    ),
+    (r"\binference_model: ", "--model "),
+    (r"\binference_inputs: ", "INPUT "),
     (r"inference\.model_uri \(--model\)", "--model"),
     (r"inference\.backend: (torch|onnx)", r"--backend \1"),
     (r"inference\.overwrite: true", "--overwrite"),
