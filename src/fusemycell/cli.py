@@ -9,9 +9,13 @@ unexpected error (a bug) always shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,16 @@ import click
 from kedro.framework.cli.project import run as kedro_run
 from kedro.io.core import DatasetError
 
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: Kedro's own dependency
+    import tomli as tomllib
+
 import fusemycell
+from fusemycell.datasets.folder_writer import missing_folders, remove_if_empty
+from fusemycell.datasets.volume_sources import not_a_volume
+from fusemycell.inference.folders import UnsafeOutputError, check_output_folder, is_file_output
+from fusemycell.io.naming import TIFF_SUFFIXES
 
 #: Set to 1 to see the whole traceback of every error.
 TRACEBACK_VARIABLE = "FUSEMYCELL_TRACEBACK"
@@ -45,23 +58,92 @@ def is_user_error(error: BaseException) -> bool:
     return isinstance(error, (ValueError, RuntimeError, OSError, KeyError)) and _raised_by_project(error)
 
 
-def report_error(error: BaseException) -> None:
-    """Print ``error`` as the project's message (a traceback on request), then exit 1."""
+#: What ``fusemycell predict`` calls the parameters it sets, for the messages of the run it starts: longest
+#: phrases first (a whole hint), then the parameter names alone.
+PREDICT_WORDS: tuple[tuple[str, str], ...] = (
+    (r"Choose another one: --params inference\.output_dir=FOLDER", "Choose another OUTPUT"),
+    (r"Give a folder: --params inference\.output_dir=FOLDER", "Give a folder as OUTPUT"),
+    (
+        r"Choose an empty output folder \(--params inference\.output_dir=FOLDER\), or set\s+"
+        r"inference\.overwrite: true to replace them",
+        "Choose an empty OUTPUT folder, or add --overwrite to replace them",
+    ),
+    (
+        r"set --params inference\.input_dir=FOLDER \(the folder of the volumes, or one file\)",
+        "give INPUT as the folder of the volumes, or one file",
+    ),
+    (r"point inference\.input_dir at the angle files", "give the angle files as INPUT"),
+    (
+        r"Give a folder for the predictions of several inputs \(--params inference\.output_dir=FOLDER\)",
+        "Give a folder as OUTPUT for the predictions of several inputs",
+    ),
+    (r"inference_inputs \((.+?)\) not found: check inference\.input_dir", r"INPUT \1: no such file or folder"),
+    (r"inference_model \((.+?)\) not found: check inference\.model_uri", r"--model \1: no such file"),
+    (
+        r"check inference\.onnx_path \(by default the \.onnx file next to the model file, written by training\)",
+        "check the .onnx file next to --model (written by training)",
+    ),
+    (
+        r"inference_model \((.+?)\) not found yet: run '(kedro run --pipelines [\w,]+?),inference\b([^']*)'",
+        r"no model at \1 (the default of --model) yet: train one with '\2\3', or give --model a model file",
+    ),
+    (r"\binference_model: ", "--model "),
+    (r"\binference_inputs: ", "INPUT "),
+    (r"inference\.model_uri \(--model\)", "--model"),
+    (r"inference\.backend: (torch|onnx)", r"--backend \1"),
+    (r"inference\.overwrite: true", "--overwrite"),
+    (r"--params inference\.output_dir=\S+", "OUTPUT"),
+    (r"--params inference\.input_dir=\S+", "INPUT"),
+    (r"--params inference\.model_uri=\S+", "--model"),
+    (r"the inference output folder", "OUTPUT"),
+    (r"the inference output", "OUTPUT"),
+    (r"the inference input folder", "INPUT"),
+    (r"inference\.output_dir", "OUTPUT"),
+    (r"inference\.input_dir", "INPUT"),
+    (r"inference\.model_uri", "--model"),
+    (r"inference\.backend", "--backend"),
+    (r"inference\.overwrite", "--overwrite"),
+)
+
+
+def in_predict_words(message: str) -> str:
+    """``message`` of a run started by ``fusemycell predict``, naming its arguments and options (INPUT, OUTPUT,
+    --model, --backend, --overwrite) instead of the Kedro parameters they set (``inference.input_dir``, ...)."""
+    for pattern, replacement in PREDICT_WORDS:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
+def report_error(error: BaseException, command: str = "kedro run", words: Callable[[str], str] | None = None) -> None:
+    """Print ``error`` as the project's message (a traceback on request), then exit 1.
+
+    ``command``: the command the traceback hint repeats; ``words``: rewrites the message in that command's words.
+    """
     if os.environ.get(TRACEBACK_VARIABLE) == "1" or not is_user_error(error):
         raise error
-    click.secho(f"\nError: {error}", fg="red", err=True)
-    click.echo(f"(full traceback: {TRACEBACK_VARIABLE}=1 kedro run ...)", err=True)
+    message = words(str(error)) if words else str(error)
+    click.secho(f"\nError: {message}", fg="red", err=True)
+    click.echo(f"(full traceback: {TRACEBACK_VARIABLE}=1 {command} ...)", err=True)
     sys.exit(1)
 
 
 class _FriendlyCommand(click.Command):
+    #: The command line a traceback hint repeats, and how its messages name its options.
+    command_line = "kedro run"
+    words: Callable[[str], str] | None = None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs
-            report_error(error)
+            report_error(error, self.command_line, type(self).words)
+
+
+class _PredictCommand(_FriendlyCommand):
+    command_line = "fusemycell predict"
+    words = staticmethod(in_predict_words)
 
 
 @click.group(name="fusemycell")
@@ -79,33 +161,149 @@ run = _FriendlyCommand(
 cli.add_command(run)
 
 
-@cli.command(name="predict", cls=_FriendlyCommand)
-@click.argument("input_path", type=click.Path(path_type=Path))
-@click.argument("output_dir", type=click.Path(path_type=Path))
-@click.option("--model", "model_uri", default=None, help="Model file or MLflow URI (default: data/06_models).")
+class _PredictWords(logging.Filter):
+    """Log records of the run in ``fusemycell predict``'s words (Kedro logs a failed node's error too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        translated = in_predict_words(message)
+        if translated != message:
+            record.msg, record.args = translated, None
+        return True
+
+
+@contextlib.contextmanager
+def _logged_in_predict_words() -> Iterator[None]:
+    """Every handler configured for the run (the root's and any logger's) rewrites its records while it runs."""
+    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    handlers = list({id(h): h for lg in [logging.getLogger(), *named] for h in lg.handlers}.values())
+    words = _PredictWords()
+    for handler in handlers:
+        handler.addFilter(words)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(words)
+
+
+class ProjectNotFound(click.ClickException):
+    """``fusemycell predict`` found no fusemycell project to run in; the message says what to do."""
+
+
+def _kedro_package(folder: Path) -> str | None:
+    """The ``[tool.kedro] package_name`` of ``folder/pyproject.toml`` (None: not a Kedro project)."""
+    try:
+        with open(folder / "pyproject.toml", "rb") as handle:
+            kedro = tomllib.load(handle).get("tool", {}).get("kedro")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return kedro.get("package_name") if isinstance(kedro, dict) else None
+
+
+def find_project(*starts: Path | None) -> Path | None:
+    """The first fusemycell project (a ``pyproject.toml`` whose ``[tool.kedro]`` is this package's) at or above
+    one of ``starts``, in order; None when there is none."""
+    for start in starts:
+        if start is None:
+            continue
+        for folder in [start, *start.parents]:
+            if _kedro_package(folder) == _PACKAGE.name:
+                return folder
+    return None
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value or value.startswith(("runs:/", "models:/", "mlflow-artifacts:"))
+
+
+def _check_arguments(input_path: Path, output: Path, model: Path | None) -> None:
+    """INPUT, OUTPUT and --model, checked before Kedro starts (the run checks them again, and the raw folder)."""
+    if not input_path.exists():
+        what = "a link to nothing" if input_path.is_symlink() else "no such file or folder"
+        raise click.ClickException(f"INPUT {input_path}: {what}")
+    if input_path.is_file() and input_path.suffix.lower() not in TIFF_SUFFIXES:
+        raise click.ClickException(f"INPUT {not_a_volume(input_path)}")
+    if model is not None and not model.is_file():
+        what = "a folder, not a model file" if model.is_dir() else "no such file"
+        raise click.ClickException(f"--model {model}: {what}")
+    try:
+        check_output_folder(input_path, output, None)
+    except UnsafeOutputError as error:
+        raise click.ClickException(in_predict_words(str(error))) from error
+
+
+EXAMPLES = """\b
+Examples:
+  fusemycell predict /data/stack.tif /data/pred
+      writes /data/pred/stack.tif (the folder is made; it may be next to the input)
+  fusemycell predict /data/stack.tif /data/stack_fused.tif
+      writes exactly /data/stack_fused.tif (one input file only)
+  fusemycell predict /data/views/ /data/pred --model runs:/<run id>/model/fusemycell_unet.pt
+      every single view of the folder, with a model tracked in MLflow
+  fusemycell predict /data/views/ /data/pred --backend onnx --overwrite
+      ONNX Runtime; replaces TIFFs in /data/pred that fusemycell did not write
+
+\b
+Run it in the project folder, or anywhere with --model a model file inside the project.
+Errors you can fix print in a few lines; FUSEMYCELL_TRACEBACK=1 shows all."""
+
+
+@cli.command(name="predict", cls=_PredictCommand, epilog=EXAMPLES)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model_uri",
+    default=None,
+    help="Model file or MLflow URI (default: the project's data/06_models/fusemycell_unet.pt).",
+)
 @click.option("--env", "-e", default="mac", show_default=True, help="Kedro environment (mac, cloud, ...).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None, help="Inference backend.")
-@click.option("--overwrite", is_flag=True, help="Replace TIFFs in OUTPUT_DIR that fusemycell did not write.")
+@click.option("--overwrite", is_flag=True, help="Replace TIFFs in OUTPUT that fusemycell did not write.")
 def predict(
-    input_path: Path, output_dir: Path, *, model_uri: str | None, env: str, backend: str | None, overwrite: bool
+    input_path: Path, output: Path, *, model_uri: str | None, env: str, backend: str | None, overwrite: bool
 ) -> None:
-    """Predict the fused volume of INPUT_PATH (one TIFF, or a folder of them) into OUTPUT_DIR.
+    """Predict the fused volume of INPUT (one TIFF, or a folder of them) into OUTPUT.
 
-    Runs the inference pipeline through a Kedro session (same catalog, hooks and MLflow
-    tracking as 'kedro run --pipelines inference'), for people who do not use Kedro.
+    OUTPUT is a folder (made if needed; predictions keep their input's name) or, for one input file,
+    a .tif/.tiff file name. Runs the inference pipeline through a Kedro session (same catalog, hooks
+    and MLflow tracking as 'kedro run --pipelines inference'), for people who do not use Kedro.
     """
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     # absolute, but a linked file keeps its own name (its output is named after it)
-    inference: dict[str, Any] = {"input_dir": os.path.abspath(input_path), "output_dir": os.path.abspath(output_dir)}
+    input_path, output = Path(os.path.abspath(input_path)), Path(os.path.abspath(output))
+    model = Path(os.path.abspath(Path(model_uri).expanduser())) if model_uri and not _is_uri(model_uri) else None
+    _check_arguments(input_path, output, model)
+    project = find_project(Path.cwd(), model.parent if model else None)
+    if project is None:
+        raise ProjectNotFound(
+            f"no fusemycell project (a pyproject.toml with [tool.kedro]) in {Path.cwd()} or above"
+            + (f", nor above --model {model}" if model else "")
+            + ": run fusemycell predict in the project folder, or give --model a model file inside it "
+            "(e.g. --model PROJECT/data/06_models/fusemycell_unet.pt)"
+        )
+    inference: dict[str, Any] = {"input_dir": str(input_path), "output_dir": str(output)}
     if model_uri:
-        inference["model_uri"] = model_uri
+        inference["model_uri"] = str(model) if model else model_uri
     if backend:
         inference["backend"] = backend
     if overwrite:
         inference["overwrite"] = True
-    project = Path.cwd()
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session:
-        session.run(pipeline_names=["inference"])
+    created = missing_folders(output.parent if is_file_output(output) else output)
+    here = Path.cwd()
+    os.chdir(project)  # as 'kedro run': what the configuration places relative to the run (mlflow.db) is in the project
+    try:
+        bootstrap_project(project)
+        with (
+            KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session,
+            _logged_in_predict_words(),
+        ):
+            session.run(pipeline_names=["inference"])
+    except BaseException:
+        remove_if_empty(created)  # a failed run leaves no folder it made and wrote nothing into
+        raise
+    finally:
+        os.chdir(here)

@@ -105,3 +105,27 @@ def test_folder_preview_is_the_max_projection_of_its_first_volume(tmp_path):
     image = np.asarray(Image.open(io.BytesIO(base64.b64decode(folder.preview()))))
     assert image.shape[:2] == (20, 30)
     assert image[6, 15] > image[15, 25]  # bar brighter than the background
+
+
+def test_a_tif_path_writes_exactly_that_file(tmp_path):
+    good = Volume(data=np.ones((2, 4, 4), np.uint16), spacing_zyx=(1, 1, 1))
+    target = tmp_path / "new" / "stack_fused.tif"
+    TiffFolderDataset(path=target).save({"stack.tif": good})
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["stack_fused.tif"]
+    assert TiffFolderDataset(path=target).load()["stack_fused.tif"]().data[:].sum() == 32
+    with pytest.raises(DatasetError, match="one output file for 2 predictions.*nothing was written"):
+        TiffFolderDataset(path=tmp_path / "two" / "p.tif").save({"a.tif": good, "b.tif": good})
+    assert not (tmp_path / "two").exists()
+
+
+def test_a_failed_save_to_a_tif_path_leaves_no_folder_it_made(tmp_path):
+    def broken():
+        raise ValueError("input truncated")
+
+    with pytest.raises(DatasetError, match="stack.tif: input truncated"):
+        TiffFolderDataset(path=tmp_path / "made" / "deeper" / "p.tif").save({"stack.tif": broken})
+    assert not (tmp_path / "made").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there stays
+    with pytest.raises(DatasetError):
+        TiffFolderDataset(path=tmp_path / "mine" / "p.tif").save({"stack.tif": broken})
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())

@@ -44,3 +44,30 @@ def test_nothing_to_predict_is_an_error_saying_why():
         select_inputs({}, "/in")
     with pytest.raises(ValueError, match="/in holds only fused volumes"):
         select_inputs({"image_1_nucleus_fused.tif": "/b"}, "/in")
+
+
+def test_one_input_file_may_have_its_output_next_to_it(tmp_path):
+    (tmp_path / "data").mkdir()
+    stack = tmp_path / "data" / "stack.tif"
+    stack.write_bytes(b"")
+    check_output_folder(stack, tmp_path / "data" / "pred", None)  # inside the file's folder: fine
+    check_output_folder(stack, tmp_path / "data" / "stack_fused.tif", None)  # one file, named
+    with pytest.raises(UnsafeOutputError, match="is the input .*stack.tif itself"):
+        check_output_folder(stack, stack, None)
+    with pytest.raises(UnsafeOutputError, match="is the input folder"):  # the prediction would take its name
+        check_output_folder(stack, tmp_path / "data", None)
+    with pytest.raises(UnsafeOutputError, match=r"is inside the raw folder \(raw_dir\)"):  # protections stay
+        check_output_folder(stack, tmp_path / "data" / "pred", tmp_path / "data")
+
+
+def test_a_folder_of_inputs_goes_into_a_folder_not_a_tif(tmp_path):
+    (tmp_path / "views").mkdir()
+    with pytest.raises(UnsafeOutputError, match=r"out.tif names one TIFF file, but the input .*views is a folder"):
+        check_output_folder(tmp_path / "views", tmp_path / "out.tif", None)
+    (tmp_path / "out.tif").mkdir()  # an existing folder named *.tif is a folder
+    check_output_folder(tmp_path / "views", tmp_path / "out.tif", None)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "image_1_nucleus_fused.tif").write_bytes(b"")
+    (tmp_path / "one.tif").write_bytes(b"")
+    with pytest.raises(UnsafeOutputError, match="holds raw angle/fused pairs"):  # a file's folder is checked
+        check_output_folder(tmp_path / "one.tif", tmp_path / "pred" / "p.tif", None)

@@ -16,6 +16,7 @@ from fusemycell import __version__
 from fusemycell.datasets.folder_writer import LockedFolderWriter, missing_folders
 from fusemycell.datasets.shared_run import SharedRun, merged_outcomes
 from fusemycell.datasets.volume_sources import VolumeSource, close, list_tiffs
+from fusemycell.inference.folders import is_file_output
 from fusemycell.inference.report import FileOutcome, InferenceReport, interrupted, read_report, report_path
 from fusemycell.io import folder_lock
 from fusemycell.io.atomic import remove_leftovers
@@ -46,6 +47,7 @@ Predictions = Mapping[str, Volume | Callable[[], Volume]]
 class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[str, VolumeSource]]):
     """``load``: ``{file name: VolumeSource}`` of the folder's ``*.tif``/``*.tiff``, or of one file: call one
     for its volume, read lazily. ``save``: ``{file name: Volume or callable}``, each written atomically.
+    A ``path`` ending in ``.tif``/``.tiff`` (not an existing folder) saves one volume as exactly that file.
 
     What it writes are predictions: each file carries the metadata key ``fusemycell``
     (its provenance mark). An existing file without that mark is never replaced, unless
@@ -98,6 +100,22 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         return self._path
 
     @property
+    def folder(self) -> Path:
+        """The folder written into: :attr:`path`, or the folder of the one file it names (``.tif``/``.tiff``)."""
+        return self._path.parent if self._one_file else self._path
+
+    @property
+    def _one_file(self) -> bool:
+        return is_file_output(self._path)
+
+    def _lock_folder(self) -> Path:
+        return self.folder
+
+    def _target(self, name: str) -> Path:
+        """Where the prediction ``name`` is written: in the folder under its name, or the one file named."""
+        return self._path if self._one_file else self._path / name
+
+    @property
     def report_file(self) -> Path | None:
         """Where the runs into this folder write their report (None without ``report_dir``)."""
         return report_path(self._report_dir, self._path) if self._report_dir else None
@@ -125,7 +143,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         if not self.ranks.distributed:
             self._take()
             return
-        self._shared = SharedRun(self.ranks, self._path)
+        self._shared = SharedRun(self.ranks, self.folder)
         self._shared.start(self._take_for_all)
 
     def _take(self) -> None:
@@ -141,7 +159,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
     def _take_for_all(self) -> None:
         """Rank 0: take the folder, clear what killed runs left (before any rank writes), start the report."""
         self._take()
-        remove_leftovers(self._path)
+        remove_leftovers(self.folder)
         assert self._run is not None
         self._run.ranks = self.ranks.world_size
         self._write_report(self._run)
@@ -178,8 +196,8 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         """
         if not self.ranks.lead:
             return
-        owner = folder_lock.read_owner(self._path) if self._path.is_dir() else None
-        if owner is not None and not folder_lock.holds(self._path) and folder_lock.owner_alive(owner):
+        owner = folder_lock.read_owner(self.folder) if self.folder.is_dir() else None
+        if owner is not None and not folder_lock.holds(self.folder) and folder_lock.owner_alive(owner):
             logger.info("%s: in use by another run, whose report stays as it is", self._path)
             return
         self._report_quietly(self._new_report().finish("refused", str(error)))
@@ -224,21 +242,32 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         if self.ranks.distributed:
             self._save_shared(data)
             return
-        created = missing_folders(self._path)
+        self._one_file_only(data)
+        created = missing_folders(self.folder)
         try:
-            self._path.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DatasetError(f"{self._path}: cannot create the output folder ({exc.strerror or exc})") from exc
+            raise DatasetError(f"{self.folder}: cannot create the output folder ({exc.strerror or exc})") from exc
         with self._writing(created):
             self._save_locked(data)
+
+    def _one_file_only(self, data: Predictions) -> None:
+        """An output naming one file takes one prediction (of one input file)."""
+        if self._one_file and len(data) > 1:
+            raise DatasetError(
+                f"{self._path}: one output file for {len(data)} predictions ({', '.join(list(data)[:3])}"
+                f"{', ...' if len(data) > 3 else ''}); nothing was written. Give a folder for the predictions of "
+                "several inputs (--params inference.output_dir=FOLDER)"
+            )
 
     def _refuse_foreign_files(self, names: list[str]) -> None:
         if self._overwrite:
             return
-        foreign = [n for n in names if (self._path / n).exists() and not written_by_fusemycell(self._path / n)]
+        targets = [self._target(n) for n in names]
+        foreign = [t.name for t in targets if t.exists() and not written_by_fusemycell(t)]
         if foreign:
             raise DatasetError(
-                f"{self._path}: refusing to replace {len(foreign)} file(s) that fusemycell did not write "
+                f"{self.folder}: refusing to replace {len(foreign)} file(s) that fusemycell did not write "
                 f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); nothing was written. "
                 "Choose an empty output folder (--params inference.output_dir=FOLDER), or set "
                 "inference.overwrite: true to replace them"
@@ -247,7 +276,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
     def _save_locked(self, data: Predictions) -> None:
         plan = dict(getattr(data, "report", {}) or {})
         self._refuse_foreign_files(list(data))
-        remove_leftovers(self._path)  # temporary files of a previous, killed run (we hold the folder)
+        remove_leftovers(self.folder)  # temporary files of a previous, killed run (we hold the folder)
         report = self._run or InferenceReport(self._output_dir())
         report.files = [FileOutcome(f["file"], "failed", f["problem"]) for f in plan.pop("failures", [])]
         report.plan = plan
@@ -267,6 +296,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         assert shared is not None
         plan = dict(getattr(data, "report", {}) or {})
         failed = {f["file"]: f["problem"] for f in plan.pop("failures", [])}
+        self._one_file_only(data)
         self._refuse_foreign_files(list(data))  # every rank checks every name: all refuse, or none
         mine = self.ranks.share([*data, *failed])
         outcomes = [FileOutcome(name, "failed", failed[name]) for name in mine if name in failed]
@@ -285,7 +315,7 @@ class TiffFolderDataset(LockedFolderWriter, AbstractDataset[Predictions, dict[st
         self._raise_for(failures, len(outcomes) - len(failures))
 
     def _write_one(self, name: str, value: Volume | Callable[[], Volume]) -> FileOutcome:
-        target = self._path / name
+        target = self._target(name)
         try:
             volume = value() if callable(value) else value
             volume.metadata = {**volume.metadata, PROVENANCE_KEY: PROVENANCE_VALUE}

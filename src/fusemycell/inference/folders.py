@@ -4,7 +4,9 @@ The rules hold however the folders were chosen (defaults, ``raw_dir``, an enviro
 YAML, ``--params``, symlinks, trailing slashes): paths are compared after resolving them.
 
 - The output folder is never the folder the inputs are read from, nor the raw folder, nor inside
-  either (raw folders are read with their sub-folders).
+  either (raw folders are read with their sub-folders). One input file may have its output folder
+  next to it (inside the file's folder), but not be predicted into its own folder (its prediction
+  takes its name); an output ending in ``.tif``/``.tiff`` is that one file (one input file only).
 - The output folder never holds raw pairs (a ``*_fused.tif`` or an angle/fused pair).
 - Existing files that fusemycell did not write are not replaced (checked by the dataset
   that writes, from the provenance mark in their metadata; ``inference.overwrite`` lifts it).
@@ -12,11 +14,12 @@ YAML, ``--params``, symlinks, trailing slashes): paths are compared after resolv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusemycell.io.naming import is_ome_zarr, volume_stem
+from fusemycell.io.naming import TIFF_SUFFIXES, is_ome_zarr, volume_stem
 from fusemycell.io.pairs import FILENAME_PATTERN
 
 
@@ -30,22 +33,60 @@ def input_folder(location: str | Path) -> Path:
     return path.parent if path.is_file() or is_ome_zarr(path.name) else path
 
 
+def single_input(location: str | Path) -> bool:
+    """Whether ``location`` is one input (a file, or an OME-Zarr image) rather than a folder of them."""
+    path = Path(location)
+    return path.is_file() or is_ome_zarr(path.name)
+
+
+def is_file_output(output: str | Path) -> bool:
+    """Whether the output ``output`` names one prediction file (``.tif``/``.tiff``, not an existing folder)."""
+    path = Path(output)
+    return path.suffix.lower() in TIFF_SUFFIXES and not path.is_dir()
+
+
 def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
 def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | Path | None) -> None:
-    """Refuse an output folder that is (or is inside) the input folder or the raw folder, or holds raw pairs.
+    """Refuse an output that would replace the inputs or raw data, or be read back as inputs.
+
+    - A folder of inputs: the output is not that folder, nor inside it (the predictions would be inputs
+      of the next run), and is a folder (not a ``.tif`` file name).
+    - One input file (or OME-Zarr image): the output is not the file itself nor the folder it is in (the
+      prediction takes its name); a folder next to it, inside its folder, is fine.
+    - Never the raw folder nor inside it, never a folder that holds raw pairs.
 
     ``raw_dir`` empty or None: no raw folder to protect (a direct call outside a Kedro run).
 
     Raises
     ------
     UnsafeOutputError
-        Naming both folders and the option to change.
+        Naming the output, the input (or raw folder) and the option to change.
     """
-    source, target = input_folder(inputs), Path(output).resolve()
-    protected = [("input folder", source)] + ([("raw folder (raw_dir)", Path(raw_dir).resolve())] if raw_dir else [])
+    source, target = Path(inputs).resolve(), Path(output).resolve()
+    one = single_input(inputs)
+    if is_file_output(target) and not one:
+        raise UnsafeOutputError(
+            f"the inference output {target} names one TIFF file, but the input {source} is a folder: the "
+            "predictions of a folder go into a folder. Give a folder: --params inference.output_dir=FOLDER"
+        )
+    if one:
+        if _within(target, source):
+            raise UnsafeOutputError(
+                f"the inference output {target} is the input {source} itself: the prediction would replace it. "
+                "Choose another one: --params inference.output_dir=FOLDER"
+            )
+        if target in (source.parent, Path(os.path.abspath(inputs)).parent.resolve()):  # a link's folder too
+            raise UnsafeOutputError(
+                f"the inference output folder {target} is the input folder, the one of {source}: its prediction, "
+                "named after it, would replace it. Choose another one: --params inference.output_dir=FOLDER"
+            )
+        protected = []
+    else:
+        protected = [("input folder", source)]
+    protected += [("raw folder (raw_dir)", Path(raw_dir).resolve())] if raw_dir else []
     for name, folder in protected:
         if _within(target, folder):
             where = "is the" if target == folder else "is inside the"
@@ -54,10 +95,11 @@ def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | P
                 "mix with the inputs (raw folders are read with their sub-folders). "
                 "Choose another one: --params inference.output_dir=FOLDER"
             )
-    raw_files = sorted(_raw_pair_files(target.iterdir() if target.is_dir() else ()))
+    folder = target.parent if is_file_output(target) else target
+    raw_files = sorted(_raw_pair_files(folder.iterdir() if folder.is_dir() else ()))
     if raw_files:
         raise UnsafeOutputError(
-            f"the inference output folder {target} holds raw angle/fused pairs ({', '.join(raw_files[:3])}"
+            f"the inference output folder {folder} holds raw angle/fused pairs ({', '.join(raw_files[:3])}"
             f"{', ...' if len(raw_files) > 3 else ''}); predictions are never written next to raw pairs. "
             "Choose another one: --params inference.output_dir=FOLDER"
         )
