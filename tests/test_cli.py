@@ -30,6 +30,16 @@ def test_a_misspelt_parameter_reads_in_a_few_lines(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_misspelt_pipeline_reads_in_a_few_lines(tmp_path):
+    project = copy_project(tmp_path / "project")
+    result = run_kedro(project, "run", "--pipelines", "trainng", "--env", "test")
+    output = _output(result)
+    assert result.returncode == 1
+    assert "Failed to find the pipeline named 'trainng'. Did you mean: training?" in output
+    assert "Traceback" not in output and len(output.splitlines()) <= FEW_LINES
+
+
+@pytest.mark.slow
 def test_an_unknown_environment_reads_in_a_few_lines(tmp_path):
     project = copy_project(tmp_path / "project")
     result = run_kedro(project, "run", "--env", "macc")

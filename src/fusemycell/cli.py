@@ -33,6 +33,7 @@ from fusemycell.datasets.folder_writer import missing_folders, remove_if_empty
 from fusemycell.datasets.volume_sources import not_a_volume
 from fusemycell.inference.folders import UnsafeOutputError, check_output_folder, is_file_output
 from fusemycell.io.naming import TIFF_SUFFIXES
+from fusemycell.run_messages import kedro_usage_error
 
 #: Set to 1 to see the whole traceback of every error.
 TRACEBACK_VARIABLE = "FUSEMYCELL_TRACEBACK"
@@ -119,9 +120,10 @@ def report_error(error: BaseException, command: str = "kedro run", words: Callab
 
     ``command``: the command the traceback hint repeats; ``words``: rewrites the message in that command's words.
     """
-    if os.environ.get(TRACEBACK_VARIABLE) == "1" or not is_user_error(error):
+    usage = kedro_usage_error(error)
+    if os.environ.get(TRACEBACK_VARIABLE) == "1" or not (usage or is_user_error(error)):
         raise error
-    message = words(str(error)) if words else str(error)
+    message = usage or (words(str(error)) if words else str(error))
     click.secho(f"\nError: {message}", fg="red", err=True)
     click.echo(f"(full traceback: {TRACEBACK_VARIABLE}=1 {command} ...)", err=True)
     sys.exit(1)
