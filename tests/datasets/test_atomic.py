@@ -130,3 +130,18 @@ def test_the_catalog_uses_the_atomic_datasets_for_every_report():
     assert "evaluation_report" in DataCatalog.from_config(
         {k: v for k, v in catalog.items() if "runtime_params" not in str(v)}
     )
+
+
+@pytest.mark.parametrize("dataset", [JSONDataset, CSVDataset, MatplotlibDataset])
+def test_the_private_kedro_datasets_api_the_atomic_save_relies_on_is_unchanged(dataset):
+    """``AtomicSave`` redirects ``_get_save_path`` (private in kedro-datasets): pinned here, so an upgrade
+    that renames it or stops calling it from ``save`` fails this test rather than writing in place."""
+    import inspect
+
+    from kedro.io.core import AbstractVersionedDataset
+
+    original = dataset.__mro__[2]  # (ours, AtomicSave, kedro-datasets' class, ...)
+    assert original.__module__.startswith("kedro_datasets.")
+    assert issubclass(original, AbstractVersionedDataset)
+    assert inspect.signature(AbstractVersionedDataset._get_save_path).parameters.keys() == {"self"}
+    assert "self._get_save_path()" in inspect.getsource(original.save)

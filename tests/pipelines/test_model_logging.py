@@ -101,3 +101,18 @@ def test_ignored_files_are_reported_once_per_run(own_data_project):
     ignored = [r for r in records if "file(s) ignored" in r.getMessage()]
     assert len(ignored) == 1, [r.getMessage() for r in ignored]
     assert "scan_notes.tif" in ignored[0].getMessage()
+
+
+def test_the_private_kedro_mlflow_api_it_overrides_is_unchanged():
+    """``ModelLoggingPipeline`` overrides ``PipelineML._turn_pipeline_to_ml`` (private in kedro-mlflow) and
+    builds ``PipelineML`` with its constructor's keywords: pinned here, so an upgrade that changes either
+    fails this test instead of silently logging no model."""
+    import inspect
+
+    turn = inspect.signature(PipelineML._turn_pipeline_to_ml)
+    assert list(turn.parameters) == ["self", "pipeline"]
+    # the methods that keep a part of the graph still go through it
+    for method in ("from_inputs", "from_nodes", "to_nodes", "only_nodes_with_tags", "tag"):
+        assert "self._turn_pipeline_to_ml(" in inspect.getsource(getattr(PipelineML, method)), method
+    keywords = inspect.signature(PipelineML.__init__).parameters
+    assert {"nodes", "inference", "input_name", "kpm_kwargs", "log_model_kwargs"} <= keywords.keys()
