@@ -11,6 +11,8 @@ import os
 import platform
 import subprocess
 import sys
+import tarfile
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,13 @@ def machine_description(versions: str, cpus: str | None = None) -> list[str]:
         f"- RAM: {total_ram()}",
         f"- python {platform.python_version()}, {versions}",
     ]
+
+
+def revision_tree(revision: str, workdir: Path, root: Path) -> Path:
+    """The source tree of ``revision`` of the repository at ``root``, extracted once with ``git archive``."""
+    tree = workdir / f"code_{revision}"
+    if not tree.exists():
+        archive = subprocess.run(["git", "archive", revision], cwd=root, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree

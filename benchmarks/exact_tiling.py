@@ -40,12 +40,9 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 import _measure
@@ -172,16 +169,6 @@ def child(method: str, path: Path, out: Path, code: Path | None = None) -> dict:
     return run_measurement(__file__, arguments, f"measurement {method}", timeout=CHILD_TIMEOUT_S, env=env)
 
 
-def revision_tree(revision: str, workdir: Path) -> Path:
-    """The source tree of ``revision``, extracted with ``git archive``."""
-    tree = workdir / f"code_{revision}"
-    if not tree.exists():
-        archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(tree, filter="data")
-    return tree
-
-
 def mib(kib: float) -> float:
     """KiB in MiB."""
     return float(kib) / 1024
@@ -199,7 +186,7 @@ def file_part(depths: list[int], workdir: Path) -> list[dict]:
             if method == "today" and depth != depths[0]:
                 continue  # hours at every depth; its memory is flat by design (a window of planes)
             print(f"  {depth} planes, {method}", file=sys.stderr, flush=True)
-            code = revision_tree(TODAY_REVISION, workdir) if method == "today" else None
+            code = _measure.revision_tree(TODAY_REVISION, workdir, ROOT) if method == "today" else None
             result = child(method, path, workdir / f"out_{method}.tif", code)
             (workdir / f"out_{method}.tif").unlink()
             rows.append({"depth": depth, "method": method, **result})

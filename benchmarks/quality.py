@@ -45,12 +45,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- code versions, project copies and kedro runs -------------------------------------------------
 def code_tree(revision: str | None, workdir: Path) -> Path:
     """The source tree of ``revision`` (extracted with ``git archive``), or this checkout for None."""
-    if revision is None:
-        return ROOT
-    tree = workdir / f"code_{revision}"
-    if not tree.exists():
-        archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(tree, filter="data")
-    return tree
+    return ROOT if revision is None else _measure.revision_tree(revision, workdir, ROOT)
 
 
 def copy_project(code: Path, destination: Path) -> Path:

@@ -98,25 +98,13 @@ def test_fusemycell_help_lists_run_and_predict(tmp_path):
 @pytest.fixture(scope="module")
 def predict_project(tmp_path_factory) -> Path:
     """A project copy holding a tiny trained model at its default place, ``data/06_models/fusemycell_unet.pt``."""
-    from fusemycell.models.card import card_for
     from fusemycell.models.checkpoint import save_model
-    from fusemycell.training.config import TrainingConfig
-    from fusemycell.training.engine import train
-    from tests.training.conftest import make_store
+    from tests.training.conftest import train_tiny_model
 
     folder = tmp_path_factory.mktemp("predict")
     project = copy_project(folder / "project")
-    config = TrainingConfig(
-        device="cpu",
-        epochs=1,
-        batch_size=2,
-        checkpoint_dir=str(folder / "checkpoints"),
-        model={"depth": 2, "base_channels": 4},
-        monitor="val_nssim",  # these stores come without whole volumes
-    )
-    card = card_for(config.model.model_copy(update={"spacing_zyx": SPACING_ZYX}), (8, 16, 16))
-    stores = make_store(folder / "train", 4, seed=0), make_store(folder / "val", 2, seed=1)
-    save_model(train(config, *stores, card=card).model, project / "data" / "06_models" / "fusemycell_unet.pt")
+    model = train_tiny_model(folder, epochs=1, volumes=(4, 2), spacing_zyx=SPACING_ZYX)
+    save_model(model, project / "data" / "06_models" / "fusemycell_unet.pt")
     return project
 
 

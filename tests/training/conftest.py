@@ -28,3 +28,23 @@ def make_store(directory, count, seed, patch=(8, 16, 16)):
 @pytest.fixture
 def stores(tmp_path):
     return make_store(tmp_path / "train", 6, seed=0), make_store(tmp_path / "val", 3, seed=1)
+
+
+def train_tiny_model(folder, *, epochs: int, volumes: tuple[int, int], spacing_zyx=(1.0, 0.39, 0.39)):
+    """A U-Net of depth 2 and 4 base channels trained on CPU for ``epochs`` on random patch stores of
+    ``volumes`` (train, validation) patches under ``folder``: the trained model."""
+    from fusemycell.models.card import card_for
+    from fusemycell.training.config import TrainingConfig
+    from fusemycell.training.engine import train
+
+    config = TrainingConfig(
+        device="cpu",
+        epochs=epochs,
+        batch_size=2,
+        checkpoint_dir=str(folder / "checkpoints"),
+        model={"depth": 2, "base_channels": 4},
+        monitor="val_nssim",  # these stores come without whole volumes
+    )
+    card = card_for(config.model.model_copy(update={"spacing_zyx": tuple(spacing_zyx)}), (8, 16, 16))
+    stores = make_store(folder / "train", volumes[0], seed=0), make_store(folder / "val", volumes[1], seed=1)
+    return train(config, *stores, card=card).model
