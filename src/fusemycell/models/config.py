@@ -29,7 +29,9 @@ class UNetConfig(StrictConfig):
     """Feature normalisation. ``none``: convolutions with a bias and no per-sample statistics, so the
     network is tile-invariant (exact tiling, :mod:`fusemycell.inference.tiling`) and sees absolute
     brightness; ``instance`` and ``group`` normalise every tile by its own statistics (tiles are then
-    blended); ``batch`` uses running statistics at inference (tile-invariant too)."""
+    blended); ``batch`` uses running statistics at inference (tile-invariant too). ``none`` is the
+    default from the quality benchmark (docs/benchmarks.md, "What each default brings": instance with
+    blended tiles scored 0.19 lower in test N_SSIM over 4 paired seeds at equal wall-clock)."""
     groups: int = Field(default=8, ge=1)
     """Groups for group normalisation (reduced to divide the channels)."""
     activation: Literal["leaky_relu", "relu", "gelu", "silu"] = "leaky_relu"
