@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             pristine = yaml.safe_load((project / "conf" / args.env / "parameters.yml").read_text()) or {}
             print(f"{SHARED_PIPELINES} for {revision or 'this checkout'} in {project}", file=sys.stderr, flush=True)
             seconds, error = kedro_run(project, code, args.env, SHARED_PIPELINES, "shared")
+            results.setdefault("shared_seconds", {})[revision or "checkout"] = seconds
             if error:
                 print(f"FAILED: shared part for {revision}: {error}", file=sys.stderr)
                 status = 1
