@@ -60,3 +60,16 @@ def test_otsu_threshold_matches_scikit_image():
     histogram.add(volume)
     assert abs(histogram.otsu_threshold() - threshold_otsu(volume)) <= 2
     assert histogram.fraction_above(histogram.otsu_threshold()) == pytest.approx(2000 / 7000, abs=0.01)
+
+
+def test_a_large_block_is_normalised_in_chunks_with_the_same_values(monkeypatch):
+    import fusemycell.normalization as normalization
+
+    data = np.random.default_rng(3).integers(0, 60000, (9, 33, 17)).astype(np.uint16)
+    stats = normalization.NormalizationStats(low=412.5, high=51234.0)
+    whole = normalization.normalize(data, stats)
+    monkeypatch.setattr(normalization, "NORMALIZE_CHUNK_VOXELS", 2 * 33 * 17 + 5)  # chunks of 2 planes
+    chunked = normalization.normalize(data, stats)
+    assert chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(normalization.normalize(data, stats, np.float64), (data - 412.5) / (51234.0 - 412.5))

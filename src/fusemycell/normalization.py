@@ -48,12 +48,32 @@ class NormalizationStats:
         return asdict(self)
 
 
+#: Voxels normalised at once: a large block is done in chunks of planes, so its temporaries stay small.
+NORMALIZE_CHUNK_VOXELS = 1 << 22
+
+
 def normalize(data: np.ndarray, stats: NormalizationStats, dtype: Any = np.float32) -> np.ndarray:
-    """Apply :class:`NormalizationStats` (no clipping; constant images unchanged)."""
-    data = np.asarray(data, dtype=np.float64 if np.dtype(dtype) == np.float64 else np.float32)
+    """Apply :class:`NormalizationStats` (no clipping; constant images unchanged).
+
+    Computed in float32 (float64 when ``dtype`` is float64), chunk by chunk of the first axis: a
+    block costs its result plus a chunk, not three temporary copies of itself.
+    """
+    data = np.asarray(data)
+    compute = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    if data.ndim < 2 or data.size <= NORMALIZE_CHUNK_VOXELS:
+        return _normalize_chunk(data, stats, compute).astype(dtype, copy=False)
+    out = np.empty(data.shape, dtype=dtype)
+    step = max(1, NORMALIZE_CHUNK_VOXELS // int(np.prod(data.shape[1:])))
+    for first in range(0, data.shape[0], step):
+        out[first : first + step] = _normalize_chunk(data[first : first + step], stats, compute)
+    return out
+
+
+def _normalize_chunk(data: np.ndarray, stats: NormalizationStats, compute: Any) -> np.ndarray:
+    data = np.asarray(data, dtype=compute)
     if stats.is_constant:
-        return data.astype(dtype, copy=False)
-    return ((data - stats.low) / (stats.high - stats.low)).astype(dtype, copy=False)
+        return data
+    return (data - stats.low) / (stats.high - stats.low)
 
 
 class IntensityHistogram:

@@ -56,3 +56,49 @@ def test_written_volume_streams_the_transformation_and_pickles(raw, tmp_path):
     written = read_volume(out)
     assert written.data.dtype == np.float16
     np.testing.assert_allclose(written.data, lazy[:].astype(np.float32), rtol=1e-3)
+
+
+class _CountingRaw:
+    """A raw array that records the voxels each read returns."""
+
+    def __init__(self, data):
+        self.data, self.voxels_read = data, []
+        self.shape, self.dtype = data.shape, data.dtype
+
+    def __getitem__(self, key):
+        block = self.data[key]
+        self.voxels_read.append(block.size)
+        return block
+
+
+@pytest.mark.parametrize("resample", [None, (1.0, 1.0, 1.0), (2.0, 0.5, 0.7)])
+def test_a_box_reads_only_the_raw_voxels_it_needs_and_equals_the_cut_planes(raw, resample):
+    path, data = raw
+    transform = _transform(data, resample=resample)
+    whole = PreprocessedVolume(str(path), transform)[:]
+    lazy = PreprocessedVolume(str(path), transform)
+    counting = _CountingRaw(data)
+    lazy._source = counting  # the raw reader, replaced by one that counts
+    ny, nx = lazy.shape[1:]
+    for z, rows, columns in [
+        (slice(1, 4), slice(2, ny // 2), slice(3, nx - 1)),
+        (slice(0, 2), slice(ny - 3, None), slice(None, 4)),
+        (2, slice(0, 1), slice(nx - 1, nx)),
+    ]:
+        counting.voxels_read.clear()
+        box = lazy[z, rows, columns]
+        np.testing.assert_array_equal(box, whole[z, rows, columns])
+        # the raw voxels under the box, plus one neighbour per side for the interpolation (whole planes: 3x more)
+        planes = len(range(*z.indices(lazy.shape[0]))) if isinstance(z, slice) else 1
+        raw_per_output = np.array(transform.cropped_shape) / np.array(lazy.shape)
+        needed = np.ceil(np.array([planes, *box.shape[-2:]]) * raw_per_output) + 2
+        assert sum(counting.voxels_read) <= np.prod(needed)
+
+
+def test_boxes_with_steps_or_lists_are_cut_from_whole_planes(raw):
+    path, data = raw
+    lazy = PreprocessedVolume(str(path), _transform(data))
+    whole = lazy[:]
+    np.testing.assert_array_equal(lazy[1:5, ::2, 3], whole[1:5, ::2, 3])
+    np.testing.assert_array_equal(lazy[[0, 3], 1:6, [2, 4]], whole[[0, 3], 1:6][..., [2, 4]])
+    assert lazy[2:2, 1:3].shape == (0, 2, 30)

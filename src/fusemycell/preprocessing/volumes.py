@@ -114,20 +114,40 @@ class PreprocessedVolume:
         z_key, yx_key = key[0], key[1:]
         planes = np.arange(self.shape[0])[z_key]
         wanted = np.atleast_1d(planes)
-        transform = self.transform
-        (z0, z1), (y0, y1), (x0, x1) = transform.box
-        cropped = transform.cropped_shape
-        if transform.output_spacing_zyx is None:
-            block = self._raw()[z0 + wanted, y0:y1, x0:x1] if wanted.size else np.empty((0, *cropped[1:]))
-            result = normalize(block, transform.stats, self.dtype)
+        # a box of rows and columns (plain slices) reads only the raw voxels it needs, so a band of a
+        # wide plane costs about the band, not the planes; anything else is cut from whole planes
+        ranges = _unit_ranges(yx_key, self.shape[1:])
+        if ranges is None:
+            result = self._block(wanted, ((0, self.shape[1]), (0, self.shape[2])))
+            result = result[(slice(None), *yx_key)] if yx_key else result
         else:
-            start, stop = source_planes(cropped[0], self.shape[0], wanted)
-            block = normalize(self._raw()[z0 + start : z0 + stop, y0:y1, x0:x1], transform.stats, np.float32)
-            block = resample_axis(block, 0, self.shape[0], wanted, n_in=cropped[0], offset=start)
-            block = resample_axis(block, 1, self.shape[1])
-            result = resample_axis(block, 2, self.shape[2]).astype(self.dtype, copy=False)
-        result = result[(slice(None), *yx_key)] if yx_key else result
+            result = self._block(wanted, ranges)
         return result[0] if np.ndim(planes) == 0 else result
+
+    def _block(self, wanted: np.ndarray, ranges: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+        """Output planes ``wanted``, rows and columns ``ranges`` (output coordinates), as ``self.dtype``."""
+        transform = self.transform
+        (z0, _), (y0, _), (x0, _) = transform.box
+        cropped = transform.cropped_shape
+        (r0, r1), (c0, c1) = ranges
+        if not wanted.size:
+            return np.empty((0, r1 - r0, c1 - c0), dtype=self.dtype)
+        if transform.output_spacing_zyx is None:
+            block = self._raw()[z0 + wanted, y0 + r0 : y0 + r1, x0 + c0 : x0 + c1]
+            return normalize(block, transform.stats, self.dtype)
+        start, stop = source_planes(cropped[0], self.shape[0], wanted)
+        (ry0, ry1), (cx0, cx1) = (
+            _source_range(n_in, n_out, r) for n_in, n_out, r in zip(cropped[1:], self.shape[1:], ranges)
+        )
+        raw = self._raw()[z0 + start : z0 + stop, y0 + ry0 : y0 + ry1, x0 + cx0 : x0 + cx1]
+        block = normalize(raw, transform.stats, np.float32)
+        block = resample_axis(block, 0, self.shape[0], wanted, n_in=cropped[0], offset=start)
+        for axis, (first, last), offset in ((1, ranges[0], ry0), (2, ranges[1], cx0)):
+            if cropped[axis] != self.shape[axis]:
+                block = resample_axis(
+                    block, axis, self.shape[axis], np.arange(first, last), n_in=cropped[axis], offset=offset
+                )
+        return block.astype(self.dtype, copy=False)
 
     def as_volume(self, metadata: dict[str, Any], spelling: str = "PhysicalSizeX") -> Volume:
         """A :class:`Volume` whose data is this lazy view (writing it streams the transformation)."""
@@ -210,3 +230,20 @@ def _normalised_levels(scan: Any, stats: NormalizationStats) -> dict[str, float]
         # the challenge's SSIM data range of this volume (max - min on its normalised scale)
         "normalized_range": float(np.ptp(normalize(np.array([scan.minimum, scan.maximum]), stats, np.float64))),
     }
+
+
+def _unit_ranges(yx_key: tuple[Any, ...], yx_shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``((y0, y1), (x0, x1))`` when ``yx_key`` selects a box with plain slices (step 1), else None."""
+    key = tuple(yx_key) + (slice(None),) * (2 - len(yx_key))
+    if len(key) != 2 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
+        return None
+    (y0, y1, _), (x0, x1, _) = (k.indices(int(n)) for k, n in zip(key, yx_shape))
+    return (y0, max(y0, y1)), (x0, max(x0, x1))
+
+
+def _source_range(n_in: int, n_out: int, output_range: tuple[int, int]) -> tuple[int, int]:
+    """Input samples ``[start, stop)`` an axis resampled from ``n_in`` to ``n_out`` needs for ``output_range``."""
+    first, last = output_range
+    if n_in == n_out or last <= first:
+        return first, last
+    return source_planes(n_in, n_out, np.arange(first, last))
