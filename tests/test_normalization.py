@@ -63,7 +63,7 @@ def test_otsu_threshold_matches_scikit_image():
 
 
 def test_a_large_block_is_normalised_in_chunks_with_the_same_values(monkeypatch):
-    import fusemycell.normalization as normalization
+    from fusemycell import normalization
 
     data = np.random.default_rng(3).integers(0, 60000, (9, 33, 17)).astype(np.uint16)
     stats = normalization.NormalizationStats(low=412.5, high=51234.0)

@@ -10,7 +10,7 @@ from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
 from fusemycell.inference.predictor import TilingError, predict_volume, read_all
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.streams import ExactPrediction, StreamOptions
-from fusemycell.inference.tiling import HaloGrid, TileSettings, exact_grid, halo_spans, plan_cores
+from fusemycell.inference.tiling import HaloGrid, TileSettings, exact_grid, halo_spans, host_bytes, plan_cores
 from fusemycell.inference.transform import InputTransform, scan_input
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
@@ -177,7 +177,7 @@ def test_planned_tiles_fit_the_memory_budget_and_compute_few_voxels_twice():
             network_bytes_per_voxel=132,
         )
         tz, ty, tx = grid.tile
-        used = 132 * tz * ty * tx + 4 * (grid.core[0] * 1920 * 1920 + 2 * tz * ty * 1920)
+        used = 132 * tz * ty * tx + host_bytes(shape, grid.core[0], grid.tile)
         assert used <= 0.75 * memory_gb * 2**30
         assert all(c % m == 0 for c, m in zip(grid.core, multiple))  # cores keep the pooling grid
         evaluations.append(grid.evaluations_per_voxel())
@@ -213,3 +213,37 @@ def test_exact_streaming_keeps_one_row_of_planes():
     for z in range(40):
         stream[z]
         assert stream._row.shape[0] <= 4  # the planes of one row of cores, never the volume
+
+
+def test_streaming_a_wide_file_stays_within_the_planned_host_memory(tmp_path, invariant_model, monkeypatch):
+    """The host buffers the planner counts (:func:`host_bytes`) bound what a file-to-file prediction holds.
+
+    Measured with tracemalloc (NumPy's buffers; the network's own tensors are planned separately): bands
+    of a wide plane must cost their rows, not whole planes.
+    """
+    import tracemalloc
+
+    from fusemycell import normalization
+    from fusemycell.inference import tiling
+
+    monkeypatch.setattr(normalization, "NORMALIZE_CHUNK_VOXELS", 1 << 14)  # the fixed part small next to the rest
+    data = (100 + 2900 * textured_ellipsoid((24, 64, 320), seed=2)).astype(np.uint16)
+    path = write_volume(tmp_path / "image_1_nucleus_angle.tif", data, (2.0, 0.5, 0.5))
+    card = invariant_model.card
+    settings = InferenceSettings(device="cpu", amp=False, tile_zyx=(21, 40, 100), crop_to_specimen=False)
+    shape = InputTransform.from_card(card, scan_input(str(path), card)).volume.output_shape
+    grid = exact_grid(
+        shape, halo=halo(card.architecture), multiple=card.architecture.size_multiple, settings=settings.tile_settings
+    )
+    assert len(grid.spans[0]) > 2 and len(grid.spans[1]) > 2  # several rows of planes, several bands per row
+    planned = tiling.host_bytes(shape, grid.core[0], grid.tile) + 2 * 4 * int(np.prod(grid.tile))  # + the batch
+
+    tracemalloc.start()
+    try:
+        volume = predict_file(str(path), TorchBackend(invariant_model.network, "cpu", amp=False), settings, card)
+        tracemalloc.reset_peak()
+        write_volume(tmp_path / "out.tif", volume.data, volume.spacing_zyx)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= planned

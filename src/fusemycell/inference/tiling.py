@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fusemycell import normalization
+
 logger = logging.getLogger(__name__)
 
 
@@ -262,8 +264,32 @@ def plan_cores(
     return best[1]
 
 
-#: Share of ``memory_gb`` the exact tiling plans for; the rest is for the model, the interpreter and the writer.
+#: Share of ``memory_gb`` the exact tiling plans for; the rest is for the model's weights and the interpreter.
 PLANNED_MEMORY_SHARE = 0.75
+
+#: Output planes the file writer holds: 16 read ahead as uint16 (and two in hand), 3 in float32 in flight.
+WRITER_PLANE_BYTES = 18 * 2 + 3 * 4
+
+
+def host_bytes(shape: Sequence[int], core_z: int, tile: Sequence[int], in_channels: int = 1) -> float:
+    """Host memory (bytes) of exact streaming, besides the network: what :func:`exact_grid` plans with.
+
+    * the row of output planes being predicted, float32: ``core_z`` planes;
+    * the bands of ``tile[0]`` planes x ``tile[1]`` rows x the whole width: the one being predicted
+      and the one read ahead (float32 per channel), and the one being read (the raw uint16, its
+      float32 normalisation, and with position channels the channels and their concatenation);
+    * the writer's planes (:data:`WRITER_PLANE_BYTES` per voxel of a plane) and the temporaries of
+      normalisation (two float32 chunks of :data:`fusemycell.normalization.NORMALIZE_CHUNK_VOXELS`).
+    """
+    plane = int(shape[1]) * int(shape[2])
+    band = int(tile[0]) * int(tile[1]) * int(shape[2])
+    reading = 2 + 4 * (2 * in_channels if in_channels > 1 else 1)
+    return (
+        4.0 * core_z * plane
+        + (2 * 4 * in_channels + reading) * band
+        + WRITER_PLANE_BYTES * plane
+        + 2 * 4 * normalization.NORMALIZE_CHUNK_VOXELS
+    )
 
 
 def _zyx(values: Sequence[int]) -> str:
@@ -283,9 +309,9 @@ def exact_grid(
     """The exact tiling of a volume of ``shape``: the given tile, or the one with fewest evaluations in memory.
 
     Memory counted (bytes): the network on a tile (``network_bytes_per_voxel`` per voxel read; on a GPU
-    within ``device_bytes`` instead), the float32 row of planes being predicted (core depth x plane) and
-    two bands read (the one predicted and the one read ahead). Their sum stays within
-    :data:`PLANNED_MEMORY_SHARE` of ``settings.memory_gb``.
+    within ``device_bytes`` instead) and the host's buffers (:func:`host_bytes`: the row of planes
+    being predicted, the bands read, the writer's planes). Their sum stays within
+    :data:`PLANNED_MEMORY_SHARE` of ``settings.memory_gb``; none of it grows with the volume's depth.
 
     A ``settings.tile_zyx`` too small to hold a core inside the halo (``2 * halo + multiple`` along an
     axis the volume exceeds) is set aside with a warning naming the setting, and the tiles are planned
@@ -306,10 +332,9 @@ def exact_grid(
             _zyx([2 * h + m for h, m in zip(halo, multiple)]),
         )
     budget = settings.memory_gb * 2**30 * PLANNED_MEMORY_SHARE
-    plane = shape[1] * shape[2]
 
     def fits(core: tuple[int, int, int], tile: tuple[int, int, int]) -> bool:
-        host = 4.0 * (core[0] * plane + 2 * in_channels * tile[0] * tile[1] * shape[2])
+        host = host_bytes(shape, core[0], tile, in_channels)
         network = network_bytes_per_voxel * tile[0] * tile[1] * tile[2]
         if device_bytes is not None:
             return host <= budget and network <= device_bytes
