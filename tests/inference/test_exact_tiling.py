@@ -113,7 +113,7 @@ def test_a_file_streamed_with_exact_tiles_equals_the_whole_normalised_volume(tmp
     path = write_volume(tmp_path / "image_1_nucleus_angle.tif", data, (2.0, 0.5, 0.5))
     card = invariant_model.card
     transform = InputTransform.from_card(card, scan_input(str(path), card))
-    network_input = transform.network_input(str(path))  # read lazily from the file, band by band
+    network_input = transform.network_input(str(path))  # read lazily from the file, tile by tile
     settings = TileSettings(tile_zyx=(17, 30, 30))  # cores 3x6x6 inside a halo of 7x12x12
     stream = predict_volume(
         network_input,
@@ -218,8 +218,8 @@ def test_exact_streaming_keeps_one_row_of_planes():
 def test_streaming_a_wide_file_stays_within_the_planned_host_memory(tmp_path, invariant_model, monkeypatch):
     """The host buffers the planner counts (:func:`host_bytes`) bound what a file-to-file prediction holds.
 
-    Measured with tracemalloc (NumPy's buffers; the network's own tensors are planned separately): bands
-    of a wide plane must cost their rows, not whole planes.
+    Measured with tracemalloc (NumPy's buffers; the network's own tensors are planned separately): a tile
+    of a wide plane must cost about itself, not whole planes.
     """
     import tracemalloc
 
@@ -235,7 +235,7 @@ def test_streaming_a_wide_file_stays_within_the_planned_host_memory(tmp_path, in
     grid = exact_grid(
         shape, halo=halo(card.architecture), multiple=card.architecture.size_multiple, settings=settings.tile_settings
     )
-    assert len(grid.spans[0]) > 2 and len(grid.spans[1]) > 2  # several rows of planes, several bands per row
+    assert len(grid.spans[0]) > 2 and len(grid.spans[1]) > 2  # several rows of planes, several tiles per row
     planned = tiling.host_bytes(shape, grid.core[0], grid.tile) + 2 * 4 * int(np.prod(grid.tile))  # + the batch
 
     tracemalloc.start()

@@ -31,7 +31,7 @@ class StreamOptions:
     description: str | None = None
     """What the progress bar and the reader thread are called (None: the stream's own name)."""
     read_ahead: bool = False
-    """Read (and normalise) the next slab or band in a background thread while the network runs on
+    """Read (and normalise) the next slab or tile in a background thread while the network runs on
     this one: one more in memory, same result."""
     progress: bool = True
     """Show a bar / log a summary line (off for the per-epoch scoring of validation volumes)."""
@@ -179,15 +179,15 @@ class StreamingPrediction(PlaneStream):
 
 
 @dataclass(frozen=True)
-class _Band:
-    """Planes and rows of the single view (and its position channels) that one row of tiles reads."""
+class _TileRead:
+    """One tile of the single view (and its position channels), read with its halo."""
 
     z_span: AxisSpan
     y_span: AxisSpan
-    x_spans: tuple[AxisSpan, ...]
+    x_span: AxisSpan
     flips: tuple[int, ...]
     data: np.ndarray
-    """``(channels, z, y, x)`` over the spans' reads, every column."""
+    """``(channels, z, y, x)`` over the spans' reads."""
 
 
 class ExactPrediction(PlaneStream):
@@ -195,10 +195,11 @@ class ExactPrediction(PlaneStream):
 
     For a tile-invariant network the result equals the network applied to the whole volume: each
     tile is read with its halo, only its core is kept, nothing is blended. Rows of cores along z are
-    predicted one at a time: each row reads bands of ``(core + halo)`` planes and rows, one band at a
-    time (``read_ahead``: the next band in a background thread), predicts their tiles one network call
-    each (tiles of one shape are batched up to ``batch_size``), and fills a buffer of the row's planes,
-    which are handed out in order. Memory: the row's planes, two bands and the network's tile.
+    predicted one at a time: each tile of a row is read from ``source`` with its halo (``read_ahead``:
+    the next tile in a background thread), predicted (tiles of one shape batched up to
+    ``batch_size``), and its core fills a buffer of the row's planes, which are handed out in order.
+    Memory: the row's planes, the tiles in hand and the network's tile
+    (:func:`~fusemycell.inference.tiling.host_bytes`).
 
     ``flip_sets`` are the flips averaged by test-time augmentation (``[()]``: none); each flip is tiled
     in the flipped volume's own coordinates, so the average equals the whole-volume average too.
@@ -231,73 +232,74 @@ class ExactPrediction(PlaneStream):
         self._row: np.ndarray | None = None
         self._row_index = -1
         self._next_plane = 0
-        self._bands: Any = None
+        self._tiles: Any = None
         self._progress: Progress | None = None
 
-    def _band_reads(self) -> Any:
-        """Every band the prediction reads, in order (a generator: it may run in a background thread)."""
+    def _tile_reads(self) -> Any:
+        """Every tile the prediction reads, in order (a generator: it may run in a background thread)."""
         for z_span in self._rows:
             for flips in self.flip_sets:
                 y_spans, x_spans = self.grid.yx_spans(flips)
                 for y_span in y_spans:
-                    yield _Band(z_span, y_span, tuple(x_spans), flips, self._read_band(z_span, y_span))
+                    for x_span in x_spans:
+                        yield _TileRead(z_span, y_span, x_span, flips, self._read_tile(z_span, y_span, x_span))
 
-    def _read_band(self, z_span: AxisSpan, y_span: AxisSpan) -> np.ndarray:
+    def _read_tile(self, z_span: AxisSpan, y_span: AxisSpan, x_span: AxisSpan) -> np.ndarray:
         """``(channels, z, y, x)``: the single view over the spans' reads, then its position channels."""
-        block = np.asarray(
-            self.source[z_span.read_start : z_span.read_stop, y_span.read_start : y_span.read_stop], dtype=np.float32
-        )[None]
+        spans = (z_span, y_span, x_span)
+        block = np.asarray(self.source[tuple(slice(s.read_start, s.read_stop) for s in spans)], dtype=np.float32)
         if self.position is None:
-            return block
-        origin = (z_span.read_start, y_span.read_start, 0)
-        return np.concatenate([block, self.position.region(origin, block.shape[1:])])
+            return block[None]
+        origin = tuple(s.read_start for s in spans)
+        return np.concatenate([block[None], self.position.region(origin, block.shape)])
 
     def _predict_row(self, index: int) -> np.ndarray:
         z_span = self._rows[index]
         row = np.zeros((z_span.core_stop - z_span.core_start, *self.shape[1:]), dtype=np.float32)
-        if self._bands is None:
-            reads = self._band_reads()
-            self._bands = (
+        if self._tiles is None:
+            reads = self._tile_reads()
+            self._tiles = (
                 BackgroundIterator(reads, depth=1, description=f"reading for {self.description}")
-                if (self.read_ahead)
+                if self.read_ahead
                 else reads
             )
             self._progress = Progress(
                 self.description, total=len(self.grid) * len(self.flip_sets), unit="tile", enabled=self.show_progress
             )
-        for _ in range(len(self.flip_sets) * len(self.grid.spans[1])):
-            self._predict_band(row, next(self._bands))
+        pending: list[_TileRead] = []
+        for _ in range(len(self.flip_sets) * len(self.grid.spans[1]) * len(self.grid.spans[2])):
+            tile = next(self._tiles)
+            if pending and (len(pending) == self.batch_size or tile.data.shape != pending[0].data.shape):
+                self._predict_batch(row, pending)
+            pending.append(tile)
+        self._predict_batch(row, pending)
         if len(self.flip_sets) > 1:
             row /= len(self.flip_sets)
         if index == len(self._rows) - 1:
             self._progress.close()
-            if isinstance(self._bands, BackgroundIterator):
-                self._bands.close()
+            if isinstance(self._tiles, BackgroundIterator):
+                self._tiles.close()
         return row
 
-    def _predict_band(self, row: np.ndarray, band: _Band) -> None:
-        """Predict the band's tiles, batched by shape, and add their cores to ``row``."""
-        z_core, y_core = band.z_span.core_within_read, band.y_span.core_within_read
-        y_out = slice(band.y_span.core_start, band.y_span.core_stop)
-        pending: list[AxisSpan] = []
-
-        def flush() -> None:
-            batch = np.stack([band.data[..., s.read_start : s.read_stop] for s in pending])
-            if band.flips:
-                batch = np.ascontiguousarray(np.flip(batch, band.flips))
+    def _predict_batch(self, row: np.ndarray, pending: list[_TileRead]) -> None:
+        """Predict tiles of one shape and one flip in one call, add their cores to ``row``; empty ``pending``."""
+        groups: dict[tuple[int, ...], list[_TileRead]] = {}
+        for tile in pending:
+            groups.setdefault(tile.flips, []).append(tile)
+        for flips, tiles in groups.items():
+            batch = np.stack([tile.data for tile in tiles])
+            if flips:
+                batch = np.ascontiguousarray(np.flip(batch, flips))
             predictions = self.backend(batch)[:, 0]
-            if band.flips:
-                predictions = np.flip(predictions, band.flips)
-            for span, prediction in zip(pending, predictions):
-                row[:, y_out, span.core_start : span.core_stop] += prediction[z_core, y_core, span.core_within_read]
-            self._progress.update(len(pending))
-            pending.clear()
-
-        for span in band.x_spans:
-            if pending and (len(pending) == self.batch_size or span.read_length != pending[0].read_length):
-                flush()
-            pending.append(span)
-        flush()
+            if flips:
+                predictions = np.flip(predictions, flips)
+            for tile, prediction in zip(tiles, predictions):
+                core = (tile.z_span.core_within_read, tile.y_span.core_within_read, tile.x_span.core_within_read)
+                y_out = slice(tile.y_span.core_start, tile.y_span.core_stop)
+                x_out = slice(tile.x_span.core_start, tile.x_span.core_stop)
+                row[:, y_out, x_out] += prediction[core]
+            self._progress.update(len(tiles))
+        pending.clear()
 
     def _plane(self, z: int) -> np.ndarray:
         if z < self._next_plane:

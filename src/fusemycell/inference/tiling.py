@@ -275,18 +275,19 @@ def host_bytes(shape: Sequence[int], core_z: int, tile: Sequence[int], in_channe
     """Host memory (bytes) of exact streaming, besides the network: what :func:`exact_grid` plans with.
 
     * the row of output planes being predicted, float32: ``core_z`` planes;
-    * the bands of ``tile[0]`` planes x ``tile[1]`` rows x the whole width: the one being predicted
-      and the one read ahead (float32 per channel), and the one being read (the raw uint16, its
-      float32 normalisation, and with position channels the channels and their concatenation);
+    * the tiles read with their halo: the one being predicted and the one read ahead (float32 per
+      channel), and the one being read (the raw uint16, its float32 normalisation, with position
+      channels the channels and their concatenation; a raw plane's rows of the tile as read);
     * the writer's planes (:data:`WRITER_PLANE_BYTES` per voxel of a plane) and the temporaries of
       normalisation (two float32 chunks of :data:`fusemycell.normalization.NORMALIZE_CHUNK_VOXELS`).
     """
     plane = int(shape[1]) * int(shape[2])
-    band = int(tile[0]) * int(tile[1]) * int(shape[2])
+    voxels = int(tile[0]) * int(tile[1]) * int(tile[2])
     reading = 2 + 4 * (2 * in_channels if in_channels > 1 else 1)
     return (
         4.0 * core_z * plane
-        + (2 * 4 * in_channels + reading) * band
+        + (2 * 4 * in_channels + reading) * voxels
+        + 2 * int(tile[1]) * int(shape[2])
         + WRITER_PLANE_BYTES * plane
         + 2 * 4 * normalization.NORMALIZE_CHUNK_VOXELS
     )
@@ -310,7 +311,7 @@ def exact_grid(
 
     Memory counted (bytes): the network on a tile (``network_bytes_per_voxel`` per voxel read; on a GPU
     within ``device_bytes`` instead) and the host's buffers (:func:`host_bytes`: the row of planes
-    being predicted, the bands read, the writer's planes). Their sum stays within
+    being predicted, the tiles read, the writer's planes). Their sum stays within
     :data:`PLANNED_MEMORY_SHARE` of ``settings.memory_gb``; none of it grows with the volume's depth.
 
     A ``settings.tile_zyx`` too small to hold a core inside the halo (``2 * halo + multiple`` along an
