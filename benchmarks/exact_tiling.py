@@ -17,7 +17,8 @@ a study-like file is written (smooth blobs and noise, made plane by plane), then
     the same with ``amp: true`` (bf16 autocast where the CPU computes bf16 natively: the new default).
 
 Each in a fresh process: wall time, the time projected to a 300-plane study (time x 300 / depth,
-stated as projected), peak RSS over the process's baseline (imports, network) and network voxel
+stated as projected), peak RSS over the process's baseline (imports, network), the memory the
+planner counted for exact tiling (``tiling.host_bytes`` + the network's tile) and network voxel
 evaluations per output voxel. All three run at the first depth; the deeper files run ``exact`` only,
 to show whether the default's memory is flat in depth.
 
@@ -31,8 +32,8 @@ without it).
 
 Usage::
 
-    python benchmarks/exact_tiling.py [--depths 40 80] [--shape 64 512 512] [--skip-file] [--skip-memory]
-        [--skip-monai] [--workdir DIR] [--out results.json]
+    python benchmarks/exact_tiling.py [--depths 40 80] [--methods today exact-fp32 exact] [--shape 64 512 512]
+        [--skip-file] [--skip-memory] [--skip-monai] [--workdir DIR] [--out results.json]
 """
 
 from __future__ import annotations
@@ -104,7 +105,17 @@ def measure_file(args: argparse.Namespace) -> dict:
         evaluations = len(grid) * float(np.prod(grid.tile)) / float(np.prod(grid.shape))
         tile = grid.tile
     precision = getattr(getattr(backend, "precision", None), "dtype", None)
+    planned = None
+    if hasattr(grid, "core"):  # exact tiling: the memory the planner counted (host buffers + the network)
+        from fusemycell.inference.predictor import network_bytes_per_voxel
+        from fusemycell.inference.tiling import host_bytes
+
+        element = 2 if precision is not None else 4
+        planned = host_bytes(grid.shape, grid.core[0], grid.tile) + network_bytes_per_voxel(
+            model.card.architecture, element
+        ) * float(np.prod(grid.tile))
     return {
+        "planned_kib": planned / 1024 if planned is not None else None,
         "seconds": seconds,
         "baseline_kib": baseline,
         "peak_kib": peak_rss_kib(),
@@ -175,7 +186,7 @@ def mib(kib: float) -> float:
     return float(kib) / 1024
 
 
-def file_part(depths: list[int], workdir: Path) -> list[dict]:
+def file_part(depths: list[int], workdir: Path, methods: tuple[str, ...] = FILE_METHODS) -> list[dict]:
     """Part 1: every method at every depth."""
     from fusemycell.io.tiff import write_volume
 
@@ -183,7 +194,7 @@ def file_part(depths: list[int], workdir: Path) -> list[dict]:
     for depth in depths:
         path = workdir / f"study_{depth}.tif"
         write_volume(path, PlaneSource(depth), SPACING_ZYX)
-        for method in FILE_METHODS:
+        for method in methods:
             if method != "exact" and depth != depths[0]:
                 continue  # the deeper files show the default's memory in depth; today's would take hours
             print(f"  {depth} planes, {method}", file=sys.stderr, flush=True)
@@ -222,15 +233,16 @@ def report(results: dict) -> None:
         print("### File to file, planes 1920x1920 uint16, `mac` U-Net, CPU\n")
         print(
             "| planes | method | precision | tile read | tiles | evaluations / voxel | time (s) "
-            f"| projected {STUDY_DEPTH} planes (min) | peak RSS over baseline (MiB) |"
+            f"| projected {STUDY_DEPTH} planes (min) | peak RSS over baseline (MiB) | planned (MiB) |"
         )
-        print("|---:|---|---|---|---:|---:|---:|---:|---:|")
+        print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
         for r in results["file"]:
             projected = r["seconds"] * STUDY_DEPTH / r["depth"] / 60
+            planned = f"{mib(r['planned_kib']):.0f}" if r.get("planned_kib") else "-"
             print(
                 f"| {r['depth']} | {r['method']} | {r['precision']} | {'x'.join(map(str, r['tile']))} | {r['tiles']} "
                 f"| {r['evaluations_per_voxel']:.2f} | {r['seconds']:.0f} | {projected:.1f} "
-                f"| {mib(r['peak_kib'] - r['baseline_kib']):.0f} |"
+                f"| {mib(r['peak_kib'] - r['baseline_kib']):.0f} | {planned} |"
             )
         first = results["file"][0]["depth"]
         by = {r["method"]: r for r in results["file"] if r["depth"] == first}
@@ -257,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[40, 80])
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
+    parser.add_argument(
+        "--methods", nargs="+", choices=FILE_METHODS, default=list(FILE_METHODS), help="file part: methods to run"
+    )
     parser.add_argument("--skip-file", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-monai", action="store_true")
@@ -289,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_memory:
             results["memory"] = memory_part(tuple(args.shape), workdir, not args.skip_monai)
         if not args.skip_file:
-            results["file"] = file_part(args.depths, workdir)
+            results["file"] = file_part(args.depths, workdir, tuple(args.methods))
     finally:
         if args.out:
             args.out.write_text(json.dumps(results, indent=2))

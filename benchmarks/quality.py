@@ -313,9 +313,9 @@ def report(results: dict) -> None:
         + " | ".join(channels)
         + " | mean | "
         + " | ".join(f"study {s}" for s in studies)
-        + " | min margin | steps | best epoch | guard | validation share |"
+        + " | min margin | steps | best epoch | guard | validation share | run (s) |"
     )
-    print("|---|" + "---:|" * (len(channels) + len(studies) + 6))
+    print("|---|" + "---:|" * (len(channels) + len(studies) + 7))
     for name in names:
         mine = [r for r in runs if r["row"] == name]
         sums = [summarise(r["volumes"]) for r in mine]
@@ -334,6 +334,7 @@ def report(results: dict) -> None:
             card_mean("best_epoch", 1),
             card_mean("guard_scale", 2),
             card_mean("validation_share", 2),
+            fmt(statistics.mean(r["seconds"] for r in mine), 0),
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     baseline_volumes = runs[0]["volumes"] if runs else []
@@ -344,7 +345,7 @@ def report(results: dict) -> None:
             + " | ".join(fmt(s["channel"].get(c)) for c in channels)
             + f" | {fmt(s['mean'])} | "
             + " | ".join(fmt(s["study"].get(st)) for st in studies)
-            + " | | | | | |"
+            + " | | | | | | |"
         )
     for name in results.get("ceiling_names", []):
         s = summarise(results["ceilings"], name)
@@ -353,9 +354,14 @@ def report(results: dict) -> None:
             + " | ".join(fmt(s["channel"].get(c)) for c in channels)
             + f" | {fmt(s['mean'])} | "
             + " | ".join(fmt(s["study"].get(st)) for st in studies)
-            + " | | | | | |"
+            + " | | | | | | |"
         )
 
+    for version, seconds in results.get("shared_seconds", {}).items():
+        print(
+            f"\n`simulation,preprocessing` ({version}) took {seconds:.0f} s: the main job takes that plus a row's "
+            "run (`patching,training,evaluation`), in two processes."
+        )
     paired_table(results, runs, names, channels, studies)
     per_seed_table(runs, channels)
     failed = [r for r in results["runs"] if r.get("error")]
@@ -414,6 +420,25 @@ def machine() -> list[str]:
     return _measure.machine_description(versions, cpus=cpus) + [f"- node: {platform.node()}"]
 
 
+def shared_parts(args: argparse.Namespace, workdir: Path, results: dict) -> tuple[dict, int]:
+    """A project copy per code version of the rows, with ``simulation,preprocessing`` run (timed in ``results``)."""
+    projects: dict[str | None, tuple[Path, Path, dict]] = {}
+    status = 0
+    for revision in dict.fromkeys(ROWS[n].revision for n in args.rows):
+        code = code_tree(revision, workdir)
+        project = copy_project(code, workdir / f"project_{revision or 'checkout'}")
+        pristine = yaml.safe_load((project / "conf" / args.env / "parameters.yml").read_text()) or {}
+        print(f"{SHARED_PIPELINES} for {revision or 'this checkout'} in {project}", file=sys.stderr, flush=True)
+        seconds, error = kedro_run(project, code, args.env, SHARED_PIPELINES, "shared")
+        results.setdefault("shared_seconds", {})[revision or "checkout"] = seconds
+        if error:
+            print(f"FAILED: shared part for {revision}: {error}", file=sys.stderr)
+            status = 1
+            continue
+        projects[revision] = (project, code, pristine)
+    return projects, status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every row for every seed; print the tables."""
     args = parse_args(argv)
@@ -439,21 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
         "machine": machine(),
     }
-    start, status = time.perf_counter(), 0
-    projects: dict[str | None, tuple[Path, Path, dict]] = {}
+    start = time.perf_counter()
     try:
-        for revision in dict.fromkeys(ROWS[n].revision for n in args.rows):
-            code = code_tree(revision, workdir)
-            project = copy_project(code, workdir / f"project_{revision or 'checkout'}")
-            pristine = yaml.safe_load((project / "conf" / args.env / "parameters.yml").read_text()) or {}
-            print(f"{SHARED_PIPELINES} for {revision or 'this checkout'} in {project}", file=sys.stderr, flush=True)
-            seconds, error = kedro_run(project, code, args.env, SHARED_PIPELINES, "shared")
-            results.setdefault("shared_seconds", {})[revision or "checkout"] = seconds
-            if error:
-                print(f"FAILED: shared part for {revision}: {error}", file=sys.stderr)
-                status = 1
-                continue
-            projects[revision] = (project, code, pristine)
+        projects, status = shared_parts(args, workdir, results)
         checkout = projects.get(None) or next(iter(projects.values()))
         results["ceilings"] = ceilings(checkout[0], args.env)
         results["ceiling_names"] = sorted({v["method"] for v in results["ceilings"]})

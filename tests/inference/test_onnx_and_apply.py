@@ -39,6 +39,20 @@ def test_onnx_runtime_matches_pytorch_on_an_odd_shape(tmp_path, model):
     assert backend.card == model.card
 
 
+def test_a_gain_and_offset_model_exports_to_onnx_and_answers_the_same(tmp_path):
+    torch.manual_seed(0)
+    config = UNetConfig(depth=2, base_channels=4, spacing_zyx=(2.0, 0.5, 0.5), gain_offset=True, normalization="none")
+    network = UNet3D(config)
+    torch.nn.init.normal_(network.head.weight, std=0.5)  # a gain far from 1 and an offset far from 0
+    model = TrainedModel(network, card_for(config, (8, 16, 16)))
+    path = export_onnx(model, tmp_path / "gain.onnx")
+    volume = np.random.default_rng(1).random((1, 1, 9, 17, 21)).astype(np.float32)
+    expected = model.network.eval()(torch.from_numpy(volume)).detach().numpy()
+    assert np.abs(expected - volume).max() > 0.1  # the head changes the input
+    got = OnnxBackend(path)(volume)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+
+
 def test_a_missing_or_damaged_export_is_one_line_naming_the_file(tmp_path):
     from fusemycell.inference.onnx_backend import OnnxModelError
 

@@ -178,7 +178,8 @@ class UNet3D(nn.Module):
             deviation = output[:, :channels]
             if self.config.gain_offset:
                 gain = output[:, channels : 2 * channels].clamp(-4.0, 4.0)
-                deviation = deviation + torch.expm1(gain) * base + output[:, 2 * channels :]
+                # exp - 1, not expm1: ONNX has no expm1 (the difference is below float32 rounding of the output)
+                deviation = deviation + (torch.exp(gain) - 1.0) * base + output[:, 2 * channels :]
             if self.config.residual_scale != 1.0:
                 deviation = deviation * self.config.residual_scale
             return base + deviation
