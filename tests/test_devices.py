@@ -17,6 +17,11 @@ def test_a_launched_process_takes_its_own_gpu_of_the_machine():
     assert local_cuda_device({"LOCAL_RANK": "not a number"}, count=4) == torch.device("cuda")
 
 
+def test_a_process_spawned_by_training_takes_the_gpu_of_its_rank_unless_a_launcher_said():
+    assert local_cuda_device({}, count=2, rank=3) == torch.device("cuda", 1)
+    assert local_cuda_device({"LOCAL_RANK": "0"}, count=2, rank=3) == torch.device("cuda", 0)
+
+
 def test_auto_under_a_launcher_means_the_local_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -55,11 +55,19 @@ def resolve_device(name: str, setting: str = "training.device") -> torch.device:
     return local_cuda_device() if name == "cuda" else torch.device(name)
 
 
-def local_cuda_device(environ: Mapping[str, str] | None = None, count: int | None = None) -> torch.device:
-    """``cuda``, or ``cuda:LOCAL_RANK`` (modulo the ``count`` GPUs) in a process a launcher started."""
+def local_cuda_device(
+    environ: Mapping[str, str] | None = None, count: int | None = None, rank: int | None = None
+) -> torch.device:
+    """``cuda:LOCAL_RANK`` (modulo the ``count`` GPUs) in a process a launcher started.
+
+    Without ``LOCAL_RANK``: ``cuda:rank`` (modulo the GPUs) for a process this project spawned
+    itself with that ``rank``, else plain ``cuda``.
+    """
     local_rank = (os.environ if environ is None else environ).get("LOCAL_RANK")
     if local_rank is None or not local_rank.strip().isdigit():
-        return torch.device("cuda")
+        if rank is None:
+            return torch.device("cuda")
+        local_rank = str(rank)
     count = torch.cuda.device_count() if count is None else count
     return torch.device("cuda", int(local_rank) % max(1, count))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from fusemycell.devices import memory_format, resolve_device, resolve_precision
+from fusemycell.devices import local_cuda_device, memory_format, resolve_device, resolve_precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard, card_for
 from fusemycell.models.checkpoint import load_model
@@ -105,8 +104,7 @@ def join_process_group(job: TrainingJob, rank: int) -> torch.device:
         return device
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=job.world_size)
     if device.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count())))
-        device = torch.device("cuda", local_rank)
+        device = local_cuda_device(rank=rank)
         torch.cuda.set_device(device)
     return device
 
