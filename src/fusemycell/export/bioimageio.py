@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusemycell.io.atomic import writing_atomically
+from fusemycell.io.atomic import could_not_write, writing_atomically
 
 #: The challenge, cited by every package.
 CHALLENGE_CITATION = {
@@ -361,7 +361,7 @@ def save_package(package: StagedPackage, path: str | os.PathLike) -> Path:
         with writing_atomically(path) as temporary:
             save_bioimageio_package(package.description, output_path=temporary)
     except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        raise could_not_write(path, exc) from exc
     finally:
         package.discard()
     return path

@@ -69,6 +69,11 @@ def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list
     return removed
 
 
+def could_not_write(path: str | os.PathLike, exc: OSError) -> OSError:
+    """The error to raise for ``exc`` while writing ``path``: the same errno, a message naming the file."""
+    return OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def writing_atomically(path: str | os.PathLike) -> Iterator[Path]:
     """``with writing_atomically(target) as temporary: write(temporary)``: the one way this project writes.

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.io.atomic import writing_atomically
+from fusemycell.io.atomic import could_not_write, writing_atomically
 from fusemycell.io.volume import LazyArray, Volume, VolumeFormatError, VolumeInfo, expand_key
 from fusemycell.io.volume import format_error as _fail
 
@@ -308,7 +308,7 @@ def write_ome_zarr(
             _write_pyramid(group, data, shapes, dtype, depth=depth, chunks_yx=chunks_yx)
             _write_multiscales(group, path, shapes, spacing, version=version, metadata=metadata)
     except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        raise could_not_write(path, exc) from exc
     return path
 
 

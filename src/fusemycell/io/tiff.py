@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from fusemycell.io.atomic import writing_atomically
+from fusemycell.io.atomic import could_not_write, writing_atomically
 from fusemycell.io.metadata import SPACING_SPELLINGS, as_positive_float, canonical_key
 from fusemycell.io.tiff_header import IMAGEJ_LAYOUT_KEYS, SPACING_KEYS, info_from_open, open_tiff, read_tiff_info
 from fusemycell.io.volume import LazyArray, Volume, VolumeFormatError, VolumeInfo, expand_key
@@ -339,7 +339,7 @@ def write_volume(
                     metadata=None,
                 )
     except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        raise could_not_write(path, exc) from exc
     return path
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from fusemycell.io.atomic import writing_atomically
+from fusemycell.io.atomic import could_not_write, writing_atomically
 from fusemycell.models.card import CARD_VERSION, ModelCard, card_from_legacy
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
@@ -137,7 +137,7 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
         cause = exc.__context__ if isinstance(exc, RuntimeError) else exc
         if not isinstance(cause, OSError):
             raise
-        raise OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}") from exc
+        raise could_not_write(path, cause) from exc
     return path
 
 

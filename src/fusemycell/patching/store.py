@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusemycell.io.atomic import remove_leftovers, writing_atomically
+from fusemycell.io.atomic import could_not_write, remove_leftovers, writing_atomically
 from fusemycell.position import PositionChannels, PositionField
 from fusemycell.progress import track
 
@@ -98,7 +98,7 @@ def write_patch_store(
             if before_rename is not None:
                 before_rename(partial)
     except OSError as exc:
-        raise OSError(exc.errno, f"could not write {directory}: {exc.strerror or exc}") from exc
+        raise could_not_write(directory, exc) from exc
     return directory
 
 
