@@ -22,6 +22,9 @@ planner counted for exact tiling (``tiling.host_bytes`` + the network's tile) an
 evaluations per output voxel. All three run at the first depth; the deeper files run ``exact`` only,
 to show whether the default's memory is flat in depth.
 
+The planner's choice (tile, core, evaluations per voxel) for 40-300 planes and 1-8 GiB is computed
+first and printed as a table: nothing runs for it.
+
 Part 2, in memory (``--shape``, default 64x512x512, float32, the ``none`` network): the whole volume
 in one call is the reference; ``exact`` (planned tiles), ``monai`` (``sliding_window_inference``,
 roi 16x64x64, overlap 0.5, Gaussian, 4 per call) and ``monai-large`` (roi 32x256x256): time, peak
@@ -226,9 +229,53 @@ def memory_part(shape: tuple[int, int, int], workdir: Path, with_monai: bool) ->
     return rows
 
 
+PLAN_DEPTHS = (40, 80, 120, 300)
+PLAN_MEMORY_GB = (1.0, 2.0, 4.0, 8.0)
+
+
+def plan_rows(depths: tuple[int, ...] = PLAN_DEPTHS, budgets: tuple[float, ...] = PLAN_MEMORY_GB) -> list[dict]:
+    """What the planner chooses for the ``mac`` network in bf16 on 1920-wide files (computed, nothing run)."""
+    from fusemycell.inference.predictor import network_bytes_per_voxel
+    from fusemycell.inference.tiling import TileSettings, exact_grid
+    from fusemycell.models.config import UNetConfig
+    from fusemycell.models.receptive_field import halo
+
+    config = UNetConfig(depth=3, base_channels=8, normalization="none", spacing_zyx=SPACING_ZYX)
+    rows = []
+    for memory_gb in budgets:
+        for depth in depths:
+            grid = exact_grid(
+                (depth, 1920, 1920),
+                halo=halo(config),
+                multiple=config.size_multiple,
+                settings=TileSettings(memory_gb=memory_gb),
+                network_bytes_per_voxel=network_bytes_per_voxel(config, 2),
+            )
+            rows.append(
+                {
+                    "memory_gb": memory_gb,
+                    "depth": depth,
+                    "tile": list(grid.tile),
+                    "core": list(grid.core),
+                    "evaluations_per_voxel": grid.evaluations_per_voxel(),
+                }
+            )
+    return rows
+
+
 def report(results: dict) -> None:
     """Markdown tables."""
     print(f"## Exact tiling, {results['date']}\n")
+    if results.get("plans"):
+        print("### Planned tiles (computed): `mac` network, bf16, planes 1920x1920\n")
+        print("| inference.memory_gb | planes | tile read | core | evaluations / voxel |")
+        print("|---:|---:|---|---|---:|")
+        for r in results["plans"]:
+            print(
+                f"| {r['memory_gb']:g} | {r['depth']} | {'x'.join(map(str, r['tile']))} "
+                f"| {'x'.join(map(str, r['core']))} | {r['evaluations_per_voxel']:.2f} |"
+            )
+        print()
     if results.get("file"):
         print("### File to file, planes 1920x1920 uint16, `mac` U-Net, CPU\n")
         print(
@@ -300,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.backends.cpu.get_cpu_capability()}, threads {torch.get_num_threads()}",
         ),
     }
+    results["plans"] = plan_rows()
     try:
         if not args.skip_memory:
             results["memory"] = memory_part(tuple(args.shape), workdir, not args.skip_monai)
