@@ -102,3 +102,13 @@ def test_boxes_with_steps_or_lists_are_cut_from_whole_planes(raw):
     np.testing.assert_array_equal(lazy[1:5, ::2, 3], whole[1:5, ::2, 3])
     np.testing.assert_array_equal(lazy[[0, 3], 1:6, [2, 4]], whole[[0, 3], 1:6][..., [2, 4]])
     assert lazy[2:2, 1:3].shape == (0, 2, 30)
+
+
+@pytest.mark.parametrize("resample", [None, (1.0, 1.0, 1.0)])
+def test_empty_boxes_of_a_file_are_empty_arrays(raw, resample):
+    path, data = raw
+    lazy = PreprocessedVolume(str(path), _transform(data, resample=resample))
+    depth, rows, columns = lazy.shape
+    assert lazy[:, 3:3].shape == (depth, 0, columns)
+    assert lazy[:, :, 4:4].shape == (depth, rows, 0)
+    assert lazy[0, 5:2].shape == (0, columns)

@@ -80,6 +80,8 @@ class LazyVolume(LazyArray):
         probe = np.broadcast_to(np.zeros((), dtype=bool), self.shape[1:])
         yx_shape = probe[key[1]][..., key[2]].shape
         out = np.empty((len(z_list), *yx_shape), dtype=self.dtype)
+        if out.size == 0:  # an empty selection reads nothing
+            return out[0] if np.ndim(planes) == 0 else out
         try:
             with self._lock:
                 if self.info.contiguous_offset is not None:

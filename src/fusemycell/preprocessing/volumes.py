@@ -130,8 +130,8 @@ class PreprocessedVolume:
         (z0, _), (y0, _), (x0, _) = transform.box
         cropped = transform.cropped_shape
         (r0, r1), (c0, c1) = ranges
-        if not wanted.size:
-            return np.empty((0, r1 - r0, c1 - c0), dtype=self.dtype)
+        if not wanted.size or r1 <= r0 or c1 <= c0:  # an empty box reads nothing
+            return np.empty((wanted.size, r1 - r0, c1 - c0), dtype=self.dtype)
         if transform.output_spacing_zyx is None:
             block = self._raw()[z0 + wanted, y0 + r0 : y0 + r1, x0 + c0 : x0 + c1]
             return normalize(block, transform.stats, self.dtype)
@@ -141,6 +141,7 @@ class PreprocessedVolume:
         )
         raw = self._raw()[z0 + start : z0 + stop, y0 + ry0 : y0 + ry1, x0 + cx0 : x0 + cx1]
         block = normalize(raw, transform.stats, np.float32)
+        del raw  # the raw box is not needed while resampling
         block = resample_axis(block, 0, self.shape[0], wanted, n_in=cropped[0], offset=start)
         for axis, (first, last), offset in ((1, ranges[0], ry0), (2, ranges[1], cx0)):
             if cropped[axis] != self.shape[axis]:
