@@ -236,7 +236,7 @@ def test_streaming_a_wide_file_stays_within_the_planned_host_memory(tmp_path, in
         shape, halo=halo(card.architecture), multiple=card.architecture.size_multiple, settings=settings.tile_settings
     )
     assert len(grid.spans[0]) > 2 and len(grid.spans[1]) > 2  # several rows of planes, several tiles per row
-    planned = tiling.host_bytes(shape, grid.core[0], grid.tile) + 2 * 4 * int(np.prod(grid.tile))  # + the batch
+    planned = tiling.host_bytes(shape, grid.core[0], grid.tile)
 
     tracemalloc.start()
     try:
@@ -247,3 +247,51 @@ def test_streaming_a_wide_file_stays_within_the_planned_host_memory(tmp_path, in
     finally:
         tracemalloc.stop()
     assert peak <= planned
+
+
+def test_planned_tiles_go_one_per_call_even_when_a_too_small_tile_was_given(invariant_model):
+    volume = np.random.default_rng(0).random((20, 40, 40)).astype(np.float32)
+    backend = TorchBackend(invariant_model.network, "cpu", amp=False)
+    architecture = invariant_model.card.architecture
+
+    def stream(tile):
+        settings = TileSettings(tile_zyx=tile, batch_size=4)
+        return predict_volume(volume, backend, architecture, settings, blend_tile=(8, 16, 16), options=QUIET)
+
+    given, set_aside = stream((18, 32, 32)), stream((4, 8, 8))
+    assert not given.grid.planned and given.batch_size == 4
+    assert set_aside.grid.planned and set_aside.batch_size == 1  # the planner sized the tile for one per call
+
+
+def test_the_host_load_follows_the_file_the_flips_and_the_device(invariant_model):
+    from fusemycell.inference.predictor import host_load
+    from fusemycell.inference.tiling import HostLoad
+    from fusemycell.normalization import NormalizationStats
+    from fusemycell.preprocessing.crop import full_box
+    from fusemycell.preprocessing.volumes import PreprocessedVolume, VolumeTransform
+
+    data = np.zeros((12, 48, 40), dtype=np.uint16)
+    transform = VolumeTransform(  # a file finer than the model's grid, resampled onto it
+        original_shape=data.shape,
+        spacing_zyx=(1.0, 0.25, 0.25),
+        box=full_box(data.shape),
+        stats=NormalizationStats(low=0.0, high=1.0),
+        output_spacing_zyx=(2.0, 0.5, 0.5),
+    )
+    network_input = PreprocessedVolume(data, transform)
+    card = invariant_model.card
+    backend = TorchBackend(invariant_model.network, "cpu", amp=False)
+    load = host_load(network_input, card.architecture, 4, backend)
+    assert load.resampled and load.read_ratio > 4  # about 2 x 2 x 2 file voxels per network voxel
+    assert load.output_plane == 48 * 40 and load.raw_width == 40 and load.flips == 4 and not load.pinned
+    assert host_load(np.zeros((4, 8, 8)), card.architecture, 1, backend) == HostLoad()
+    shape, tile = (300, 1920, 1920), (64, 256, 256)
+    plain = host_bytes(shape, 48, tile)
+    for more in (
+        HostLoad(flips=4),
+        HostLoad(pinned=True),
+        HostLoad(read_ratio=8, resampled=True),
+        HostLoad(in_channels=4),
+    ):
+        assert host_bytes(shape, 48, tile, more) > plain
+    assert host_bytes(shape, 48, tile, HostLoad(output_plane=4 * 1920 * 1920)) > plain  # a coarser network grid

@@ -8,6 +8,7 @@ single view, what training's whole-volume validation and the guard score (bound 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 
 from fusemycell.inference.backends import Backend, FlipAveraging, TorchBackend
 from fusemycell.inference.streams import ExactPrediction, StreamingPrediction, StreamOptions
-from fusemycell.inference.tiling import TileSettings, exact_grid
+from fusemycell.inference.tiling import HostLoad, TileSettings, exact_grid
 from fusemycell.models.card import ModelCard
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.receptive_field import halo as receptive_halo
@@ -53,6 +54,25 @@ def _device_bytes(backend: Any) -> float | None:
         return None
     free, _ = torch.cuda.mem_get_info(device)
     return 0.5 * free
+
+
+def host_load(source: Any, architecture: UNetConfig, flips: int, backend: Any) -> HostLoad:
+    """What streaming ``source`` holds on the host: from its transform when it is a preprocessed file."""
+    device = getattr(backend, "device", None)
+    pinned = device is not None and device.type == "cuda"
+    transform = getattr(source, "transform", None)
+    if transform is None:  # an array on the network's grid
+        return HostLoad(in_channels=architecture.in_channels, flips=flips, pinned=pinned)
+    original, cropped, output = transform.original_shape, transform.cropped_shape, transform.output_shape
+    return HostLoad(
+        in_channels=architecture.in_channels,
+        flips=flips,
+        read_ratio=math.prod(cropped) / max(1, math.prod(output)),
+        resampled=transform.output_spacing_zyx is not None,
+        output_plane=int(original[1]) * int(original[2]),
+        raw_width=int(original[2]),
+        pinned=pinned,
+    )
 
 
 def resolve_tiling(architecture: UNetConfig, settings: TileSettings) -> str:
@@ -93,7 +113,7 @@ def predict_volume(
         halo=receptive_halo(architecture),
         multiple=architecture.size_multiple,
         settings=settings,
-        in_channels=architecture.in_channels,
+        load=host_load(source, architecture, len(tta.flip_sets) if tta is not None else 1, backend),
         network_bytes_per_voxel=network_bytes_per_voxel(architecture, _element_bytes(backend)),
         device_bytes=_device_bytes(backend),
     )
@@ -102,7 +122,7 @@ def predict_volume(
         backend,
         grid,
         flip_sets=tta.flip_sets if tta is not None else ((),),
-        batch_size=settings.batch_size if settings.tile_zyx is not None else 1,
+        batch_size=1 if grid.planned else settings.batch_size,
         position=position,
         options=options,
     )

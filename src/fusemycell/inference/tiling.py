@@ -177,6 +177,8 @@ class HaloGrid:
         if min(self.core) < 1:
             raise ValueError(f"tile cores must be at least 1 voxel, got {self.core}")
         self.spans = [halo_spans(s, c, h) for s, c, h in zip(self.shape, self.core, self.halo)]
+        self.planned = False
+        """True when :func:`exact_grid` sized the tiles from memory (one tile per network call)."""
 
     def __len__(self) -> int:
         return len(self.spans[0]) * len(self.spans[1]) * len(self.spans[2])
@@ -267,28 +269,60 @@ def plan_cores(
 #: Share of ``memory_gb`` the exact tiling plans for; the rest is for the model's weights and the interpreter.
 PLANNED_MEMORY_SHARE = 0.75
 
-#: Output planes the file writer holds: 16 read ahead as uint16 (and two in hand), 3 in float32 in flight.
-WRITER_PLANE_BYTES = 18 * 2 + 3 * 4
+#: Output planes the file writer holds: 16 read ahead as uint16 (and two in hand), 5 in float32 in flight
+#: (mapping to uint16, placing in the frame, the two planes interpolated back from a resampled grid).
+WRITER_PLANE_BYTES = 18 * 2 + 5 * 4
 
 
-def host_bytes(shape: Sequence[int], core_z: int, tile: Sequence[int], in_channels: int = 1) -> float:
+@dataclass(frozen=True)
+class HostLoad:
+    """What the host holds around the network while it streams a volume (see :func:`host_bytes`)."""
+
+    in_channels: int = 1
+    """Network input channels (the single view, then position channels)."""
+    flips: int = 1
+    """Flip sets averaged (test-time augmentation: 4); more than one keeps a flipped copy of each batch."""
+    read_ratio: float = 1.0
+    """Source voxels read per network voxel (above 1 when the model's grid is coarser than the file's)."""
+    resampled: bool = False
+    """Whether the source is interpolated onto the network's grid (temporaries while reading)."""
+    output_plane: int | None = None
+    """Voxels of a plane of the written output (the file's grid); None: the network's plane."""
+    raw_width: int | None = None
+    """Voxels of a row of the file; None: the network's row."""
+    pinned: bool = False
+    """Whether each batch goes through page-locked buffers (CUDA): one in, two out."""
+
+
+def host_bytes(shape: Sequence[int], core_z: int, tile: Sequence[int], load: HostLoad = HostLoad()) -> float:
     """Host memory (bytes) of exact streaming, besides the network: what :func:`exact_grid` plans with.
 
-    * the row of output planes being predicted, float32: ``core_z`` planes;
-    * the tiles read with their halo: the one being predicted and the one read ahead (float32 per
-      channel), and the one being read (the raw uint16, its float32 normalisation, with position
-      channels the channels and their concatenation; a raw plane's rows of the tile as read);
-    * the writer's planes (:data:`WRITER_PLANE_BYTES` per voxel of a plane) and the temporaries of
-      normalisation (two float32 chunks of :data:`fusemycell.normalization.NORMALIZE_CHUNK_VOXELS`).
+    Per voxel of the tile read (``C`` channels, float32 unless said):
+
+    * in hand: the tile waiting for a batch, the next tile, their stacked batch (and with flips its
+      flipped copy), and with pinned buffers the batch in and the prediction out twice;
+    * being read in the background: the raw box (at most 4 bytes an item, ``read_ratio`` voxels per
+      voxel), its normalisation, when resampled the interpolation's temporaries, and with position
+      channels the channels and their concatenation; plus a raw plane's rows of the tile, twice.
+
+    Per plane: the row of output planes being predicted (``core_z`` planes of the network's grid)
+    and the writer's planes (:data:`WRITER_PLANE_BYTES` per voxel of an output plane). Fixed: two
+    float32 chunks of normalisation (:data:`fusemycell.normalization.NORMALIZE_CHUNK_VOXELS`).
     """
     plane = int(shape[1]) * int(shape[2])
     voxels = int(tile[0]) * int(tile[1]) * int(tile[2])
-    reading = 2 + 4 * (2 * in_channels if in_channels > 1 else 1)
+    channels = load.in_channels
+    in_hand = (3 + (load.flips > 1)) * 4 * channels + (4 * channels + 8 if load.pinned else 0)
+    ratio = max(1.0, load.read_ratio)
+    reading = ratio * (4 + 4) + (ratio * 8 + 4 if load.resampled else 0)
+    if channels > 1:
+        reading += 4 * (channels - 1) + 4 * channels
+    raw_rows = 2 * 4 * ratio * int(tile[1]) * (load.raw_width or int(shape[2]))
     return (
         4.0 * core_z * plane
-        + (2 * 4 * in_channels + reading) * voxels
-        + 2 * int(tile[1]) * int(shape[2])
-        + WRITER_PLANE_BYTES * plane
+        + (in_hand + reading) * voxels
+        + raw_rows
+        + WRITER_PLANE_BYTES * (load.output_plane or plane)
         + 2 * 4 * normalization.NORMALIZE_CHUNK_VOXELS
     )
 
@@ -303,7 +337,7 @@ def exact_grid(
     halo: Sequence[int],
     multiple: Sequence[int],
     settings: TileSettings,
-    in_channels: int = 1,
+    load: HostLoad = HostLoad(),
     network_bytes_per_voxel: float = 256.0,
     device_bytes: float | None = None,
 ) -> HaloGrid:
@@ -335,10 +369,12 @@ def exact_grid(
     budget = settings.memory_gb * 2**30 * PLANNED_MEMORY_SHARE
 
     def fits(core: tuple[int, int, int], tile: tuple[int, int, int]) -> bool:
-        host = host_bytes(shape, core[0], tile, in_channels)
+        host = host_bytes(shape, core[0], tile, load)
         network = network_bytes_per_voxel * tile[0] * tile[1] * tile[2]
         if device_bytes is not None:
             return host <= budget and network <= device_bytes
         return host + network <= budget
 
-    return HaloGrid(shape, plan_cores(shape, halo, multiple, fits), halo)
+    grid = HaloGrid(shape, plan_cores(shape, halo, multiple, fits), halo)
+    grid.planned = True
+    return grid
