@@ -269,7 +269,10 @@ class ExactPrediction(PlaneStream):
         pending: list[_TileRead] = []
         for _ in range(len(self.flip_sets) * len(self.grid.spans[1]) * len(self.grid.spans[2])):
             tile = next(self._tiles)
-            if pending and (len(pending) == self.batch_size or tile.data.shape != pending[0].data.shape):
+            first = pending[0] if pending else tile
+            if pending and (
+                len(pending) == self.batch_size or tile.data.shape != first.data.shape or tile.flips != first.flips
+            ):
                 self._predict_batch(row, pending)
             pending.append(tile)
         self._predict_batch(row, pending)
@@ -283,22 +286,19 @@ class ExactPrediction(PlaneStream):
 
     def _predict_batch(self, row: np.ndarray, pending: list[_TileRead]) -> None:
         """Predict tiles of one shape and one flip in one call, add their cores to ``row``; empty ``pending``."""
-        groups: dict[tuple[int, ...], list[_TileRead]] = {}
-        for tile in pending:
-            groups.setdefault(tile.flips, []).append(tile)
-        for flips, tiles in groups.items():
-            batch = np.stack([tile.data for tile in tiles])
-            if flips:
-                batch = np.ascontiguousarray(np.flip(batch, flips))
-            predictions = self.backend(batch)[:, 0]
-            if flips:
-                predictions = np.flip(predictions, flips)
-            for tile, prediction in zip(tiles, predictions):
-                core = (tile.z_span.core_within_read, tile.y_span.core_within_read, tile.x_span.core_within_read)
-                y_out = slice(tile.y_span.core_start, tile.y_span.core_stop)
-                x_out = slice(tile.x_span.core_start, tile.x_span.core_stop)
-                row[:, y_out, x_out] += prediction[core]
-            self._progress.update(len(tiles))
+        flips = pending[0].flips
+        batch = np.stack([tile.data for tile in pending])
+        if flips:
+            batch = np.ascontiguousarray(np.flip(batch, flips))
+        predictions = self.backend(batch)[:, 0]
+        if flips:
+            predictions = np.flip(predictions, flips)
+        for tile, prediction in zip(pending, predictions):
+            core = (tile.z_span.core_within_read, tile.y_span.core_within_read, tile.x_span.core_within_read)
+            y_out = slice(tile.y_span.core_start, tile.y_span.core_stop)
+            x_out = slice(tile.x_span.core_start, tile.x_span.core_stop)
+            row[:, y_out, x_out] += prediction[core]
+        self._progress.update(len(pending))
         pending.clear()
 
     def _plane(self, z: int) -> np.ndarray:

@@ -170,14 +170,14 @@ class HaloGrid:
         :func:`fusemycell.models.receptive_field.halo`), so that every read starts on the pooling grid.
     """
 
-    def __init__(self, shape: Sequence[int], core: Sequence[int], halo: Sequence[int]):
+    def __init__(self, shape: Sequence[int], core: Sequence[int], halo: Sequence[int], *, planned: bool = False):
         self.shape = tuple(int(s) for s in shape)
         self.core = tuple(min(int(c), s) for c, s in zip(core, self.shape))
         self.halo = tuple(int(h) for h in halo)
         if min(self.core) < 1:
             raise ValueError(f"tile cores must be at least 1 voxel, got {self.core}")
         self.spans = [halo_spans(s, c, h) for s, c, h in zip(self.shape, self.core, self.halo)]
-        self.planned = False
+        self.planned = planned
         """True when :func:`exact_grid` sized the tiles from memory (one tile per network call)."""
 
     def __len__(self) -> int:
@@ -327,6 +327,13 @@ def host_bytes(shape: Sequence[int], core_z: int, tile: Sequence[int], load: Hos
     )
 
 
+def planned_bytes(
+    shape: Sequence[int], core_z: int, tile: Sequence[int], load: HostLoad, network_bytes_per_voxel: float
+) -> tuple[float, float]:
+    """``(host, network)`` bytes :func:`exact_grid` counts for a tiling: :func:`host_bytes` and the network's tile."""
+    return host_bytes(shape, core_z, tile, load), network_bytes_per_voxel * int(tile[0]) * int(tile[1]) * int(tile[2])
+
+
 def _zyx(values: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in values)
 
@@ -369,12 +376,9 @@ def exact_grid(
     budget = settings.memory_gb * 2**30 * PLANNED_MEMORY_SHARE
 
     def fits(core: tuple[int, int, int], tile: tuple[int, int, int]) -> bool:
-        host = host_bytes(shape, core[0], tile, load)
-        network = network_bytes_per_voxel * tile[0] * tile[1] * tile[2]
+        host, network = planned_bytes(shape, core[0], tile, load, network_bytes_per_voxel)
         if device_bytes is not None:
             return host <= budget and network <= device_bytes
         return host + network <= budget
 
-    grid = HaloGrid(shape, plan_cores(shape, halo, multiple, fits), halo)
-    grid.planned = True
-    return grid
+    return HaloGrid(shape, plan_cores(shape, halo, multiple, fits), halo, planned=True)
