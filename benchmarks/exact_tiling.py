@@ -110,13 +110,19 @@ def measure_file(args: argparse.Namespace) -> dict:
     precision = getattr(getattr(backend, "precision", None), "dtype", None)
     planned = None
     if hasattr(grid, "core"):  # exact tiling: the memory the planner counted (host buffers + the network)
-        from fusemycell.inference.predictor import network_bytes_per_voxel
-        from fusemycell.inference.tiling import host_bytes
+        from fusemycell.inference.predictor import host_load, network_bytes_per_voxel
+        from fusemycell.inference.tiling import planned_bytes
 
-        element = 2 if precision is not None else 4
-        planned = host_bytes(grid.shape, grid.core[0], grid.tile) + network_bytes_per_voxel(
-            model.card.architecture, element
-        ) * float(np.prod(grid.tile))
+        architecture = model.card.architecture
+        planned = sum(
+            planned_bytes(
+                grid.shape,
+                grid.core[0],
+                grid.tile,
+                host_load(stream.source, architecture, len(stream.flip_sets), backend),
+                network_bytes_per_voxel(architecture, 2 if precision is not None else 4),
+            )
+        )
     return {
         "planned_kib": planned / 1024 if planned is not None else None,
         "seconds": seconds,
