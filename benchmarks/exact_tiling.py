@@ -65,17 +65,23 @@ FILE_METHODS = ("today", "exact-fp32", "exact")
 MEMORY_METHODS = ("whole", "exact", "monai", "monai-large")
 
 
+def mac_config(normalization: str):  # noqa: ANN201 - imported lazily
+    """The ``mac`` U-Net's architecture (``conf/mac``: depth 3, 8 base channels) on the files' voxel size."""
+    from fusemycell.models.config import UNetConfig
+
+    return UNetConfig(depth=3, base_channels=8, normalization=normalization, spacing_zyx=SPACING_ZYX)
+
+
 def make_model(normalization: str):  # noqa: ANN201 - torch is imported lazily
     """The mac U-Net with a non-zero correction, and its card."""
     import torch
 
     from fusemycell.models.card import card_for
     from fusemycell.models.checkpoint import TrainedModel
-    from fusemycell.models.config import UNetConfig
     from fusemycell.models.unet import UNet3D
 
     torch.manual_seed(0)
-    config = UNetConfig(depth=3, base_channels=8, normalization=normalization, spacing_zyx=SPACING_ZYX)
+    config = mac_config(normalization)
     network = UNet3D(config).eval()
     torch.nn.init.normal_(network.head.weight, std=0.1)
     return TrainedModel(network, card_for(config, TODAY_TILE))
@@ -110,7 +116,7 @@ def measure_file(args: argparse.Namespace) -> dict:
     precision = getattr(getattr(backend, "precision", None), "dtype", None)
     planned = None
     if hasattr(grid, "core"):  # exact tiling: the memory the planner counted (host buffers + the network)
-        from fusemycell.inference.predictor import host_load, network_bytes_per_voxel
+        from fusemycell.inference.predictor import element_bytes, host_load, network_bytes_per_voxel
         from fusemycell.inference.tiling import planned_bytes
 
         architecture = model.card.architecture
@@ -120,7 +126,7 @@ def measure_file(args: argparse.Namespace) -> dict:
                 grid.core[0],
                 grid.tile,
                 host_load(stream.source, architecture, len(stream.flip_sets), backend),
-                network_bytes_per_voxel(architecture, 2 if precision is not None else 4),
+                network_bytes_per_voxel(architecture, element_bytes(backend)),
             )
         )
     return {
@@ -243,10 +249,9 @@ def plan_rows(depths: tuple[int, ...] = PLAN_DEPTHS, budgets: tuple[float, ...] 
     """What the planner chooses for the ``mac`` network in bf16 on 1920-wide files (computed, nothing run)."""
     from fusemycell.inference.predictor import network_bytes_per_voxel
     from fusemycell.inference.tiling import TileSettings, exact_grid
-    from fusemycell.models.config import UNetConfig
     from fusemycell.models.receptive_field import halo
 
-    config = UNetConfig(depth=3, base_channels=8, normalization="none", spacing_zyx=SPACING_ZYX)
+    config = mac_config("none")
     rows = []
     for memory_gb in budgets:
         for depth in depths:

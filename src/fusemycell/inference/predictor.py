@@ -42,7 +42,8 @@ def network_bytes_per_voxel(architecture: UNetConfig, element_bytes: int) -> flo
     return element_bytes * (7 * architecture.channels(0) + 2 * architecture.in_channels) + 8
 
 
-def _element_bytes(backend: Any) -> int:
+def element_bytes(backend: Any) -> int:
+    """Bytes of an activation element in ``backend``: 2 under bf16/fp16 autocast, else 4."""
     precision = getattr(backend, "precision", None)
     return 2 if precision is not None and precision.enabled else 4
 
@@ -114,7 +115,7 @@ def predict_volume(
         multiple=architecture.size_multiple,
         settings=settings,
         load=host_load(source, architecture, len(tta.flip_sets) if tta is not None else 1, backend),
-        network_bytes_per_voxel=network_bytes_per_voxel(architecture, _element_bytes(backend)),
+        network_bytes_per_voxel=network_bytes_per_voxel(architecture, element_bytes(backend)),
         device_bytes=_device_bytes(backend),
     )
     return ExactPrediction(

@@ -269,9 +269,9 @@ class ExactPrediction(PlaneStream):
         pending: list[_TileRead] = []
         for _ in range(len(self.flip_sets) * len(self.grid.spans[1]) * len(self.grid.spans[2])):
             tile = next(self._tiles)
-            first = pending[0] if pending else tile
             if pending and (
-                len(pending) == self.batch_size or tile.data.shape != first.data.shape or tile.flips != first.flips
+                len(pending) == self.batch_size
+                or (tile.data.shape, tile.flips) != (pending[0].data.shape, pending[0].flips)
             ):
                 self._predict_batch(row, pending)
             pending.append(tile)
