@@ -85,7 +85,25 @@ ROWS: dict[str, Row] = {
     # The epoch cap is raised with the budget: at 15 minutes the mac cap of 30 epochs stopped training after ~11.5.
     "budget 10": Row({"training": {"budget_minutes": 10.0, "epochs": 80}}, reference="default"),
     "budget 15": Row({"training": {"budget_minutes": 15.0, "epochs": 80}}, reference="default"),
+    # The fingerprint chooses the voxel size (nnU-Net's rule over the training volumes): study c's 3 um planes
+    # are interpolated to the others' 1 um, and every prediction goes back to its input's grid.
+    "resample auto": Row({"preprocessing": {"resample": {"enabled": "auto"}}}, reference="default"),
+    "resample off": Row({"preprocessing": {"resample": {"enabled": False}}}, reference="default"),
 }
+#: Leave one study out: train on the other studies, test on every volume of this one (the test real users meet).
+for _study in ("a", "b", "c"):
+    _held_out = {"split": {"test_studies": [_study], "test_fraction": 0.0}}
+    ROWS[f"loso {_study}"] = Row(
+        {"preprocessing": {**_held_out, "resample": {"enabled": False}}},
+        note=f"study {_study} held out: trained on the others, tested on all of its volumes; resampling off",
+    )
+    ROWS[f"loso {_study} + resample auto"] = Row(
+        {"preprocessing": {**_held_out, "resample": {"enabled": "auto"}}},
+        reference=f"loso {_study}",
+        note=f"study {_study} held out; the training volumes' voxel sizes choose the target (nnU-Net's rule)",
+    )
+#: Parameter groups that the shared part (``simulation,preprocessing``) reads: rows that set them get their own.
+SHARED_GROUPS = ("simulation", "preprocessing")
 DEFAULT_ROWS = ("today", "default", "accumulation 4", "float32", "instance + blend", "+position", "+gain/offset")
 
 SHARED_PIPELINES = "simulation,preprocessing"
@@ -364,6 +382,7 @@ def report(results: dict) -> None:
             "run (`patching,training,evaluation`), in two processes."
         )
     paired_table(results, runs, names, channels, studies)
+    worst_volume_table(runs, names)
     per_seed_table(runs, channels)
     failed = [r for r in results["runs"] if r.get("error")]
     if failed:
@@ -395,6 +414,26 @@ def paired_table(results: dict, runs: list[dict], names: list[str], channels: li
         print(f"| {name} | {reference} | " + " | ".join(cells) + " |")
 
 
+def worst_volume_table(runs: list[dict], names: list[str]) -> None:
+    """Per row, every held-out volume: the model's mean and minimum over seeds beside the baselines."""
+    print("\n### Every held-out volume: the model's mean and worst seed, and the baselines\n")
+    print("| row | volume | study | model mean | model min over seeds | identity | blur |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for name in names:
+        scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+        for run in (r for r in runs if r["row"] == name):
+            for v in run["volumes"]:
+                scores.setdefault((v["pair"], v["study"]), {}).setdefault(v["method"], []).append(v["n_ssim"])
+        for (pair, study), methods in sorted(scores.items()):
+            model = methods.get(MODEL_METHOD) or [float("nan")]
+            identity = methods.get(IDENTITY) or [float("nan")]
+            blur = methods.get(BLUR) or [float("nan")]
+            print(
+                f"| {name} | {pair} | {study} | {fmt(statistics.mean(model))} | {fmt(min(model))} | "
+                f"{fmt(statistics.mean(identity))} | {fmt(statistics.mean(blur))} |"
+            )
+
+
 def per_seed_table(runs: list[dict], channels: list[str]) -> None:
     """Every run."""
     print("\n### Per seed\n")
@@ -421,22 +460,34 @@ def machine() -> list[str]:
     return _measure.machine_description(versions, cpus=cpus) + [f"- node: {platform.node()}"]
 
 
+def shared_key(row: Row) -> tuple[str | None, str]:
+    """Rows with the same code and the same simulation and preprocessing parameters share one project copy."""
+    shared = {group: row.overrides[group] for group in SHARED_GROUPS if group in row.overrides}
+    return row.revision, json.dumps(shared, sort_keys=True)
+
+
 def shared_parts(args: argparse.Namespace, workdir: Path, results: dict) -> tuple[dict, int]:
-    """A project copy per code version of the rows, with ``simulation,preprocessing`` run (timed in ``results``)."""
-    projects: dict[str | None, tuple[Path, Path, dict]] = {}
+    """A project copy per code version and shared parameters of the rows, with ``simulation,preprocessing``
+    run in it (timed in ``results``)."""
+    projects: dict[tuple[str | None, str], tuple[Path, Path, dict]] = {}
     status = 0
-    for revision in dict.fromkeys(ROWS[n].revision for n in args.rows):
+    for key in dict.fromkeys(shared_key(ROWS[n]) for n in args.rows):
+        revision, shared = key
         code = code_tree(revision, workdir)
-        project = copy_project(code, workdir / f"project_{revision or 'checkout'}")
+        label = f"{revision or 'checkout'}" + ("" if shared == "{}" else f"_{len(projects)}")
+        project = copy_project(code, workdir / f"project_{label}")
         pristine = yaml.safe_load((project / "conf" / args.env / "parameters.yml").read_text()) or {}
-        print(f"{SHARED_PIPELINES} for {revision or 'this checkout'} in {project}", file=sys.stderr, flush=True)
+        set_overrides(project, args.env, pristine, json.loads(shared))
+        print(
+            f"{SHARED_PIPELINES} for {revision or 'this checkout'} {shared} in {project}", file=sys.stderr, flush=True
+        )
         seconds, error = kedro_run(project, code, args.env, SHARED_PIPELINES, "shared")
-        results.setdefault("shared_seconds", {})[revision or "checkout"] = seconds
+        results.setdefault("shared_seconds", {})[f"{revision or 'checkout'} {shared}"] = seconds
         if error:
-            print(f"FAILED: shared part for {revision}: {error}", file=sys.stderr)
+            print(f"FAILED: shared part for {revision} {shared}: {error}", file=sys.stderr)
             status = 1
             continue
-        projects[revision] = (project, code, pristine)
+        projects[key] = (project, code, pristine)
     return projects, status
 
 
@@ -468,15 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         projects, status = shared_parts(args, workdir, results)
-        checkout = projects.get(None) or next(iter(projects.values()))
+        checkout = projects.get((None, "{}")) or next(iter(projects.values()))
         results["ceilings"] = ceilings(checkout[0], args.env)
         results["ceiling_names"] = sorted({v["method"] for v in results["ceilings"]})
         for seed in args.seeds:  # seeds outermost: an interrupted run still has paired rows
             for name in args.rows:
                 row = ROWS[name]
-                if row.revision not in projects:
+                if shared_key(row) not in projects:
                     continue
-                project, code, pristine = projects[row.revision]
+                project, code, pristine = projects[shared_key(row)]
                 clear_row_outputs(project)
                 set_overrides(
                     project,

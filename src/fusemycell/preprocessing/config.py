@@ -38,17 +38,26 @@ class CropParams(StrictConfig):
 
 
 class ResampleParams(StrictConfig):
-    """Optional resampling to a target voxel size (linear); the model card carries it to inference, which undoes it."""
+    """Resampling to a target voxel size (linear); the model card carries it to inference, which resamples
+    every input to it and the prediction back to the input's grid."""
 
-    enabled: bool = False
-    """Resample, or keep the acquisition grid (the challenge scores on it)."""
+    enabled: bool | Literal["auto"] = False
+    """``auto``: the fingerprint chooses the target from the training volumes' voxel sizes
+    (nnU-Net's rule, :func:`fusemycell.preprocessing.resample.target_spacing`); ``true``: resample to
+    ``target_spacing_zyx``; ``false``: keep each acquisition's grid (the challenge scores on it; the
+    prediction always goes back to it)."""
     target_spacing_zyx: tuple[float, float, float] | None = None
-    """Voxel size after resampling, micrometres (e.g. isotropic [1, 1, 1])."""
+    """Voxel size after resampling, micrometres (e.g. isotropic [1, 1, 1]); with ``enabled: true`` only."""
 
     @model_validator(mode="after")
     def _target_given(self) -> ResampleParams:
-        if self.enabled and (self.target_spacing_zyx is None or min(self.target_spacing_zyx) <= 0):
-            raise ValueError("resample.enabled needs target_spacing_zyx, three sizes > 0 in micrometres")
+        if self.enabled is True and (self.target_spacing_zyx is None or min(self.target_spacing_zyx) <= 0):
+            raise ValueError("resample.enabled: true needs target_spacing_zyx, three sizes > 0 in micrometres")
+        if self.enabled == "auto" and self.target_spacing_zyx is not None:
+            raise ValueError(
+                "resample.enabled: auto chooses the target itself; remove target_spacing_zyx, "
+                "or set enabled: true to use it"
+            )
         return self
 
 
@@ -63,6 +72,10 @@ class SplitParams(StrictConfig):
     """Share of volumes held out for evaluation; never seen by patching or training."""
     min_per_split: int = Field(default=1, ge=0)
     """At least this many volumes in validation and in test (when there are 3 volumes or more)."""
+    test_studies: tuple[str, ...] = ()
+    """Studies held out whole for evaluation (leave-one-study-out: a study the model never trained on,
+    the test real users meet); their volumes are all test, and ``test_fraction`` applies to the others
+    (set it to 0 to test on these studies alone)."""
 
     @model_validator(mode="after")
     def _leaves_training(self) -> SplitParams:

@@ -60,3 +60,34 @@ def source_planes(n_in: int, n_out: int, output_indices: np.ndarray) -> tuple[in
     """Input z range ``[start, stop)`` needed to compute the given output planes."""
     lower, upper, _ = linear_weights(n_in, n_out)
     return int(lower[output_indices].min()), int(upper[output_indices].max()) + 1
+
+
+#: nnU-Net's threshold: a target whose largest voxel size is over this many times its smallest is anisotropic.
+ANISOTROPY_RATIO = 3.0
+#: nnU-Net's percentile of the coarse axis's voxel sizes on anisotropic data (finer than the median).
+COARSE_AXIS_PERCENTILE = 10.0
+
+
+def target_spacing(spacings_zyx: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """The voxel size to train on, from the training volumes' voxel sizes (nnU-Net's rule).
+
+    The median voxel size per axis; when that target is anisotropic (its coarsest axis over
+    :data:`ANISOTROPY_RATIO` times its finest, as light-sheet z planes are), the coarse axis takes
+    the 10th percentile of its voxel sizes instead of the median: thick-plane volumes are
+    interpolated up to the thinner planes that most of the data has, rather than every volume
+    being blurred down to the thick planes (which would discard the axial detail the fused view
+    has). Volumes already on the target are left as they are.
+
+    Raises
+    ------
+    ValueError
+        With no voxel size to choose from, or a voxel size that is not a positive number.
+    """
+    spacings = np.asarray(spacings_zyx, dtype=np.float64).reshape(-1, 3)
+    if not len(spacings) or not np.all(np.isfinite(spacings)) or np.any(spacings <= 0):
+        raise ValueError(f"no usable voxel size to choose a target from: {spacings.tolist()}")
+    target = np.median(spacings, axis=0)
+    coarse = int(np.argmax(target))
+    if target[coarse] > ANISOTROPY_RATIO * target.min():
+        target[coarse] = np.percentile(spacings[:, coarse], COARSE_AXIS_PERCENTILE)
+    return tuple(float(round(t, 6)) for t in target)  # type: ignore[return-value]

@@ -72,6 +72,7 @@ def split_by_volume(
     test_fraction: float,
     seed: int,
     min_per_split: int = 1,
+    test_studies: Sequence[str] = (),
 ) -> dict[str, str]:
     """Assign each volume (dicts with ``pair``, ``channel``, ``study``) to a split.
 
@@ -83,11 +84,26 @@ def split_by_volume(
     ``val_fraction`` asks if need be): the epoch choice and the guard then see
     every study. The result depends only on the volumes and ``seed``.
 
+    Every volume of ``test_studies`` is test (leave-one-study-out); the fractions then apply to the
+    volumes of the other studies.
+
+    Raises
+    ------
+    ValueError
+        When ``test_studies`` names a study that no volume has, or leaves no study to train on.
+
     Returns
     -------
     dict
         ``pair -> "train" | "val" | "test"``.
     """
+    held_out = _held_out(volumes, test_studies)
+    if held_out:
+        rest = [v for v in volumes if v["pair"] not in held_out]
+        assignment = split_by_volume(
+            rest, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, min_per_split=min_per_split
+        )
+        return assignment | dict.fromkeys(held_out, "test")
     rng = np.random.default_rng(seed)
     strata: dict[tuple[str, str], list[str]] = {}
     for volume in sorted(volumes, key=lambda v: v["pair"]):
@@ -113,6 +129,25 @@ def split_by_volume(
     assignment.update({pair: "test" for pair in order[:n_test]})
     assignment.update({pair: "val" for pair in val})
     return assignment
+
+
+def _held_out(volumes: Sequence[dict[str, str]], test_studies: Sequence[str]) -> set[str]:
+    """The pairs of ``test_studies``, checked against the studies the volumes have."""
+    if not test_studies:
+        return set()
+    studies = sorted({str(v["study"]) for v in volumes})
+    unknown = [s for s in test_studies if s not in studies]
+    if unknown:
+        raise ValueError(
+            f"preprocessing.split.test_studies names {', '.join(map(repr, unknown))}, but the volumes' studies are "
+            f"{', '.join(map(repr, studies))} (the study in each file's metadata)"
+        )
+    if set(studies) <= set(test_studies):
+        raise ValueError(
+            f"preprocessing.split.test_studies holds out every study ({', '.join(map(repr, studies))}): "
+            "leave at least one to train on"
+        )
+    return {v["pair"] for v in volumes if str(v["study"]) in test_studies}
 
 
 def _one_per_study(candidates: Sequence[str], study_of: Mapping[str, str], n_val: int) -> list[str]:

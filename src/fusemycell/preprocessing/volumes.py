@@ -7,6 +7,7 @@ therefore streams the whole transformation with about one slab in memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,9 @@ from fusemycell.io.volume import Volume
 from fusemycell.normalization import NormalizationStats, normalize
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.crop import Box, box_shape, full_box, specimen_box
-from fusemycell.preprocessing.resample import resample_axis, resampled_shape, source_planes
+from fusemycell.preprocessing.resample import resample_axis, resampled_shape, source_planes, target_spacing
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,12 @@ def plan_volumes(
     volume_scans: Mapping[str, Any],
     valid_pairs: Sequence[str],
     config: PreprocessingConfig,
+    training_pairs: Sequence[str] | None = None,
 ) -> tuple[dict[str, Volume], list[dict[str, Any]]]:
     """Crop, normalise (challenge percentiles) and optionally resample every valid pair, lazily.
+
+    ``training_pairs`` (default: every valid pair) are those whose voxel sizes choose the target
+    with ``resample.enabled: auto``: the volumes the model learns from, never the held-out ones.
 
     Returns ``{pair_kind: Volume}`` whose data is a :class:`PreprocessedVolume` (written
     plane by plane when saved) and one record per volume: its :meth:`VolumeTransform.record`,
@@ -172,7 +179,7 @@ def plan_volumes(
     volumes: dict[str, Volume] = {}
     records = []
     norm = config.normalization
-    target = config.resample.target_spacing_zyx if config.resample.enabled else None
+    target = resample_target(volume_scans, training_pairs if training_pairs is not None else valid_pairs, config)
     policy = _policy(config, target)
     for key in valid_pairs:
         pair = raw_pairs[key]
@@ -199,6 +206,31 @@ def plan_volumes(
             }
             records.append({**source, **transform.record(), **policy, **_normalised_levels(scan, stats)})
     return volumes, records
+
+
+def resample_target(
+    volume_scans: Mapping[str, Any], training_pairs: Sequence[str], config: PreprocessingConfig
+) -> tuple[float, float, float] | None:
+    """The voxel size every volume is resampled to, or None to keep each acquisition's grid."""
+    if config.resample.enabled is True:
+        return config.resample.target_spacing_zyx
+    if config.resample.enabled is False:
+        return None
+    spacings = [tuple(volume_scans[f"{pair}_angle"].spacing_zyx) for pair in training_pairs]
+    target = target_spacing(spacings)
+    logger.info(
+        "resample.enabled auto: every volume on %s um (z, y, x; nnU-Net's rule over the voxel sizes of %d "
+        "training volumes, from %s to %s um)",
+        _um(target),
+        len(spacings),
+        _um(np.min(spacings, axis=0)),
+        _um(np.max(spacings, axis=0)),
+    )
+    return target
+
+
+def _um(spacing: Sequence[float]) -> str:
+    return " x ".join(f"{float(s):g}" for s in spacing)
 
 
 def _policy(config: PreprocessingConfig, target: Sequence[float] | None) -> dict[str, Any]:

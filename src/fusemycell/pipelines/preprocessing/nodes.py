@@ -132,6 +132,7 @@ def split_volumes(
         test_fraction=config.split.test_fraction,
         seed=config.split.seed,
         min_per_split=config.split.min_per_split,
+        test_studies=config.split.test_studies,
     )
     table = pd.DataFrame(volumes).assign(split=lambda t: t["pair"].map(assignment))
     logger.info("split by volume: %s", table["split"].value_counts().to_dict())
@@ -143,12 +144,17 @@ def plan_normalized_volumes(
     volume_scans: dict[str, VolumeScan],
     valid_pairs: list[str],
     config: Validated[PreprocessingConfig],
+    volume_split: pd.DataFrame | None = None,
 ) -> tuple[ParallelVolumes, pd.DataFrame]:
     """Crop, normalise (challenge percentiles) and optionally resample every valid pair.
+
+    With ``resample.enabled: auto`` the target voxel size is chosen from the training and
+    validation volumes of ``volume_split`` (never from the test volumes).
 
     Returns lazily computed volumes (written plane by plane by the dataset,
     ``preprocessing.workers`` at a time) and the table of what was done to each,
     which is what maps predictions back to the raw grid and intensity scale.
     """
-    volumes, records = plan_volumes(raw_pairs, volume_scans, valid_pairs, config)
+    learnt = None if volume_split is None else list(volume_split.loc[volume_split["split"] != "test", "pair"])
+    volumes, records = plan_volumes(raw_pairs, volume_scans, valid_pairs, config, learnt)
     return ParallelVolumes(volumes, workers=config.workers or available_cores()), pd.DataFrame(records)

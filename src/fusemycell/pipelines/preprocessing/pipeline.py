@@ -55,7 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=plan_normalized_volumes,
-                inputs=["raw_pairs", "volume_scans", "valid_pairs", "params:preprocessing"],
+                inputs=["raw_pairs", "volume_scans", "valid_pairs", "params:preprocessing", "volume_split"],
                 outputs=["normalized_volumes", "preprocessing_records"],
                 name="plan_normalized_volumes",
             ),
