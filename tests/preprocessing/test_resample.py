@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusemycell.preprocessing.resample import resample_axis, resampled_shape, source_planes
+from fusemycell.preprocessing.resample import resample_axis, resampled_shape, source_planes, target_spacing
 
 
 def test_resampled_shape_keeps_the_field_of_view():
@@ -33,3 +33,20 @@ def test_upsampling_then_back_restores_smooth_data(n_out):
     volume = np.sin(z)[:, None, None] * np.ones((1, 3, 3), np.float32)
     there_and_back = resample_axis(resample_axis(volume, 0, n_out), 0, 13)
     np.testing.assert_allclose(there_and_back, volume, atol=0.05)  # linear interpolation, clamped edges
+
+
+def test_target_spacing_is_the_median_on_near_isotropic_data():
+    assert target_spacing([(1.0, 0.5, 0.5), (1.2, 0.6, 0.6), (1.4, 0.7, 0.7)]) == (1.2, 0.6, 0.6)
+
+
+def test_target_spacing_takes_the_thin_planes_of_anisotropic_light_sheet_data():
+    """Median z 2 um over 0.39 um pixels is anisotropic: z takes the 10th percentile, the planes most volumes have."""
+    spacings = [(1.0, 0.39, 0.39)] * 4 + [(2.0, 0.39, 0.39)] * 4 + [(3.0, 0.39, 0.39)] * 4
+    assert target_spacing(spacings) == (1.0, 0.39, 0.39)
+    assert target_spacing([(3.0, 0.33, 0.33)]) == (3.0, 0.33, 0.33)  # one study: its own grid, nothing resampled
+
+
+@pytest.mark.parametrize("spacings", [[], [(0.0, 1.0, 1.0)], [(float("nan"), 1.0, 1.0)]])
+def test_target_spacing_refuses_missing_or_invalid_voxel_sizes(spacings):
+    with pytest.raises(ValueError, match="no usable voxel size"):
+        target_spacing(spacings)

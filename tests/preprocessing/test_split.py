@@ -65,3 +65,35 @@ def test_every_study_with_three_volumes_gets_a_validation_volume():
             assert any(split[p] == "val" for p in members), (seed, study)
             assert any(split[p] == "train" for p in members), (seed, study)  # never its last training volume
         assert sorted(split.values()).count("val") >= 3
+
+
+def test_test_studies_hold_out_every_volume_of_a_study_and_split_the_rest():
+    volumes = _volumes(n_per_stratum=3)
+    assignment = split_by_volume(volumes, val_fraction=0.17, test_fraction=0.0, seed=5, test_studies=["c"])
+    held_out = {v["pair"] for v in volumes if v["study"] == "c"}
+    assert {p for p, s in assignment.items() if s == "test"} == held_out
+    rest = [v for v in volumes if v["study"] != "c"]
+    # the other studies split exactly as they would alone: every one keeps training and validation volumes
+    assert {p: s for p, s in assignment.items() if p not in held_out} == split_by_volume(
+        rest, val_fraction=0.17, test_fraction=0.0, seed=5
+    )
+    for study in "ab":
+        assert {assignment[v["pair"]] for v in rest if v["study"] == study} == {"train", "val"}
+
+
+def test_test_fraction_still_applies_to_the_other_studies():
+    volumes = _volumes(n_per_stratum=3)
+    counts = Counter(
+        split_by_volume(volumes, val_fraction=0.2, test_fraction=0.25, seed=0, test_studies=["a"]).values()
+    )
+    assert counts["test"] == 6 + 3  # study a whole, and a quarter of the 12 others
+
+
+@pytest.mark.parametrize(
+    ("studies", "words"),
+    [(["d"], "'d', but the volumes' studies are 'a', 'b', 'c'"), (["a", "b", "c"], "holds out every study")],
+)
+def test_test_studies_that_name_no_study_or_leave_none_to_train_are_refused(studies, words):
+    with pytest.raises(ValueError, match="preprocessing.split.test_studies") as error:
+        split_by_volume(_volumes(), val_fraction=0.2, test_fraction=0.0, seed=0, test_studies=studies)
+    assert words in str(error.value)

@@ -112,3 +112,74 @@ def test_empty_boxes_of_a_file_are_empty_arrays(raw, resample):
     assert lazy[:, 3:3].shape == (depth, 0, columns)
     assert lazy[:, :, 4:4].shape == (depth, rows, 0)
     assert lazy[0, 5:2].shape == (0, columns)
+
+
+def _scanned_pairs(make_volume, spacings_z):
+    """``image_{i}_nucleus`` pairs whose planes are ``spacings_z[i]`` um apart, and their scans."""
+    from fusemycell.io.pairs import pair_files
+    from fusemycell.preprocessing.fingerprint import scan_volume
+
+    paths = []
+    for i, z in enumerate(spacings_z):
+        for kind in ("angle", "fused"):
+            paths.append(str(make_volume(f"image_{i}_nucleus_{kind}.tif", spacing=(z, 0.4, 0.4), seed=i)))
+    listing = pair_files(sorted(paths))
+    scans = {
+        f"{key}_{kind}": scan_volume(
+            getattr(pair, kind), pair=key, kind=kind, channel=pair.channel, percentiles=[2, 99.8, 99.9]
+        )
+        for key, pair in listing.items()
+        for kind in ("angle", "fused")
+    }
+    return listing, scans
+
+
+def test_resample_auto_chooses_the_target_from_the_training_volumes_alone(make_volume):
+    from fusemycell.preprocessing.config import PreprocessingConfig
+    from fusemycell.preprocessing.volumes import plan_volumes
+
+    listing, scans = _scanned_pairs(make_volume, [1.0, 2.0, 3.0])
+    config = PreprocessingConfig(resample={"enabled": "auto"}, crop={"enabled": False})
+    training = ["image_0_nucleus", "image_1_nucleus"]  # the 3 um pair is held out
+    volumes, records = plan_volumes(listing, scans, list(listing), config, training)
+    targets = {(r["resample_target_z_um"], r["resample_target_y_um"], r["resample_target_x_um"]) for r in records}
+    assert targets == {(1.1, 0.4, 0.4)}  # the 10th percentile of 1 and 2 um planes (anisotropic), never the test's 3
+    assert volumes["image_2_nucleus_angle"].data.shape[0] == round(10 * 3.0 / 1.1)  # thick planes interpolated
+    every = {r["resample_target_z_um"] for r in plan_volumes(listing, scans, list(listing), config)[1]}
+    assert every == {1.2}  # with the held-out volume counted, the target would move
+
+
+def test_resample_off_and_auto_on_one_study_keep_the_acquisition_grid(make_volume):
+    from fusemycell.preprocessing.config import PreprocessingConfig
+    from fusemycell.preprocessing.volumes import plan_volumes
+
+    listing, scans = _scanned_pairs(make_volume, [2.0, 2.0])
+    for enabled in (False, "auto"):
+        config = PreprocessingConfig(resample={"enabled": enabled}, crop={"enabled": False})
+        volumes, _ = plan_volumes(listing, scans, list(listing), config)
+        read = np.asarray(read_volume(listing["image_0_nucleus"].angle).data, dtype=np.float32)
+        assert volumes["image_0_nucleus_angle"].data.shape == read.shape
+        np.testing.assert_allclose(
+            np.asarray(volumes["image_0_nucleus_angle"].data[:]).mean(),
+            normalize(
+                read,
+                NormalizationStats(
+                    low=scans["image_0_nucleus_angle"].percentile(2),
+                    high=scans["image_0_nucleus_angle"].percentile(99.8),
+                ),
+            ).mean(),
+            rtol=1e-5,
+        )
+
+
+@pytest.mark.parametrize(
+    ("resample", "words"),
+    [({"enabled": True}, "needs target_spacing_zyx"), ({"enabled": "auto", "target_spacing_zyx": [1, 1, 1]}, "remove")],
+)
+def test_resample_settings_that_contradict_each_other_are_refused(resample, words):
+    from pydantic import ValidationError
+
+    from fusemycell.preprocessing.config import PreprocessingConfig
+
+    with pytest.raises(ValidationError, match=words):
+        PreprocessingConfig(resample=resample)
