@@ -93,6 +93,7 @@ PREDICT_WORDS: tuple[tuple[str, str], ...] = (
     (r"inference\.model_uri \(--model\)", "--model"),
     (r"inference\.backend: (torch|onnx)", r"--backend \1"),
     (r"inference\.overwrite: true", "--overwrite"),
+    (r"inference\.outside_training: (warn|base|refuse)", r"--outside-training \1"),
     (r"--params inference\.output_dir=\S+", "OUTPUT"),
     (r"--params inference\.input_dir=\S+", "INPUT"),
     (r"--params inference\.model_uri=\S+", "--model"),
@@ -104,6 +105,7 @@ PREDICT_WORDS: tuple[tuple[str, str], ...] = (
     (r"inference\.model_uri", "--model"),
     (r"inference\.backend", "--backend"),
     (r"inference\.overwrite", "--overwrite"),
+    (r"inference\.outside_training", "--outside-training"),
 )
 
 
@@ -247,6 +249,8 @@ Examples:
       ONNX Runtime; replaces TIFFs in /data/pred that fusemycell did not write
 
 \b
+An input unlike the training data gets one warning line saying which property is outside
+the training range; --outside-training base writes the blurred input instead, refuse skips it.
 Run it in the project folder, or anywhere with --model a model file inside the project.
 Errors you can fix print in a few lines; FUSEMYCELL_TRACEBACK=1 shows all."""
 
@@ -263,8 +267,22 @@ Errors you can fix print in a few lines; FUSEMYCELL_TRACEBACK=1 shows all."""
 @click.option("--env", "-e", default="mac", show_default=True, help="Kedro environment (mac, cloud, ...).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None, help="Inference backend.")
 @click.option("--overwrite", is_flag=True, help="Replace TIFFs in OUTPUT that fusemycell did not write.")
+@click.option(
+    "--outside-training",
+    type=click.Choice(["warn", "base", "refuse"]),
+    default=None,
+    help="An input unlike the model's training data (voxel size, shape, intensities, noise): warn (predict it "
+    "and say why), base (write the blurred input instead) or refuse (skip it). Default: warn.",
+)
 def predict(
-    input_path: Path, output: Path, *, model_uri: str | None, env: str, backend: str | None, overwrite: bool
+    input_path: Path,
+    output: Path,
+    *,
+    model_uri: str | None,
+    env: str,
+    backend: str | None,
+    overwrite: bool,
+    outside_training: str | None,
 ) -> None:
     """Predict the fused volume of INPUT (one TIFF, or a folder of them) into OUTPUT.
 
@@ -294,6 +312,8 @@ def predict(
         inference["backend"] = backend
     if overwrite:
         inference["overwrite"] = True
+    if outside_training:
+        inference["outside_training"] = outside_training
     created = missing_folders(output.parent if is_file_output(output) else output)
     here = Path.cwd()
     os.chdir(project)  # as 'kedro run': what the configuration places relative to the run (mlflow.db) is in the project

@@ -20,6 +20,7 @@ import numpy as np
 
 from fusemycell.inference.backends import Backend, TorchBackend
 from fusemycell.inference.background import BackgroundPlanes
+from fusemycell.inference.outside import DomainCheck, ResidualBaseBackend, check_array
 from fusemycell.inference.predictor import predict_volume, resolve_tiling
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.streams import StreamOptions
@@ -115,6 +116,22 @@ def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None 
     return TorchBackend(model.network, settings.device, settings.amp)
 
 
+def backend_for(model: Any, settings: InferenceSettings, check: DomainCheck, onnx_path: str | None = None) -> Backend:
+    """The backend an input gets: the model's (:func:`make_backend`), or the residual base for an input outside
+    the training domain under ``inference.outside_training: base``.
+
+    Raises
+    ------
+    OutsideTrainingError
+        For an input outside the domain under ``refuse`` (naming it and the property).
+    """
+    check.raise_if_refused()
+    if not check.uses_base:
+        return make_backend(model, settings, onnx_path)
+    check_tiling(settings, model.card)
+    return ResidualBaseBackend(model.card.architecture, settings.device)
+
+
 def predict_in_memory(
     single_view: np.ndarray,
     model: Any,
@@ -123,14 +140,23 @@ def predict_in_memory(
     spacing_zyx: Sequence[float] | None = None,
     onnx_path: str | None = None,
     name: str = "in-memory volume",
+    check: DomainCheck | None = None,
 ) -> np.ndarray:
     """The same prediction as :func:`predict_file` for an in-memory ZYX array (what the MLflow model serves).
 
     ``spacing_zyx`` is the array's voxel size (micrometres); it matters when the model
     resamples. Without it, the training data's acquisition voxel size is assumed (the
     median of the card's fingerprint; the training voxel size when the card has none).
+    The array is checked against the card's training domain (``settings.outside_training``; an
+    unknown voxel size is not checked) unless ``check`` gives the caller's check; an input outside
+    it is logged in one line.
     """
     card: ModelCard = model.card
+    if check is None:
+        check = check_array(single_view, card, spacing_zyx, name, settings.outside_training)
+        if check.outside:
+            logger.warning("%s", check.line())
+    backend = backend_for(model, settings, check, onnx_path)
     spacing = tuple(float(s) for s in spacing_zyx) if spacing_zyx is not None else assumed_spacing(card)
     transform = InputTransform.from_card(
         card,
@@ -138,9 +164,7 @@ def predict_in_memory(
         crop_to_specimen=settings.crop_to_specimen,
         min_output_range=settings.min_output_range,
     )
-    mapped = predict_transformed(
-        np.asarray(single_view), transform, make_backend(model, settings, onnx_path), settings, name
-    )
+    mapped = predict_transformed(np.asarray(single_view), transform, backend, settings, name)
     return np.stack([mapped[z] for z in range(mapped.shape[0])])
 
 

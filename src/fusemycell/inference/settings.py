@@ -62,6 +62,13 @@ class InferenceSettings(StrictConfig):
     """z-planes read at a time while measuring the input's percentiles."""
     min_output_range: float = Field(default=4096.0, ge=1)
     """Grey levels spanned by [p_low, p_high] in the uint16 output (the input's own span when wider)."""
+    outside_training: Literal["warn", "base", "refuse"] = "warn"
+    """What happens to an input outside the model's training domain (voxel size beyond 10 % of the training
+    range, shape beyond a factor 2, raw p2/p99.8 or noise beyond a factor 2; see ``docs/model-card.md``):
+    ``warn`` predicts it and says which property is outside, in the log and the run's report; ``base``
+    writes the residual base instead (the input's light Gaussian blur the network starts from, never
+    worse than the blur baseline) and says so; ``refuse`` skips it with an error naming the file and the
+    property. Models without a recorded domain are not checked."""
     background_io: bool = True
     """Read the next slab, and compute planes ahead of the writer, in background threads (same result)."""
 

@@ -20,6 +20,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from fusemycell import __version__
 from fusemycell.configuration import StrictConfig
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.domain import TrainingDomain
 from fusemycell.models.receptive_field import receptive_field
 from fusemycell.position import PositionChannels
 from fusemycell.preprocessing.config import CropParams, NormalizationParams
@@ -175,6 +176,10 @@ class ModelCard(StrictConfig):
     """Fitted parameters of the single-view forward model, when the physics-informed loss was used."""
     training_data: TrainingDataSummary = TrainingDataSummary()
     """Fingerprint of the training data."""
+    training_domain: TrainingDomain | None = None
+    """Ranges of voxel size, shape, raw intensity percentiles and noise over the training and validation
+    single views (:mod:`fusemycell.models.domain`): inputs outside them are flagged at inference
+    (``inference.outside_training``). Null for models trained before it was recorded: nothing is checked."""
     validation: ValidationSummary | None = None
     """Validation metrics of the chosen epoch."""
     training: TrainingSummary | None = None

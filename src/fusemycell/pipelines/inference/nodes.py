@@ -13,12 +13,14 @@ import numpy as np
 from fusemycell.datasets.volume_sources import VolumeSource, close
 from fusemycell.inference.apply import (
     InferenceSettings,
+    backend_for,
     make_backend,
     predict_file,
     predict_in_memory,
     resolve_tile,
 )
 from fusemycell.inference.folders import check_output_folder, select_inputs
+from fusemycell.inference.outside import DomainCheck, OutsideTrainingError, check_file
 from fusemycell.io.naming import output_name
 from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.checkpoint import TrainedModel
@@ -66,6 +68,11 @@ def plan_predictions(
     cannot be read, are not 3D or are not of a raw voxel type (float64, signed integers) are reported
     by name and left out; the others are still predicted. ``*_fused.tif`` files (any case) are
     targets, not inputs, and are skipped. Predictions are computed while the output dataset writes them.
+
+    Every input is checked against the model's training domain (its header and a few planes): one
+    line per input outside it, in the log and under ``outside_training`` in the run's report, and
+    ``inference.outside_training`` chooses what happens (predict, write the residual base, or skip it
+    as a failure naming the property).
     """
     settings = inference
     location = settings.input_dir or raw_dir
@@ -82,18 +89,11 @@ def plan_predictions(
             "overlap": settings.overlap,
             "skipped_fused": selection.skipped_fused,
             "failures": [],
+            "outside_training": _domain_summary(inference_model, settings),
         }
     )
     for name in selection.predict:
-        source = inference_inputs[name]
-        problem = _readable(source)
-        if problem is not None:
-            plan.report["failures"].append({"file": name, "problem": problem})
-            logger.error("%s", problem)
-            continue
-        plan[output_name(name, settings.output_format)] = partial(
-            predict_file, source.path, backend, settings, inference_model.card
-        )
+        _plan_input(plan, name, inference_inputs[name], backend, inference_model, settings)
     if selection.skipped_fused:
         logger.info("skipped %d fused volumes (targets, not single views)", len(selection.skipped_fused))
     logger.info(
@@ -105,6 +105,46 @@ def plan_predictions(
         settings.output_dir,
     )
     return plan
+
+
+def _plan_input(
+    plan: PredictionPlan,
+    name: str,
+    source: VolumeSource,
+    backend: Any,
+    model: TrainedModel,
+    settings: InferenceSettings,
+) -> None:
+    """Add the prediction of one input to ``plan``, or its failure (unreadable, or refused outside the domain)."""
+    problem = _readable(source)
+    if problem is not None:
+        plan.report["failures"].append({"file": name, "problem": problem})
+        logger.error("%s", problem)
+        return
+    check = check_file(source.path, model.card, name, settings.outside_training)
+    if check.outside:
+        plan.report["outside_training"]["inputs"].append(check.record())
+    try:
+        chosen = _backend_of(check, backend, model, settings)
+    except OutsideTrainingError as refused:
+        plan.report["failures"].append({"file": name, "problem": str(refused)})
+        logger.error("%s", refused)
+        return
+    plan[output_name(name, settings.output_format)] = partial(predict_file, source.path, chosen, settings, model.card)
+
+
+def _domain_summary(model: TrainedModel, settings: InferenceSettings) -> dict[str, Any]:
+    """The report's ``outside_training``: the mode, whether the model records a domain, the inputs outside it."""
+    return {"mode": settings.outside_training, "checked": model.card.training_domain is not None, "inputs": []}
+
+
+def _backend_of(check: DomainCheck, backend: Any, model: TrainedModel, settings: InferenceSettings) -> Any:
+    """The backend of one input: the run's, or the residual base's (``base``); an input outside the training
+    domain is logged in one line, or refused with :class:`OutsideTrainingError` (``refuse``)."""
+    check.raise_if_refused()
+    if check.outside:
+        logger.warning("%s", check.line())
+    return backend_for(model, settings, check) if check.uses_base else backend
 
 
 def _backend(model: TrainedModel, settings: InferenceSettings) -> Any:

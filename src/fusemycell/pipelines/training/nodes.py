@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from functools import partial
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -13,6 +14,7 @@ from fusemycell.inference.predictor import predict_whole_volume
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.pairs import PairListing
 from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.domain import TrainingDomain, domain_of_pairs
 from fusemycell.parameters import Validated
 from fusemycell.patching.store import PatchStore
 from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
@@ -42,6 +44,28 @@ def validation_pairs(normalized_volumes: PairListing, volume_split: pd.DataFrame
     )
 
 
+def describe_training_domain(fingerprint: dict[str, Any], volume_split: pd.DataFrame) -> dict[str, Any]:
+    """The training domain (:mod:`fusemycell.models.domain`) of the split's training and validation single views.
+
+    Voxel sizes, shapes and raw percentiles come from the preprocessing fingerprint; the noise is
+    measured on a few planes of each raw file. An empty dict when no volume could be described.
+    """
+    used = volume_split[volume_split["split"].isin(["train", "val"])]
+    domain = domain_of_pairs(fingerprint.get("volumes", []), used["pair"].astype(str))
+    if domain is None:
+        logger.warning("training domain: no readable training volume in the fingerprint; inputs will not be checked")
+        return {}
+    return domain.model_dump(mode="json")
+
+
+def with_training_domain(model: TrainedModel, training_domain: dict[str, Any]) -> TrainedModel:
+    """``model`` whose card records ``training_domain`` (unchanged when it is empty)."""
+    if not training_domain:
+        return model
+    domain = TrainingDomain.model_validate(training_domain)
+    return TrainedModel(model.network, model.card.model_copy(update={"training_domain": domain}))
+
+
 def _inference_prediction(settings: InferenceSettings) -> partial:
     """How training and the guard predict a whole volume: as inference does (picklable, for DDP workers)."""
     return partial(predict_whole_volume, tiling=settings.tile_settings, amp=settings.amp)
@@ -53,6 +77,7 @@ def train_fusion_model(
     *,
     normalized_volumes: PairListing,
     volume_split: pd.DataFrame,
+    training_domain: dict[str, Any],
     training: Validated[TrainingConfig],
     inference: Validated[InferenceSettings],
 ) -> tuple[TrainedModel, pd.DataFrame, Figure]:
@@ -63,7 +88,7 @@ def train_fusion_model(
     validation volumes of the split are predicted with the inference tiling (``params:inference``)
     and scored with the challenge's N_SSIM (``val_volume_nssim``, what ``training.monitor``
     chooses the best epoch by). Per-epoch metrics go to the MLflow run of this ``kedro run``
-    with ``step = epoch``.
+    with ``step = epoch``. The card records ``training_domain`` (:func:`describe_training_domain`).
     """
     config, settings = training, inference
     _, augmentation = store_manifest(patch_store_train)
@@ -102,7 +127,8 @@ def train_fusion_model(
         log_metrics({f"physics.{key}": value for key, value in result.physics.items()})
     history = pd.DataFrame([asdict(h) for h in result.history])
     history["kept"] = history["epoch"] == result.best_epoch  # the epoch whose weights are the model
-    return result.model, history, validation_figure(result.model, patch_store_val, epoch=result.best_epoch)
+    model = with_training_domain(result.model, training_domain)
+    return model, history, validation_figure(model, patch_store_val, epoch=result.best_epoch)
 
 
 def guard_fusion_model(

@@ -4,6 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from fusemycell.pipelines.training.export_nodes import export_bioimageio_package
 from fusemycell.pipelines.training.nodes import (
+    describe_training_domain,
     export_onnx_model,
     guard_fusion_model,
     plot_learning_curves,
@@ -16,12 +17,19 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                func=describe_training_domain,
+                inputs=["fingerprint", "volume_split"],
+                outputs="training_domain",
+                name="describe_training_domain",
+            ),
+            Node(
                 func=train_fusion_model,
                 inputs={
                     "patch_store_train": "patch_store_train",
                     "patch_store_val": "patch_store_val",
                     "normalized_volumes": "normalized_volumes",
                     "volume_split": "volume_split",
+                    "training_domain": "training_domain",
                     "training": "params:training",
                     "inference": "params:inference",
                 },
