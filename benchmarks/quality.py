@@ -88,6 +88,17 @@ ROWS: dict[str, Row] = {
     # The fingerprint chooses the voxel size (nnU-Net's rule over the training volumes): study c's 3 um planes
     # are interpolated to the others' 1 um, and every prediction goes back to its input's grid.
     "resample auto": Row({"preprocessing": {"resample": {"enabled": "auto"}}}, reference="default"),
+    # Global context: the single view at low resolution (block means smoothed over 8 um, computed once per volume
+    # and sampled per tile) as an input channel, alone and with the distance channels.
+    "+context": Row({"patching": {"position": {"enabled": True, "channels": ["context"]}}}, reference="default"),
+    "+position+context": Row(
+        {
+            "patching": {
+                "position": {"enabled": True, "channels": ["surface_distance", "depth_z", "depth_x", "context"]}
+            }
+        },
+        reference="default",
+    ),
     "resample off": Row({"preprocessing": {"resample": {"enabled": False}}}, reference="default"),
 }
 #: Leave one study out: train on the other studies, test on every volume of this one (the test real users meet).

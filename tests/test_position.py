@@ -274,3 +274,30 @@ def test_channels_follow_read_patch_for_a_box_that_starts_inside_a_short_volume(
     origin, patch = (3, 0, 0), (8, 16, 16)  # planes 3, 4 then 6 padded ones
     expected = np.stack([read_patch(channel, origin, patch) for channel in inside])
     np.testing.assert_allclose(field.region(origin, patch), expected, atol=1e-6)
+
+
+def test_context_is_the_single_view_at_low_resolution_bright_inside_and_dark_outside():
+    volume = _box_volume()
+    config = PositionChannels(enabled=True, channels=("context",), context_um=4.0)
+    field = position_field(volume, SPACING, config)
+    context = field.region((0, 0, 0), volume.shape)[0]
+    centre = context[20, 80, 100]
+    assert 0.6 < centre < 0.9  # the specimen's mean brightness (0.6 + 0.3 * uniform), not divided by scale_um
+    assert context[20, 5, 5] < 0.2 * centre  # far outside: the dim background
+    unchanged = position_field(volume, SPACING, config.model_copy(update={"scale_um": 5.0})).coarse
+    np.testing.assert_array_equal(unchanged, field.coarse)
+
+
+def test_context_follows_a_slow_attenuation_across_the_whole_volume():
+    """A patch cannot see a decay over 100 um; the context channel carries it (the global pass)."""
+    volume = _box_volume()
+    x = np.arange(volume.shape[2], dtype=np.float32) * SPACING[2]
+    attenuated = volume * np.exp(-x / 40.0)[None, None, :]
+    config = PositionChannels(enabled=True, channels=("context",))
+    context = position_field(attenuated, SPACING, config).region((0, 0, 0), volume.shape)[0]
+    near, far = context[20, 80, 50], context[20, 80, 150]  # both inside the specimen, 50 um apart along x
+    assert far < 0.5 * near
+    # a tile's values are the whole volume's at the same voxels: exact tiling stays exact
+    np.testing.assert_array_equal(
+        position_field(attenuated, SPACING, config).region((10, 30, 60), (8, 32, 48))[0], context[10:18, 30:62, 60:108]
+    )

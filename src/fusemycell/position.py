@@ -10,7 +10,14 @@ micrometres:
 ``depth_z``
     specimen tissue crossed along z from the first plane (the detection side) to the voxel;
 ``depth_x``
-    specimen tissue crossed along x from the first column (the illumination side).
+    specimen tissue crossed along x from the first column (the illumination side);
+``context``
+    the single view itself at low resolution: the block means of the whole volume smoothed
+    over ``context_um`` (a Gaussian sigma of 8 um by default, against the network's receptive field
+    of about 20 um). It carries what a patch cannot see: how bright the specimen is around it, so
+    how much the sheet and the emitted light have been attenuated and how much haze surrounds it
+    (the global, low-resolution pass of the best published entries, as an input the patch network
+    is conditioned on). Normalised intensity, not divided by ``scale_um``.
 
 They are computed once per volume from the specimen mask of the **whole** single view
 (:func:`position_field`), on a coarse grid of about ``grid_um`` micrometres: one slab-by-slab
@@ -40,12 +47,13 @@ from fusemycell.configuration import StrictConfig
 
 logger = logging.getLogger(__name__)
 
-ChannelName = Literal["surface_distance", "depth_z", "depth_x"]
+ChannelName = Literal["surface_distance", "depth_z", "depth_x", "context"]
 
 CHANNEL_DESCRIPTIONS = {
     "surface_distance": "signed distance to the specimen's surface (positive inside), micrometres / scale_um",
     "depth_z": "specimen tissue crossed along z from the first plane (detection side), micrometres / scale_um",
     "depth_x": "specimen tissue crossed along x from the first column (illumination side), micrometres / scale_um",
+    "context": "the normalised single view at low resolution (block means smoothed over context_um)",
 }
 
 
@@ -64,7 +72,9 @@ class PositionChannels(StrictConfig):
     threshold: float | Literal["otsu"] = "otsu"
     """Smoothed normalised intensity that counts as specimen, or Otsu's threshold of the coarse grid."""
     scale_um: float = Field(default=50.0, gt=0)
-    """The channels are micrometres divided by this (values of order 1 for the network)."""
+    """The distance channels are micrometres divided by this (values of order 1 for the network)."""
+    context_um: float = Field(default=8.0, ge=0)
+    """Gaussian sigma of the ``context`` channel's smoothing, micrometres."""
     max_grid_voxels: int = Field(default=16_000_000, ge=1000)
     """Upper bound of the coarse grid (bounded memory on multi-GB volumes)."""
 
@@ -139,12 +149,20 @@ def _tissue_crossed(mask: np.ndarray, axis: int, cell_um: float) -> np.ndarray:
     return (crossed * np.float32(cell_um)).astype(np.float32)
 
 
+def _context(means: np.ndarray, cell_um: Sequence[float], sigma_um: float) -> np.ndarray:
+    """The coarse grid of block means smoothed over ``sigma_um`` (the ``context`` channel)."""
+    means = np.nan_to_num(means.astype(np.float32))
+    if sigma_um <= 0:
+        return means
+    return ndimage.gaussian_filter(means, [sigma_um / c for c in cell_um], mode="nearest").astype(np.float32)
+
+
 @dataclass(frozen=True)
 class PositionField:
     """The position channels of one volume on its coarse grid; :meth:`region` gives them for any box."""
 
     coarse: np.ndarray
-    """``(channels, cz, cy, cx)`` float32, already divided by ``scale_um``."""
+    """``(channels, cz, cy, cx)`` float32, the distances already divided by ``scale_um``."""
     blocks_zyx: tuple[int, int, int]
     """Voxels per coarse cell."""
     shape_zyx: tuple[int, int, int]
@@ -238,18 +256,21 @@ def position_field(
     shape = tuple(int(n) for n in volume.shape)
     blocks = grid_blocks(shape, spacing_zyx, config)
     cell_um = [float(b) * float(s) for b, s in zip(blocks, spacing_zyx)]
-    mask = specimen_mask(block_means(volume, blocks), cell_um, config)
+    means = block_means(volume, blocks)
+    mask = specimen_mask(means, cell_um, config)
     if not mask.any():
         logger.warning(
             "%s: no specimen found for the position channels; they are the field of view's", name or "volume"
         )
         mask = np.ones_like(mask)
+    scale = np.float32(config.scale_um)
     builders = {
-        "surface_distance": lambda: _signed_distance(mask, cell_um),
-        "depth_z": lambda: _tissue_crossed(mask, 0, cell_um[0]),
-        "depth_x": lambda: _tissue_crossed(mask, 2, cell_um[2]),
+        "surface_distance": lambda: _signed_distance(mask, cell_um) / scale,
+        "depth_z": lambda: _tissue_crossed(mask, 0, cell_um[0]) / scale,
+        "depth_x": lambda: _tissue_crossed(mask, 2, cell_um[2]) / scale,
+        "context": lambda: _context(means, cell_um, config.context_um),
     }
-    coarse = np.stack([builders[c]() for c in config.channels]) / np.float32(config.scale_um)
+    coarse = np.stack([builders[c]() for c in config.channels])
     return PositionField(
         coarse.astype(np.float32),
         blocks,
