@@ -90,3 +90,23 @@ def test_fail_policy_stops_but_saves_the_report_and_skip_processes_the_good_pair
     volumes = sorted(p.name for p in (kedro_project / "data" / "02_intermediate" / "volumes").glob("*.tif"))
     assert "image_2_nucleus_angle.tif" not in volumes
     assert len(volumes) == 6
+
+
+def test_resample_auto_takes_its_target_from_the_volumes_that_are_not_test(kedro_project):
+    from fusemycell.preprocessing.resample import target_spacing
+
+    run_session(kedro_project, ["simulation"])
+    run_session(kedro_project, ["preprocessing"], preprocessing={"resample": {"enabled": "auto"}})
+    intermediate = kedro_project / "data" / "02_intermediate"
+    split = pd.read_csv(intermediate / "split.csv")
+    fingerprint = pd.read_csv(kedro_project / "data" / "08_reporting" / "fingerprint" / "fingerprint.csv")
+    learnt = set(split.loc[split.split != "test", "pair"])
+    angles = fingerprint[(fingerprint.kind == "angle") & fingerprint.pair.isin(learnt)]
+    expected = target_spacing(angles[["spacing_z_um", "spacing_y_um", "spacing_x_um"]].to_numpy())
+    records = pd.read_csv(intermediate / "preprocessing.csv")
+    for axis, value in zip("zyx", expected):
+        assert np.allclose(records[f"resample_target_{axis}_um"], value)
+    assert expected[0] < fingerprint["spacing_z_um"].max()  # the thick planes are interpolated, not the target
+    thick = records[records.spacing_z_um == records.spacing_z_um.max()].iloc[0]
+    written = read_volume(intermediate / "volumes" / f"{thick['pair']}_{thick['kind']}.tif")
+    assert written.data.shape[0] > int(thick["crop_z1"]) - int(thick["crop_z0"])  # more planes than were cropped
