@@ -71,3 +71,22 @@ def test_a_history_without_the_kept_column_is_drawn_without_the_mark():
     assert [line.get_label() for line in figure.axes[1].get_lines()][:1] == ["patches"]
     marked = learning_curves(history, kept=5)
     assert [line.get_label() for line in marked.axes[0].get_lines()][-1] == "kept: epoch 5"
+
+
+def test_one_epoch_is_readable_a_labelled_point_in_the_middle_of_the_axis():
+    figure = learning_curves(_history(epochs=1, kept=1))
+    FigureCanvasAgg(figure).draw()
+    losses = figure.axes[0]
+    assert losses.get_xlim() == (0.5, 1.5)
+    (train,) = [line for line in losses.get_lines() if line.get_label() == "train"]
+    assert train.get_marker() == "o" and train.get_markersize() >= 5
+    assert "1" in [text.get_text() for text in losses.texts]  # the train loss of epoch 1, 1/1, written by the point
+
+
+def test_epochs_without_validation_are_skipped_not_drawn_as_gaps():
+    history = _history(epochs=6, kept=6)
+    history.loc[history["epoch"].isin([1, 2, 4]), "val_volume_nssim"] = float("nan")  # validated every other epoch
+    figure = learning_curves(history)
+    (volumes,) = [line for line in figure.axes[1].get_lines() if line.get_label() == "whole volumes"]
+    assert list(volumes.get_xdata()) == [3, 5, 6]  # one line through the measured epochs
+    assert not figure.axes[0].texts  # six epochs: no value labels

@@ -22,18 +22,20 @@ def _contrast(image: np.ndarray) -> tuple[float, float]:
 def fingerprint_figure(angle: VolumeScan | None, fused: VolumeScan | None, title: str) -> Figure:
     """Maximum projections (xy, xz, yz) of angle next to fused, and their z and x (illumination) profiles.
 
-    Projections keep the physical aspect ratio and carry a scale bar in micrometres.
+    Projections keep the physical aspect ratio and carry a scale bar in micrometres; profiles are
+    drawn against micrometres. "angle" is the challenge's name for the single view (one
+    illumination and detection angle), the network's input; "fused" is the multi-view fusion it
+    learns to predict.
     """
-    scans = [(label, scan) for label, scan in (("angle", angle), ("fused", fused)) if scan and scan.error is None]
+    labelled = (("angle (single view)", angle), ("fused (target)", fused))
+    scans = [(label, scan) for label, scan in labelled if scan and scan.error is None]
     figure = Figure(figsize=(12, 3.2 * max(1, len(scans)) + 2.6), layout="constrained")
     grid = figure.add_gridspec(len(scans) + 1, 4, height_ratios=[3] * len(scans) + [2])
     for row, (label, scan) in enumerate(scans):
         _projections(figure, grid, row, label, scan)
         _description(figure.add_subplot(grid[row, 3]), label, scan)
-    for column, (profile_name, axis_label) in enumerate(
-        (("profile_z", "z (detection axis)"), ("profile_x", "x (illumination axis)"))
-    ):
-        _profiles(figure.add_subplot(grid[len(scans), 2 * column : 2 * column + 2]), scans, profile_name, axis_label)
+    for column, (axis_index, axis_label) in enumerate(((0, "z (detection axis)"), (2, "x (illumination axis)"))):
+        _profiles(figure.add_subplot(grid[len(scans), 2 * column : 2 * column + 2]), scans, axis_index, axis_label)
     figure.suptitle(title)
     return figure
 
@@ -78,14 +80,16 @@ def _description(info: Any, label: str, scan: VolumeScan) -> None:
     info.text(0, 1, "\n".join(lines), va="top", fontsize=8, family="monospace")
 
 
-def _profiles(axis: Any, scans: list[tuple[str, VolumeScan]], profile_name: str, axis_label: str) -> None:
-    """The mean profile of every scan along one axis, each on the challenge's scale."""
+def _profiles(axis: Any, scans: list[tuple[str, VolumeScan]], axis_index: int, axis_label: str) -> None:
+    """The mean profile of every scan along one axis (0: z, 2: x) against micrometres, on the challenge's scale."""
     for label, scan in scans:
         # each image on the challenge's scale, so angle and fused compare despite different gains
         low, high = scan.percentile(2), scan.percentile(99.8)
-        profile = (np.asarray(getattr(scan, profile_name)) - low) / (high - low if high > low else 1.0)
-        axis.plot(profile, label=label)
-    axis.set_xlabel(f"{axis_label}, voxels", fontsize=8)
+        values = np.asarray(scan.profile_z if axis_index == 0 else scan.profile_x, dtype=np.float64)
+        profile = (values - low) / (high - low if high > low else 1.0)
+        # voxel centres, in micrometres from the first plane (z) or column (x)
+        axis.plot((np.arange(len(profile)) + 0.5) * scan.spacing_zyx[axis_index], profile, label=label)
+    axis.set_xlabel(f"{axis_label}, µm", fontsize=8)
     axis.set_ylabel("mean, normalised (p2 -> 0, p99.8 -> 1)", fontsize=8)
     axis.tick_params(labelsize=7)
     axis.legend(fontsize=8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -76,18 +78,38 @@ def learning_curves(history: pd.DataFrame, kept: int | None = None) -> Figure:
     kept = kept if kept is not None else kept_epoch(history)
     figure = Figure(figsize=(10, 3.5), layout="constrained")
     losses, scores = figure.subplots(1, 2)
-    losses.plot(history["epoch"], history["train_loss"], marker=".", label="train")
-    losses.plot(history["epoch"], history["val_loss"], marker=".", label="validation")
+    few = len(history) <= 3  # a short budget: one to three epochs, each point labelled with its value
+    _curve(losses, history, "train_loss", "train", None, few)
+    _curve(losses, history, "val_loss", "validation", None, few)
     losses.set_ylabel("loss")
     if "val_volume_nssim" in history and history["val_volume_nssim"].notna().any():
-        scores.plot(history["epoch"], history["val_volume_nssim"], marker=".", color="tab:green", label="whole volumes")
-    scores.plot(history["epoch"], history["val_nssim"], marker=".", color="tab:olive", label="patches")
+        _curve(scores, history, "val_volume_nssim", "whole volumes", "tab:green", few)
+    _curve(scores, history, "val_nssim", "patches", "tab:olive", few)
     scores.axhline(0, color="grey", linewidth=0.8)  # identity scores 0
     scores.set_ylabel("validation N_SSIM (0 = single view)")
+    first, last = int(history["epoch"].min()), int(history["epoch"].max())
     for axis in (losses, scores):
         if kept is not None:
             axis.axvline(kept, color="tab:red", linestyle=":", linewidth=1.5, label=f"kept: epoch {kept}")
         axis.set_xlabel("epoch")
-        integer_ticks(axis, int(history["epoch"].min()), int(history["epoch"].max()))
+        axis.set_xlim(first - 0.5, last + 0.5)  # a single epoch sits in the middle, not on an edge
+        integer_ticks(axis, first, last)
         axis.legend(fontsize=8)
     return figure
+
+
+def _curve(axis: Any, history: pd.DataFrame, column: str, label: str, colour: str | None, annotate: bool) -> None:
+    """One series against the epochs that have it (epochs without a value, e.g. not validated, are skipped,
+    so the line joins the measured ones instead of breaking into lone dots)."""
+    measured = history[["epoch", column]].dropna()
+    (line,) = axis.plot(measured["epoch"], measured[column], marker="o", markersize=5, label=label, color=colour)
+    if annotate:
+        for epoch, value in zip(measured["epoch"], measured[column]):
+            axis.annotate(
+                f"{value:.3g}",
+                (epoch, value),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=7,
+                color=line.get_color(),
+            )
