@@ -294,3 +294,61 @@ def test_a_run_stopped_before_its_first_node_leaves_no_folder(tmp_path):
     assert "train one with 'kedro run --pipelines simulation,preprocessing,patching,training --env test'" in output
     assert "inference." not in output and "Traceback" not in output
     assert not (tmp_path / "made").exists()
+
+
+@pytest.fixture(scope="module")
+def narrow_model(predict_project) -> Path:
+    """The tiny model of ``predict_project`` whose card says it was trained on 1 um planes only."""
+    from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
+    from fusemycell.models.domain import TrainingDomain, ValueRange
+
+    model = load_model(predict_project / "data" / "06_models" / "fusemycell_unet.pt")
+    pixel, size = ValueRange(low=0.5, high=0.5), ValueRange(low=8, high=24)
+    domain = TrainingDomain(
+        volumes=1, spacing_zyx_um=(ValueRange(low=1.0, high=1.0), pixel, pixel), shape_zyx=(size,) * 3
+    )
+    narrow = TrainedModel(model.network, model.card.model_copy(update={"training_domain": domain}))
+    return save_model(narrow, predict_project / "data" / "06_models" / "narrow.pt")
+
+
+def _thin_planes_stack(folder: Path) -> Path:
+    """A stack like :func:`_stack` but with planes 3 um apart (the narrow model saw 1 um only)."""
+    from fusemycell.io.tiff import write_volume
+
+    path = folder / "image_3_nucleus_angle.tif"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(0).integers(100, 4000, (8, 24, 24), dtype=np.uint16)
+    write_volume(path, data, (3.0, 0.5, 0.5))
+    return path
+
+
+@pytest.mark.slow
+def test_an_input_outside_the_training_domain_gets_one_line_in_each_mode(predict_project, narrow_model, tmp_path):
+    import json
+
+    source = _thin_planes_stack(tmp_path / "in")
+    expected = "image_3_nucleus_angle.tif: voxel size z 3.0 um is outside the training range 1.0 um; "
+    outputs = {}
+    for mode in ("warn", "base", "refuse"):
+        out = tmp_path / f"out_{mode}"
+        args = ("predict", str(source), str(out), "--model", str(narrow_model), "--env", "test")
+        result = _fusemycell(predict_project, *args, "--outside-training", mode)
+        text = " ".join(_output(result).split())  # the console may wrap long lines
+        assert text.count(expected) == (2 if mode == "refuse" else 1), text  # refuse: the line, then the error
+        assert "inference.outside_training" not in text  # the command's own words
+        reports = list((predict_project / "data" / "08_reporting" / "inference").glob(f"out_{mode}-*.json"))
+        report = json.loads(reports[0].read_text())
+        assert report["outside_training"]["mode"] == mode
+        assert report["outside_training"]["inputs"][0]["line"].startswith(expected)
+        if mode == "refuse":
+            assert result.returncode == 1 and "--outside-training refuse" in text and "Traceback" not in text
+            assert report["failures"][0]["file"] == source.name and not (out / source.name).exists()
+            continue
+        assert result.returncode == 0, text
+        outputs[mode] = read_volume(out / source.name).data[:]
+    assert not np.array_equal(outputs["warn"], outputs["base"])  # base: the blurred input, not the network's
+    inside = _stack(tmp_path / "in_domain" / "image_1_nucleus_angle.tif")  # 1 um planes: no line
+    result = _fusemycell(
+        predict_project, "predict", str(inside), str(tmp_path / "ok"), "--model", str(narrow_model), "--env", "test"
+    )
+    assert result.returncode == 0 and "outside the training range" not in _output(result)

@@ -25,3 +25,18 @@ def model_file(tmp_path_factory):
     path = save_model(model, folder / "fusemycell_unet.pt")
     export_onnx(model, folder / "fusemycell_unet.onnx")
     return path
+
+
+@pytest.fixture(scope="session")
+def narrow_model_file(model_file, tmp_path_factory):
+    """The tiny model whose card says it was trained on 1 um planes only (the sample's 3 um layer is outside)."""
+    from fusemycell.models.checkpoint import TrainedModel, load_model
+    from fusemycell.models.domain import TrainingDomain, ValueRange
+
+    model = load_model(model_file)
+    pixel, size = ValueRange(low=0.39, high=0.39), ValueRange(low=12, high=40)
+    domain = TrainingDomain(
+        volumes=1, spacing_zyx_um=(ValueRange(low=1.0, high=1.0), pixel, pixel), shape_zyx=(size,) * 3
+    )
+    narrow = TrainedModel(model.network, model.card.model_copy(update={"training_domain": domain}))
+    return save_model(narrow, tmp_path_factory.mktemp("narrow") / "fusemycell_unet.pt")

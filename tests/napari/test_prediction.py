@@ -128,3 +128,27 @@ def test_an_mlflow_run_uri_is_fetched_from_the_tracking_server_in_force(tmp_path
     assert np.abs(onnx.astype(int) - expected.astype(int)).max() <= 1
     with pytest.raises(FileNotFoundError, match="could not fetch it from MLflow"):
         predict_volume(single_view, SPACING_ZYX, PredictionOptions(model="runs:/0123456789abcdef/model/none.pt"))
+
+
+def test_a_layer_outside_the_training_domain_is_told_and_each_mode_applies(narrow_model_file, single_view):
+    from fusemycell.inference.outside import OutsideTrainingError
+
+    outside = (3.0, 0.39, 0.39)
+    heard = []
+    options = PredictionOptions(model=str(narrow_model_file), tile_zyx=(8, 16, 16), device="cpu")
+    warned = predict_volume(single_view, outside, options, name="layer", on_check=heard.append)
+    (check,) = heard
+    assert check.outside and check.line().startswith("layer: voxel size z 3.0 um is outside the training range 1.0 um")
+    inside = []
+    predict_volume(single_view, SPACING_ZYX, options, on_check=inside.append)
+    assert not inside[0].outside
+    unknown = []
+    predict_volume(single_view, None, options, on_check=unknown.append)  # a voxel size not known is not checked
+    assert not unknown[0].outside
+    base_options = PredictionOptions(
+        model=str(narrow_model_file), tile_zyx=(8, 16, 16), device="cpu", outside_training="base"
+    )
+    assert not np.array_equal(predict_volume(single_view, outside, base_options), warned)
+    refuse = PredictionOptions(model=str(narrow_model_file), device="cpu", outside_training="refuse")
+    with pytest.raises(OutsideTrainingError, match="layer: voxel size z 3.0 um"):
+        predict_volume(single_view, outside, refuse, name="layer")

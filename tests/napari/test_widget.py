@@ -129,3 +129,20 @@ def test_no_image_layer_says_how_to_open_one(qtbot, model_file):
     qtbot.addWidget(widget)
     qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
     assert widget.status.text().startswith("error: no image layer to predict: open a single view")
+
+
+def test_a_layer_outside_the_training_domain_shows_the_line(qtbot, widget, viewer, narrow_model_file):
+    widget.model_edit.setText(str(narrow_model_file))
+    widget.tile_edit.setText("8, 16, 16")
+    angle = viewer.layers["image_100_nucleus_angle"]
+    angle.scale = (3.0, 0.39, 0.39)
+    angle.metadata.pop("fusemycell", None)  # the voxel size is the layer's scale
+    _predict(qtbot, widget)
+    text = widget.status.text()
+    assert text.startswith("warning: image_100_nucleus_angle prediction: done in"), text
+    assert "image_100_nucleus_angle: voxel size z 3.0 um is outside the training range 1.0 um" in text
+    prediction = viewer.layers["image_100_nucleus_angle prediction"]
+    assert "voxel size z 3.0 um" in prediction.metadata["fusemycell"]["outside_training"]
+    widget.outside_combo.setCurrentText("refuse")
+    _predict(qtbot, widget)
+    assert widget.status.text().startswith("error: image_100_nucleus_angle: voxel size z 3.0 um")

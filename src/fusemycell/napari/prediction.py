@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fusemycell.inference.apply import predict_in_memory
+from fusemycell.inference.outside import DomainCheck, check_array
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.models.checkpoint import TrainedModel, load_model
 from fusemycell.parameters import DEFAULT_MODEL
@@ -47,6 +48,9 @@ class PredictionOptions:
     """PyTorch device."""
     amp: bool = True
     """Mixed precision where the device gains from it (bf16 on GPUs and on CPUs that compute it natively)."""
+    outside_training: Literal["warn", "base", "refuse"] = "warn"
+    """A layer outside the model's training domain: predict and warn, show the blurred input (the residual
+    base) instead, or refuse (``inference.outside_training``)."""
     project_dir: Path = field(default_factory=Path.cwd)
     """Where a relative model path is looked for."""
 
@@ -59,6 +63,7 @@ class PredictionOptions:
             tta=self.tta,
             amp=self.amp,
             background_io=False,  # the array is in memory: nothing to read ahead
+            outside_training=self.outside_training,
         )
 
 
@@ -148,17 +153,22 @@ def predict_volume(
     name: str = "layer",
     on_progress: Callable[[ProgressUpdate], None] | None = None,
     cancel: threading.Event | None = None,
+    on_check: Callable[[DomainCheck], None] | None = None,
 ) -> np.ndarray:
     """The uint16 prediction of a ZYX volume (an array or a lazily read one), on the volume's grid.
 
     ``spacing_zyx`` is its voxel size in micrometres (None: the training data's is assumed).
     ``on_progress`` is told the tiles done (in this thread); setting ``cancel`` stops the work at
-    the next batch of tiles with :class:`PredictionCancelled`.
+    the next batch of tiles with :class:`PredictionCancelled`. ``on_check`` is told how the volume
+    compares with the model's training domain (an unknown voxel size is not checked) before the
+    prediction starts; ``options.outside_training`` says what happens to a volume outside it.
 
     Raises
     ------
     ValueError
-        For a volume that is not 3D, and every problem the inference reports (naming ``name``).
+        For a volume that is not 3D, and every problem the inference reports (naming ``name``);
+        :class:`~fusemycell.inference.outside.OutsideTrainingError` for a volume outside the
+        training domain under ``outside_training: refuse``.
     """
     cancel = cancel or threading.Event()
 
@@ -175,6 +185,11 @@ def predict_volume(
         model, onnx = load_for_prediction(options, scratch)
         follow(ProgressUpdate(f"reading {name}", 0, None, "tile"))
         volume = np.asarray(data)  # a lazily read layer is read here, in the worker thread
+        check = check_array(volume, model.card, spacing_zyx, name, options.outside_training)
+        if on_check is not None:
+            on_check(check)
         follow(ProgressUpdate(f"predicting {name}", 0, None, "tile"))
         with listen(follow):
-            return predict_in_memory(volume, model, settings, spacing_zyx=spacing_zyx, onnx_path=onnx, name=name)
+            return predict_in_memory(
+                volume, model, settings, spacing_zyx=spacing_zyx, onnx_path=onnx, name=name, check=check
+            )

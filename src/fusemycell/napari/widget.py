@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from fusemycell.inference.outside import DomainCheck
 from fusemycell.napari.layers import contrast_limits
 from fusemycell.napari.prediction import (
     PredictionCancelled,
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: What happens to a layer outside the model's training domain (``inference.outside_training``).
+OUTSIDE_TRAINING = ("warn", "base", "refuse")
 #: Errors a user can cause (a missing file, a wrong layer, a bad tile): their message alone is shown.
 USER_ERRORS = (ValueError, OSError)
 
@@ -67,11 +70,15 @@ def _predict_and_measure(
     name: str,
     on_progress: Any,
     cancel: threading.Event,
-) -> tuple[np.ndarray, tuple[float, float], float]:
-    """The worker's job: the prediction, its contrast limits and the seconds it took (all off the GUI thread)."""
+) -> tuple[np.ndarray, tuple[float, float], float, DomainCheck | None]:
+    """The worker's job: the prediction, its contrast limits, the seconds it took and how the layer compares
+    with the training domain (all off the GUI thread)."""
     started = time.perf_counter()
-    prediction = predict_volume(data, spacing, options, name=name, on_progress=on_progress, cancel=cancel)
-    return prediction, contrast_limits(prediction), time.perf_counter() - started
+    checks: list[DomainCheck] = []
+    prediction = predict_volume(
+        data, spacing, options, name=name, on_progress=on_progress, cancel=cancel, on_check=checks.append
+    )
+    return prediction, contrast_limits(prediction), time.perf_counter() - started, (checks or [None])[0]
 
 
 class PredictWidget(QWidget):
@@ -117,6 +124,12 @@ class PredictWidget(QWidget):
         self.backend_combo.setToolTip("torch: the .pt model; onnx: its ONNX export next to it, with ONNX Runtime")
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
+        self.outside_combo = QComboBox()
+        self.outside_combo.addItems(OUTSIDE_TRAINING)
+        self.outside_combo.setToolTip(
+            "A layer unlike the model's training data (voxel size, shape, intensities, noise): warn (predict "
+            "it and say why), base (show the blurred input instead) or refuse"
+        )
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
@@ -140,6 +153,7 @@ class PredictWidget(QWidget):
         form.addRow("", self.tta_check)
         form.addRow("backend", self.backend_combo)
         form.addRow("device", self.device_combo)
+        form.addRow("outside training", self.outside_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
         buttons.addWidget(self.cancel_button)
@@ -194,6 +208,7 @@ class PredictWidget(QWidget):
             tta=self.tta_check.isChecked(),
             backend=self.backend_combo.currentText(),  # type: ignore[arg-type]
             device=self.device_combo.currentText(),  # type: ignore[arg-type]
+            outside_training=self.outside_combo.currentText(),  # type: ignore[arg-type]
             project_dir=self.project_dir,
         )
 
@@ -263,9 +278,12 @@ class PredictWidget(QWidget):
             self._show(f"{update.description}...")
 
     def _add_prediction(self, layer: Image, options: PredictionOptions, result: Any) -> None:
-        prediction, limits, seconds = result
+        prediction, limits, seconds, check = result
         info = dict(layer.metadata.get("fusemycell") or {})
         info.update(kind="prediction", model=options.model, input=layer.name)
+        outside = check is not None and check.outside
+        if outside:
+            info["outside_training"] = check.line()
         added = self.viewer.add_image(
             prediction,
             name=f"{layer.name} prediction",
@@ -279,7 +297,10 @@ class PredictWidget(QWidget):
         )
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
-        self._show(f"{added.name}: done in {seconds:.1f} s")
+        if outside:
+            self._show_warning(f"{added.name}: done in {seconds:.1f} s. {check.line()}")
+        else:
+            self._show(f"{added.name}: done in {seconds:.1f} s")
 
     def _on_error(self, exc: BaseException) -> None:
         self.progress_bar.setRange(0, 1)
@@ -300,6 +321,10 @@ class PredictWidget(QWidget):
     def _show(self, text: str) -> None:
         self.status.setStyleSheet("")
         self.status.setText(text)
+
+    def _show_warning(self, text: str) -> None:
+        self.status.setStyleSheet("color: #e0a030;")
+        self.status.setText(f"warning: {text}")
 
     def _show_error(self, text: str) -> None:
         self.status.setStyleSheet("color: #e05050;")
