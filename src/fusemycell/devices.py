@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -140,3 +141,141 @@ def resolve_precision(device: torch.device, amp: bool, amp_dtype: str = "auto") 
     if amp_dtype == "float16":
         logger.info("float16 mixed precision skipped on CPU (no speed-up); float32 it is")
     return Precision(False, torch.float32, False)
+
+
+# -- CPU threads ---------------------------------------------------------------------------------
+#: Where the cgroup quota of this process's CPU time is read (v2, then v1).
+CGROUP_V2_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1_QUOTA = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_quota(cpu_max: str | None = None, v1: tuple[str | None, str | None] | None = None) -> float | None:
+    """CPUs' worth of time the container may use (cgroup v2 ``cpu.max``, else v1 ``cfs_quota_us``); None: no quota.
+
+    ``cpu_max`` and ``v1`` (quota, period) are the files' contents, read from this machine when not given.
+    """
+    cpu_max = _read(CGROUP_V2_CPU_MAX) if cpu_max is None and v1 is None else cpu_max
+    if cpu_max:
+        quota, _, period = cpu_max.partition(" ")
+        if quota != "max" and quota.strip().isdigit() and period.strip().isdigit() and int(period) > 0:
+            return int(quota) / int(period)
+        return None
+    quota_text, period_text = v1 if v1 is not None else (_read(CGROUP_V1_QUOTA[0]), _read(CGROUP_V1_QUOTA[1]))
+    try:
+        quota, period = int(quota_text or "-1"), int(period_text or "0")
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def allowed_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity: ``taskset``, a container's cpuset)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return set(range(os.cpu_count() or 1))
+
+
+def usable_cpus(affinity: int | None = None, quota: float | None = None) -> int:
+    """CPUs this process may really use: its affinity, capped by the container's quota (at least 1).
+
+    Not every core of the machine: PyTorch's CPU kernels synchronise their threads many times per
+    operation, so a thread more than the CPUs it can run on waits for a descheduled sibling each time.
+    """
+    count = len(allowed_cpus()) if affinity is None else affinity
+    quota = cgroup_cpu_quota() if quota is None else quota
+    if quota is not None:
+        count = min(count, max(1, int(quota)))  # a 1.5-CPU quota runs one thread at full speed, not two
+    return max(1, count)
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Busy seconds of the allowed CPUs (``/proc/stat``) and of this process, at one moment."""
+
+    busy_s: float
+    own_s: float
+
+
+def cpu_times(cpus: set[int] | None = None) -> CpuTimes | None:
+    """Busy seconds of ``cpus`` (default: the allowed ones) and this process's CPU seconds; None off Linux."""
+    cpus = allowed_cpus() if cpus is None else cpus
+    text = _read("/proc/stat")
+    if text is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = 0
+    for line in text.splitlines():
+        name, *values = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(v) for v in values]
+        busy += sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # all but idle and iowait
+    own = os.times()
+    return CpuTimes(busy / tick, own.user + own.system)
+
+
+def cpus_busy_elsewhere(before: CpuTimes, after: CpuTimes, wall_s: float) -> float:
+    """CPUs' worth of time other processes used on the allowed CPUs between two :func:`cpu_times`."""
+    if wall_s <= 0:
+        return 0.0
+    return max(0.0, (after.busy_s - before.busy_s) - (after.own_s - before.own_s)) / wall_s
+
+
+def thread_count(usable: int, busy_elsewhere: float = 0.0, processes: int = 1) -> int:
+    """Intra-op threads of one of ``processes`` ranks on ``usable`` CPUs of which others keep ``busy_elsewhere``.
+
+    Every CPU another program keeps busy is one a thread of ours would share with it: with two CPU-heavy
+    programs on 2 cores, 2 threads made a training step ~35x slower, 1 thread takes its share.
+    """
+    free = usable - busy_elsewhere
+    return max(1, min(usable, int(free + 0.5)) // max(1, processes))
+
+
+class CpuThreads:
+    """Keeps torch's intra-op threads at the CPUs this process may really use, re-sized as others' load changes.
+
+    :meth:`resize` measures what other processes used on the allowed CPUs since the last call and sets
+    :func:`torch.set_num_threads` to what is left (never above the affinity or the container's quota). An
+    explicit ``OMP_NUM_THREADS`` is the user's choice and is left alone. With several ``processes`` (DDP
+    ranks on one CPU), each takes its share of the usable CPUs once: a sibling rank is not another program.
+    """
+
+    def __init__(self, processes: int = 1):
+        self.processes = processes
+        self.usable = usable_cpus()
+        self.fixed = bool(os.environ.get("OMP_NUM_THREADS", "").strip())
+        self.adaptive = not self.fixed and processes == 1
+        self._since = (cpu_times(), time.perf_counter())
+        self.threads = torch.get_num_threads() if self.fixed else thread_count(self.usable, 0.0, processes)
+        if not self.fixed:
+            torch.set_num_threads(self.threads)
+
+    def resize(self) -> int:
+        """Re-size from the load other processes put on the allowed CPUs since the last call; the threads now."""
+        now = (cpu_times(), time.perf_counter())
+        (before, started), (after, ended) = self._since, now
+        self._since = now
+        if not self.adaptive or before is None or after is None:
+            return self.threads
+        busy = cpus_busy_elsewhere(before, after, ended - started)
+        threads = thread_count(self.usable, busy, self.processes)
+        if threads != self.threads:
+            logger.info(
+                "CPU threads %d -> %d: other programs keep %.1f of the %d CPUs this process may use busy",
+                self.threads,
+                threads,
+                busy,
+                self.usable,
+            )
+            self.threads = threads
+            torch.set_num_threads(threads)
+        return self.threads

@@ -1,7 +1,8 @@
 """Progress of long steps: a bar with rate and ETA on a terminal, one summary line in logs otherwise.
 
 ``FUSEMYCELL_PROGRESS`` chooses: ``auto`` (default: a bar when standard error is a
-terminal), ``bar``, ``log`` (no bar, the summary line only) or ``off``.
+terminal), ``bar``, ``log`` (no bar: a line every :data:`LOG_INTERVAL_S` seconds while the work
+runs, so that a log never looks hung, and the summary line) or ``off``.
 
 A program that runs the work in a thread of its own (the napari widget) follows it with
 :func:`listen`: every update of progress started in that thread is handed to its callback,
@@ -27,6 +28,9 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 MODES = ("auto", "bar", "log", "off")
+#: Off a terminal, seconds between two progress lines of work still running (a log silent for minutes
+#: reads as a hung program).
+LOG_INTERVAL_S = 25.0
 logger = logging.getLogger("fusemycell.progress")
 
 
@@ -80,7 +84,9 @@ def listen(callback: ProgressListener) -> Iterator[None]:
 class Progress:
     """Push-style progress for work that is not a loop over an iterable (``update`` then ``close``).
 
-    On a terminal: a tqdm bar with count, rate and ETA. Otherwise, at ``close``:
+    On a terminal: a tqdm bar with count, rate and ETA. Otherwise, every :data:`LOG_INTERVAL_S`
+    seconds while it runs, a line ``description: N/total units, T s, R unit/s, ETA`` (from a
+    thread of its own: it comes even while one unit takes minutes), and at ``close``
     one INFO line ``description: N units in T s (R unit/s)`` (unless ``summary``
     is false, for loops that log their own line). ``enabled=False`` (e.g. on DDP
     ranks other than 0) shows nothing.
@@ -107,7 +113,31 @@ class Progress:
             if self.mode == "bar"
             else None
         )
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        if self.mode == "log":
+            self._heartbeat = threading.Thread(target=self._beat, name=f"progress: {description}", daemon=True)
+            self._heartbeat.start()
         self._tell_listeners()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LOG_INTERVAL_S):
+            logger.info("%s", self.running_line())
+
+    def running_line(self) -> str:
+        """The line of work still running: ``description: N/total units, T s, R unit/s, ETA``."""
+        elapsed = time.perf_counter() - self._started
+        count, total = self.count, self.total
+        if not (count or total):
+            return f"{self.description}: {elapsed:.0f} s so far"
+        done = f"{count}/{total}" if total else str(count)
+        line = f"{self.description}: {done} {_plural(self.unit, total or count)}, {elapsed:.0f} s"
+        if count:
+            rate = count / elapsed if elapsed > 0 else float("inf")
+            line += f", {rate:.3g} {self.unit}/s"
+            if total:
+                line += f", ETA {max(0.0, (total - count) / rate):.0f} s"
+        return line
 
     def update(self, n: int = 1) -> None:
         self.count += n
@@ -131,6 +161,9 @@ class Progress:
         if self.closed:
             return
         self.closed = True
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join()
         if self._bar is not None:
             self._bar.close()
         if self.mode != "off" and self.summary:

@@ -48,3 +48,47 @@ def train_tiny_model(folder, *, epochs: int, volumes: tuple[int, int], spacing_z
     card = card_for(config.model.model_copy(update={"spacing_zyx": tuple(spacing_zyx)}), (8, 16, 16))
     stores = make_store(folder / "train", volumes[0], seed=0), make_store(folder / "val", volumes[1], seed=1)
     return train(config, *stores, card=card).model
+
+
+class FakeClock:
+    """The training clock of a test: time moves only when the test says (``advance``), so a budget's
+    decisions do not depend on the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """The training clock, advanced by one second per optimizer step (and by ``clock.costs`` around the
+    steps named there: ``validate``, ``validate_volumes``, ``save_checkpoint``); the budget's forward pass
+    costs ``clock.forward_s_per_voxel``."""
+    from fusemycell.training import budget, engine, steps
+
+    clock = FakeClock()
+    clock.costs = {}
+    clock.forward_s_per_voxel = 0.0
+    monkeypatch.setattr(budget, "CLOCK", clock)
+    monkeypatch.setattr(steps, "forward_time_per_voxel", lambda state, batch: clock.forward_s_per_voxel)
+
+    def costing(module, name, seconds_of_step=None):
+        original = getattr(module, name)
+
+        def timed(*args, **kwargs):
+            result = original(*args, **kwargs)
+            clock.advance(seconds_of_step if seconds_of_step is not None else clock.costs.get(name, 0.0))
+            return result
+
+        monkeypatch.setattr(module, name, timed)
+
+    costing(steps, "optimizer_step", 1.0)
+    costing(steps, "validate")
+    costing(steps, "validate_volumes")
+    costing(engine, "save_checkpoint")
+    return clock

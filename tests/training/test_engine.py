@@ -160,16 +160,6 @@ def test_resuming_past_the_asked_epochs_warns_that_nothing_is_left_to_train(tmp_
     assert [m.epoch for m in result.history] == [1, 2]  # the checkpoint's history, nothing new
 
 
-def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, stores, caplog):
-    import logging
-
-    caplog.set_level(logging.INFO, logger="fusemycell.training")
-    config = _config(tmp_path, epochs=50, budget_minutes=0.5 / 60)  # half a second: stops after one epoch or two
-    result = train(config, *stores)
-    assert 1 <= len(result.history) < 50 and result.best_epoch in {h.epoch for h in result.history}
-    assert "time budget" in caplog.text and "more optimizer steps" in caplog.text
-
-
 def test_the_budget_is_spent_on_whole_epochs_and_a_shortened_last_one():
     from fusemycell.training.schedule import steps_that_fit
 

@@ -1,69 +1,324 @@
-"""The time budget (``training.budget_minutes``): the optimizer steps that fit, and when to stop.
+"""The time budget (``training.budget_minutes``): counted from the first optimizer step, held on a busy machine.
 
-After every epoch, from this run's mean time per optimizer step and per epoch of validation and
-checkpointing, :func:`plan_budget` plans the steps left: those whose training and the validation of
-the epochs they make fit in the time left; the last epoch is shortened to end with the budget (not
-left unused), unless it would be under a quarter of an epoch. Rank 0 plans; every rank follows.
+:class:`TimeBudget` is the budget's clock and what it has measured: the recent time of an optimizer step,
+and per epoch the validation on patches, the validation on whole volumes and the checkpoint. Three
+decisions are made from them, by rank 0; every rank follows its plan (:func:`share_plan`):
+
+* **the plan** (:func:`plan_budget`): the optimizer steps and epochs that fit in the time left, the
+  learning-rate schedule spread over those steps, and every how many epochs the whole volumes are
+  validated. It is first made after :data:`PROBE_STEPS` timed optimizer steps of the first epoch (they
+  count as training), then again after every epoch;
+* **whole-volume validation** (:func:`volumes_due`): every ``k`` epochs, ``k`` chosen from its measured
+  cost so that it takes at most ``training.volume_validation_share`` of the budget, and always on the
+  last epoch (the best-epoch choice sees the final weights);
+* **time up** (:func:`budget_spent`, before every optimizer step): the planned steps are taken, or the
+  next step and the end of the epoch (its validation, whole volumes included, and its checkpoint, scaled
+  by how much slower steps have become since they were measured) would end past the budget.
+
+Without a budget, every epoch validates whole volumes and nothing stops early. No Kedro import.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from fusemycell.training.schedule import steps_that_fit
-from fusemycell.training.state import TrainingState
+
+if TYPE_CHECKING:
+    from fusemycell.training.state import TrainingState
 
 logger = logging.getLogger(__name__)
 
+#: Optimizer steps timed (after one warm-up step) before the first plan.
+PROBE_STEPS = 4
+#: Steps of the recent mean that the plan and the time-up check use (they follow a machine that slows down).
+RECENT_STEPS = 8
+#: Exact tiling reads every tile with its halo: whole-volume prediction costs more per voxel than a patch's
+#: forward pass. Used only until the first whole-volume validation is timed.
+HALO_COST = 2.0
 
-def plan_budget(state: TrainingState, epoch: int) -> None:
-    """With a time budget, plan the optimizer steps that fit after ``epoch``, and the learning rate on them."""
-    budget = state.config.budget_minutes
+
+def now() -> float:
+    """The training clock in seconds (:data:`CLOCK`; tests replace it by a clock of fake step times)."""
+    return CLOCK()
+
+
+CLOCK: Callable[[], float] = time.perf_counter
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What rank 0 planned; every rank follows it."""
+
+    step_limit: int
+    """Optimizer steps of the run (counted by the scheduler) when training stops."""
+    epochs: int
+    """The epoch training ends with."""
+    volume_every: int
+    """Whole volumes are validated every this many epochs, counted back from the last."""
+
+    def tensor(self) -> torch.Tensor:
+        return torch.tensor([self.step_limit, self.epochs, self.volume_every], dtype=torch.float64)
+
+    @classmethod
+    def of(cls, values: torch.Tensor) -> BudgetPlan:
+        step_limit, epochs, every = (int(round(float(v))) for v in values.cpu())
+        return cls(step_limit, epochs, every)
+
+
+@dataclass
+class EpochCosts:
+    """Measured seconds of what an epoch costs besides its steps (None until measured)."""
+
+    patch_validation_s: float | None = None
+    volume_validation_s: float | None = None
+    checkpoint_s: float | None = None
+    step_s_when_measured: float | None = None
+    """The recent step time when they were measured: a slower machine now makes them slower too."""
+
+
+@dataclass
+class TimeBudget:
+    """``budget_minutes`` of training, validation and checkpoints, from the first optimizer step."""
+
+    seconds: float
+    volume_share: float
+    """At most this share of the budget goes to whole-volume validation."""
+    clock: Callable[[], float] = now
+    started: float | None = None
+    """When the first optimizer step started (None before)."""
+    steps_timed: int = 0
+    """Optimizer steps taken, the first (warm-up) included."""
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))
+    costs: EpochCosts = field(default_factory=EpochCosts)
+    volume_spent_s: float = 0.0
+    """Seconds spent validating whole volumes so far."""
+    forward_s_per_voxel: float | None = None
+    """A patch's forward pass without gradients, per voxel (measured once, after the probe steps)."""
+    _step_started: float | None = None
+
+    # -- the clock -----------------------------------------------------------------------------
+    def step_starts(self) -> None:
+        """An optimizer step (its group of micro-batches) begins; the first one starts the budget."""
+        self._step_started = self.clock()
+        if self.started is None:
+            self.started = self._step_started
+
+    def step_ends(self) -> None:
+        """An optimizer step ended: its time counts in the recent mean (except the very first, a warm-up)."""
+        if self._step_started is not None:
+            if self.steps_timed:
+                self.recent.append(self.clock() - self._step_started)
+            self.steps_timed += 1
+            self._step_started = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the first optimizer step."""
+        return 0.0 if self.started is None else self.clock() - self.started
+
+    @property
+    def remaining(self) -> float:
+        return self.seconds - self.elapsed
+
+    @property
+    def step_s(self) -> float | None:
+        """Mean of the recent optimizer steps (None before one is timed)."""
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    @property
+    def probed(self) -> bool:
+        """The probe steps are timed: the first plan can be made."""
+        return self.steps_timed > PROBE_STEPS
+
+    # -- what an epoch costs besides its steps --------------------------------------------------
+    def slowdown(self) -> float:
+        """How much slower a step is now than when the epoch costs were measured (at least 1)."""
+        then, step = self.costs.step_s_when_measured, self.step_s
+        return max(1.0, step / then) if then and step else 1.0
+
+    def measured(self, *, patches_s: float, volumes_s: float | None, checkpoint_s: float | None = None) -> None:
+        """An epoch's validation (and checkpoint) took these seconds (``volumes_s`` None: not validated)."""
+        self.costs.patch_validation_s = patches_s
+        if volumes_s is not None:
+            self.costs.volume_validation_s = volumes_s
+            self.volume_spent_s += volumes_s
+        if checkpoint_s is not None:
+            self.costs.checkpoint_s = checkpoint_s
+        self.costs.step_s_when_measured = self.step_s
+
+    def checkpointed(self, seconds: float) -> None:
+        """The epoch's checkpoint (and best model) took ``seconds``."""
+        self.costs.checkpoint_s = seconds
+
+    def epoch_cost(self, patch_voxels: int) -> float:
+        """Validation on patches and checkpoint of one epoch (estimated from a forward pass until measured)."""
+        costs = self.costs
+        patches = costs.patch_validation_s
+        if patches is None:
+            patches = (self.forward_s_per_voxel or 0.0) * patch_voxels
+        return (patches + (costs.checkpoint_s or 0.0)) * self.slowdown()
+
+    def volume_cost(self, volume_voxels: int) -> float:
+        """One validation on whole volumes (estimated from a forward pass until measured)."""
+        cost = self.costs.volume_validation_s
+        if cost is None:
+            cost = (self.forward_s_per_voxel or 0.0) * volume_voxels * HALO_COST
+        return cost * self.slowdown()
+
+    def time_up(self, end_cost_s: float) -> bool:
+        """The next step and the end of the epoch (``end_cost_s``) would end past the budget."""
+        return self.remaining < (self.step_s or 0.0) + end_cost_s
+
+
+def volume_validations(remaining_epochs: int, allowance_s: float, volume_s: float) -> tuple[int, int]:
+    """``(every k epochs, validations)`` of whole volumes over ``remaining_epochs``, the last one included,
+    whose cost (``volume_s`` each) stays within ``allowance_s`` (one, the last, whatever it costs)."""
+    if remaining_epochs <= 0:
+        return 1, 0
+    affordable = remaining_epochs if volume_s <= 0 else max(1, int(allowance_s / volume_s))
+    every = math.ceil(remaining_epochs / min(affordable, remaining_epochs))
+    return every, math.ceil(remaining_epochs / every)
+
+
+def make_plan(
+    budget: TimeBudget,
+    *,
+    steps_taken: int,
+    epoch: int,
+    steps_left_in_epoch: int,
+    steps_per_epoch: int,
+    max_epochs: int,
+    per_epoch: float,
+    volume_s: float,
+) -> BudgetPlan:
+    """The plan from what ``budget`` measured: after ``steps_taken`` optimizer steps, in (or at the end of,
+    ``steps_left_in_epoch`` 0) ``epoch``, with at most ``max_epochs``; every epoch costs ``per_epoch`` seconds
+    besides its steps, every whole-volume validation ``volume_s``."""
+    step_s = budget.step_s or 1e-9
+    allowance = max(0.0, budget.volume_share * budget.seconds - budget.volume_spent_s)
+    in_epoch = steps_left_in_epoch > 0
+    epochs_possible = max_epochs - epoch + (1 if in_epoch else 0)
+    first = steps_left_in_epoch if in_epoch else None
+    steps, epochs = steps_that_fit(budget.remaining, step_s, per_epoch, steps_per_epoch, epochs_possible, first)
+    every = 1
+    for _ in range(3):  # the validations' reserve shortens the plan, which spaces them differently
+        every, validations = volume_validations(epochs, allowance, volume_s)
+        reserve = validations * volume_s
+        steps, epochs = steps_that_fit(
+            budget.remaining - reserve, step_s, per_epoch, steps_per_epoch, epochs_possible, first
+        )
+    if in_epoch:
+        epochs = max(1, epochs)  # the epoch under way ends, even with no step left
+    last_epoch = epoch + epochs - (1 if in_epoch else 0)
+    every, _ = volume_validations(last_epoch - epoch + (1 if in_epoch else 0), allowance, volume_s)
+    return BudgetPlan(steps_taken + steps, last_epoch, every)
+
+
+def share_plan(plan: BudgetPlan, device: torch.device, distributed: bool) -> BudgetPlan:
+    """Rank 0's plan on every rank (the broadcast tensor itself is read back: on CUDA, a copy is sent)."""
+    if not distributed:
+        return plan
+    values = plan.tensor().to(device)
+    torch.distributed.broadcast(values, src=0)
+    return BudgetPlan.of(values)
+
+
+def volumes_due(epoch: int, plan: BudgetPlan | None, ending: bool) -> bool:
+    """Whether ``epoch`` validates whole volumes: without a plan always; else the last epoch (``ending``:
+    the budget ends it) and every ``plan.volume_every`` epochs counted back from the planned last."""
+    if plan is None or ending or epoch >= plan.epochs:
+        return True
+    return (plan.epochs - epoch) % max(1, plan.volume_every) == 0
+
+
+def log_plan(budget: TimeBudget, plan: BudgetPlan, steps_taken: int, epoch: int, first: bool) -> None:
+    """The plan (``first``: made from the probe steps, in the middle of the first epoch)."""
+    logger.info(
+        "time budget %.1f min (%.1f left): %d more optimizer steps (%.2f s each) up to epoch %d; learning rate "
+        "planned on %d steps; whole volumes validated every %d epoch(s) (at most %.0f%% of the budget)%s",
+        budget.seconds / 60,
+        max(0.0, budget.remaining) / 60,
+        plan.step_limit - steps_taken,
+        budget.step_s or float("nan"),
+        plan.epochs,
+        plan.step_limit,
+        plan.volume_every,
+        100 * budget.volume_share,
+        f" (from the first {PROBE_STEPS} timed steps)" if first else f" (after epoch {epoch})",
+    )
+
+
+# -- the budget of one process of a run ----------------------------------------------------------
+def plan_budget(state: TrainingState, epoch: int, steps_left_in_epoch: int = 0) -> None:
+    """With a time budget, plan (rank 0; every rank follows) the optimizer steps, the epochs and the
+    whole-volume validations that fit, and spread the learning rate over those steps."""
+    budget = state.budget
     if budget is None:
         return
-    done = state.this_run()
-    steps_done = max(1, sum(m.optimizer_steps for m in done))
-    step_time = sum(m.train_time_s for m in done) / steps_done
-    fixed = float(np.mean([m.epoch_time_s - m.train_time_s for m in done]))
-    remaining = budget * 60 - (time.perf_counter() - state.started)
-    steps_left, epochs_left = steps_that_fit(
-        remaining, step_time, fixed, state.steps_per_epoch, state.config.epochs - epoch
+    steps_taken = state.scheduler.last_epoch
+    local = make_plan(
+        budget,
+        steps_taken=steps_taken,
+        epoch=epoch,
+        steps_left_in_epoch=steps_left_in_epoch,
+        steps_per_epoch=state.steps_per_epoch,
+        max_epochs=state.config.epochs,
+        per_epoch=budget.epoch_cost(state.patch_voxels),
+        volume_s=budget.volume_cost(state.volume_voxels) if state.job.volumes is not None else 0.0,
     )
-    plan = torch.tensor([float(state.scheduler.last_epoch + steps_left), float(epoch + epochs_left)])
-    if state.distributed:
-        torch.distributed.broadcast(plan.to(state.device), src=0)
-    state.step_limit, state.planned_epochs = int(plan[0]), int(plan[1])
-    state.schedule.plan(max(state.step_limit, state.scheduler.last_epoch + 1))
-    state.deadline = state.started + budget * 60 - fixed
-    if state.main and epoch == state.start_epoch:
-        logger.info(
-            "time budget %.1f min: %d more optimizer steps (%.2f s each) in %d more epochs; learning rate "
-            "planned on them",
-            budget,
-            steps_left,
-            step_time,
-            epochs_left,
-        )
+    previous = state.plan
+    plan = share_plan(local, state.device, state.distributed)
+    state.plan, state.planned_epochs = plan, plan.epochs
+    state.schedule.plan(max(plan.step_limit, steps_taken + 1))
+    if state.main and (previous is None or previous.epochs != plan.epochs):
+        log_plan(budget, plan, steps_taken, epoch, steps_left_in_epoch > 0)
+
+
+def end_of_epoch_cost(state: TrainingState) -> float:
+    """Seconds the end of an epoch that ends training takes: validation (whole volumes too) and checkpoint."""
+    budget = state.budget
+    if budget is None:
+        return 0.0
+    volumes = budget.volume_cost(state.volume_voxels) if state.job.volumes is not None else 0.0
+    return budget.epoch_cost(state.patch_voxels) + volumes
 
 
 def budget_spent(state: TrainingState) -> bool:
-    """True when the planned optimizer steps are taken (or, in one process, the training time is up)."""
-    if state.step_limit is not None and state.scheduler.last_epoch >= state.step_limit:
+    """Before an optimizer step: True when the planned steps are taken, or the time is up (rank 0 decides)."""
+    budget = state.budget
+    if budget is None:
+        return False
+    if state.plan is not None and state.scheduler.last_epoch >= state.plan.step_limit:
+        state.budget_ended = True
         return True
-    return not state.distributed and state.deadline is not None and time.perf_counter() > state.deadline
+    up = budget.time_up(end_of_epoch_cost(state))
+    if state.distributed:
+        flag = torch.tensor([1.0 if up else 0.0], device=state.device)
+        torch.distributed.broadcast(flag, src=0)
+        up = bool(flag.item())
+    state.budget_ended = state.budget_ended or up
+    return up
 
 
 def out_of_budget(state: TrainingState, epoch: int) -> bool:
-    """True when the planned epochs are done (every rank has the same plan)."""
-    if state.config.budget_minutes is None or epoch < state.planned_epochs:
+    """After an epoch: True when the budget ended training (every rank has the same plan and flag)."""
+    if state.budget is None or not (state.budget_ended or epoch >= state.planned_epochs):
         return False
+    state.budget_ended = True
     if state.main and epoch < state.config.epochs:
-        elapsed = (time.perf_counter() - state.started) / 60
         logger.info(
-            "time budget reached after epoch %d (%.1f of %.1f min)", epoch, elapsed, state.config.budget_minutes
+            "time budget reached after epoch %d (%.1f of %.1f min)",
+            epoch,
+            state.budget.elapsed / 60,
+            state.config.budget_minutes,
         )
     return True

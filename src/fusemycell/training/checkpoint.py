@@ -51,6 +51,10 @@ class EpochMetrics:
     """Seconds spent on training steps (the rest of ``epoch_time_s`` is validation and checkpointing)."""
     validation_time_s: float = float("nan")
     """Seconds spent validating (patches and whole volumes)."""
+    planned_steps: int = 0
+    """Optimizer steps the learning-rate schedule was planned on at the end of the epoch (0: not recorded)."""
+    planned_epochs: int = 0
+    """The epoch training was planned to end with, at the end of the epoch (0: not recorded)."""
 
 
 @dataclass

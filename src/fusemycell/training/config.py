@@ -64,8 +64,13 @@ class TrainingConfig(StrictConfig):
     epochs: int = Field(default=20, ge=1)
     """Epochs to train; with ``budget_minutes``, the most."""
     budget_minutes: float | None = Field(default=None, gt=0)
-    """Training time budget: no epoch starts that would end past it, the best epoch is kept, and the
-    learning-rate schedule is planned on the epochs that fit (measured on the first). null = ``epochs``."""
+    """Training time budget, counted from the first optimizer step, validation and checkpoints included:
+    no step is taken that would end training past it, the best epoch is kept, and the learning-rate
+    schedule is planned on the steps that fit (timed on the first few steps, then after every epoch).
+    null = ``epochs``."""
+    volume_validation_share: float = Field(default=0.15, gt=0, le=1)
+    """With ``budget_minutes``: at most this share of the budget goes to validating whole volumes; they
+    are validated every few epochs (chosen from their measured cost), always on the last epoch."""
     patches_per_epoch: int | None = Field(default=None, ge=1)
     """Patches drawn (with replacement) per epoch and device, whatever the store's size; null = one
     pass over the store. With a budget, the work then no longer grows with the number of volumes."""

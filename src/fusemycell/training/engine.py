@@ -27,11 +27,12 @@ from fusemycell.models.card import ModelCard
 from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
+from fusemycell.training import budget as budget_clock
 from fusemycell.training.budget import out_of_budget, plan_budget
 from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.launch import hands_back_result, launch, save_spawn_result
-from fusemycell.training.records import best_of, log_epoch, save_best, state_card
+from fusemycell.training.records import best_of, ended_by, log_epoch, log_outcome, save_best, state_card
 from fusemycell.training.rng import rng_state
 from fusemycell.training.setup import start
 from fusemycell.training.state import (
@@ -114,11 +115,19 @@ class Trainer:
 
 
 def end_epoch(state: TrainingState, metrics: EpochMetrics) -> None:
-    """Record the epoch: the best epoch so far, the history, the time budget's plan, the checkpoint."""
+    """Record the epoch: the best epoch so far, the time budget's plan, the history, the (timed) checkpoint;
+    on a CPU, re-size the threads to what other programs leave."""
     improved = state.best.update(metrics, state.model.unet)
-    state.history.append(metrics)
+    # the plan the epoch ran under (the schedule's steps), before the time budget re-plans what is left
+    metrics.planned_steps, metrics.planned_epochs = state.schedule.total_steps, state.planned_epochs
     plan_budget(state, metrics.epoch)
+    state.history.append(metrics)
+    started = budget_clock.now()
     save_checkpoint(state, metrics, improved)
+    if state.budget is not None:
+        state.budget.checkpointed(budget_clock.now() - started)
+    if state.threads is not None:
+        state.threads.resize()
 
 
 def save_checkpoint(state: TrainingState, metrics: EpochMetrics, improved: bool) -> None:
@@ -128,7 +137,8 @@ def save_checkpoint(state: TrainingState, metrics: EpochMetrics, improved: bool)
         checkpoint_of(state, metrics.epoch).save(state.last_path)
         if improved:
             save_best(state, metrics)
-        log_epoch(metrics, state.planned_epochs, state.this_run(), state.deadline)
+        remaining = max(0.0, state.budget.remaining) if state.budget is not None else None
+        log_epoch(metrics, state.planned_epochs, state.this_run(), remaining)
         if state.job.epoch_callback is not None:
             state.job.epoch_callback(metrics)
     if state.distributed:
@@ -175,7 +185,10 @@ def finish(state: TrainingState) -> TrainingResult:
     trained = TrainedModel(UNet3D(card.architecture), card)
     trained.network.load_state_dict(state.model.unet.state_dict())
     physics = state.model.physics.describe() if state.model.physics is not None else {}
-    result = TrainingResult(trained, state.history, state.best.epoch, state.stopped_early, physics)
+    ending = ended_by(state)
+    result = TrainingResult(trained, state.history, state.best.epoch, state.stopped_early, physics, ending)
+    if state.main:
+        log_outcome(state.history, ending, state.config)
     if state.distributed:
         check_replicas(state.model.unet, state.job.world_size)
         if hands_back_result(state.job, state.rank):

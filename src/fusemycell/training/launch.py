@@ -72,6 +72,7 @@ def save_spawn_result(result: TrainingResult, folder: str | os.PathLike) -> Path
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "physics": result.physics,
+        "ended_by": result.ended_by,
     }
     return atomic_torch_save(payload, Path(folder) / SPAWN_RESULT)
 
@@ -85,4 +86,5 @@ def read_spawn_result(path: str | os.PathLike) -> TrainingResult:
         best_epoch=int(payload["best_epoch"]),
         stopped_early=bool(payload["stopped_early"]),
         physics=dict(payload["physics"]),
+        ended_by=str(payload.get("ended_by", "epochs")),
     )

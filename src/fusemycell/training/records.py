@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Literal
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from fusemycell.devices import Precision
 from fusemycell.models.card import ModelCard, TrainingSummary, ValidationSummary
 from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save
 from fusemycell.training.checkpoint import EpochMetrics
+from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel
 from fusemycell.training.state import TrainingState
 
@@ -83,12 +85,14 @@ def save_best(state: TrainingState, metrics: EpochMetrics | None) -> None:
     atomic_torch_save(TrainedModel(state.model.unet, state_card(state, metrics)).payload(), state.best_path)
 
 
-def log_epoch(metrics: EpochMetrics, epochs: int, this_run: list[EpochMetrics], deadline: float | None = None) -> None:
+def log_epoch(
+    metrics: EpochMetrics, epochs: int, this_run: list[EpochMetrics], budget_left_s: float | None = None
+) -> None:
     """One line per epoch: losses, scores, time (validation's share), steps and throughput, and an ETA
-    that honours the time budget."""
+    that honours the time budget (``budget_left_s``)."""
     remaining = (epochs - metrics.epoch) * float(np.mean([m.epoch_time_s for m in this_run]))
-    if deadline is not None:
-        remaining = min(remaining, max(0.0, deadline - time.perf_counter()))
+    if budget_left_s is not None:
+        remaining = min(remaining, budget_left_s)
     validation_share = metrics.validation_time_s / metrics.epoch_time_s if metrics.epoch_time_s > 0 else 0.0
     logger.info(
         "epoch %d/%d  train %.4f  val %.4f  SSIM %.4f (input %.4f)  N_SSIM %.4f%s  lr %.2e | %.1f s "
@@ -110,3 +114,45 @@ def log_epoch(metrics: EpochMetrics, epochs: int, this_run: list[EpochMetrics], 
         time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining < 86400 else f"{remaining / 3600:.0f} h",
         metrics.peak_rss_mb,
     )
+
+
+Ending = Literal["epochs", "budget", "early stopping"]
+
+
+def ended_by(state: TrainingState) -> Ending:
+    """What ended training: early stopping, the time budget, or the epochs asked for."""
+    if state.stopped_early:
+        return "early stopping"
+    return "budget" if state.budget_ended else "epochs"
+
+
+def outcome(history: list[EpochMetrics], ending: str, asked_epochs: int, budget_minutes: float | None) -> str:
+    """The run's closing sentence: epochs and optimizer steps that ran, and whether the time budget cut
+    training short of the epochs asked for and of the steps its learning-rate schedule was planned on.
+
+    ``history`` is every epoch of the model (a resumed run's earlier ones too: the schedule counts them).
+    """
+    if not history:
+        return "training: no epoch trained"
+    steps = sum(m.optimizer_steps for m in history)
+    minutes = sum(m.epoch_time_s for m in history) / 60
+    last, planned = history[-1].epoch, history[-1].planned_steps
+    text = f"training: {len(history)} epoch(s), {steps} optimizer steps in {minutes:.1f} min"
+    if budget_minutes is not None:
+        text += f" (time budget {budget_minutes:g} min)"
+    if ending == "early stopping":
+        return text + f"; stopped early after epoch {last} of the {asked_epochs} asked for"
+    if ending != "budget":
+        return text + f"; all {asked_epochs} epochs asked for ran"
+    text += f"; the time budget ended training after epoch {last} of the {asked_epochs} asked for"
+    if planned and steps < planned:
+        return text + (
+            f", and cut it short of its learning-rate schedule: {steps} of the {planned} steps it was planned "
+            "on ran (steps became slower than when they were timed)"
+        )
+    return text + "; the learning-rate schedule was planned on the steps that fit and ran to its end"
+
+
+def log_outcome(history: list[EpochMetrics], ending: str, config: TrainingConfig) -> None:
+    """Rank 0, at the end of training: :func:`outcome` in the log."""
+    logger.info("%s", outcome(history, ending, config.epochs, config.budget_minutes))

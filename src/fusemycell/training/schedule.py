@@ -25,16 +25,28 @@ class CosineSchedule:
 
 
 def steps_that_fit(
-    remaining_s: float, step_s: float, epoch_overhead_s: float, steps_per_epoch: int, max_epochs: int
+    remaining_s: float,
+    step_s: float,
+    epoch_overhead_s: float,
+    steps_per_epoch: int,
+    max_epochs: int,
+    first_epoch_steps: int | None = None,
 ) -> tuple[int, int]:
     """``(optimizer steps, epochs)`` that fit in ``remaining_s``: each step costs ``step_s``, each epoch
     ``epoch_overhead_s`` more (validation, checkpoint). The last epoch may be shortened to use the time
-    left, but not below a quarter of an epoch (its validation would cost more than its steps bring)."""
+    left, but not below a quarter of an epoch (its validation would cost more than its steps bring).
+
+    ``first_epoch_steps``: an epoch is under way with that many steps left; it is the first of the
+    epochs counted, and it ends (and is counted) however few of its steps fit."""
     steps_left, epochs_left = 0, 0
+    under_way = first_epoch_steps is not None
+    first = first_epoch_steps if under_way else steps_per_epoch
     for epochs in range(1, max_epochs + 1):
-        affordable = int((remaining_s - epochs * epoch_overhead_s) / max(step_s, 1e-9))
-        steps = min(epochs * steps_per_epoch, affordable)
-        if steps - (epochs - 1) * steps_per_epoch < max(1, steps_per_epoch // 4):
+        affordable = max(0, int((remaining_s - epochs * epoch_overhead_s) / max(step_s, 1e-9)))
+        whole = first + (epochs - 1) * steps_per_epoch
+        steps = min(whole, affordable)
+        in_last = steps - (whole - (first if epochs == 1 else steps_per_epoch))
+        if not (epochs == 1 and under_way) and in_last < max(1, steps_per_epoch // 4):
             break
         steps_left, epochs_left = steps, epochs
     return steps_left, epochs_left

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from typing import Any
 
 import torch
@@ -19,12 +18,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from fusemycell.devices import local_cuda_device, memory_format, resolve_device, resolve_precision
+from fusemycell.devices import CpuThreads, local_cuda_device, memory_format, resolve_device, resolve_precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard, card_for
 from fusemycell.models.checkpoint import load_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.torch_dataset import PatchDataset
+from fusemycell.training.budget import TimeBudget
 from fusemycell.training.checkpoint import TrainingCheckpoint, restore_state, resume_error
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
@@ -48,6 +48,7 @@ def start(job: TrainingJob, rank: int) -> TrainingState:
     """Set up process ``rank`` of ``job``, restore its checkpoint or fit the forward model: the state to train."""
     config = job.config
     device = join_process_group(job, rank)
+    threads = CpuThreads(job.world_size) if device.type == "cpu" else None
     seed_everything(config.seed)  # same initial weights on every rank
     train_data, val_data = patch_data(job)
     store = train_data.store
@@ -71,6 +72,7 @@ def start(job: TrainingJob, rank: int) -> TrainingState:
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
     steps_per_epoch = epoch_steps(config, len(train_data), job.world_size)
+    # provisional: with a time budget the schedule is planned on the steps that fit once the first are timed
     schedule = CosineSchedule(steps_per_epoch * config.epochs, config.warmup_fraction, config.min_lr_fraction)
     state = TrainingState(
         job=job,
@@ -90,10 +92,16 @@ def start(job: TrainingJob, rank: int) -> TrainingState:
         memory=MemoryPeak(device),
         best=BestEpoch.none_yet(config.monitor),
         planned_epochs=config.epochs,
+        threads=threads,
     )
     if checkpoint is not None:
         restore(state, checkpoint)
-    state.started = time.perf_counter()
+    if config.budget_minutes is not None:
+        state.budget = TimeBudget(config.budget_minutes * 60, config.volume_validation_share)
+        state.patch_voxels = len(val_data) * math.prod(train_data.store.patch_size_zyx)
+        state.volume_voxels = job.volumes.voxels() if job.volumes is not None else 0
+    if rank == 0 and threads is not None:
+        logger.info("CPU threads: %d (of the %d CPUs this process may use)", threads.threads, threads.usable)
     return state
 
 

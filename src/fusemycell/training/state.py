@@ -9,7 +9,7 @@ step can be run, and tested, on a state alone.
 from __future__ import annotations
 
 import copy
-import time
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusemycell.devices import Precision
+from fusemycell.devices import CpuThreads, Precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard
 from fusemycell.models.checkpoint import TrainedModel
@@ -26,6 +26,7 @@ from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.patching.torch_dataset import PatchDataset
+from fusemycell.training.budget import BudgetPlan, TimeBudget
 from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel
@@ -60,6 +61,8 @@ class TrainingResult:
     best_epoch: int
     stopped_early: bool
     physics: dict[str, float] = field(default_factory=dict)
+    ended_by: str = "epochs"
+    """What ended training: ``epochs`` (all asked for), ``budget`` (the time budget) or ``early stopping``."""
 
 
 class FusionModel(nn.Module):
@@ -107,8 +110,14 @@ class BestEpoch:
         return cls(higher, -float("inf") if higher else float("inf"), monitor=monitor)
 
     def update(self, metrics: EpochMetrics, network: nn.Module) -> bool:
-        """Record ``metrics``' epoch if it improves (or is the first); True when it does."""
+        """Record ``metrics``' epoch if it improves (or is the first scored); True when it does.
+
+        An epoch the monitored quantity was not measured on (whole volumes are validated every few
+        epochs under a time budget) neither improves nor counts as an epoch without improvement.
+        """
         score = float(getattr(metrics, self.monitor))
+        if math.isnan(score):
+            return False
         improved = score > self.score if self.higher_is_better else score < self.score
         if improved or self.epoch == 0:
             self.score, self.epoch, self.bad_epochs = score, metrics.epoch, 0
@@ -152,12 +161,18 @@ class TrainingState:
     """The first epoch this process trains (after a checkpoint's last)."""
     planned_epochs: int = 1
     """The epochs the run will end with (``epochs``, or fewer with a time budget)."""
-    step_limit: int | None = None
-    """With a time budget: the optimizer steps that fit."""
-    deadline: float | None = None
-    """With a time budget: when training steps must stop (``time.perf_counter``)."""
-    started: float = field(default_factory=time.perf_counter)
-    """When this process started training (after set-up and restore)."""
+    budget: TimeBudget | None = None
+    """With ``budget_minutes``: its clock and what it measured."""
+    plan: BudgetPlan | None = None
+    """With a time budget: rank 0's plan, which every rank follows (None before the first)."""
+    budget_ended: bool = False
+    """The time budget ended training (in the middle of the last epoch, or at its end)."""
+    patch_voxels: int = 0
+    """Voxels of the validation patches (what one validation on patches predicts)."""
+    volume_voxels: int = 0
+    """Voxels of the whole validation volumes' blocks (what one whole-volume validation predicts)."""
+    threads: CpuThreads | None = None
+    """On a CPU: torch's threads, sized to the CPUs this process may really use."""
     stopped_early: bool = False
 
     @property

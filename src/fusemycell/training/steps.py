@@ -8,7 +8,7 @@ of each accumulation group), then :func:`validate` on the validation patches and
 from __future__ import annotations
 
 import contextlib
-import time
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from fusemycell.devices import Precision, memory_format
 from fusemycell.metrics.ssim import normalized_ssim
-from fusemycell.progress import track
-from fusemycell.training.budget import budget_spent
+from fusemycell.progress import Progress, track
+from fusemycell.training import budget as budget_clock
+from fusemycell.training.budget import budget_spent, plan_budget, volumes_due
 from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.losses import image_loss, ssim3d
@@ -58,6 +59,8 @@ class EpochTotals:
     """Patches seen by this rank."""
     steps: int = 0
     """Optimizer steps taken."""
+    train_time_s: float = 0.0
+    """Seconds of the training steps (the budget's clock)."""
 
 
 def epoch_loader(state: TrainingState, epoch: int) -> DataLoader:
@@ -121,20 +124,51 @@ def optimizer_step(state: TrainingState) -> None:
 
 
 def train_patches(state: TrainingState, epoch: int) -> EpochTotals:
-    """Train on the epoch's batches (until the time budget's planned steps are taken)."""
+    """Train on the epoch's batches, until the time budget's planned steps are taken or its time is up.
+
+    With a budget, every optimizer step is timed; the first plan is made after the probe steps
+    (:data:`~fusemycell.training.budget.PROBE_STEPS`), which count as training.
+    """
+    started = budget_clock.now()
     state.model.train()
     state.train_data.set_epoch(epoch)
     loader = epoch_loader(state, epoch)
     totals = EpochTotals()
     state.optimizer.zero_grad(set_to_none=True)
+    accumulation, budget = state.config.accumulation_steps, state.budget
+    epoch_optimizer_steps = math.ceil(len(loader) / accumulation)
     description = f"epoch {epoch}/{state.planned_epochs}"
     batches = track(loader, description, unit="batch", summary=False, enabled=state.main)
     for step, batch in enumerate(batches):  # the epoch's own log line is the summary
-        if step % state.config.accumulation_steps == 0 and budget_spent(state):
-            break  # the last epoch ends with the budget: its steps were planned to fit
+        if step % accumulation == 0:
+            if budget_spent(state):
+                break
+            if budget is not None:
+                budget.step_starts()
+        steps_before = totals.steps
         train_step(state, batch, totals, step=step, batches=len(loader))
         state.memory.sample()
+        if budget is not None and totals.steps > steps_before:
+            budget.step_ends()
+            steps_left = epoch_optimizer_steps - totals.steps
+            if state.plan is None and budget.probed and steps_left > 0:
+                budget.forward_s_per_voxel = forward_time_per_voxel(state, batch)
+                plan_budget(state, epoch, steps_left_in_epoch=steps_left)
+    batches.close()  # type: ignore[attr-defined]  # a loop the budget ended: its progress stops now
+    totals.train_time_s = budget_clock.now() - started
     return totals
+
+
+def forward_time_per_voxel(state: TrainingState, batch: Any) -> float:
+    """Seconds per voxel of a forward pass without gradients (what validation costs), on one batch."""
+    single_view = batch[0].to(state.device).contiguous(memory_format=memory_format(state.device))
+    state.model.eval()
+    with torch.no_grad(), state.precision.autocast(state.device):
+        started = budget_clock.now()
+        state.model.unet(single_view)
+        seconds = budget_clock.now() - started
+    state.model.train()
+    return seconds / max(1, single_view[:, :1].numel())
 
 
 def validate(
@@ -180,14 +214,27 @@ def validate_volumes(state: TrainingState) -> float:
 
 
 def train_epoch(state: TrainingState, epoch: int) -> EpochMetrics:
-    """Train on the epoch's patches, then validate on patches and whole volumes; the epoch's metrics."""
-    started = time.perf_counter()
+    """Train on the epoch's patches, then validate on patches and (when due) whole volumes; the epoch's metrics.
+
+    Under a time budget whole volumes are validated every few epochs and always on the last
+    (:func:`~fusemycell.training.budget.volumes_due`); the other epochs have no ``val_volume_nssim``.
+    """
+    started = budget_clock.now()
     state.memory.reset()
     totals = train_patches(state, epoch)
-    train_time = time.perf_counter() - started
-    validation = validate(state.model, state.val_data, state.config, state.device, precision=state.precision)
-    volume_score = validate_volumes(state)
-    validation_time = time.perf_counter() - started - train_time
+    train_time = totals.train_time_s
+    ending = state.budget_ended or epoch >= state.config.epochs
+    with Progress(f"epoch {epoch} validation", summary=False, enabled=state.main):
+        validation = validate(state.model, state.val_data, state.config, state.device, precision=state.precision)
+        patches_done = budget_clock.now()
+        due = state.job.volumes is not None and volumes_due(epoch, state.plan, ending)
+        volume_score = validate_volumes(state) if due else float("nan")
+    validation_end = budget_clock.now()
+    validation_time = validation_end - started - train_time
+    if state.budget is not None:
+        state.budget.measured(
+            patches_s=patches_done - started - train_time, volumes_s=validation_end - patches_done if due else None
+        )
     state.memory.sample()
     seen, patches = totals.seen, totals.seen * state.job.world_size
     physics_on = state.model.physics is not None
@@ -199,7 +246,7 @@ def train_epoch(state: TrainingState, epoch: int) -> EpochMetrics:
         val_ssim_input=validation["ssim_input"],
         val_nssim=validation["nssim"],
         learning_rate=float(state.optimizer.param_groups[0]["lr"]),
-        epoch_time_s=time.perf_counter() - started,
+        epoch_time_s=budget_clock.now() - started,
         patches_per_s=patches / max(train_time, 1e-9),
         voxels_per_s=patches * int(np.prod(state.train_data.store.patch_size_zyx)) / max(train_time, 1e-9),
         peak_rss_mb=state.memory.rss_mb,

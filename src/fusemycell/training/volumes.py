@@ -71,6 +71,13 @@ class VolumeValidation:
         """The volumes, with ``position`` channels (the model card's)."""
         return read_validation_volumes(self.pairs, position)
 
+    def voxels(self) -> int:
+        """Voxels one validation predicts: the central blocks of every volume (read from the files' headers)."""
+        return sum(
+            int(np.prod([s.stop - s.start for s in central_block(read_volume(pair[2], lazy=True).data)]))
+            for pair in self.pairs
+        )
+
 
 def volume_nssim_of(prediction: np.ndarray, target: np.ndarray, ssim_input: float, target_stats: object) -> float:
     """N_SSIM of ``prediction`` against ``target``, given SSIM(input, target) and the target's statistics."""
