@@ -58,3 +58,68 @@ def test_3d_convolutions_run_channels_last_on_cpu():
     assert layout == torch.channels_last_3d
     batch = torch.rand(2, 1, 4, 6, 8).contiguous(memory_format=layout)
     assert batch.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_the_container_quota_is_read_from_cgroup_v2_then_v1():
+    assert devices.cgroup_cpu_quota(cpu_max="150000 100000") == pytest.approx(1.5)
+    assert devices.cgroup_cpu_quota(cpu_max="max 100000") is None  # no quota
+    assert devices.cgroup_cpu_quota(cpu_max="", v1=("200000", "100000")) == pytest.approx(2.0)
+    assert devices.cgroup_cpu_quota(cpu_max="", v1=("-1", "100000")) is None
+    assert devices.cgroup_cpu_quota(cpu_max="", v1=(None, None)) is None  # neither file
+
+
+def test_the_usable_cpus_are_the_affinity_capped_by_the_quota():
+    assert devices.usable_cpus(affinity=8, quota=2.0) == 2
+    assert devices.usable_cpus(affinity=2, quota=8.0) == 2
+    assert devices.usable_cpus(affinity=4, quota=1.5) == 1  # 1.5 CPUs run one thread at full speed
+    assert devices.usable_cpus(affinity=4, quota=0.5) == 1
+
+
+def test_threads_leave_the_cpus_other_programs_keep_busy():
+    assert devices.thread_count(2, busy_elsewhere=0.1) == 2
+    assert devices.thread_count(2, busy_elsewhere=1.0) == 1  # one busy program on 2 cores: one thread
+    assert devices.thread_count(2, busy_elsewhere=3.0) == 1  # never fewer than one
+    assert devices.thread_count(16, busy_elsewhere=3.6) == 12
+    assert devices.thread_count(8, busy_elsewhere=0.0, processes=2) == 4  # DDP ranks share the CPUs
+    before, after = devices.CpuTimes(busy_s=100.0, own_s=10.0), devices.CpuTimes(busy_s=118.0, own_s=18.0)
+    assert devices.cpus_busy_elsewhere(before, after, wall_s=10.0) == pytest.approx(1.0)  # 18 - 8 s in 10 s
+
+
+class _Moments:
+    """``cpu_times`` and ``time.perf_counter`` of a machine where another program starts, then stops."""
+
+    def __init__(self, samples):
+        self.samples = list(samples)
+        self.wall = 0.0
+
+    def cpu_times(self):
+        busy, own = self.samples.pop(0)
+        return devices.CpuTimes(busy, own)
+
+    def perf_counter(self):
+        self.wall += 10.0
+        return self.wall
+
+
+def test_threads_are_resized_as_other_programs_come_and_go(monkeypatch):
+    moments = _Moments([(0, 0), (20, 20), (40, 30), (60, 50)])  # idle; another program busy for 10 s; idle
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(devices, "cpu_times", moments.cpu_times)
+    monkeypatch.setattr(devices, "time", moments)
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    threads = devices.CpuThreads()
+    assert threads.threads == 2 and threads.resize() == 2  # we alone used both CPUs
+    assert threads.resize() == 1  # 20 s busy, 10 of them ours: another program took one CPU
+    assert threads.resize() == 2  # it stopped
+    assert chosen == [2, 1, 2]
+
+
+def test_an_explicit_omp_num_threads_is_left_alone(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    threads = devices.CpuThreads()
+    assert threads.resize() == threads.threads == torch.get_num_threads() and chosen == []
+    assert devices.CpuThreads(processes=2).adaptive is False  # a sibling rank is not another program

@@ -150,3 +150,37 @@ def test_a_listener_stops_the_work_between_two_batches(monkeypatch, caplog):
     with listen(lambda update: None):  # listeners nest and are removed when their block ends
         assert len(progress_module._listeners()) == 1
     assert progress_module._listeners() == ()
+
+
+def test_off_a_terminal_a_line_comes_while_the_work_runs(monkeypatch, caplog):
+    """A log silent for minutes reads as a hung program: a thread of the progress writes a line meanwhile."""
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_S", 0.01)
+    seen = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            seen.set()
+
+    handler = Seen()
+    progress_module.logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="fusemycell.progress"):
+            running = Progress("epoch 1/7", total=128, unit="batch", summary=False)
+            running.update(5)
+            assert seen.wait(timeout=30)  # no speed asserted: only that a line comes before the work ends
+            running.close()
+    finally:
+        progress_module.logger.removeHandler(handler)
+    assert running._heartbeat is not None and not running._heartbeat.is_alive()  # it stops with the work
+    line = caplog.records[0].getMessage()
+    assert re.match(r"^epoch 1/7: 5/128 batches, \d+ s, [\d.e+]+ batch/s, ETA \d+ s$", line), line
+
+
+def test_the_running_line_says_what_is_known(monkeypatch):
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "off")
+    progress = Progress("epoch 2 validation")
+    assert re.match(r"^epoch 2 validation: \d+ s so far$", progress.running_line())
+    progress.update(3)
+    assert re.match(r"^epoch 2 validation: 3 its, \d+ s, ", progress.running_line())
+    assert progress._heartbeat is None  # only off a terminal, where no bar shows progress

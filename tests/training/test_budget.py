@@ -177,18 +177,93 @@ def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, fake_st
 def test_the_closing_summary_says_what_ran_and_whether_the_budget_cut_it_short():
     from fusemycell.training.checkpoint import EpochMetrics
 
-    def epoch(number, steps, planned):
+    def epoch(number, steps, planned, budget=False):
         values = dict.fromkeys(("train_loss", "val_loss", "val_ssim", "val_ssim_input", "val_nssim"), 0.5)
         return EpochMetrics(
             number, **values, learning_rate=1e-3, epoch_time_s=60, patches_per_s=1, voxels_per_s=1,
             peak_rss_mb=1, peak_device_mb=0, optimizer_steps=steps, planned_steps=planned,
+            stopped_by_budget=budget,
         )  # fmt: skip
 
-    planned = [epoch(1, 100, 250), epoch(2, 100, 250), epoch(3, 50, 250)]
-    text = outcome(planned, "budget", 80, 5.0)
+    planned = [epoch(1, 100, 250), epoch(2, 100, 250), epoch(3, 50, 250, budget=True)]
+    text = outcome(planned, 80, 5.0)
     assert "3 epoch(s), 250 optimizer steps in 3.0 min (time budget 5 min)" in text
     assert "after epoch 3 of the 80 asked for" in text and "cut it short" not in text
-    cut = outcome([epoch(1, 128, 640)], "budget", 80, 5.0)
+    cut = outcome([epoch(1, 128, 640, budget=True)], 80, 5.0)
     assert "cut it short of its learning-rate schedule: 128 of the 640 steps" in cut
-    assert "all 2 epochs asked for ran" in outcome(planned[:2], "epochs", 2, None)
-    assert "stopped early after epoch 2" in outcome(planned[:2], "early stopping", 80, None)
+    assert "all 2 epochs asked for ran" in outcome(planned[:2], 2, None)
+    assert "stopped early after epoch 2 of the 80" in outcome(planned[:2], 80, None)
+
+    # the run's closing summary (hooks.summary) says it, from the history the training node saved
+    from dataclasses import asdict
+
+    import pandas as pd
+    from kedro.io import DataCatalog, MemoryDataset
+
+    from fusemycell.hooks.summary import summary_lines
+    from fusemycell.training.config import TrainingConfig
+
+    table = pd.DataFrame([asdict(m) for m in planned]).assign(kept=[False, True, False])
+    catalog = DataCatalog({"training_history": MemoryDataset(table)})
+    lines = summary_lines({"training_history"}, catalog, {}, TrainingConfig(epochs=80, budget_minutes=5.0))
+    assert lines == ["  " + text]
+
+
+def _rank_with_its_own_step_time(job, rank):
+    """One process of a DDP run whose steps take 1 s on rank 0 and 3 s on rank 1 (its fake clock; it also
+    sleeps): each rank records the plan it made itself and the plan it follows."""
+    import json
+    import time
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from fusemycell.training import budget, steps
+    from fusemycell.training.engine import run_trainer
+
+    clock = FakeClock()
+    budget.CLOCK = clock
+    take_step, share = steps.optimizer_step, budget.share_plan
+
+    def slow_step(state):
+        take_step(state)
+        if rank == 1:
+            time.sleep(0.01)
+        clock.advance(1.0 if rank == 0 else 3.0)
+
+    plans = []
+
+    def recorded_share(plan, device, distributed):
+        followed = share(plan, device, distributed)
+        plans.append({"own": asdict(plan), "followed": asdict(followed)})
+        return followed
+
+    steps.optimizer_step, budget.share_plan = slow_step, recorded_share
+    steps.forward_time_per_voxel = lambda state, batch: 0.0
+    try:
+        return run_trainer(job, rank)
+    finally:
+        Path(job.config.checkpoint_dir).parent.joinpath(f"plans_{rank}.json").write_text(json.dumps(plans))
+
+
+@pytest.mark.slow
+def test_under_ddp_every_rank_follows_rank_0s_plan_and_the_run_ends_cleanly(tmp_path, stores):
+    """2 CPU processes (gloo) whose steps take 1 s and 3 s: the same plans, the same steps, a clean end."""
+    import json
+
+    import torch
+
+    from fusemycell.training.launch import launch
+    from fusemycell.training.state import TrainingJob
+
+    config = _config(tmp_path / "run", devices=2, epochs=50, patches_per_epoch=8, budget_minutes=20 / 60)
+    job = TrainingJob(config, str(stores[0]), str(stores[1]))
+    result = launch(job, torch.device("cpu"), _rank_with_its_own_step_time)
+    plans = [json.loads((tmp_path / "run" / f"plans_{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(plans[0]) == len(plans[1]) >= 2  # planned together: after the probe steps, after every epoch
+    assert [p["followed"] for p in plans[0]] == [p["followed"] for p in plans[1]]
+    assert all(p["followed"] == p["own"] for p in plans[0])  # rank 0's own plan is the plan
+    assert plans[1][0]["own"]["step_limit"] < plans[0][0]["own"]["step_limit"]  # rank 1 alone would stop sooner
+    # the run ended where rank 0 planned it, on both ranks (the engine checks the replicas are identical)
+    steps = sum(m.optimizer_steps for m in result.history)
+    assert result.ended_by == "budget" and steps == plans[0][-2]["followed"]["step_limit"]
+    assert 15 <= steps <= 20  # 20 fake seconds of steps of 1 s on rank 0

@@ -47,6 +47,22 @@ def _nssim_lines(catalog: Any) -> list[str]:
     return lines
 
 
+def _training_line(catalog: Any, training: Any) -> list[str]:
+    """How training went (:func:`fusemycell.training.records.outcome`), from the history the run saved."""
+    from dataclasses import fields
+
+    from fusemycell.training.checkpoint import EpochMetrics
+    from fusemycell.training.records import outcome
+
+    try:
+        table = catalog.load("training_history")
+        names = [f.name for f in fields(EpochMetrics)]
+        history = [EpochMetrics(**{k: v for k, v in row.items() if k in names}) for row in table.to_dict("records")]
+        return [f"  {outcome(history, training.epochs, training.budget_minutes)}"]
+    except Exception:  # noqa: BLE001 - a summary never fails a finished run
+        return []
+
+
 def _mlflow_run() -> str | None:
     try:
         import mlflow
@@ -59,8 +75,12 @@ def _mlflow_run() -> str | None:
     return f"{run.info.run_id} in {mlflow.get_tracking_uri()}"
 
 
-def summary_lines(outputs: set[str], catalog: Any, locations: dict[str, str] | None = None) -> list[str]:
-    """One line per artefact the run wrote (``label: location``), the test scores, the MLflow run."""
+def summary_lines(
+    outputs: set[str], catalog: Any, locations: dict[str, str] | None = None, training: Any = None
+) -> list[str]:
+    """One line per artefact the run wrote (``label: location``), how training went (epochs, optimizer
+    steps, whether the time budget cut it short; ``training`` is the run's ``TrainingConfig``), the test
+    scores, the MLflow run."""
     locations = locations if locations is not None else dataset_locations(catalog)
     lines = []
     for name, label in SUMMARY_DATASETS:
@@ -72,6 +92,8 @@ def summary_lines(outputs: set[str], catalog: Any, locations: dict[str, str] | N
     report = _report_file(catalog) if "inference_outputs" in outputs else None
     if report is not None:
         lines.append(f"  {'inference report:':<22}{relative(str(report))}")
+    if "training_history" in outputs and training is not None:
+        lines += _training_line(catalog, training)
     if "evaluation_by_channel" in outputs:
         lines += _nssim_lines(catalog)
     run = _mlflow_run()
@@ -93,6 +115,8 @@ class RunSummaryHooks:
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         locations = self.parameters.locations if self.parameters is not None else None
-        lines = summary_lines(set(pipeline.all_outputs()), catalog, locations)
+        validated = self.parameters.parameters if self.parameters is not None else None
+        training = getattr(validated, "training", None)
+        lines = summary_lines(set(pipeline.all_outputs()), catalog, locations, training)
         if lines:
             print("\nfusemycell run finished:\n" + "\n".join(lines) + "\n  lineage graph:        kedro viz run\n")

@@ -52,9 +52,11 @@ class EpochMetrics:
     validation_time_s: float = float("nan")
     """Seconds spent validating (patches and whole volumes)."""
     planned_steps: int = 0
-    """Optimizer steps the learning-rate schedule was planned on at the end of the epoch (0: not recorded)."""
+    """Optimizer steps of the run the learning-rate schedule was planned on during the epoch (0: not recorded)."""
     planned_epochs: int = 0
-    """The epoch training was planned to end with, at the end of the epoch (0: not recorded)."""
+    """The epoch training was planned to end with, during the epoch (0: not recorded)."""
+    stopped_by_budget: bool = False
+    """The time budget ended training with this epoch."""
 
 
 @dataclass

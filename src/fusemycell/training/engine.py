@@ -121,6 +121,9 @@ def end_epoch(state: TrainingState, metrics: EpochMetrics) -> None:
     # the plan the epoch ran under (the schedule's steps), before the time budget re-plans what is left
     metrics.planned_steps, metrics.planned_epochs = state.schedule.total_steps, state.planned_epochs
     plan_budget(state, metrics.epoch)
+    metrics.stopped_by_budget = state.budget is not None and (
+        state.budget_ended or metrics.epoch >= state.planned_epochs
+    )
     state.history.append(metrics)
     started = budget_clock.now()
     save_checkpoint(state, metrics, improved)
@@ -188,7 +191,7 @@ def finish(state: TrainingState) -> TrainingResult:
     ending = ended_by(state)
     result = TrainingResult(trained, state.history, state.best.epoch, state.stopped_early, physics, ending)
     if state.main:
-        log_outcome(state.history, ending, state.config)
+        log_outcome(state.history, state.config)
     if state.distributed:
         check_replicas(state.model.unet, state.job.world_size)
         if hands_back_result(state.job, state.rank):

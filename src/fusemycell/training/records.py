@@ -126,7 +126,15 @@ def ended_by(state: TrainingState) -> Ending:
     return "budget" if state.budget_ended else "epochs"
 
 
-def outcome(history: list[EpochMetrics], ending: str, asked_epochs: int, budget_minutes: float | None) -> str:
+def ending_of(history: list[EpochMetrics], asked_epochs: int) -> Ending:
+    """What ended training, from its history: the time budget, the epochs asked for, or early stopping."""
+    last = history[-1]
+    if last.stopped_by_budget:
+        return "budget"
+    return "epochs" if last.epoch >= asked_epochs else "early stopping"
+
+
+def outcome(history: list[EpochMetrics], asked_epochs: int, budget_minutes: float | None) -> str:
     """The run's closing sentence: epochs and optimizer steps that ran, and whether the time budget cut
     training short of the epochs asked for and of the steps its learning-rate schedule was planned on.
 
@@ -140,9 +148,10 @@ def outcome(history: list[EpochMetrics], ending: str, asked_epochs: int, budget_
     text = f"training: {len(history)} epoch(s), {steps} optimizer steps in {minutes:.1f} min"
     if budget_minutes is not None:
         text += f" (time budget {budget_minutes:g} min)"
+    ending = ending_of(history, asked_epochs)
     if ending == "early stopping":
         return text + f"; stopped early after epoch {last} of the {asked_epochs} asked for"
-    if ending != "budget":
+    if ending == "epochs":
         return text + f"; all {asked_epochs} epochs asked for ran"
     text += f"; the time budget ended training after epoch {last} of the {asked_epochs} asked for"
     if planned and steps < planned:
@@ -153,6 +162,6 @@ def outcome(history: list[EpochMetrics], ending: str, asked_epochs: int, budget_
     return text + "; the learning-rate schedule was planned on the steps that fit and ran to its end"
 
 
-def log_outcome(history: list[EpochMetrics], ending: str, config: TrainingConfig) -> None:
+def log_outcome(history: list[EpochMetrics], config: TrainingConfig) -> None:
     """Rank 0, at the end of training: :func:`outcome` in the log."""
-    logger.info("%s", outcome(history, ending, config.epochs, config.budget_minutes))
+    logger.info("%s", outcome(history, config.epochs, config.budget_minutes))
