@@ -121,3 +121,23 @@ def test_a_readable_file_is_still_checked_when_its_partner_is_unreadable(tmp_pat
     with pytest.raises(ValueError) as failure:
         select_valid_pairs(report.to_dict("fail"), PreprocessingConfig(on_invalid="fail"))
     assert str(failure.value).count(str(angle)) == 1  # the unreadable file is named once, not twice
+
+
+def test_a_prediction_is_never_taken_as_ground_truth(make_volume):
+    """A prediction written as image_N_..._fused.tif next to its angle carries fusemycell's mark: refused as fused."""
+    from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE
+
+    files = [
+        make_volume("image_0_nucleus_angle.tif"),
+        make_volume("image_0_nucleus_fused.tif", metadata={"fusemycell": PROVENANCE_VALUE}),
+        make_volume("image_1_nucleus_angle.tif", metadata={"fusemycell": PROVENANCE_VALUE}),
+        make_volume("image_1_nucleus_fused.tif", metadata={"fusemycell": "a note that is no mark"}),
+    ]
+    listing = pair_files(files)
+    report = validate_pairs(listing, _scans(listing), patch_size_zyx=(4, 8, 8))
+    found = {(p.file, p.severity): p.problem for p in report.problems if "a prediction" in p.problem}
+    assert set(found) == {(str(files[1]), "error"), (str(files[2]), "warning")}
+    assert (
+        PROVENANCE_VALUE in found[(str(files[1]), "error")] and "fused ground truth" in found[(str(files[1]), "error")]
+    )
+    assert report.to_dict("fail")["invalid_pairs"] == ["image_0_nucleus"]

@@ -21,6 +21,7 @@ from fusemycell.inference.report import FileOutcome, InferenceReport, interrupte
 from fusemycell.io import folder_lock
 from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.formats import read_info
+from fusemycell.io.metadata import PROVENANCE_KEY, PROVENANCE_PREFIX, prediction_mark
 from fusemycell.io.tiff import save_volume
 from fusemycell.io.volume import Volume, VolumeFormatError
 from fusemycell.progress import track
@@ -28,15 +29,14 @@ from fusemycell.ranks import Ranks
 
 logger = logging.getLogger(__name__)
 
-#: Metadata key that marks a TIFF as written by fusemycell (a prediction, safe to replace).
-PROVENANCE_KEY = "fusemycell"
-PROVENANCE_VALUE = f"prediction by fusemycell {__version__}"
+#: The provenance mark this version writes (:data:`fusemycell.io.metadata.PROVENANCE_KEY`).
+PROVENANCE_VALUE = f"{PROVENANCE_PREFIX} {__version__}"
 
 
 def written_by_fusemycell(path: str | os.PathLike) -> bool:
     """True when ``path`` is a TIFF that carries fusemycell's provenance mark (reads the header only)."""
     try:
-        return str(read_info(path).metadata.get(PROVENANCE_KEY, "")).startswith("prediction by fusemycell")
+        return bool(prediction_mark(read_info(path).metadata))
     except (VolumeFormatError, OSError):
         return False
 

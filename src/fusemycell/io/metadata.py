@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree
 
+#: Metadata key that marks a file as a prediction written by fusemycell (safe to replace; never ground truth).
+PROVENANCE_KEY = "fusemycell"
+#: How the mark's value starts (the version follows).
+PROVENANCE_PREFIX = "prediction by fusemycell"
+
+
+def prediction_mark(metadata: dict[str, Any]) -> str:
+    """The provenance mark of a file's metadata (``"prediction by fusemycell 0.x"``), or "" for any other file."""
+    value = str(metadata.get(PROVENANCE_KEY, ""))
+    return value if value.startswith(PROVENANCE_PREFIX) else ""
+
+
 #: Canonical metadata keys written by :func:`fusemycell.io.tiff.write_volume`.
 CANONICAL_KEYS = (
     "physical_size_x",

@@ -19,6 +19,7 @@ import numpy as np
 
 from fusemycell.io.digest import ContentDigest
 from fusemycell.io.formats import read_volume
+from fusemycell.io.metadata import prediction_mark as provenance_mark
 from fusemycell.io.naming import volume_stem
 from fusemycell.io.volume import VolumeFormatError
 from fusemycell.normalization import IntensityHistogram
@@ -47,6 +48,8 @@ class VolumeScan:
     """Voxel-size sources of the file that disagree (one line per axis; the value used is named)."""
     study: str = ""
     metadata_channel: str = ""
+    prediction_mark: str = ""
+    """fusemycell's provenance mark when the file is one of its predictions (never ground truth), else ""."""
     percentiles: dict[str, float] = field(default_factory=dict)
     minimum: float = float("nan")
     maximum: float = float("nan")
@@ -154,6 +157,7 @@ def scan_volume(
     scan.spacing_conflicts = list(lazy.info.spacing_conflicts)
     scan.study = str(volume.metadata.get("study", ""))
     scan.metadata_channel = str(volume.metadata.get("channel", ""))
+    scan.prediction_mark = provenance_mark(volume.metadata)
     gathered.describe(scan, percentiles, projection_side)
     return scan
 

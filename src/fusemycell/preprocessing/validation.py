@@ -147,23 +147,39 @@ def _check_pair(
                 "warning",
             )
     for scan in readable:  # a readable file's own problems are reported even when its partner is unreadable
-        dtype_problem = raw_dtype_problem(scan.dtype)
-        if dtype_problem:
-            add(scan.path, dtype_problem)
-        if scan.nonfinite:
-            add(scan.path, f"{scan.nonfinite} non-finite voxels (NaN or Inf)")
-        if scan.is_constant:
-            add(scan.path, f"constant image (every voxel is {scan.minimum:g})")
-        for warning in _spacing_warnings(scan):
-            add(scan.path, warning, "warning")
-        if scan.metadata_channel and scan.metadata_channel.lower() != channel:
-            add(scan.path, f"metadata says channel {scan.metadata_channel!r} but the name says {channel!r}", "warning")
+        for problem, severity in _file_problems(scan, channel, is_fused=scan is fused):
+            add(scan.path, problem, severity)
     if angle.error is None:
         small = [
             f"{axis}: {size} < {patch}" for axis, size, patch in zip("zyx", angle.shape, patch_size_zyx) if size < patch
         ]
         if small:
             add(angle.path, f"smaller than the patch ({', '.join(small)}); padded when patches are cut", "warning")
+    return found
+
+
+def _file_problems(scan: VolumeScan, channel: str, *, is_fused: bool) -> list[tuple[str, str]]:
+    """``(problem, severity)`` of one readable file on its own."""
+    found: list[tuple[str, str]] = []
+    dtype_problem = raw_dtype_problem(scan.dtype)
+    if dtype_problem:
+        found.append((dtype_problem, "error"))
+    if scan.nonfinite:
+        found.append((f"{scan.nonfinite} non-finite voxels (NaN or Inf)", "error"))
+    if scan.is_constant:
+        found.append((f"constant image (every voxel is {scan.minimum:g})", "error"))
+    found += [(warning, "warning") for warning in _spacing_warnings(scan)]
+    if scan.prediction_mark:
+        role = "the fused ground truth" if is_fused else "a single view to learn from"
+        found.append(
+            (
+                f"a prediction, not an acquisition: its metadata says {scan.prediction_mark!r}; it cannot be "
+                f"{role} (move it out of the raw folder)",
+                "error" if is_fused else "warning",
+            )
+        )
+    if scan.metadata_channel and scan.metadata_channel.lower() != channel:
+        found.append((f"metadata says channel {scan.metadata_channel!r} but the name says {channel!r}", "warning"))
     return found
 
 
