@@ -66,7 +66,7 @@ class FakeClock:
 
 @pytest.fixture
 def fake_steps(monkeypatch):
-    """The training clock, advanced by one second per optimizer step (and by ``clock.costs`` around the
+    """The training clock, advanced by ``clock.step_s`` (1 s) per optimizer step (and by ``clock.costs`` around the
     steps named there: ``validate``, ``validate_volumes``, ``save_checkpoint``); the budget's forward pass
     costs ``clock.forward_s_per_voxel``."""
     from fusemycell.training import budget, engine, steps
@@ -77,17 +77,19 @@ def fake_steps(monkeypatch):
     monkeypatch.setattr(budget, "CLOCK", clock)
     monkeypatch.setattr(steps, "forward_time_per_voxel", lambda state, batch: clock.forward_s_per_voxel)
 
-    def costing(module, name, seconds_of_step=None):
+    clock.step_s = 1.0
+
+    def costing(module, name):
         original = getattr(module, name)
 
         def timed(*args, **kwargs):
             result = original(*args, **kwargs)
-            clock.advance(seconds_of_step if seconds_of_step is not None else clock.costs.get(name, 0.0))
+            clock.advance(clock.step_s if name == "optimizer_step" else clock.costs.get(name, 0.0))
             return result
 
         monkeypatch.setattr(module, name, timed)
 
-    costing(steps, "optimizer_step", 1.0)
+    costing(steps, "optimizer_step")
     costing(steps, "validate")
     costing(steps, "validate_volumes")
     costing(engine, "save_checkpoint")

@@ -163,6 +163,29 @@ def test_the_budget_holds_over_many_epochs_with_every_cost_counted(tmp_path, fak
     assert 0.03 * steps <= round(config.warmup_fraction * history[-1].planned_steps) <= 0.07 * steps
 
 
+def test_a_machine_that_becomes_busy_half_way_still_ends_within_the_budget(tmp_path, fake_steps, caplog):
+    """Another program starts near the end: steps, validation and checkpoints take three times as long."""
+    fake_steps.costs.update(validate=1.0, save_checkpoint=0.5)
+    fake_steps.forward_s_per_voxel = 1.0 / (2 * 8 * 16 * 16)
+
+    def busy_after_epoch_9(metrics):  # of 11 planned at the idle speed
+        if metrics.epoch == 9:
+            fake_steps.step_s = 3.0
+            fake_steps.costs.update(validate=3.0, save_checkpoint=1.5)
+
+    stores = make_store(tmp_path / "t", 4, seed=0), make_store(tmp_path / "v", 2, seed=1)
+    config = _config(tmp_path, epochs=50, patches_per_epoch=20, budget_minutes=2.0)
+    started = fake_steps.now
+    with caplog.at_level(logging.INFO, logger="fusemycell.training"):
+        result = train(config, *stores, epoch_callback=busy_after_epoch_9)
+    elapsed = fake_steps.now - started
+    assert elapsed <= 120 * 1.1 + 3.0  # within 10 % of the budget, plus one (slow) step
+    assert result.history[-1].stopped_by_budget and result.ended_by == "budget"
+    steps = sum(m.optimizer_steps for m in result.history)
+    assert steps < 0.95 * result.history[-1].planned_steps  # planned at the idle speed, cut by the busy one
+    assert f"cut it short of its learning-rate schedule: {steps} of the" in caplog.text
+
+
 def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, fake_steps, caplog):
     """10 s of steps of 1 s, epochs of 3 steps: 10 steps, in epochs of 3, 3, 3 and 1 (the schedule's plan)."""
     caplog.set_level(logging.INFO, logger="fusemycell.training")

@@ -118,6 +118,10 @@ def log_epoch(
 
 Ending = Literal["epochs", "budget", "early stopping"]
 
+#: The learning-rate schedule counts as cut short when more than this share of its planned steps did not run
+#: (a step or two short of the plan leaves the learning rate at its end all the same).
+SCHEDULE_TOLERANCE = 0.02
+
 
 def ended_by(state: TrainingState) -> Ending:
     """What ended training: early stopping, the time budget, or the epochs asked for."""
@@ -154,12 +158,12 @@ def outcome(history: list[EpochMetrics], asked_epochs: int, budget_minutes: floa
     if ending == "epochs":
         return text + f"; all {asked_epochs} epochs asked for ran"
     text += f"; the time budget ended training after epoch {last} of the {asked_epochs} asked for"
-    if planned and steps < planned:
+    if planned and steps < (1 - SCHEDULE_TOLERANCE) * planned:
         return text + (
             f", and cut it short of its learning-rate schedule: {steps} of the {planned} steps it was planned "
             "on ran (steps became slower than when they were timed)"
         )
-    return text + "; the learning-rate schedule was planned on the steps that fit and ran to its end"
+    return text + f"; the learning-rate schedule was planned on the steps that fit ({planned}) and ran to its end"
 
 
 def log_outcome(history: list[EpochMetrics], config: TrainingConfig) -> None:
