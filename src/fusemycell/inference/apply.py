@@ -27,7 +27,7 @@ from fusemycell.inference.streams import StreamOptions
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input
 from fusemycell.io.formats import read_volume
 from fusemycell.io.volume import Volume
-from fusemycell.models.card import ModelCard
+from fusemycell.models.card import ModelCard, channel_of
 
 logger = logging.getLogger(__name__)
 
@@ -116,20 +116,53 @@ def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None 
     return TorchBackend(model.network, settings.device, settings.amp)
 
 
-def backend_for(model: Any, settings: InferenceSettings, check: DomainCheck, onnx_path: str | None = None) -> Backend:
-    """The backend an input gets: the model's (:func:`make_backend`), or the residual base for an input outside
-    the training domain under ``inference.outside_training: base``.
+class ChannelBackends:
+    """The backends of one run, by input: the guard's correction weight of the input's channel (its file name
+    gives it, :func:`~fusemycell.models.card.channel_of`; an unknown channel gets the architecture's, the
+    smallest), or the residual base for an input outside the training domain under
+    ``inference.outside_training: base``. Each is made once (a channel's network shares the weights).
 
-    Raises
-    ------
-    OutsideTrainingError
-        For an input outside the domain under ``refuse`` (naming it and the property).
+    ``backend``: the run's backend (:func:`make_backend`), made on first use when not given.
     """
-    check.raise_if_refused()
-    if not check.uses_base:
-        return make_backend(model, settings, onnx_path)
-    check_tiling(settings, model.card)
-    return ResidualBaseBackend(model.card.architecture, settings.device)
+
+    def __init__(
+        self, model: Any, settings: InferenceSettings, backend: Backend | None = None, onnx_path: str | None = None
+    ):
+        check_tiling(settings, model.card)
+        self.model, self.settings, self.onnx_path = model, settings, onnx_path
+        self._made: dict[str, Backend] = {} if backend is None else {"": backend}
+
+    def __call__(self, name: str, check: DomainCheck | None = None) -> Backend:
+        """The backend of the input ``name``.
+
+        Raises
+        ------
+        OutsideTrainingError
+            For an input outside the domain under ``refuse`` (naming it and the property).
+        """
+        if check is not None:
+            check.raise_if_refused()
+            if check.uses_base:
+                return self._made.setdefault(
+                    "base", ResidualBaseBackend(self.model.card.architecture, self.settings.device)
+                )
+        channel = channel_of(name)
+        if channel is None or self.model.card.architecture_for(channel) == self.model.card.architecture:
+            return self._run_backend()
+        if channel not in self._made:
+            run = self._run_backend()
+            for_channel = getattr(run, "for_channel", None)  # ONNX Runtime: the export's output of that channel
+            self._made[channel] = (
+                for_channel(channel)
+                if for_channel is not None
+                else TorchBackend(self.model.for_channel(channel).network, self.settings.device, self.settings.amp)
+            )
+        return self._made[channel]
+
+    def _run_backend(self) -> Backend:
+        if "" not in self._made:
+            self._made[""] = make_backend(self.model, self.settings, self.onnx_path)
+        return self._made[""]
 
 
 def predict_in_memory(
@@ -156,7 +189,7 @@ def predict_in_memory(
         check = check_array(single_view, card, spacing_zyx, name, settings.outside_training)
         if check.outside:
             logger.warning("%s", check.line())
-    backend = backend_for(model, settings, check, onnx_path)
+    backend = ChannelBackends(model, settings, onnx_path=onnx_path)(name, check)
     spacing = tuple(float(s) for s in spacing_zyx) if spacing_zyx is not None else assumed_spacing(card)
     transform = InputTransform.from_card(
         card,

@@ -8,6 +8,7 @@ crops the result, so both backends give the same predictions for any size.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -25,35 +26,71 @@ from fusemycell.models.checkpoint import TrainedModel
 CARD_KEY = "fusemycell_card"
 
 
+#: Output of the ONNX graph: the prediction with the architecture's (smallest) correction weight.
+OUTPUT = "fused"
+
+
+def channel_output(channel: str) -> str:
+    """The ONNX output of one channel's prediction (the guard's correction weight of that channel)."""
+    return f"{OUTPUT}_{channel}"
+
+
+def channel_scales(model: TrainedModel) -> dict[str, float]:
+    """``{channel: correction weight}`` of the channels whose weight differs from the architecture's."""
+    card = model.card
+    return {
+        channel: card.architecture_for(channel).residual_scale
+        for channel in (card.guard.scale_by_channel if card.guard is not None else {})
+        if card.architecture_for(channel) != card.architecture
+    }
+
+
 class _Exportable(torch.nn.Module):
-    def __init__(self, model: TrainedModel):
+    """The network proper; with ``scales``, also one output per channel at that channel's correction weight.
+
+    The output at weight ``s`` is ``base + s * correction``: linear in ``s``, so every channel's output
+    comes from one pass at the architecture's weight ``s0`` and one at a channel's weight.
+    """
+
+    def __init__(self, model: TrainedModel, scales: dict[str, float]):
         super().__init__()
         self.network = model.network
+        self.channels = {
+            channel: model.for_channel(channel).network for channel in scales
+        }  # share the weights: the graph computes the trunk once per output (a few channels)
+        self.names = list(scales)
 
-    def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        return self.network.forward_padded(volume)
+    def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = [self.network.forward_padded(volume)]
+        outputs += [self.channels[name].forward_padded(volume) for name in self.names]
+        return tuple(outputs)
 
 
-def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -> Path:
+def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18, *, channel_outputs: bool = True) -> Path:
     """Write ``model`` as ONNX (input ``single_view``, output ``fused``, axes ``N, 1, z, y, x`` dynamic).
 
-    The model card travels in the ONNX metadata (``fusemycell_card``, JSON), so the
-    file alone can be applied (:attr:`OnnxBackend.card`).
+    ``fused`` applies the architecture's correction weight: the smallest of the guard's per-channel
+    scales, what an input of unknown channel gets. With ``channel_outputs``, each channel whose scale
+    differs gets its own output, ``fused_<channel>`` (:func:`channel_output`), which
+    :meth:`OnnxBackend.for_channel` reads. The model card travels in the ONNX metadata
+    (``fusemycell_card``, JSON), so the file alone can be applied (:attr:`OnnxBackend.card`).
     """
     import onnx
 
     path = Path(path)
     multiple = model.config.size_multiple
     example = torch.rand(1, model.config.in_channels, *(2 * m for m in multiple))
-    module = _Exportable(model).eval()
+    scales = channel_scales(model) if channel_outputs else {}
+    module = _Exportable(model, scales).eval()
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
+    names = [OUTPUT, *(channel_output(channel) for channel in scales)]
     with writing_atomically(path) as temporary:
         with warnings.catch_warnings():
             # instance normalisation always uses the input's statistics: "train=True" is what it should be
             warnings.filterwarnings("ignore", message=".*instance_norm.*")
             # the replicate padding's slices: left unfolded, the graph is the same (the tests compare outputs)
             warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1")
-            _export(module, example, temporary, axes, opset)
+            _export(module, example, temporary, axes, opset, names)
         exported = onnx.load(str(temporary))
         entry = exported.metadata_props.add()
         entry.key, entry.value = CARD_KEY, model.card.model_dump_json()
@@ -61,14 +98,16 @@ def export_onnx(model: TrainedModel, path: str | os.PathLike, opset: int = 18) -
     return path
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, axes: dict[int, str], opset: int) -> None:
+def _export(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, axes: dict[int, str], opset: int, names: list[str]
+) -> None:
     torch.onnx.export(
         module,
         (example,),
         str(path),
         input_names=["single_view"],
-        output_names=["fused"],
-        dynamic_axes={"single_view": axes, "fused": axes},
+        output_names=names,
+        dynamic_axes={"single_view": axes, **{name: axes for name in names}},
         opset_version=opset,
         dynamo=False,
     )
@@ -116,10 +155,30 @@ class OnnxBackend:
         else:
             self.card = None
         self.multiple = self.card.architecture.size_multiple if self.card is not None else (1, 1, 1)
+        self.output = OUTPUT
+
+    def for_channel(self, channel: str) -> OnnxBackend:
+        """The same session answering with ``channel``'s output (the guard's correction weight of that channel).
+
+        Raises
+        ------
+        OnnxModelError
+            When the export has no such output (exported before per-channel scales): export it again.
+        """
+        outputs = [o.name for o in self.session.get_outputs()]
+        if channel_output(channel) not in outputs:
+            raise OnnxModelError(
+                f"{self.path}: the model's guard keeps a different correction for {channel} volumes, but this "
+                f"ONNX export has no '{channel_output(channel)}' output (outputs: {', '.join(outputs)}); export it "
+                "again with the training pipeline, or use inference.backend: torch"
+            )
+        view = copy.copy(self)
+        view.output = channel_output(channel)
+        return view
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         size = batch.shape[2:]
         padding = [(0, 0), (0, 0)] + [(0, (-n) % m) for n, m in zip(size, self.multiple)]
         padded = np.pad(batch.astype(np.float32), padding, mode="edge") if any(p[1] for p in padding) else batch
-        (output,) = self.session.run(["fused"], {"single_view": np.ascontiguousarray(padded, dtype=np.float32)})
+        (output,) = self.session.run([self.output], {"single_view": np.ascontiguousarray(padded, dtype=np.float32)})
         return output[..., : size[0], : size[1], : size[2]]

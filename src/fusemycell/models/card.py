@@ -13,12 +13,14 @@ converted on load by :func:`card_from_legacy`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from fusemycell import __version__
 from fusemycell.configuration import StrictConfig
+from fusemycell.io.pairs import CHANNELS, FILENAME_PATTERN
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.domain import TrainingDomain
 from fusemycell.models.receptive_field import receptive_field
@@ -128,20 +130,39 @@ class TrainingSummary(StrictConfig):
 
 
 class GuardSummary(StrictConfig):
-    """The guard's choice (:mod:`fusemycell.training.guard`): how much of the learnt correction is kept."""
+    """The guard's choice (:mod:`fusemycell.training.guard`): how much of the learnt correction is kept, per channel."""
 
     scale: float = Field(ge=0, le=1)
-    """The chosen scale of the correction (``architecture.residual_scale`` holds it)."""
+    """The most cautious (smallest) of the channels' scales: ``architecture.residual_scale`` holds it (times
+    ``unguarded_residual_scale``), and an input whose channel is unknown gets it."""
+    scale_by_channel: dict[str, float] = Field(default_factory=dict)
+    """The chosen scale per channel: the largest candidate that keeps every validation study of the channel
+    at or above its residual base. Empty on cards from before it: ``scale`` for every channel."""
+    unguarded_residual_scale: float = Field(default=1.0, ge=0, le=1)
+    """``architecture.residual_scale`` before the guard; a channel's correction weight is this times its scale."""
     val_nssim: dict[str, float]
     """Mean over channels of the per-channel mean N_SSIM of whole validation volumes, per candidate scale."""
     val_nssim_by_channel: dict[str, float]
-    """At the chosen scale, per channel."""
+    """At each channel's chosen scale, per channel."""
     val_nssim_by_study: dict[str, float] = Field(default_factory=dict)
-    """At the chosen scale, per study (the chosen scale leaves no study below its base)."""
+    """At each volume's channel's chosen scale, per study (no study is left below its base)."""
     base_nssim_by_study: dict[str, float] = Field(default_factory=dict)
     """The residual base's (scale 0) mean N_SSIM per study: what no study may fall below."""
     volumes: int = Field(ge=1)
     """Validation volumes scored."""
+
+    def residual_scale(self, channel: str | None) -> float | None:
+        """The correction weight of ``channel`` (None: not a channel the guard chose a scale for)."""
+        if channel is None or channel not in self.scale_by_channel:
+            return None
+        return self.unguarded_residual_scale * self.scale_by_channel[channel]
+
+
+def channel_of(name: str) -> str | None:
+    """The channel a FuseMyCell file name gives (``image_3_nucleus_angle.tif`` -> ``nucleus``); None otherwise."""
+    match = FILENAME_PATTERN.match(Path(str(name)).name) or FILENAME_PATTERN.match(Path(str(name)).name + ".tif")
+    channel = match["channel"].lower() if match is not None else None
+    return channel if channel in CHANNELS else None
 
 
 def _default_channels() -> tuple[InputChannel, ...]:
@@ -230,6 +251,15 @@ class ModelCard(StrictConfig):
                 f"card's position channels make {expected}"
             )
         return self
+
+    def architecture_for(self, channel: str | None) -> UNetConfig:
+        """The architecture an input of ``channel`` is predicted with: the guard's correction weight of that
+        channel (``residual_scale``); an unknown channel (None, or one the guard did not see) gets the
+        architecture's own, the smallest."""
+        scale = self.guard.residual_scale(channel) if self.guard is not None else None
+        if scale is None or scale == self.architecture.residual_scale:
+            return self.architecture
+        return self.architecture.model_copy(update={"residual_scale": scale})
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:

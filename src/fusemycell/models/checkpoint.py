@@ -9,6 +9,7 @@ without the training code and never unpickles arbitrary objects. Version 1 files
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -46,6 +47,16 @@ class TrainedModel:
     def config(self) -> UNetConfig:
         """The network's architecture (``card.architecture``)."""
         return self.card.architecture
+
+    def for_channel(self, channel: str | None) -> TrainedModel:
+        """The model as an input of ``channel`` is predicted with: the guard's correction weight of that channel
+        (:meth:`ModelCard.architecture_for`); ``self`` when it is the architecture's own. The weights are shared."""
+        architecture = self.card.architecture_for(channel)
+        if architecture == self.card.architecture:
+            return self
+        view = copy.copy(self.network)  # the same parameters, buffers and layers; its own architecture
+        view.config = architecture  # read by the forward pass only for the correction weight
+        return TrainedModel(view, self.card)
 
     def payload(self) -> dict[str, Any]:
         """What is written to disk (tensors and plain values only)."""

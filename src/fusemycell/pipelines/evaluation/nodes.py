@@ -16,7 +16,7 @@ from fusemycell.datasets.volume_sources import VolumeSource
 from fusemycell.evaluation.config import EvaluationConfig
 from fusemycell.evaluation.figures import summary_figure, volume_figure
 from fusemycell.evaluation.scoring import score_pair
-from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+from fusemycell.inference.apply import ChannelBackends, InferenceSettings, predict_file
 from fusemycell.io.digest import content_digest
 from fusemycell.io.pairs import PairListing
 from fusemycell.io.volume import Volume
@@ -46,7 +46,7 @@ def predict_test_volumes(
     inference: Validated[InferenceSettings],
 ) -> dict[str, Callable[[], Volume]]:
     """Predictions of the held-out test volumes, produced one at a time while saving (same path as inference)."""
-    backend = make_backend(trained_model, inference, inference.onnx_path)
+    backends = ChannelBackends(trained_model, inference, onnx_path=inference.onnx_path)  # the guard's scale per channel
     pairs = _test_pairs(raw_pairs, volume_split)
     logger.info(
         "evaluating %d test volumes of %s",
@@ -54,7 +54,9 @@ def predict_test_volumes(
         ", ".join(sorted({str(Path(p.angle).parent) for p in pairs.values()})),
     )
     return {
-        Path(pair.angle).name: partial(predict_file, pair.angle, backend, inference, trained_model.card)
+        Path(pair.angle).name: partial(
+            predict_file, pair.angle, backends(Path(pair.angle).name), inference, trained_model.card
+        )
         for pair in pairs.values()
     }
 

@@ -12,15 +12,15 @@ import numpy as np
 
 from fusemycell.datasets.volume_sources import VolumeSource, close
 from fusemycell.inference.apply import (
+    ChannelBackends,
     InferenceSettings,
-    backend_for,
     make_backend,
     predict_file,
     predict_in_memory,
     resolve_tile,
 )
 from fusemycell.inference.folders import check_output_folder, select_inputs
-from fusemycell.inference.outside import DomainCheck, OutsideTrainingError, check_file
+from fusemycell.inference.outside import OutsideTrainingError, check_file
 from fusemycell.io.naming import output_name
 from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.checkpoint import TrainedModel
@@ -78,7 +78,7 @@ def plan_predictions(
     location = settings.input_dir or raw_dir
     check_output_folder(location, settings.output_dir or "", raw_dir or None)
     selection = select_inputs({name: source.path for name, source in inference_inputs.items()}, location)
-    backend = _backend(inference_model, settings)
+    backends = ChannelBackends(inference_model, settings, _backend(inference_model, settings))
     model_file = settings.model_uri or "(the model given to the node)"
     plan = PredictionPlan(
         report={
@@ -93,7 +93,7 @@ def plan_predictions(
         }
     )
     for name in selection.predict:
-        _plan_input(plan, name, inference_inputs[name], backend, inference_model, settings)
+        _plan_input(plan, name, inference_inputs[name], backends, inference_model, settings)
     if selection.skipped_fused:
         logger.info("skipped %d fused volumes (targets, not single views)", len(selection.skipped_fused))
     logger.info(
@@ -111,11 +111,14 @@ def _plan_input(
     plan: PredictionPlan,
     name: str,
     source: VolumeSource,
-    backend: Any,
+    backends: ChannelBackends,
     model: TrainedModel,
     settings: InferenceSettings,
 ) -> None:
-    """Add the prediction of one input to ``plan``, or its failure (unreadable, or refused outside the domain)."""
+    """Add the prediction of one input to ``plan``, or its failure (unreadable, or refused outside the domain).
+
+    An input outside the training domain is logged in one line and listed in the report.
+    """
     problem = _readable(source)
     if problem is not None:
         plan.report["failures"].append({"file": name, "problem": problem})
@@ -125,26 +128,19 @@ def _plan_input(
     if check.outside:
         plan.report["outside_training"]["inputs"].append(check.record())
     try:
-        chosen = _backend_of(check, backend, model, settings)
+        chosen = backends(name, check)
     except OutsideTrainingError as refused:
         plan.report["failures"].append({"file": name, "problem": str(refused)})
         logger.error("%s", refused)
         return
+    if check.outside:
+        logger.warning("%s", check.line())
     plan[output_name(name, settings.output_format)] = partial(predict_file, source.path, chosen, settings, model.card)
 
 
 def _domain_summary(model: TrainedModel, settings: InferenceSettings) -> dict[str, Any]:
     """The report's ``outside_training``: the mode, whether the model records a domain, the inputs outside it."""
     return {"mode": settings.outside_training, "checked": model.card.training_domain is not None, "inputs": []}
-
-
-def _backend_of(check: DomainCheck, backend: Any, model: TrainedModel, settings: InferenceSettings) -> Any:
-    """The backend of one input: the run's, or the residual base's (``base``); an input outside the training
-    domain is logged in one line, or refused with :class:`OutsideTrainingError` (``refuse``)."""
-    check.raise_if_refused()
-    if check.outside:
-        logger.warning("%s", check.line())
-    return backend_for(model, settings, check) if check.uses_base else backend
 
 
 def _backend(model: TrainedModel, settings: InferenceSettings) -> Any:

@@ -138,7 +138,7 @@ def guard_fusion_model(
     training: Validated[TrainingConfig],
     inference: Validated[InferenceSettings],
 ) -> TrainedModel:
-    """Scale the learnt correction by what scores best on whole validation volumes (never below the base).
+    """Scale the learnt correction per channel, as far as no validation study of the channel falls below its base.
 
     The validation volumes of the split are predicted with the inference tiling
     (``params:inference``: tile, overlap, batch size, device); see :mod:`fusemycell.training.guard`.
@@ -162,8 +162,9 @@ def guard_fusion_model(
         log_metrics(
             {
                 "guard.scale": choice.scale,
-                **{f"guard.val_nssim.{s:g}": choice.score(s) for s in choice.scores},
-                **{f"guard.val_nssim.study_{k}": v for k, v in choice.by_study[choice.scale].items()},
+                **{f"guard.scale.{channel}": scale for channel, scale in choice.scale_by_channel.items()},
+                **{f"guard.val_nssim.{s:g}": choice.score(s) for s in choice.scales},
+                **{f"guard.val_nssim.study_{k}": v for k, v in choice.by_study().items()},
             }
         )
     return guarded
