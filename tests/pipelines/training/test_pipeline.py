@@ -32,8 +32,14 @@ def test_model_and_reports_are_written(trained_project):
     assert card.validation is not None and card.validation.epoch in (1, 2)
     # the guard chose the correction's scale on whole validation volumes, never below the base (scale 0)
     assert card.guard is not None and card.guard.volumes >= 1
-    assert card.architecture.residual_scale == card.guard.scale
-    assert card.guard.val_nssim[f"{card.guard.scale:g}"] >= card.guard.val_nssim["0"]
+    assert card.architecture.residual_scale == card.guard.scale == min(card.guard.scale_by_channel.values())
+    assert set(card.guard.scale_by_channel) <= {"nucleus", "membrane"}
+    for study, score in card.guard.val_nssim_by_study.items():  # each channel at its scale: no study below its base
+        assert score >= card.guard.base_nssim_by_study[study] - 1e-6
+    # the training domain: ranges over the raw training and validation single views, from the fingerprint
+    domain = card.training_domain
+    assert domain is not None and domain.volumes >= 2 and domain.noise is not None
+    assert all(r.low <= r.high for r in domain.spacing_zyx_um) and {"2", "99_8"} <= set(domain.percentiles)
     assert model.config.depth == 2 and model.config.base_channels == 4
     # position channels are off by default: the single view alone
     assert [c.name for c in card.input_channels] == ["single_view"] and card.position is None
