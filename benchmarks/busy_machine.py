@@ -14,8 +14,9 @@ for each number of competing processes in ``--competitors`` (default 0, 1, 2, 3;
 one CPU, started before and stopped after the measurement), and two thread policies:
 
 * ``every core``: ``torch.set_num_threads(os.cpu_count())``, what a process takes by default;
-* ``sized``: :class:`fusemycell.devices.CpuThreads`, what training does: the CPUs this process may use
-  (affinity, container quota), less those the other programs kept busy over a one-second look.
+* ``sized``: the rule of :class:`fusemycell.devices.CpuThreads`, what training does: the CPUs this
+  process may use (affinity, container quota), less those the other programs kept busy over a
+  two-second look.
 
 Each measurement runs in a fresh interpreter (``--measure``), after the competitors have run for a
 second. Reported: threads, steps per minute and the slowdown against idle, inference seconds and its
@@ -48,14 +49,18 @@ def set_threads(policy: str) -> int:
     """Apply ``policy`` to torch's intra-op threads; the threads chosen."""
     import torch
 
-    from fusemycell.devices import CpuThreads
+    from fusemycell import devices
 
     if policy == "every core":
         torch.set_num_threads(os.cpu_count() or 1)
         return torch.get_num_threads()
-    threads = CpuThreads()
-    time.sleep(1.0)  # a look at what the other programs keep busy (this process is idle meanwhile)
-    return threads.resize()
+    # CpuThreads' rule (it looks at least LOAD_WINDOW_S over training epochs), over a 2-second look while
+    # this process is idle
+    before, started = devices.cpu_times(), time.perf_counter()
+    time.sleep(2.0)
+    busy = devices.cpus_busy_elsewhere(before, devices.cpu_times(), time.perf_counter() - started)
+    torch.set_num_threads(devices.thread_count(devices.usable_cpus(), busy))
+    return torch.get_num_threads()
 
 
 def measure(policy: str, seconds: float, volume: tuple[int, int, int]) -> dict[str, float]:

@@ -88,16 +88,17 @@ def test_threads_leave_the_cpus_other_programs_keep_busy():
 class _Moments:
     """``cpu_times`` and ``time.perf_counter`` of a machine where another program starts, then stops."""
 
-    def __init__(self, samples):
+    def __init__(self, samples, seconds_between=10.0):
         self.samples = list(samples)
         self.wall = 0.0
+        self.seconds_between = seconds_between
 
     def cpu_times(self):
         busy, own = self.samples.pop(0)
         return devices.CpuTimes(busy, own)
 
     def perf_counter(self):
-        self.wall += 10.0
+        self.wall += self.seconds_between
         return self.wall
 
 
@@ -114,6 +115,17 @@ def test_threads_are_resized_as_other_programs_come_and_go(monkeypatch):
     assert threads.resize() == 1  # 20 s busy, 10 of them ours: another program took one CPU
     assert threads.resize() == 2  # it stopped
     assert chosen == [2, 1, 2]
+
+
+def test_a_short_burst_of_another_program_changes_no_thread(monkeypatch):
+    moments = _Moments([(0, 0), (9, 5)], seconds_between=5.0)  # 0.8 CPU busy elsewhere, over 5 s only
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(devices, "cpu_times", moments.cpu_times)
+    monkeypatch.setattr(devices, "time", moments)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    threads = devices.CpuThreads()
+    assert threads.resize() == 2 and moments.samples == [(9, 5)]  # too short a look: not even sampled
 
 
 def test_an_explicit_omp_num_threads_is_left_alone(monkeypatch):

@@ -240,6 +240,10 @@ def thread_count(usable: int, busy_elsewhere: float = 0.0, processes: int = 1) -
     return max(1, min(usable, int(free + 0.5)) // max(1, processes))
 
 
+#: Seconds of other programs' load that a re-size of the threads looks at, at least.
+LOAD_WINDOW_S = 10.0
+
+
 class CpuThreads:
     """Keeps torch's intra-op threads at the CPUs this process may really use, re-sized as others' load changes.
 
@@ -260,11 +264,16 @@ class CpuThreads:
             torch.set_num_threads(self.threads)
 
     def resize(self) -> int:
-        """Re-size from the load other processes put on the allowed CPUs since the last call; the threads now."""
-        now = (cpu_times(), time.perf_counter())
-        (before, started), (after, ended) = self._since, now
-        self._since = now
-        if not self.adaptive or before is None or after is None:
+        """Re-size from the load other processes put on the allowed CPUs since the last re-size (at least
+        :data:`LOAD_WINDOW_S` ago: a short burst of another program changes nothing); the threads now."""
+        if not self.adaptive:
+            return self.threads
+        (before, started), ended = self._since, time.perf_counter()
+        if ended - started < LOAD_WINDOW_S:
+            return self.threads
+        after = cpu_times()
+        self._since = (after, ended)
+        if before is None or after is None:
             return self.threads
         busy = cpus_busy_elsewhere(before, after, ended - started)
         threads = thread_count(self.usable, busy, self.processes)
