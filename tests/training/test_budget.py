@@ -14,6 +14,7 @@ from fusemycell.training.budget import (
     BudgetPlan,
     TimeBudget,
     make_plan,
+    validate_volumes_now,
     volume_validations,
     volumes_due,
 )
@@ -80,13 +81,23 @@ def test_until_measured_validation_costs_are_estimated_from_a_timed_forward_pass
     assert budget.volume_cost(volume_voxels=1_000_000) > 1.0  # tiles are read with their halo
 
 
-def test_whole_volume_validations_fit_their_share_and_always_include_the_last_epoch():
-    assert volume_validations(10, allowance_s=15.0, volume_s=5.0) == (4, 3)  # epochs 2, 6 and 10 of 10
-    assert volume_validations(10, allowance_s=100.0, volume_s=5.0) == (1, 10)  # affordable: every epoch
-    assert volume_validations(10, allowance_s=3.0, volume_s=5.0) == (10, 1)  # too dear: the last one only
-    plan = BudgetPlan(step_limit=100, epochs=10, volume_every=4)
-    assert [e for e in range(1, 11) if volumes_due(e, plan, ending=False)] == [2, 6, 10]
+def test_whole_volume_validations_are_paced_within_their_share_and_the_last_epoch_is_always_one():
+    assert volume_validations(10, allowance_s=15.0, volume_s=5.0) == 3
+    assert volume_validations(10, allowance_s=100.0, volume_s=5.0) == 10  # affordable: every epoch
+    assert volume_validations(10, allowance_s=3.0, volume_s=5.0) == 1  # too dear: the last one only
+    # a 100 s budget, 15 s for whole volumes, 5 s each: 5 s are kept for the last epoch, the other 10 s are
+    # spread over the time: an epoch ending at t validates when the spending stays under 10 s x t / 100 s
+    spent, validated = 0.0, []
+    for end in range(10, 100, 10):  # an epoch ends every 10 s
+        if validate_volumes_now(spent_s=spent, volume_s=5.0, share=0.15, budget_s=100.0, at_s=end):
+            spent += 5.0
+            validated.append(end)
+    assert validated == [50] and spent + 5.0 <= 15.0  # half-way, then the last epoch's: within the share
+    assert not validate_volumes_now(spent_s=0.0, volume_s=20.0, share=0.15, budget_s=100.0, at_s=100.0)
+    plan = BudgetPlan(step_limit=100, epochs=10, volumes_now=False)
+    assert not volumes_due(7, plan, ending=False) and volumes_due(10, plan, ending=False)  # the last epoch
     assert volumes_due(7, plan, ending=True)  # the budget ends training in epoch 7: its weights are scored
+    assert volumes_due(7, BudgetPlan(100, 10, volumes_now=True), ending=False)
     assert all(volumes_due(e, None, ending=False) for e in range(1, 5))  # without a budget: every epoch
 
 
@@ -94,23 +105,21 @@ def test_whole_volume_validations_fit_their_share_and_always_include_the_last_ep
 @pytest.mark.parametrize("volume_s", [0.0, 4.0, 40.0])
 def test_a_plan_fits_the_time_left_and_bounds_whole_volume_validation(step_s, volume_s):
     budget, _ = _budget(seconds=300, step_s=step_s, steps=6)
-    spent = budget.elapsed
-    plan = make_plan(
+    remaining = budget.remaining
+    steps, epochs, validations = make_plan(
         budget,
-        steps_taken=5,
-        epoch=1,
+        remaining_s=remaining,
         steps_left_in_epoch=0,
         steps_per_epoch=20,
         max_epochs=100,
         per_epoch=2.0,
         volume_s=volume_s,
     )
-    steps, epochs = plan.step_limit - 5, plan.epochs - 1
-    validations = math.ceil(epochs / plan.volume_every) if epochs else 0
-    assert steps * step_s + epochs * 2.0 + validations * volume_s <= 300 - spent + 1e-9  # it fits
+    assert steps * step_s + epochs * 2.0 + validations * volume_s <= remaining + 1e-9  # it fits
     if validations > 1:  # one, the last epoch's, is kept whatever it costs
         assert validations * volume_s <= 0.15 * 300 + 1e-9
     assert epochs > 0 and steps >= (epochs - 1) * 20  # the time is used: epochs are whole but the last
+    assert remaining - (steps * step_s + epochs * 2.0 + validations * volume_s) < 20 * step_s + 2.0 + volume_s
 
 
 def test_a_plan_made_in_the_first_epoch_counts_the_steps_left_in_it():

@@ -7,10 +7,11 @@ decisions are made from them, by rank 0; every rank follows its plan (:func:`sha
 * **the plan** (:func:`plan_budget`): the optimizer steps and epochs that fit in the time left, the
   learning-rate schedule spread over those steps, and every how many epochs the whole volumes are
   validated. It is first made after :data:`PROBE_STEPS` timed optimizer steps of the first epoch (they
-  count as training), then again after every epoch;
-* **whole-volume validation** (:func:`volumes_due`): every ``k`` epochs, ``k`` chosen from its measured
-  cost so that it takes at most ``training.volume_validation_share`` of the budget, and always on the
-  last epoch (the best-epoch choice sees the final weights);
+  count as training), then again at the end of every epoch's steps (before its validation, whose cost is
+  set aside first: when no further epoch fits, this one is the last);
+* **whole-volume validation** (:func:`validate_volumes_now`, :func:`volumes_due`): paced by its measured
+  cost so that it takes at most ``training.volume_validation_share`` of the budget, spread evenly over
+  the time, and always on the last epoch (the best-epoch choice sees the final weights);
 * **time up** (:func:`budget_spent`, before every optimizer step): the planned steps are taken, or the
   next step and the end of the epoch (its validation, whole volumes included, and its checkpoint, scaled
   by how much slower steps have become since they were measured) would end past the budget.
@@ -21,7 +22,6 @@ Without a budget, every epoch validates whole volumes and nothing stops early. N
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,16 +62,16 @@ class BudgetPlan:
     """Optimizer steps of the run (counted by the scheduler) when training stops."""
     epochs: int
     """The epoch training ends with."""
-    volume_every: int
-    """Whole volumes are validated every this many epochs, counted back from the last."""
+    volumes_now: bool = False
+    """Planned at the end of an epoch's steps: that epoch validates whole volumes."""
 
     def tensor(self) -> torch.Tensor:
-        return torch.tensor([self.step_limit, self.epochs, self.volume_every], dtype=torch.float64)
+        return torch.tensor([self.step_limit, self.epochs, float(self.volumes_now)], dtype=torch.float64)
 
     @classmethod
     def of(cls, values: torch.Tensor) -> BudgetPlan:
-        step_limit, epochs, every = (int(round(float(v))) for v in values.cpu())
-        return cls(step_limit, epochs, every)
+        step_limit, epochs, now = (int(round(float(v))) for v in values.cpu())
+        return cls(step_limit, epochs, bool(now))
 
 
 @dataclass
@@ -179,48 +179,49 @@ class TimeBudget:
         return self.remaining < (self.step_s or 0.0) + end_cost_s
 
 
-def volume_validations(remaining_epochs: int, allowance_s: float, volume_s: float) -> tuple[int, int]:
-    """``(every k epochs, validations)`` of whole volumes over ``remaining_epochs``, the last one included,
-    whose cost (``volume_s`` each) stays within ``allowance_s`` (one, the last, whatever it costs)."""
-    if remaining_epochs <= 0:
-        return 1, 0
-    affordable = remaining_epochs if volume_s <= 0 else max(1, int(allowance_s / volume_s))
-    every = math.ceil(remaining_epochs / min(affordable, remaining_epochs))
-    return every, math.ceil(remaining_epochs / every)
+def volume_validations(epochs: int, allowance_s: float, volume_s: float) -> int:
+    """Whole-volume validations over ``epochs`` within ``allowance_s`` (``volume_s`` each): at least one,
+    the last epoch's, whatever it costs."""
+    if epochs <= 0:
+        return 0
+    return epochs if volume_s <= 0 else min(epochs, max(1, int(allowance_s / volume_s)))
+
+
+def validate_volumes_now(*, spent_s: float, volume_s: float, share: float, budget_s: float, at_s: float) -> bool:
+    """Whether an epoch that is not the last validates whole volumes: when, with it, they have taken no more
+    than their share of the time until then (``at_s``, the end of this validation), one more validation (the
+    last epoch's) set aside: spread evenly over the budget, and never past the share."""
+    allowance = share * budget_s - volume_s  # the last epoch's validation is always kept
+    return spent_s + volume_s <= allowance * min(1.0, at_s / budget_s)
 
 
 def make_plan(
     budget: TimeBudget,
     *,
-    steps_taken: int,
-    epoch: int,
+    remaining_s: float,
     steps_left_in_epoch: int,
     steps_per_epoch: int,
     max_epochs: int,
     per_epoch: float,
     volume_s: float,
-) -> BudgetPlan:
-    """The plan from what ``budget`` measured: after ``steps_taken`` optimizer steps, in (or at the end of,
-    ``steps_left_in_epoch`` 0) ``epoch``, with at most ``max_epochs``; every epoch costs ``per_epoch`` seconds
-    besides its steps, every whole-volume validation ``volume_s``."""
+) -> tuple[int, int, int]:
+    """``(optimizer steps, epochs, whole-volume validations)`` that fit in ``remaining_s``, from the step time
+    ``budget`` measured: every epoch costs ``per_epoch`` seconds besides its steps, every whole-volume
+    validation ``volume_s``, and they take at most the budget's share (the last epoch's always). With
+    ``steps_left_in_epoch`` above 0 an epoch is under way with that many steps left, the first of the (at
+    most ``max_epochs``) epochs."""
     step_s = budget.step_s or 1e-9
     allowance = max(0.0, budget.volume_share * budget.seconds - budget.volume_spent_s)
-    in_epoch = steps_left_in_epoch > 0
-    epochs_possible = max_epochs - epoch + (1 if in_epoch else 0)
-    first = steps_left_in_epoch if in_epoch else None
-    steps, epochs = steps_that_fit(budget.remaining, step_s, per_epoch, steps_per_epoch, epochs_possible, first)
-    every = 1
-    for _ in range(3):  # the validations' reserve shortens the plan, which spaces them differently
-        every, validations = volume_validations(epochs, allowance, volume_s)
-        reserve = validations * volume_s
+    first = steps_left_in_epoch if steps_left_in_epoch > 0 else None
+    steps, epochs = steps_that_fit(remaining_s, step_s, per_epoch, steps_per_epoch, max_epochs, first)
+    for _ in range(3):  # the validations' reserve shortens the plan, which changes how many there are
+        validations = volume_validations(epochs, allowance, volume_s)
         steps, epochs = steps_that_fit(
-            budget.remaining - reserve, step_s, per_epoch, steps_per_epoch, epochs_possible, first
+            remaining_s - validations * volume_s, step_s, per_epoch, steps_per_epoch, max_epochs, first
         )
-    if in_epoch:
+    if first is not None:
         epochs = max(1, epochs)  # the epoch under way ends, even with no step left
-    last_epoch = epoch + epochs - (1 if in_epoch else 0)
-    every, _ = volume_validations(last_epoch - epoch + (1 if in_epoch else 0), allowance, volume_s)
-    return BudgetPlan(steps_taken + steps, last_epoch, every)
+    return steps, epochs, volume_validations(epochs, allowance, volume_s)
 
 
 def share_plan(plan: BudgetPlan, device: torch.device, distributed: bool) -> BudgetPlan:
@@ -233,54 +234,73 @@ def share_plan(plan: BudgetPlan, device: torch.device, distributed: bool) -> Bud
 
 
 def volumes_due(epoch: int, plan: BudgetPlan | None, ending: bool) -> bool:
-    """Whether ``epoch`` validates whole volumes: without a plan always; else the last epoch (``ending``:
-    the budget ends it) and every ``plan.volume_every`` epochs counted back from the planned last."""
+    """Whether ``epoch`` validates whole volumes: without a plan always; else when it is the last (``ending``,
+    or the plan ends with it) or the plan made at the end of its steps says so."""
     if plan is None or ending or epoch >= plan.epochs:
         return True
-    return (plan.epochs - epoch) % max(1, plan.volume_every) == 0
+    return plan.volumes_now
 
 
-def log_plan(budget: TimeBudget, plan: BudgetPlan, steps_taken: int, epoch: int, first: bool) -> None:
-    """The plan (``first``: made from the probe steps, in the middle of the first epoch)."""
+def log_plan(budget: TimeBudget, plan: BudgetPlan, steps_taken: int, epoch: int, validations: int | None) -> None:
+    """The plan (``validations``: of whole volumes still planned, None without volumes)."""
+    first = epoch == 0
     logger.info(
         "time budget %.1f min (%.1f left): %d more optimizer steps (%.2f s each) up to epoch %d; learning rate "
-        "planned on %d steps; whole volumes validated every %d epoch(s) (at most %.0f%% of the budget)%s",
+        "planned on %d steps%s%s",
         budget.seconds / 60,
         max(0.0, budget.remaining) / 60,
         plan.step_limit - steps_taken,
         budget.step_s or float("nan"),
         plan.epochs,
         plan.step_limit,
-        plan.volume_every,
-        100 * budget.volume_share,
-        f" (from the first {PROBE_STEPS} timed steps)" if first else f" (after epoch {epoch})",
+        ""
+        if validations is None
+        else f"; whole volumes validated about {validations} more time(s), the last epoch included "
+        f"(at most {100 * budget.volume_share:.0f}% of the budget)",
+        f" (from the first {PROBE_STEPS} timed steps)" if first else f" (after epoch {epoch}'s steps)",
     )
 
 
 # -- the budget of one process of a run ----------------------------------------------------------
 def plan_budget(state: TrainingState, epoch: int, steps_left_in_epoch: int = 0) -> None:
     """With a time budget, plan (rank 0; every rank follows) the optimizer steps, the epochs and the
-    whole-volume validations that fit, and spread the learning rate over those steps."""
+    whole-volume validations that fit, and spread the learning rate over those steps.
+
+    ``steps_left_in_epoch`` above 0: in the middle of ``epoch`` (after the probe steps). Otherwise
+    ``epoch``'s steps are done and what follows it is planned, the end of ``epoch`` itself (its validation,
+    whole volumes included, and its checkpoint) set aside first: when no further epoch fits, ``epoch`` is
+    the last, and its whole volumes are validated in the time set aside.
+    """
     budget = state.budget
     if budget is None:
         return
-    steps_taken = state.scheduler.last_epoch
-    local = make_plan(
+    steps_taken, under_way = state.scheduler.last_epoch, steps_left_in_epoch > 0
+    volumes = state.job.volumes is not None
+    volume_s = budget.volume_cost(state.volume_voxels) if volumes else 0.0
+    closing = 0.0 if under_way else end_of_epoch_cost(state)
+    steps, epochs, validations = make_plan(
         budget,
-        steps_taken=steps_taken,
-        epoch=epoch,
+        remaining_s=budget.remaining - closing,
         steps_left_in_epoch=steps_left_in_epoch,
         steps_per_epoch=state.steps_per_epoch,
-        max_epochs=state.config.epochs,
+        max_epochs=state.config.epochs - epoch + (1 if under_way else 0),
         per_epoch=budget.epoch_cost(state.patch_voxels),
-        volume_s=budget.volume_cost(state.volume_voxels) if state.job.volumes is not None else 0.0,
+        volume_s=volume_s,
     )
+    now = not under_way and validate_volumes_now(
+        spent_s=budget.volume_spent_s,
+        volume_s=volume_s,
+        share=budget.volume_share,
+        budget_s=budget.seconds,
+        at_s=budget.elapsed + closing,
+    )
+    local = BudgetPlan(steps_taken + steps, epoch + epochs - (1 if under_way else 0), now)
     previous = state.plan
     plan = share_plan(local, state.device, state.distributed)
     state.plan, state.planned_epochs = plan, plan.epochs
     state.schedule.plan(max(plan.step_limit, steps_taken + 1))
     if state.main and (previous is None or previous.epochs != plan.epochs):
-        log_plan(budget, plan, steps_taken, epoch, steps_left_in_epoch > 0)
+        log_plan(budget, plan, steps_taken, 0 if under_way else epoch, validations if volumes else None)
 
 
 def end_of_epoch_cost(state: TrainingState) -> float:

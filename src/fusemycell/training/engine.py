@@ -28,7 +28,7 @@ from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.training import budget as budget_clock
-from fusemycell.training.budget import out_of_budget, plan_budget
+from fusemycell.training.budget import out_of_budget
 from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.launch import hands_back_result, launch, save_spawn_result
@@ -115,15 +115,9 @@ class Trainer:
 
 
 def end_epoch(state: TrainingState, metrics: EpochMetrics) -> None:
-    """Record the epoch: the best epoch so far, the time budget's plan, the history, the (timed) checkpoint;
-    on a CPU, re-size the threads to what other programs leave."""
+    """Record the epoch: the best epoch so far, the history, the (timed) checkpoint; on a CPU, re-size the
+    threads to what other programs leave."""
     improved = state.best.update(metrics, state.model.unet)
-    # the plan the epoch ran under (the schedule's steps), before the time budget re-plans what is left
-    metrics.planned_steps, metrics.planned_epochs = state.schedule.total_steps, state.planned_epochs
-    plan_budget(state, metrics.epoch)
-    metrics.stopped_by_budget = state.budget is not None and (
-        state.budget_ended or metrics.epoch >= state.planned_epochs
-    )
     state.history.append(metrics)
     started = budget_clock.now()
     save_checkpoint(state, metrics, improved)

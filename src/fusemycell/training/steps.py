@@ -214,7 +214,8 @@ def validate_volumes(state: TrainingState) -> float:
 
 
 def train_epoch(state: TrainingState, epoch: int) -> EpochMetrics:
-    """Train on the epoch's patches, then validate on patches and (when due) whole volumes; the epoch's metrics.
+    """Train on the epoch's patches, plan what follows (time budget), then validate on patches and (when
+    due) whole volumes; the epoch's metrics.
 
     Under a time budget whole volumes are validated every few epochs and always on the last
     (:func:`~fusemycell.training.budget.volumes_due`); the other epochs have no ``val_volume_nssim``.
@@ -223,7 +224,9 @@ def train_epoch(state: TrainingState, epoch: int) -> EpochMetrics:
     state.memory.reset()
     totals = train_patches(state, epoch)
     train_time = totals.train_time_s
-    ending = state.budget_ended or epoch >= state.config.epochs
+    ran_under = state.schedule.total_steps, state.planned_epochs  # the plan the epoch's steps ran under
+    plan_budget(state, epoch)  # what follows: when nothing does, this epoch is the last and is validated whole
+    ending = state.budget_ended or epoch >= state.planned_epochs or epoch >= state.config.epochs
     with Progress(f"epoch {epoch} validation", summary=False, enabled=state.main):
         validation = validate(state.model, state.val_data, state.config, state.device, precision=state.precision)
         patches_done = budget_clock.now()
@@ -256,4 +259,8 @@ def train_epoch(state: TrainingState, epoch: int) -> EpochMetrics:
         optimizer_steps=totals.steps,
         train_time_s=train_time,
         validation_time_s=validation_time,
+        planned_steps=ran_under[0],
+        planned_epochs=ran_under[1],
+        stopped_by_budget=state.budget is not None
+        and (state.budget_ended or state.planned_epochs <= epoch < state.config.epochs),
     )
