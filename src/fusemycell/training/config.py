@@ -70,7 +70,7 @@ class TrainingConfig(StrictConfig):
     null = ``epochs``."""
     volume_validation_share: float = Field(default=0.15, gt=0, le=1)
     """With ``budget_minutes``: at most this share of the budget goes to validating whole volumes; they
-    are validated every few epochs (chosen from their measured cost), always on the last epoch."""
+    are validated paced over the time by their measured cost, and always on the last epoch."""
     patches_per_epoch: int | None = Field(default=None, ge=1)
     """Patches drawn (with replacement) per epoch and device, whatever the store's size; null = one
     pass over the store. With a budget, the work then no longer grows with the number of volumes."""

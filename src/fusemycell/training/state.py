@@ -112,8 +112,8 @@ class BestEpoch:
     def update(self, metrics: EpochMetrics, network: nn.Module) -> bool:
         """Record ``metrics``' epoch if it improves (or is the first scored); True when it does.
 
-        An epoch the monitored quantity was not measured on (whole volumes are validated every few
-        epochs under a time budget) neither improves nor counts as an epoch without improvement.
+        An epoch the monitored quantity was not measured on (under a time budget, whole volumes are not
+        validated every epoch) neither improves nor counts as an epoch without improvement.
         """
         score = float(getattr(metrics, self.monitor))
         if math.isnan(score):

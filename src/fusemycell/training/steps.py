@@ -217,7 +217,7 @@ def train_epoch(state: TrainingState, epoch: int) -> EpochMetrics:
     """Train on the epoch's patches, plan what follows (time budget), then validate on patches and (when
     due) whole volumes; the epoch's metrics.
 
-    Under a time budget whole volumes are validated every few epochs and always on the last
+    Under a time budget whole volumes are validated paced within their share, and always on the last
     (:func:`~fusemycell.training.budget.volumes_due`); the other epochs have no ``val_volume_nssim``.
     """
     started = budget_clock.now()
