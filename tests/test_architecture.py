@@ -30,6 +30,7 @@ LAYERS = (
             "position",
             "progress",
             "ranks",
+            "workspace",
         },
     ),
     (

@@ -36,6 +36,7 @@ from fusemycell.patching.config import PatchingConfig
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.simulation.config import SimulationConfig
 from fusemycell.training.config import TrainingConfig
+from fusemycell.workspace import in_workspace, workspace_name
 
 #: Where each path goes when the parameters leave it null (relative to the project folder).
 DEFAULT_RAW_DIR = "data/01_raw/synthetic"
@@ -314,6 +315,8 @@ class RunPaths:
     """ONNX export for ``backend: onnx`` (absolute path or MLflow URI)."""
     checkpoint_dir: Path
     """Training checkpoints (the last complete epoch, the best model)."""
+    workspace: str | None = None
+    """The dataset's folder in each data layer (:mod:`fusemycell.workspace`); None for the embedded demo."""
 
     @classmethod
     def from_parameters(cls, params: ProjectParameters, project_path: str | Path) -> RunPaths:
@@ -328,16 +331,23 @@ class RunPaths:
 
         inference = params.inference
         raw_dir = local(params.raw_dir)
-        model = inference.model_uri or DEFAULT_MODEL
+        workspace = workspace_name(raw_dir, root)  # own data: its artefacts in folders of its own
+
+        def default(location: str) -> str:
+            return in_workspace(location, workspace)
+
+        model = inference.model_uri or default(DEFAULT_MODEL)
         model_uri = model if _is_uri(model) else str(local(model))
         onnx = inference.onnx_path or _sibling_onnx(model_uri)
         return cls(
             raw_dir=raw_dir,
             inference_input=local(inference.input_dir, follow_links=False) if inference.input_dir else raw_dir,
-            inference_output=local(inference.output_dir or DEFAULT_INFERENCE_OUTPUT),
+            inference_output=local(inference.output_dir or default(DEFAULT_INFERENCE_OUTPUT)),
             model_uri=model_uri,
             onnx_path=onnx if _is_uri(onnx) else str(local(onnx)),
-            checkpoint_dir=local(params.training.checkpoint_dir or DEFAULT_CHECKPOINT_DIR),
+            # the base configuration writes the default checkpoint folder out: own data gets its own too
+            checkpoint_dir=local(default(params.training.checkpoint_dir or DEFAULT_CHECKPOINT_DIR)),
+            workspace=workspace,
         )
 
     def location(self, parameter: str) -> str:

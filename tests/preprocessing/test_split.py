@@ -97,3 +97,23 @@ def test_test_studies_that_name_no_study_or_leave_none_to_train_are_refused(stud
     with pytest.raises(ValueError, match="preprocessing.split.test_studies") as error:
         split_by_volume(_volumes(), val_fraction=0.2, test_fraction=0.0, seed=0, test_studies=studies)
     assert words in str(error.value)
+
+
+def test_pairs_needed_follows_the_split_rule():
+    from fusemycell.preprocessing.split import pairs_needed
+
+    assert pairs_needed(val_fraction=0.17, test_fraction=0.34) == 3
+    for total in range(1, 3):  # below that, the split leaves validation or test empty
+        volumes = _volumes(n_per_stratum=1, studies=("a",))[:total]
+        assert "val" not in split_by_volume(volumes, val_fraction=0.17, test_fraction=0.34, seed=0).values()
+
+
+def test_too_few_pairs_are_refused_naming_the_folder_the_counts_and_the_minimum():
+    from fusemycell.preprocessing.split import TooFewPairsError, check_enough_pairs
+
+    with pytest.raises(TooFewPairsError) as error:
+        check_enough_pairs(["nucleus", "membrane"], "data/01_raw/mine", val_fraction=0.17, test_fraction=0.34)
+    message = str(error.value)
+    assert "data/01_raw/mine holds 2 complete angle/fused pairs (nucleus 1, membrane 1)" in message
+    assert "at least 3" in message and "test_fraction" in message
+    check_enough_pairs(["nucleus"] * 3, "data/01_raw/mine", val_fraction=0.17, test_fraction=0.34)  # enough

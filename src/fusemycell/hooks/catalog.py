@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fusemycell.parameters import RUN_LOCATIONS, ParameterError, ProjectParameters, RunPaths
+from fusemycell.workspace import relocated
 
 
 def relative(path: str) -> str:
@@ -53,9 +54,17 @@ def dataset_locations(catalog: Any) -> dict[str, str]:
     return {name: found for name, entry in config.items() if (found := _location(entry)) is not None}
 
 
-def configured_locations(conf_catalog: dict[str, Any], paths: RunPaths | None) -> dict[str, str]:
-    """``{name: file or folder}`` of the catalog's configuration, the run's own locations put in."""
-    locations = {name: found for name, entry in conf_catalog.items() if (found := _location(entry)) is not None}
+def configured_locations(
+    conf_catalog: dict[str, Any], paths: RunPaths | None, project: Path | None = None
+) -> dict[str, str]:
+    """``{name: file or folder}`` of the catalog's configuration, the run's own locations put in (own data:
+    in its own folders, :mod:`fusemycell.workspace`)."""
+    workspace = paths.workspace if paths is not None else None
+    locations = {
+        name: found
+        for name, entry in conf_catalog.items()
+        if (found := _location(relocated(entry, workspace, project or Path.cwd()))) is not None
+    }
     if paths is not None:
         for location in RUN_LOCATIONS:
             if location.dataset is not None and location.dataset in locations:
@@ -117,8 +126,17 @@ def rebind_locations(
     project: Path,
     env: str,
 ) -> None:
-    """Rebuild every dataset of :data:`~fusemycell.parameters.RUN_LOCATIONS` on its resolved location."""
+    """Rebuild every dataset of :data:`~fusemycell.parameters.RUN_LOCATIONS` on its resolved location, and
+    every other dataset of a data layer in the dataset's own folder when the run is on own data
+    (:mod:`fusemycell.workspace`)."""
+    from kedro.io import AbstractDataset
+
     with _quiet("kedro.io.data_catalog"):  # "Replacing dataset ..." for every entry set here
+        chosen = {location.dataset for location in RUN_LOCATIONS}
+        for name, config in conf_catalog.items():
+            moved = relocated(config, paths.workspace, project)
+            if name not in chosen and moved != config:
+                catalog[name] = AbstractDataset.from_config(name, moved)
         for location in RUN_LOCATIONS:
             config = conf_catalog.get(location.dataset or "")
             if location.dataset is None or not isinstance(config, dict) or location.default is None:

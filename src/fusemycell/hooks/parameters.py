@@ -99,7 +99,7 @@ class ParameterHooks:
     @hook_impl
     def after_catalog_created(self, catalog: Any, conf_catalog: dict[str, Any]) -> None:
         self._conf_catalog = dict(conf_catalog or {})
-        self.locations = configured_locations(self._conf_catalog, self.paths)
+        self.locations = configured_locations(self._conf_catalog, self.paths, self.project_path)
         if self.paths is not None and self.parameters is not None:
             rebind_locations(
                 catalog,

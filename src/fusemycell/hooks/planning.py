@@ -19,6 +19,7 @@ from fusemycell.hooks.catalog import dataset_locations, relative, same_location
 from fusemycell.hooks.parameters import ParameterHooks
 from fusemycell.inference.folders import UnsafeOutputError, check_output_folder
 from fusemycell.parameters import RUN_LOCATIONS
+from fusemycell.preprocessing.split import check_enough_pairs
 from fusemycell.run_planning import PipelineShape, check_inputs
 
 
@@ -80,6 +81,8 @@ class RunPlanningHooks:
                     dataset.begin_run()  # takes the folder (a second run fails here), voids an old report
                     self._writers.append(dataset)
             self._require_inputs(run_params, pipeline, catalog)
+            if "volume_split" in outputs:
+                self._require_enough_pairs(catalog)
         except Exception as error:  # Kedro calls on_pipeline_error only for errors of the run itself
             self._end_runs(error)
             raise
@@ -96,6 +99,24 @@ class RunPlanningHooks:
         }
         facts = CatalogFacts(catalog, self.parameters.project_path, self.parameters.locations)
         check_inputs(pipeline.inputs(), shapes, facts, run_params)
+
+    def _require_enough_pairs(self, catalog: Any) -> None:
+        """A raw folder too small to split stops the run before any file is written (names only are read)."""
+        parameters, paths = self.parameters.parameters, self.parameters.paths
+        if parameters is None or paths is None:
+            return
+        try:
+            listing = catalog.load("raw_pairs")
+        except Exception:  # noqa: BLE001 - a missing or empty folder is reported by the run itself, in its words
+            return
+        split = parameters.preprocessing.split
+        check_enough_pairs(
+            [pair.channel for pair in listing.values() if pair.is_complete],
+            relative(str(paths.raw_dir)),
+            val_fraction=split.val_fraction,
+            test_fraction=split.test_fraction,
+            min_per_split=split.min_per_split,
+        )
 
     @hook_impl
     def after_pipeline_run(self) -> None:

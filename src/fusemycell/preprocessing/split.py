@@ -85,12 +85,7 @@ def split_by_volume(
     every study. The result depends only on the volumes and ``seed``.
 
     Every volume of ``test_studies`` is test (leave-one-study-out); the fractions then apply to the
-    volumes of the other studies.
-
-    Raises
-    ------
-    ValueError
-        When ``test_studies`` names a study that no volume has, or leaves no study to train on.
+    volumes of the other studies. A ``ValueError`` names a study that no volume has, or holding out all.
 
     Returns
     -------
@@ -98,12 +93,10 @@ def split_by_volume(
         ``pair -> "train" | "val" | "test"``.
     """
     held_out = _held_out(volumes, test_studies)
-    if held_out:
+    if held_out:  # the other studies split as they would alone
         rest = [v for v in volumes if v["pair"] not in held_out]
-        assignment = split_by_volume(
-            rest, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, min_per_split=min_per_split
-        )
-        return assignment | dict.fromkeys(held_out, "test")
+        return split_by_volume(rest, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                               min_per_split=min_per_split) | dict.fromkeys(held_out, "test")  # fmt: skip
     rng = np.random.default_rng(seed)
     strata: dict[tuple[str, str], list[str]] = {}
     for volume in sorted(volumes, key=lambda v: v["pair"]):
@@ -163,3 +156,48 @@ def _one_per_study(candidates: Sequence[str], study_of: Mapping[str, str], n_val
         if counts[study] >= 3 and left[study] >= 2 and all(study_of[c] != study for c in chosen):
             chosen.append(pair)
     return chosen
+
+
+class TooFewPairsError(ValueError):
+    """The raw folder holds too few complete pairs to train, validate and test on."""
+
+
+def pairs_needed(*, val_fraction: float, test_fraction: float, min_per_split: int = 1) -> int:
+    """The fewest complete pairs that :func:`split_by_volume` turns into training, validation and (with a
+    ``test_fraction``) test volumes."""
+    for total in range(1, 64):
+        volumes = [{"pair": f"image_{i}_nucleus", "channel": "nucleus", "study": "-"} for i in range(total)]
+        splits = set(
+            split_by_volume(
+                volumes, val_fraction=val_fraction, test_fraction=test_fraction, seed=0, min_per_split=min_per_split
+            ).values()
+        )
+        if {"train", "val"} <= splits and ("test" in splits or test_fraction == 0):
+            return total
+    return 64
+
+
+def check_enough_pairs(
+    channels: Sequence[str], where: str, *, val_fraction: float, test_fraction: float, min_per_split: int = 1
+) -> None:
+    """Refuse, before anything is written, a raw folder with too few complete pairs to split.
+
+    Raises
+    ------
+    TooFewPairsError
+        Saying how many pairs are needed, how many ``where`` holds per channel, and what to change.
+    """
+    needed = pairs_needed(val_fraction=val_fraction, test_fraction=test_fraction, min_per_split=min_per_split)
+    if len(channels) >= needed:
+        return
+    counts = ", ".join(f"{c} {list(channels).count(c)}" for c in ("nucleus", "membrane"))
+    test = (
+        "one to test (preprocessing.split.test_fraction: 0 leaves the test out)"
+        if test_fraction > 0
+        else "no test volume (test_fraction is 0)"
+    )
+    raise TooFewPairsError(
+        f"{where} holds {len(channels)} complete angle/fused pair{'s' if len(channels) != 1 else ''} ({counts}); "
+        f"training needs at least {needed}: one to train on, one to validate (it chooses the epoch and the guard), "
+        f"{test}. Add pairs named image_N_nucleus|membrane_angle|fused.tif to {where}."
+    )
