@@ -134,6 +134,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", default="mac", help="Kedro environment (default mac; test = tiny data, seconds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4], help="training and patching seeds")
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help=f"rows, of: {', '.join(ROWS)}")
+    parser.add_argument(
+        "--fixed-epochs",
+        type=int,
+        default=None,
+        help="train every row for this many epochs with no time budget: equal work instead of equal wall-clock, "
+        "for a comparison on a machine that is not idle (rows that set their own budget keep it)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="kept project copies (default: temporary)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--report", type=Path, default=None, help="print the tables of a JSON file and stop")
@@ -214,6 +221,14 @@ def clear_row_outputs(project: Path) -> None:
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
+
+
+def run_overrides(args: argparse.Namespace, seed: int) -> dict:
+    """What every row of one seed sets: the seeds, and with ``--fixed-epochs`` equal work instead of a budget."""
+    overrides: dict = {"training": {"seed": seed}, "patching": {"seed": seed}}
+    if args.fixed_epochs:
+        overrides["training"] |= {"budget_minutes": None, "epochs": args.fixed_epochs}
+    return overrides
 
 
 def read_per_volume(project: Path) -> list[dict]:
@@ -331,6 +346,8 @@ def report(results: dict) -> None:
     studies = sorted({s for r in runs for s in summarise(r["volumes"])["study"]})
     print(f"## Quality at equal wall-clock: test N_SSIM of the main job, env `{results['env']}`\n")
     print(f"{results['date']}; seeds {results['seeds']}; one row after another on one machine.\n")
+    if results.get("fixed_epochs"):
+        print(f"Equal work: every row trained {results['fixed_epochs']} epochs with no time budget.\n")
     for name in names:
         row = results["definitions"][name]
         print(
@@ -514,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "env": args.env,
         "seeds": args.seeds,
+        "fixed_epochs": args.fixed_epochs,
         "rows": args.rows,
         "definitions": {
             n: {
@@ -544,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                     project,
                     args.env,
                     pristine,
-                    deep_merge({"training": {"seed": seed}, "patching": {"seed": seed}}, row.overrides),
+                    deep_merge(run_overrides(args, seed), row.overrides),
                 )
                 print(f"seed {seed}, row {name}", file=sys.stderr, flush=True)
                 seconds, error = kedro_run(
