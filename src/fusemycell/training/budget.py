@@ -5,10 +5,10 @@ and per epoch the validation on patches, the validation on whole volumes and the
 decisions are made from them, by rank 0; every rank follows its plan (:func:`share_plan`):
 
 * **the plan** (:func:`plan_budget`): the optimizer steps and epochs that fit in the time left, the
-  learning-rate schedule spread over those steps, and every how many epochs the whole volumes are
-  validated. It is first made after :data:`PROBE_STEPS` timed optimizer steps of the first epoch (they
-  count as training), then again at the end of every epoch's steps (before its validation, whose cost is
-  set aside first: when no further epoch fits, this one is the last);
+  learning-rate schedule spread over those steps, and whether the epoch ending validates whole volumes.
+  It is first made after :data:`PROBE_STEPS` timed optimizer steps of the first epoch (they count as
+  training), again every quarter of an epoch's steps, and at the end of every epoch's steps (before its
+  validation, whose cost is set aside first: when no further epoch fits, this one is the last);
 * **whole-volume validation** (:func:`validate_volumes_now`, :func:`volumes_due`): paced by its measured
   cost so that it takes at most ``training.volume_validation_share`` of the budget, spread evenly over
   the time, and always on the last epoch (the best-epoch choice sees the final weights);
@@ -103,6 +103,8 @@ class TimeBudget:
     """Seconds spent validating whole volumes so far."""
     forward_s_per_voxel: float | None = None
     """A patch's forward pass without gradients, per voxel (measured once, after the probe steps)."""
+    planned_at: int | None = None
+    """``steps_timed`` when the last plan was made."""
     _step_started: float | None = None
 
     # -- the clock -----------------------------------------------------------------------------
@@ -138,6 +140,14 @@ class TimeBudget:
     def probed(self) -> bool:
         """The probe steps are timed: the first plan can be made."""
         return self.steps_timed > PROBE_STEPS
+
+    def replan_due(self, steps_per_epoch: int) -> bool:
+        """In the middle of an epoch: the probe steps are timed and no plan is made yet, or a quarter of an
+        epoch's steps were taken since the last (a long epoch follows a machine that slows down or speeds up).
+        It depends on step counts only: every rank of a run agrees."""
+        if not self.probed:
+            return False
+        return self.planned_at is None or self.steps_timed - self.planned_at >= max(PROBE_STEPS, steps_per_epoch // 4)
 
     # -- what an epoch costs besides its steps --------------------------------------------------
     def slowdown(self) -> float:
@@ -295,7 +305,7 @@ def plan_budget(state: TrainingState, epoch: int, steps_left_in_epoch: int = 0) 
         at_s=budget.elapsed + closing,
     )
     local = BudgetPlan(steps_taken + steps, epoch + epochs - (1 if under_way else 0), now)
-    previous = state.plan
+    previous, budget.planned_at = state.plan, budget.steps_timed
     plan = share_plan(local, state.device, state.distributed)
     state.plan, state.planned_epochs = plan, plan.epochs
     state.schedule.plan(max(plan.step_limit, steps_taken + 1))

@@ -127,7 +127,8 @@ def train_patches(state: TrainingState, epoch: int) -> EpochTotals:
     """Train on the epoch's batches, until the time budget's planned steps are taken or its time is up.
 
     With a budget, every optimizer step is timed; the first plan is made after the probe steps
-    (:data:`~fusemycell.training.budget.PROBE_STEPS`), which count as training.
+    (:data:`~fusemycell.training.budget.PROBE_STEPS`), which count as training, and made again every
+    quarter of an epoch.
     """
     started = budget_clock.now()
     state.model.train()
@@ -151,8 +152,9 @@ def train_patches(state: TrainingState, epoch: int) -> EpochTotals:
         if budget is not None and totals.steps > steps_before:
             budget.step_ends()
             steps_left = epoch_optimizer_steps - totals.steps
-            if state.plan is None and budget.probed and steps_left > 0:
-                budget.forward_s_per_voxel = forward_time_per_voxel(state, batch)
+            if steps_left > 0 and budget.replan_due(state.steps_per_epoch):
+                if budget.forward_s_per_voxel is None:
+                    budget.forward_s_per_voxel = forward_time_per_voxel(state, batch)
                 plan_budget(state, epoch, steps_left_in_epoch=steps_left)
     batches.close()  # type: ignore[attr-defined]  # a loop the budget ended: its progress stops now
     totals.train_time_s = budget_clock.now() - started
