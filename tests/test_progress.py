@@ -184,3 +184,17 @@ def test_the_running_line_says_what_is_known(monkeypatch):
     progress.update(3)
     assert re.match(r"^epoch 2 validation: 3 its, \d+ s, ", progress.running_line())
     assert progress._heartbeat is None  # only off a terminal, where no bar shows progress
+
+
+def test_progress_dropped_unclosed_stops_its_lines(monkeypatch):
+    """Work that fails midway may never close its progress: its thread must not log forever."""
+    import gc
+
+    monkeypatch.setenv("FUSEMYCELL_PROGRESS", "log")
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_S", 0.01)
+    abandoned = Progress("predicting", total=10, unit="tile")
+    heartbeat = abandoned._heartbeat
+    del abandoned
+    gc.collect()
+    heartbeat.join(timeout=30)
+    assert not heartbeat.is_alive()

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,13 +117,11 @@ class Progress:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         if self.mode == "log":
-            self._heartbeat = threading.Thread(target=self._beat, name=f"progress: {description}", daemon=True)
+            self._heartbeat = threading.Thread(
+                target=_beat, args=(weakref.ref(self), self._stop), name=f"progress: {description}", daemon=True
+            )
             self._heartbeat.start()
         self._tell_listeners()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(LOG_INTERVAL_S):
-            logger.info("%s", self.running_line())
 
     def running_line(self) -> str:
         """The line of work still running: ``description: N/total units, T s, R unit/s, ETA``."""
@@ -174,6 +173,16 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _beat(progress: weakref.ref[Progress], stop: threading.Event) -> None:
+    """The running lines of ``progress`` until it closes, or is dropped unclosed (work that failed midway)."""
+    while not stop.wait(LOG_INTERVAL_S):
+        running = progress()
+        if running is None:
+            return
+        logger.info("%s", running.running_line())
+        del running
 
 
 def track(
