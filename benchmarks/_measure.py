@@ -144,3 +144,15 @@ def revision_tree(revision: str, workdir: Path, root: Path) -> Path:
         with tarfile.open(fileobj=BytesIO(archive)) as tar:
             tar.extractall(tree, filter="data")
     return tree
+
+
+def checkout_revision(root: Path) -> str:
+    """The commit ``root`` is at (short hash), with ``+uncommitted`` when its tracked files differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")

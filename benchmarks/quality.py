@@ -345,7 +345,10 @@ def report(results: dict) -> None:
     channels = sorted({c for r in runs for c in summarise(r["volumes"])["channel"]})
     studies = sorted({s for r in runs for s in summarise(r["volumes"])["study"]})
     print(f"## Quality at equal wall-clock: test N_SSIM of the main job, env `{results['env']}`\n")
-    print(f"{results['date']}; seeds {results['seeds']}; one row after another on one machine.\n")
+    print(
+        f"{results['date']}; revision {results.get('revision', 'not recorded')}; seeds {results['seeds']}; "
+        "one row after another on one machine.\n"
+    )
     if results.get("fixed_epochs"):
         print(f"Equal work: every row trained {results['fixed_epochs']} epochs with no time budget.\n")
     for name in names:
@@ -532,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": args.env,
         "seeds": args.seeds,
         "fixed_epochs": args.fixed_epochs,
+        "revision": _measure.checkout_revision(ROOT),
         "rows": args.rows,
         "definitions": {
             n: {
