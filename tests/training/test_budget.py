@@ -64,7 +64,8 @@ def test_time_is_up_when_the_next_step_and_the_end_of_the_epoch_would_pass_the_b
 
 def test_a_machine_that_became_slower_makes_validation_and_checkpoints_slower_too():
     budget, clock = _budget(steps=6)
-    budget.measured(patches_s=4.0, volumes_s=10.0, checkpoint_s=1.0)
+    budget.measured(patches_s=4.0, volumes_s=10.0)
+    budget.checkpointed(1.0)
     assert budget.epoch_cost(patch_voxels=0) == pytest.approx(5.0) and budget.volume_cost(0) == pytest.approx(10.0)
     for _ in range(8):  # another program starts: steps take three times as long
         budget.step_starts()
@@ -72,6 +73,9 @@ def test_a_machine_that_became_slower_makes_validation_and_checkpoints_slower_to
         budget.step_ends()
     assert budget.slowdown() == pytest.approx(3.0)
     assert budget.epoch_cost(patch_voxels=0) == pytest.approx(15.0) and budget.volume_cost(0) == pytest.approx(30.0)
+    budget.measured(patches_s=12.0, volumes_s=None)  # patches validated again at the busy speed, volumes not
+    assert budget.epoch_cost(patch_voxels=0) == pytest.approx(13.0)  # measured busy: not scaled again
+    assert budget.volume_cost(0) == pytest.approx(30.0)  # still measured idle: scaled by its own step time
 
 
 def test_until_measured_validation_costs_are_estimated_from_a_timed_forward_pass():

@@ -82,7 +82,10 @@ class EpochCosts:
     volume_validation_s: float | None = None
     checkpoint_s: float | None = None
     step_s_when_measured: float | None = None
-    """The recent step time when they were measured: a slower machine now makes them slower too."""
+    """The recent step time when the patches' validation was measured: a slower machine now makes the
+    validation and the checkpoint slower too."""
+    step_s_when_volumes: float | None = None
+    """The recent step time when the whole volumes' validation was measured."""
 
 
 @dataclass
@@ -150,20 +153,21 @@ class TimeBudget:
         return self.planned_at is None or self.steps_timed - self.planned_at >= max(PROBE_STEPS, steps_per_epoch // 4)
 
     # -- what an epoch costs besides its steps --------------------------------------------------
-    def slowdown(self) -> float:
-        """How much slower a step is now than when the epoch costs were measured (at least 1)."""
-        then, step = self.costs.step_s_when_measured, self.step_s
+    def slowdown(self, then: float | None = None) -> float:
+        """How much slower a step is now than when a cost was measured (``then``, the step time of that moment;
+        by default when the patches' validation was), at least 1."""
+        then = self.costs.step_s_when_measured if then is None else then
+        step = self.step_s
         return max(1.0, step / then) if then and step else 1.0
 
-    def measured(self, *, patches_s: float, volumes_s: float | None, checkpoint_s: float | None = None) -> None:
-        """An epoch's validation (and checkpoint) took these seconds (``volumes_s`` None: not validated)."""
+    def measured(self, *, patches_s: float, volumes_s: float | None) -> None:
+        """An epoch's validation took these seconds (``volumes_s`` None: whole volumes not validated)."""
         self.costs.patch_validation_s = patches_s
+        self.costs.step_s_when_measured = self.step_s
         if volumes_s is not None:
             self.costs.volume_validation_s = volumes_s
+            self.costs.step_s_when_volumes = self.step_s
             self.volume_spent_s += volumes_s
-        if checkpoint_s is not None:
-            self.costs.checkpoint_s = checkpoint_s
-        self.costs.step_s_when_measured = self.step_s
 
     def checkpointed(self, seconds: float) -> None:
         """The epoch's checkpoint (and best model) took ``seconds``."""
@@ -172,17 +176,16 @@ class TimeBudget:
     def epoch_cost(self, patch_voxels: int) -> float:
         """Validation on patches and checkpoint of one epoch (estimated from a forward pass until measured)."""
         costs = self.costs
-        patches = costs.patch_validation_s
-        if patches is None:
-            patches = (self.forward_s_per_voxel or 0.0) * patch_voxels
-        return (patches + (costs.checkpoint_s or 0.0)) * self.slowdown()
+        if costs.patch_validation_s is None:  # the forward pass was timed at the current step time
+            return (self.forward_s_per_voxel or 0.0) * patch_voxels + (costs.checkpoint_s or 0.0)
+        return (costs.patch_validation_s + (costs.checkpoint_s or 0.0)) * self.slowdown()
 
     def volume_cost(self, volume_voxels: int) -> float:
         """One validation on whole volumes (estimated from a forward pass until measured)."""
         cost = self.costs.volume_validation_s
         if cost is None:
-            cost = (self.forward_s_per_voxel or 0.0) * volume_voxels * HALO_COST
-        return cost * self.slowdown()
+            return (self.forward_s_per_voxel or 0.0) * volume_voxels * HALO_COST
+        return cost * self.slowdown(self.costs.step_s_when_volumes)
 
     def time_up(self, end_cost_s: float) -> bool:
         """The next step and the end of the epoch (``end_cost_s``) would end past the budget."""
