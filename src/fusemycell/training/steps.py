@@ -168,6 +168,8 @@ def forward_time_per_voxel(state: TrainingState, batch: Any) -> float:
     with torch.no_grad(), state.precision.autocast(state.device):
         started = budget_clock.now()
         state.model.unet(single_view)
+        if state.device.type == "cuda":
+            torch.cuda.synchronize(state.device)  # the kernels are queued, not done, when the call returns
         seconds = budget_clock.now() - started
     state.model.train()
     return seconds / max(1, single_view[:, :1].numel())
