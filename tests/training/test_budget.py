@@ -201,6 +201,19 @@ def test_a_machine_that_becomes_busy_half_way_still_ends_within_the_budget(tmp_p
     assert steps >= 0.98 * result.history[-1].planned_steps and "ran to its end" in caplog.text
 
 
+def test_the_warm_up_is_a_small_share_of_the_steps_taken_and_ends_in_the_first_epoch(tmp_path, fake_steps):
+    """Planned on ``steps_per_epoch x epochs`` (80 epochs), the first of 5 epochs climbed to a quarter of the
+    peak learning rate; planned on the steps that fit, it reaches the peak and starts the decay."""
+    stores = make_store(tmp_path / "t", 4, seed=0), make_store(tmp_path / "v", 2, seed=1)
+    config = _config(tmp_path, epochs=80, patches_per_epoch=128, budget_minutes=5.5)  # 64 steps of 1 s an epoch
+    result = train(config, *stores)
+    history, steps = result.history, sum(m.optimizer_steps for m in result.history)
+    assert len(history) == 5 and steps == history[-1].planned_steps  # planned on what ran
+    warm_up = round(config.warmup_fraction * steps)
+    assert warm_up < history[0].optimizer_steps  # over before the first epoch ends
+    assert 0.75 * config.learning_rate < history[0].learning_rate < config.learning_rate  # past the peak
+
+
 def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, fake_steps, caplog):
     """10 s of steps of 1 s, epochs of 3 steps: 10 steps, in epochs of 3, 3, 3 and 1 (the schedule's plan)."""
     caplog.set_level(logging.INFO, logger="fusemycell.training")
