@@ -116,19 +116,11 @@ def _record(name, pair, spacing, shape, p2, p998, kind="angle", path=""):
     }
 
 
-def test_the_domain_spans_the_records_of_the_chosen_pairs(tmp_path):
-    write_volume(tmp_path / "a.tif", np.random.default_rng(2).integers(0, 500, (6, 16, 16), np.uint16), (1, 0.4, 0.4))
+def test_the_domain_spans_the_records_of_the_chosen_pairs():
     records = [
-        _record(
-            "image_1_nucleus_angle",
-            "image_1_nucleus",
-            [1.0, 0.4, 0.4],
-            [40, 100, 100],
-            90,
-            2000,
-            path=str(tmp_path / "a.tif"),
-        ),
-        _record("image_2_nucleus_angle", "image_2_nucleus", [2.0, 0.4, 0.4], [20, 120, 90], 110, 3000, path="gone.tif"),
+        _record("image_1_nucleus_angle", "image_1_nucleus", [1.0, 0.4, 0.4], [40, 100, 100], 90, 2000)
+        | {"noise_sigma": 19.1},
+        _record("image_2_nucleus_angle", "image_2_nucleus", [2.0, 0.4, 0.4], [20, 120, 90], 110, 3000),  # no noise
         _record("image_2_nucleus_fused", "image_2_nucleus", [9.0, 9.0, 9.0], [1, 1, 1], 0, 1, kind="fused"),
         _record("image_3_nucleus_angle", "image_3_nucleus", [5.0, 0.4, 0.4], [40, 100, 100], 90, 2000),  # a test pair
         {"name": "broken", "pair": "image_4_nucleus", "kind": "angle", "error": "not a TIFF"},
@@ -138,7 +130,7 @@ def test_the_domain_spans_the_records_of_the_chosen_pairs(tmp_path):
     assert domain.spacing_zyx_um[0] == ValueRange(low=1.0, high=2.0)
     assert domain.shape_zyx[2] == ValueRange(low=90, high=100)
     assert domain.percentiles["99_8"] == ValueRange(low=2000, high=3000)
-    assert domain.noise is not None and domain.noise.low == domain.noise.high  # the one readable file
+    assert domain.noise == ValueRange(low=19.1 / 1910, high=19.1 / 1910)  # the one record with a noise, relative
     assert domain_of_pairs(records, ["image_9_nucleus"]) is None
     assert training_domain(records[:2]).noise is None
 
@@ -157,3 +149,20 @@ def test_a_range_is_ordered():
     with pytest.raises(ValueError, match="low end"):
         ValueRange(low=2, high=1)
     assert ValueRange(low=1.0, high=2.0).text("um") == "1.0-2.0 um"
+
+
+def test_the_fingerprint_measures_the_noise_as_an_input_is_measured(tmp_path):
+    """Training ranges and inputs use one estimator on the same planes: the fingerprint's slab pass finds the
+    noise that measuring the file finds."""
+    from fusemycell.preprocessing.fingerprint import scan_volume
+    from fusemycell.preprocessing.noise import noise_sigma
+
+    rng = np.random.default_rng(5)
+    data = (300 + rng.normal(0, 12.0, (30, 40, 48))).clip(0, None).astype(np.uint16)
+    data[10:20, 10:30, 10:38] += 2000  # a specimen: edges the MAD ignores
+    write_volume(tmp_path / "v.tif", data, (2.0, 0.5, 0.5))
+    scan = scan_volume(str(tmp_path / "v.tif"), pair="image_0_nucleus", kind="angle", channel="nucleus", slab_depth=7)
+    planes = np.stack([data[z] for z in plane_indices(30)])
+    assert scan.noise_sigma == pytest.approx(noise_sigma(planes), rel=1e-6)
+    assert 10.0 < scan.noise_sigma < 14.0  # the noise put in (12), not the specimen
+    assert scan.record()["noise_sigma"] == scan.noise_sigma

@@ -29,15 +29,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fusemycell.configuration import StrictConfig
+from fusemycell.preprocessing.noise import MEASURED_PLANES, noise_sigma, plane_indices
 
-#: z-planes, evenly spaced, on which the noise (and an input's percentiles) are measured.
-MEASURED_PLANES = 8
+__all__ = ["MEASURED_PLANES", "plane_indices"]  # re-exported: where an input's planes are measured
+
 #: Percentiles of the raw intensities recorded in the domain (keys as the fingerprint writes them).
 DOMAIN_PERCENTILES = ("0_1", "2", "50", "99_8", "99_9")
 #: Percentiles an input is checked on: the normalisation's (the others are recorded for readers).
 CHECKED_PERCENTILES = ("2", "99_8")
-#: MAD of a normal distribution's samples over its standard deviation.
-_MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
@@ -186,33 +185,14 @@ def _outside(label: str, value: float, training: ValueRange, kind: str, unit: st
 
 
 def relative_noise(planes: np.ndarray, low: float, high: float) -> float | None:
-    """The noise of ``planes`` (z, y, x) as a share of the normalisation range ``high - low`` (p99.8 - p2).
-
-    Estimator: the median absolute deviation (MAD) of the differences between neighbouring voxels
-    along x, ``1.4826 * MAD / sqrt(2)`` (the difference of two independent noisy voxels has twice the
-    variance), the median over planes. Why this one: a light-sheet volume is mostly background and
-    smooth specimen, so most neighbour differences are noise alone and the MAD ignores the few edges;
-    it is one pass of NumPy over data already in memory (no wavelet package, unlike skimage's
-    ``estimate_sigma``, which is the same MAD on a finer wavelet band); and it stays within a plane,
-    since planes 1-3 um apart differ by signal, not only noise. Divided by the normalisation range, it
-    is what the network sees (the input is normalised), whatever the camera's gain. 0 means that most
-    neighbours have the same grey level (noise below one level); None when the range is empty.
-    """
-    if high <= low or planes.shape[-1] < 2:
+    """The noise of ``planes`` (z, y, x) (:mod:`fusemycell.preprocessing.noise`) as a share of the
+    normalisation range ``high - low`` (p99.8 - p2): what the network sees (the input is normalised),
+    whatever the camera's gain. 0 means that most neighbours have the same grey level (noise below one
+    level); None when the range is empty."""
+    if high <= low:
         return None
-    sigmas = []
-    for plane in planes:
-        differences = np.diff(plane.astype(np.float32), axis=-1).ravel()
-        deviation = np.abs(differences - np.median(differences))
-        sigmas.append(_MAD_TO_SIGMA * float(np.median(deviation)) / math.sqrt(2.0))
-    return float(np.median(sigmas)) / (high - low)
-
-
-def plane_indices(depth: int, count: int = MEASURED_PLANES) -> list[int]:
-    """``count`` z-planes evenly spaced over ``depth`` (all of them for a shorter volume)."""
-    if depth <= count:
-        return list(range(depth))
-    return sorted({int(round(i)) for i in np.linspace(0, depth - 1, count)})
+    sigma = noise_sigma(planes)
+    return None if sigma is None else sigma / (high - low)
 
 
 def measure_planes(planes: np.ndarray) -> tuple[dict[str, float], float | None]:
@@ -282,17 +262,16 @@ def training_domain(
 def domain_of_pairs(records: Iterable[Mapping[str, object]], pairs: Iterable[str]) -> TrainingDomain | None:
     """The domain of the single views (``kind: angle``) of ``pairs`` among fingerprint ``records``.
 
-    The noise is measured on :data:`MEASURED_PLANES` planes of each file (:func:`measure_file`); a file
-    that cannot be read any more only lacks its noise (its other properties come from the record).
+    Everything comes from the records, the noise included (the fingerprint measures it on
+    :data:`MEASURED_PLANES` planes in its one pass over each file, ``noise_sigma``): no file is read.
+    A record without it (an older fingerprint) only lacks its noise.
     """
     wanted = set(pairs)
     chosen = [r for r in records if r.get("kind") == "angle" and r.get("pair") in wanted]
     noise: dict[str, float | None] = {}
     for record in chosen:
-        if record.get("error"):
-            continue
-        try:
-            noise[str(record["name"])] = measure_file(str(record["path"])).noise
-        except (OSError, ValueError):  # moved since the fingerprint (VolumeFormatError is a ValueError)
-            noise[str(record["name"])] = None
+        sigma, levels = record.get("noise_sigma"), record.get("percentiles") or {}
+        low, high = levels.get("2"), levels.get("99_8")  # type: ignore[union-attr]
+        usable = isinstance(sigma, int | float) and math.isfinite(sigma) and low is not None and high is not None
+        noise[str(record.get("name"))] = float(sigma) / (high - low) if usable and high > low else None  # type: ignore[operator]
     return training_domain(chosen, noise)

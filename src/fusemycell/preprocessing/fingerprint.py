@@ -23,6 +23,7 @@ from fusemycell.io.metadata import prediction_mark as provenance_mark
 from fusemycell.io.naming import volume_stem
 from fusemycell.io.volume import VolumeFormatError
 from fusemycell.normalization import IntensityHistogram
+from fusemycell.preprocessing.noise import plane_indices, plane_noise
 from fusemycell.progress import track
 
 #: Percentiles recorded for every volume.
@@ -50,6 +51,8 @@ class VolumeScan:
     metadata_channel: str = ""
     prediction_mark: str = ""
     """fusemycell's provenance mark when the file is one of its predictions (never ground truth), else ""."""
+    noise_sigma: float = float("nan")
+    """The noise standard deviation in grey levels, on a few evenly spaced planes (:mod:`.noise`)."""
     percentiles: dict[str, float] = field(default_factory=dict)
     minimum: float = float("nan")
     maximum: float = float("nan")
@@ -98,6 +101,7 @@ class VolumeScan:
             "nonfinite": self.nonfinite,
             "foreground_threshold": self.foreground_threshold,
             "foreground_fraction": self.foreground_fraction,
+            "noise_sigma": self.noise_sigma,
         }
         for axis, size in zip("zyx", self.shape or (None, None, None)):
             row[f"size_{axis}"] = size
@@ -175,11 +179,17 @@ class _Gathered:
         self.mip_yx = np.full((height, width), -np.inf, dtype=np.float32)
         self.mip_zx = np.empty((depth, width), dtype=np.float32)
         self.mip_zy = np.empty((depth, height), dtype=np.float32)
+        self.noise_planes = set(plane_indices(depth))
+        self.plane_sigmas: list[float] = []
 
     def add(self, z0: int, slab: np.ndarray) -> None:
         """Planes ``z0 ...`` of the volume."""
         self.histogram.add(slab)
         self.digest.add_slab(z0, slab)
+        for index in sorted(self.noise_planes & set(range(z0, z0 + len(slab)))):
+            sigma = plane_noise(slab[index - z0])
+            if sigma is not None:
+                self.plane_sigmas.append(sigma)
         if slab.dtype.kind == "f":
             slab = np.where(np.isfinite(slab), slab, 0).astype(np.float64)
         self.profile_z[z0 : z0 + len(slab)] = slab.mean(axis=(1, 2))
@@ -200,6 +210,7 @@ class _Gathered:
         scan.minimum, scan.maximum = histogram.minimum, histogram.maximum
         scan.mean = histogram.mean
         scan.nonfinite = histogram.nonfinite
+        scan.noise_sigma = float(np.median(self.plane_sigmas)) if self.plane_sigmas else float("nan")
         scan.foreground_threshold = threshold
         scan.foreground_fraction = histogram.fraction_above(threshold)
         scan.profile_z = self.profile_z.tolist()

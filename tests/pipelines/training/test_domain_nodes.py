@@ -27,6 +27,7 @@ def _fingerprint(tmp_path):
                 "spacing_zyx": list(spacing),
                 "shape": [6, 16, 16],
                 "percentiles": {"2": 10.0 * (index + 1), "99_8": 800.0},
+                "noise_sigma": 40.0 * (index + 1),  # measured by the fingerprint's pass
             }
         )
     split = pd.DataFrame({"pair": [v["pair"] for v in volumes], "split": ["train", "val", "test"]})
@@ -39,7 +40,7 @@ def test_the_domain_spans_train_and_validation_not_test(tmp_path):
     assert domain["volumes"] == 2
     assert domain["spacing_zyx_um"][0] == {"low": 1.0, "high": 2.0}  # the test pair's 3 um is not in it
     assert domain["percentiles"]["2"] == {"low": 10.0, "high": 20.0}
-    assert domain["noise"]["low"] > 0
+    assert domain["noise"] == {"low": 40.0 / 790.0, "high": 80.0 / 780.0}  # relative to p99.8 - p2, test left out
     config = UNetConfig(depth=2, base_channels=4)
     model = TrainedModel(UNet3D(config), card_for(config, (8, 16, 16)))
     recorded = with_training_domain(model, domain)

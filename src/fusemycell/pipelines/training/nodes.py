@@ -47,8 +47,8 @@ def validation_pairs(normalized_volumes: PairListing, volume_split: pd.DataFrame
 def describe_training_domain(fingerprint: dict[str, Any], volume_split: pd.DataFrame) -> dict[str, Any]:
     """The training domain (:mod:`fusemycell.models.domain`) of the split's training and validation single views.
 
-    Voxel sizes, shapes and raw percentiles come from the preprocessing fingerprint; the noise is
-    measured on a few planes of each raw file. An empty dict when no volume could be described.
+    Voxel sizes, shapes, raw percentiles and the noise all come from the preprocessing fingerprint (no
+    file is read). An empty dict when no volume could be described.
     """
     used = volume_split[volume_split["split"].isin(["train", "val"])]
     domain = domain_of_pairs(fingerprint.get("volumes", []), used["pair"].astype(str))
