@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fusemycell.devices import memory_format, resolve_device, resolve_precision
+from fusemycell.devices import CpuThreads, memory_format, resolve_device, resolve_precision
 
 
 class Backend(Protocol):
@@ -32,6 +32,8 @@ class TorchBackend:
 
     def __init__(self, network: torch.nn.Module, device: str = "auto", amp: bool = True):
         self.device = resolve_device(device, setting="inference.device")
+        # on a CPU, the threads of the CPUs this process may use (affinity, container quota), not every core
+        self.threads = CpuThreads() if self.device.type == "cpu" else None
         self.precision = resolve_precision(self.device, amp)
         self.memory_format = memory_format(self.device)
         self.network = network.to(self.device, memory_format=self.memory_format).eval()
