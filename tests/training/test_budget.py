@@ -221,6 +221,8 @@ def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, fake_st
     result = train(_config(tmp_path, epochs=50, budget_minutes=10 / 60), *stores)
     assert [m.optimizer_steps for m in result.history] == [3, 3, 3, 1]
     assert result.best_epoch in {h.epoch for h in result.history} and result.ended_by == "budget"
+    summary = result.model.card.training  # the card itself says what ended training and what was planned
+    assert summary.stopped_by_budget and summary.optimizer_steps == 10 and summary.planned_steps == 10
     assert "time budget" in caplog.text and "more optimizer steps" in caplog.text
     assert "4 epoch(s), 10 optimizer steps" in caplog.text and "after epoch 4 of the 50 asked for" in caplog.text
 

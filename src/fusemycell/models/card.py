@@ -127,6 +127,11 @@ class TrainingSummary(StrictConfig):
     """Share of the training time spent validating."""
     precision: str = "float32"
     """Arithmetic of the training steps (``bfloat16`` under mixed precision)."""
+    planned_steps: int | None = Field(default=None, ge=0)
+    """With a time budget: the optimizer steps the learning-rate schedule was last planned on (fewer
+    ``optimizer_steps`` than these: the budget cut training short of its schedule)."""
+    stopped_by_budget: bool = False
+    """The time budget, not the epochs asked for or early stopping, ended training."""
 
 
 class GuardSummary(StrictConfig):
@@ -136,8 +141,9 @@ class GuardSummary(StrictConfig):
     """The most cautious (smallest) of the channels' scales: ``architecture.residual_scale`` holds it (times
     ``unguarded_residual_scale``), and an input whose channel is unknown gets it."""
     scale_by_channel: dict[str, float] = Field(default_factory=dict)
-    """The chosen scale per channel: the largest candidate that keeps every validation study of the channel
-    at or above its residual base. Empty on cards from before it: ``scale`` for every channel."""
+    """The chosen scale per channel: among the candidates that keep every validation study of the channel at
+    or above its residual base, the best mean N_SSIM of the channel. Empty on cards from before it: ``scale``
+    for every channel."""
     unguarded_residual_scale: float = Field(default=1.0, ge=0, le=1)
     """``architecture.residual_scale`` before the guard; a channel's correction weight is this times its scale."""
     val_nssim: dict[str, float]

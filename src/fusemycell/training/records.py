@@ -39,6 +39,8 @@ def training_summary(epochs: list[EpochMetrics], precision: Precision) -> Traini
         precision="bfloat16"
         if precision.enabled and precision.dtype == torch.bfloat16
         else ("float16" if precision.enabled else "float32"),
+        planned_steps=int(epochs[-1].planned_steps) if epochs and epochs[-1].planned_steps else None,
+        stopped_by_budget=bool(epochs and epochs[-1].stopped_by_budget),
     )
 
 
