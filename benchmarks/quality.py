@@ -330,6 +330,12 @@ def fmt(value: float | None, digits: int = 3, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _mean_of(values: Any) -> float | None:
+    """The mean of the values that are there (None when none is)."""
+    present = [v for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
 def spread(values: list[float]) -> str:
     """``mean ± sd [min, max]`` of paired differences."""
     if not values:
@@ -371,7 +377,7 @@ def report(results: dict) -> None:
         sums = [summarise(r["volumes"]) for r in mine]
         cells = [fmt(statistics.mean(s["channel"][c] for s in sums)) for c in channels]
         cells.append(f"**{fmt(statistics.mean(s['mean'] for s in sums))}**")
-        cells += [fmt(statistics.mean(s["study"][st] for s in sums)) for st in studies]
+        cells += [fmt(_mean_of(s["study"].get(st) for s in sums)) for st in studies]  # a held-out row has one
         cells.append(fmt(min(s["min_margin"] for s in sums), sign=True))
         cards = [r.get("card") or {} for r in mine]
 
@@ -387,20 +393,25 @@ def report(results: dict) -> None:
             fmt(statistics.mean(r["seconds"] for r in mine), 0),
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    baseline_volumes = runs[0]["volumes"] if runs else []
-    for method, label in ((IDENTITY, "identity"), (BLUR, "blur")):
-        s = summarise(baseline_volumes, method)
-        print(
-            f"| {label} | "
-            + " | ".join(fmt(s["channel"].get(c)) for c in channels)
-            + f" | {fmt(s['mean'])} | "
-            + " | ".join(fmt(s["study"].get(st)) for st in studies)
-            + " | | | | | | |"
-        )
+    test_sets: dict[tuple[str, ...], str] = {}  # each distinct test set's baselines once (held-out rows have theirs)
+    for run in runs:
+        test_sets.setdefault(tuple(sorted({v["pair"] for v in run["volumes"]})), run["row"])
+    for first_row in test_sets.values():
+        volumes = next(r["volumes"] for r in runs if r["row"] == first_row)
+        where = f" ({first_row}'s test set)" if len(test_sets) > 1 else ""
+        for method, label in ((IDENTITY, "identity"), (BLUR, "blur")):
+            s = summarise(volumes, method)
+            print(
+                f"| {label}{where} | "
+                + " | ".join(fmt(s["channel"].get(c)) for c in channels)
+                + f" | {fmt(s['mean'])} | "
+                + " | ".join(fmt(s["study"].get(st)) for st in studies)
+                + " | | | | | | |"
+            )
     for name in results.get("ceiling_names", []):
         s = summarise(results["ceilings"], name)
         print(
-            f"| ceiling: {name} | "
+            f"| ceiling: {name}{' (default split)' if len(test_sets) > 1 else ''} | "
             + " | ".join(fmt(s["channel"].get(c)) for c in channels)
             + f" | {fmt(s['mean'])} | "
             + " | ".join(fmt(s["study"].get(st)) for st in studies)
@@ -440,8 +451,8 @@ def paired_table(results: dict, runs: list[dict], names: list[str], channels: li
             if a and b:
                 pairs.append((summarise(a[0]["volumes"]), summarise(b[0]["volumes"])))
         cells = [spread([x["mean"] - y["mean"] for x, y in pairs])]
-        cells += [spread([x["channel"][c] - y["channel"][c] for x, y in pairs]) for c in channels]
-        cells += [spread([x["study"][s] - y["study"][s] for x, y in pairs]) for s in studies]
+        cells += [spread([x["channel"][c] - y["channel"][c] for x, y in pairs if c in x["channel"]]) for c in channels]
+        cells += [spread([x["study"][s] - y["study"][s] for x, y in pairs if s in x["study"]]) for s in studies]
         print(f"| {name} | {reference} | " + " | ".join(cells) + " |")
 
 
