@@ -17,6 +17,26 @@ from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mac_unet_config(**updates: Any) -> Any:
+    """The ``mac`` environment's U-Net (``conf/base`` then ``conf/mac``, merged as Kedro merges them), with
+    ``updates``: the one place the benchmarks take the laptop network from, so it never drifts from the
+    configuration (``gain_offset`` and all)."""
+    import yaml
+
+    from fusemycell.training.config import TrainingConfig
+
+    def merged(base: dict, override: dict) -> dict:
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    base = yaml.safe_load((ROOT / "conf" / "base" / "parameters_training.yml").read_text())["training"]
+    mac = (yaml.safe_load((ROOT / "conf" / "mac" / "parameters.yml").read_text()) or {}).get("training", {})
+    return TrainingConfig.model_validate(merged(base, mac)).model.model_copy(update=updates)
 
 
 # -- files and the page cache -------------------------------------------------------------------

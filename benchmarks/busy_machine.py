@@ -71,14 +71,13 @@ def measure(policy: str, seconds: float, volume: tuple[int, int, int]) -> dict[s
     from fusemycell.inference.predictor import predict_whole_volume
     from fusemycell.inference.tiling import TileSettings
     from fusemycell.models.card import card_for
-    from fusemycell.models.config import UNetConfig
     from fusemycell.models.unet import UNet3D
     from fusemycell.training.config import LossWeights
     from fusemycell.training.losses import image_loss
 
     threads = set_threads(policy)
     torch.manual_seed(0)
-    config = UNetConfig(depth=3, base_channels=8, spacing_zyx=(1.0, 0.39, 0.39))
+    config = _measure.mac_unet_config(spacing_zyx=(1.0, 0.39, 0.39))
     layout = torch.channels_last_3d
     network = UNet3D(config).to(memory_format=layout)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)

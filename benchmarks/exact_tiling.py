@@ -66,10 +66,8 @@ MEMORY_METHODS = ("whole", "exact", "monai", "monai-large")
 
 
 def mac_config(normalization: str):  # noqa: ANN201 - imported lazily
-    """The ``mac`` U-Net's architecture (``conf/mac``: depth 3, 8 base channels) on the files' voxel size."""
-    from fusemycell.models.config import UNetConfig
-
-    return UNetConfig(depth=3, base_channels=8, normalization=normalization, spacing_zyx=SPACING_ZYX)
+    """The ``mac`` U-Net's architecture (``conf/mac``, :func:`_measure.mac_unet_config`) on the files' voxel size."""
+    return _measure.mac_unet_config(normalization=normalization, spacing_zyx=SPACING_ZYX)
 
 
 def make_model(normalization: str):  # noqa: ANN201 - torch is imported lazily

@@ -31,7 +31,6 @@ import time
 import _measure
 import torch
 
-from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.training.config import LossWeights
 from fusemycell.training.losses import image_loss
@@ -44,7 +43,7 @@ def measure(batch: int, accumulation: int, bf16: bool, channels_last: bool, seco
     """Patches and optimizer steps per minute of one option."""
     torch.manual_seed(0)
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-    network = UNet3D(UNetConfig(depth=3, base_channels=8, spacing_zyx=(1.0, 0.39, 0.39))).to(memory_format=layout)
+    network = UNet3D(_measure.mac_unet_config(spacing_zyx=(1.0, 0.39, 0.39))).to(memory_format=layout)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
     inputs = torch.rand(batch, 1, *PATCH).contiguous(memory_format=layout)
     targets, data_range = torch.rand(batch, 1, *PATCH), torch.full((batch,), 3.0)
