@@ -491,12 +491,6 @@ STEPS = (
         _check_preprocessing,
     ),
     Step(
-        "the screenshot's model",
-        "kedro run --env test --pipelines simulation,preprocessing,patching,training",
-        ("kedro run --env test --pipelines simulation,preprocessing,patching,training",),
-        _check_training,
-    ),
-    Step(
         "list parameters in --params",
         "kedro run --env test --params 'preprocessing.resample.enabled=true,"
         "preprocessing.resample.target_spacing_zyx=1x0.6x0.6,"
