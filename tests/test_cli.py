@@ -1,6 +1,7 @@
 """The project's commands: errors you can fix in a few lines, hints that lead there in one step, fusemycell predict."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -251,8 +252,14 @@ def test_outside_any_project_says_what_to_do_in_one_line(tmp_path):
     source = _stack(tmp_path / "data" / "stack.tif")
     result = _predict(tmp_path, str(source), str(tmp_path / "data" / "pred"))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "no fusemycell project" in result.output and "run fusemycell predict in the project folder" in result.output
+    assert result.output.startswith("Error: no model: pass --model a model file trained by fusemycell (e.g. --model ")
+    assert "pyproject" not in result.output and "[tool.kedro]" not in result.output
     assert "0.17" not in result.output and not (tmp_path / "data" / "pred").exists()
+    elsewhere = tmp_path / "model.pt"  # a model file outside any project: no project to keep the run's records
+    elsewhere.write_bytes(b"")
+    result = _predict(tmp_path, str(source), str(tmp_path / "data" / "pred"), "--model", str(elsewhere))
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"--model {elsewhere}: not in a fusemycell project folder" in result.output
     project = copy_project(tmp_path / "project")  # a fusemycell project: found from any folder below it
     (project / "data" / "06_models" / "sub").mkdir(parents=True)
     assert find_project(tmp_path, project / "data" / "06_models" / "sub") == project
@@ -352,3 +359,170 @@ def test_an_input_outside_the_training_domain_gets_one_line_in_each_mode(predict
         predict_project, "predict", str(inside), str(tmp_path / "ok"), "--model", str(narrow_model), "--env", "test"
     )
     assert result.returncode == 0 and "outside the training range" not in _output(result)
+
+
+# ------------------------------------------------------------------ fusemycell predict from any folder, as typed
+
+#: Without ``src/fusemycell/__main__.py`` silencing Kedro before importing it, the command's first line is
+#: Kedro's start-up record outside a project ("Using '.../rich_logging.yml' as logging configuration.").
+NEEDS_QUIET_START = pytest.mark.xfail(
+    strict=True,
+    reason="__main__.main must call fusemycell.run_messages.silence_known_notices() before importing Kedro",
+)
+#: A record as ``fusemycell predict`` prints it: ``12:03:04 INFO    message``.
+RECORD = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +(?P<message>.*)$")
+#: The messages of fusemycell's inference that a successful run shows (its own loggers'), one line each.
+OWN_MESSAGES = ("predicting ", "writing ")
+SUMMARY_LINE = re.compile(r"^(fusemycell predict finished:|  (predictions|inference report|MLflow run): +\S.*)$")
+
+
+def _command() -> list[str]:
+    """The ``fusemycell`` command of this environment, as a user types it (else ``python -m fusemycell``)."""
+    script = Path(sys.executable).parent / "fusemycell"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "fusemycell"]
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    # COLUMNS=80: what a console that is not a terminal (Rich's) wraps records at
+    return {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "80", **extra}
+
+
+def _typed(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``fusemycell ARGS`` typed in ``cwd`` (a folder outside any project)."""
+    return subprocess.run(
+        [*_command(), *args], cwd=cwd, env=_environment(**env), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _absolute_paths(text: str) -> list[str]:
+    """Every absolute path in ``text`` (one inside a ``sqlite:///`` URI too), as printed."""
+    text = text.replace("sqlite:///", " ")
+    found = re.findall(r"(?:^|[\s'\"(=])(/[^\s:;,()'\"\[\]]+)", text, flags=re.MULTILINE)
+    return [path.rstrip(".") for path in found]
+
+
+def _summary(lines: list[str]) -> dict[str, str]:
+    return {
+        label: value.strip()
+        for label, _, value in (line.strip().partition(":") for line in lines if line.startswith("  "))
+    }
+
+
+@NEEDS_QUIET_START
+@pytest.mark.slow
+def test_predict_from_another_folder_says_little_in_that_folders_paths(predict_project, tmp_path):
+    """From a folder outside the project, with --model: fusemycell's own lines only, a few, every path usable there."""
+    work = tmp_path / "work"
+    for index in range(3):
+        _stack(work / "views" / f"image_{index}_nucleus_angle.tif", seed=index)
+    model = predict_project / "data" / "06_models" / "fusemycell_unet.pt"
+    result = _typed(work, "predict", "views", "pred", "--model", str(model), "--env", "test")
+    output = _output(result)
+    assert result.returncode == 0, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(output.splitlines()) <= 20, output
+    # every line is fusemycell's: its inference's records or the closing summary (no Kedro, MLflow, PyTorch record)
+    records = [RECORD.match(line) for line in lines]
+    foreign = [
+        line
+        for line, record in zip(lines, records)
+        if not (record and record["message"].startswith(OWN_MESSAGES)) and not SUMMARY_LINE.match(line)
+    ]
+    assert foreign == [], output
+    assert sum(record is not None for record in records) >= 3, output  # a line per input, so a user sees it run
+    summary = _summary(lines)
+    assert summary["predictions"] == "pred", output  # relative to where the user stands
+    assert sorted(p.name for p in (work / "pred").iterdir()) == [f"image_{i}_nucleus_angle.tif" for i in range(3)]
+    report = Path(summary["inference report"])
+    assert report.is_absolute() and report.is_relative_to(predict_project) and report.is_file(), output
+    assert f"cd {predict_project} && kedro mlflow ui" in summary["MLflow run"]
+    paths = _absolute_paths(output)
+    assert str(work / "pred") in paths and str(report) in paths
+    assert [path for path in paths if not Path(path).exists()] == [], output
+    assert sorted(p.name for p in work.iterdir()) == ["pred", "views"]  # the run's records stay in the project
+
+
+def _typed_on_a_terminal(cwd: Path, *args: str, columns: int = 60, **env: str) -> tuple[int, str]:
+    """``fusemycell ARGS`` in ``cwd`` with a terminal ``columns`` wide as its output: exit status and the text
+    left on the screen."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    process = subprocess.Popen(
+        [*_command(), *args],
+        cwd=cwd,
+        env=_environment(COLUMNS=str(columns), **env),
+        stdin=side,
+        stdout=side,
+        stderr=side,
+    )
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    # what stays on the screen: a line's text after its last carriage return (progress bars redraw and clear
+    # their line, cutting their description to the width while they run)
+    screen = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    return process.wait(timeout=300), "\n".join(screen)
+
+
+@NEEDS_QUIET_START
+@pytest.mark.slow
+def test_on_a_narrow_terminal_no_path_breaks_mid_name(predict_project, tmp_path):
+    work = tmp_path / "a_folder_with_a_rather_long_name_for_a_sixty_column_terminal"
+    _stack(work / "image_4_membrane_angle.tif")
+    model = predict_project / "data" / "06_models" / "fusemycell_unet.pt"
+    args = ("predict", "image_4_membrane_angle.tif", "pred", "--model", str(model), "--env", "test")
+    # the log records, not the progress bars: a bar cuts its description to the width while it runs, then
+    # clears its line (with two bars at once, by moving the cursor: more than this test replays)
+    status, text = _typed_on_a_terminal(work, *args, FUSEMYCELL_PROGRESS="log")
+    assert status == 0, text
+    assert f"writing {work / 'pred'}: 1 file" in text, text  # longer than the terminal, on one line
+    paths = _absolute_paths(text)
+    assert str(model) in paths and [path for path in paths if not Path(path).exists()] == [], text
+
+
+@NEEDS_QUIET_START
+def test_without_a_model_outside_a_project_one_line_says_what_to_pass(tmp_path):
+    _stack(tmp_path / "stack.tif")
+    result = _typed(tmp_path, "predict", "stack.tif", "pred")
+    output = _output(result)
+    assert result.returncode == 1 and "Traceback" not in output
+    assert len(output.strip().splitlines()) == 1, output
+    assert output.startswith("Error: no model: pass --model a model file trained by fusemycell"), output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
+
+
+def test_the_traceback_on_request_for_the_command_lines_own_errors(tmp_path):
+    """A new user set FUSEMYCELL_TRACEBACK=1 and saw none: the errors of the command line itself had none."""
+    _stack(tmp_path / "stack.tif")
+    for args, error in ((("stack.tif", "pred"), "ProjectNotFound"), (("missing.tif", "pred"), "ClickException")):
+        result = _typed(tmp_path, "predict", *args, FUSEMYCELL_TRACEBACK="1")
+        assert result.returncode == 1
+        assert "Traceback (most recent call last)" in result.stderr and error in result.stderr, result.stderr
+        assert result.stderr.rstrip().splitlines()[-1].startswith("Error: ")  # the message still ends it
+        quiet = _typed(tmp_path, "predict", *args)
+        assert "Traceback" not in _output(quiet)
+
+
+@pytest.mark.slow
+def test_the_traceback_on_request_for_an_error_inside_the_run(predict_project, tmp_path):
+    fused = _stack(tmp_path / "image_2_nucleus_fused.tif")
+    model = predict_project / "data" / "06_models" / "fusemycell_unet.pt"
+    args = ("predict", str(fused), "pred", "--model", str(model), "--env", "test")
+    result = _typed(tmp_path, *args, FUSEMYCELL_TRACEBACK="true")
+    output = _output(result)
+    assert result.returncode == 1 and "Traceback" in output and "holds only fused volumes" in output, output
+    assert not (tmp_path / "pred").exists()

@@ -145,3 +145,54 @@ def test_kedros_errors_about_the_command_line_read_in_one_line():
     # anything else is not Kedro's usage error, even a ValueError
     assert kedro_usage_error(ValueError("could not convert string to float")) is None
     assert kedro_usage_error(KeyError("Failed to find the pipeline named 'x'")) is None
+
+
+def test_rich_handlers_become_one_line_records_on_a_terminal_too():
+    """Rich wraps a record at its console's width, breaking a path mid-name; the project's handler never does."""
+    import io
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from fusemycell.run_messages import OneLineHandler, one_line_records
+
+    logger = logging.getLogger("fusemycell.test.terminal")
+    logger.propagate = False
+    stream = io.StringIO()
+    rich = RichHandler(console=Console(file=stream, force_terminal=True, width=60))
+    logger.addHandler(rich)
+    try:
+        assert one_line_records(logger) == 1 and one_line_records(logger) == 0
+        (handler,) = logger.handlers
+        assert isinstance(handler, OneLineHandler) and handler.stream is stream
+        path = "/data/" + "a_rather_long_folder_name/" * 6 + "image_3_nucleus_angle.tif"
+        logger.warning("wrote %s", path)
+        (line,) = stream.getvalue().splitlines()
+        assert line.endswith(f"wrote {path}") and len(line) > 60
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def test_a_commands_logging_shows_its_own_records_only_and_is_put_back():
+    """fusemycell predict: fusemycell's records, one line each; Kedro's, MLflow's, PyTorch's stopped at their source."""
+    import io
+
+    from fusemycell.run_messages import THIRD_PARTY_LOGGERS, CommandLogging
+
+    root = logging.getLogger()
+    before_handlers, before_level = list(root.handlers), logging.getLogger("kedro").level
+    stream = io.StringIO()
+    with CommandLogging(quiet=["fusemycell.datasets.tiff_folder_dataset"], stream=stream):
+        assert all(logging.getLogger(name).level == logging.ERROR for name in THIRD_PARTY_LOGGERS)
+        for name in ("kedro.runner", "kedro_mlflow.framework.hooks", "mlflow.tracking", "torch.onnx", "alembic"):
+            logging.getLogger(name).warning("a notice of %s", name)
+        logging.getLogger("fusemycell.datasets.tiff_folder_dataset").info("wrote /out/a.tif")  # quiet: WARNING+
+        logging.getLogger("fusemycell.pipelines.inference.nodes").info("predicting 1 volume of /in/a.tif")
+        logging.getLogger("fusemycell.inference.apply").warning("a.tif: voxel size z 3.0 um is outside")
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "INFO    predicting 1 volume of /in/a.tif",
+        "WARNING a.tif: voxel size z 3.0 um is outside",
+    ]
+    assert root.handlers == before_handlers and logging.getLogger("kedro").level == before_level

@@ -3,16 +3,23 @@
 Kedro picks up the ``cli`` group of this module: its ``run`` replaces Kedro's own (same options)
 and ``predict`` is added next to it. A problem the user can fix (a misspelt parameter, a folder
 that would be overwritten, a missing model, a bad input file) prints the project's message and
-hint in a few lines and exits 1; set ``FUSEMYCELL_TRACEBACK=1`` for the full traceback. An
-unexpected error (a bug) always shows its traceback.
+hint in a few lines and exits 1; set ``FUSEMYCELL_TRACEBACK=1`` for the full traceback (of those
+errors and of the command line's own: a missing INPUT, no model). An unexpected error (a bug)
+always shows its traceback.
+
+``fusemycell predict`` may run from any folder: its output is fusemycell's own records, one line each
+(:class:`fusemycell.run_messages.CommandLogging`), and a closing summary whose paths are relative to
+the folder it was started in (when inside it) or absolute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,11 +40,16 @@ from fusemycell.datasets.folder_writer import missing_folders, remove_if_empty
 from fusemycell.datasets.volume_sources import not_a_volume
 from fusemycell.inference.folders import UnsafeOutputError, check_output_folder, is_file_output
 from fusemycell.io.naming import TIFF_SUFFIXES
-from fusemycell.run_messages import kedro_usage_error
+from fusemycell.run_messages import CommandLogging, kedro_usage_error
 
 #: Set to 1 to see the whole traceback of every error.
 TRACEBACK_VARIABLE = "FUSEMYCELL_TRACEBACK"
 _PACKAGE = Path(fusemycell.__file__).resolve().parent
+
+
+def traceback_requested() -> bool:
+    """``FUSEMYCELL_TRACEBACK`` is set to 1 (or true, yes, on)."""
+    return os.environ.get(TRACEBACK_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _raised_by_project(error: BaseException) -> bool:
@@ -123,7 +135,7 @@ def report_error(error: BaseException, command: str = "kedro run", words: Callab
     ``command``: the command the traceback hint repeats; ``words``: rewrites the message in that command's words.
     """
     usage = kedro_usage_error(error)
-    if os.environ.get(TRACEBACK_VARIABLE) == "1" or not (usage or is_user_error(error)):
+    if traceback_requested() or not (usage or is_user_error(error)):
         raise error
     message = usage or (words(str(error)) if words else str(error))
     click.secho(f"\nError: {message}", fg="red", err=True)
@@ -139,7 +151,11 @@ class _FriendlyCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except click.ClickException as error:  # the command line's own errors (a missing INPUT, no model)
+            if traceback_requested():
+                traceback.print_exception(error, file=sys.stderr)
             raise
         except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs
             report_error(error, self.command_line, type(self).words)
@@ -215,6 +231,76 @@ def find_project(*starts: Path | None) -> Path | None:
             if _kedro_package(folder) == _PACKAGE.name:
                 return folder
     return None
+
+
+#: Where training writes the model, in a project: what ``--model`` defaults to.
+DEFAULT_MODEL = Path("data") / "06_models" / "fusemycell_unet.pt"
+
+
+def _model_example() -> str:
+    """A model file to name in a message: the installed project's trained model when there is one."""
+    project = find_project(_PACKAGE)
+    if project is not None and (project / DEFAULT_MODEL).is_file():
+        return str(project / DEFAULT_MODEL)
+    return str(Path("path") / "to" / DEFAULT_MODEL)
+
+
+def no_project_message(here: Path, model: Path | None) -> str:
+    """What ``fusemycell predict`` says, in one line, when it finds no project to run in."""
+    if model is None:
+        return (
+            f"no model: pass --model a model file trained by fusemycell (e.g. --model {_model_example()}), "
+            "or run fusemycell predict in the fusemycell project folder"
+        )
+    return (
+        f"--model {model}: not in a fusemycell project folder; pass a model file inside one "
+        f"(e.g. --model {_model_example()}): the run keeps its records there"
+    )
+
+
+def _for_the_user(location: str, project: Path, here: Path) -> str:
+    """``location`` as printed by a run in ``project`` (relative to it, or absolute), for a user in ``here``:
+    relative to ``here`` when inside it, absolute otherwise."""
+    path = Path(os.path.abspath(project / Path(location).expanduser()))
+    return str(path.relative_to(here)) if path.is_relative_to(here) and path != here else str(path)
+
+
+#: The summary lines of a run's end (``fusemycell.hooks.summary``) that ``fusemycell predict`` shows; the
+#: first two hold a path.
+_PREDICT_SUMMARY = ("predictions", "inference report", "MLflow run")
+
+
+def predict_summary(printed: str, project: Path, here: Path) -> str:
+    """What a ``fusemycell predict`` run printed (``printed``: the memory table, then the run's summary),
+    for a user in ``here``: the summary's predictions, report and MLflow run, every path relative to
+    ``here`` or absolute, the MLflow browser to start in ``project``; the memory table (in the MLflow
+    run) left out. Anything else printed is kept as it was."""
+    kept: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", printed.strip()):
+        lines = paragraph.splitlines()
+        if not lines or lines[0].startswith("memory peaks"):
+            continue
+        if lines[0].strip() != "fusemycell run finished:":
+            kept.append(paragraph)
+            continue
+        summary = ["fusemycell predict finished:"]
+        for line in lines[1:]:
+            label, _, value = line.strip().partition(":")
+            value = value.strip()
+            if label not in _PREDICT_SUMMARY:
+                continue
+            if label != "MLflow run" and not value.startswith("not exported"):
+                value = _for_the_user(value, project, here)
+            value = value.replace(
+                "(browse: kedro mlflow ui)", f"(browse: cd {shlex.quote(str(project))} && kedro mlflow ui)"
+            )
+            summary.append(f"  {label + ':':<18}{value}")
+        kept.append("\n".join(summary))
+    return "\n\n".join(kept)
+
+
+#: Loggers ``fusemycell predict`` shows from WARNING only: a line per written file (the summary names them).
+PREDICT_QUIET_LOGGERS = ("fusemycell.datasets.tiff_folder_dataset",)
 
 
 def _is_uri(value: str) -> bool:
@@ -297,14 +383,10 @@ def predict(
     input_path, output = Path(os.path.abspath(input_path)), Path(os.path.abspath(output))
     model = Path(os.path.abspath(Path(model_uri).expanduser())) if model_uri and not _is_uri(model_uri) else None
     _check_arguments(input_path, output, model)
-    project = find_project(Path.cwd(), model.parent if model else None)
+    here = Path.cwd()
+    project = find_project(here, model.parent if model else None)
     if project is None:
-        raise ProjectNotFound(
-            f"no fusemycell project (a pyproject.toml with [tool.kedro]) in {Path.cwd()} or above"
-            + (f", nor above --model {model}" if model else "")
-            + ": run fusemycell predict in the project folder, or give --model a model file inside it "
-            "(e.g. --model PROJECT/data/06_models/fusemycell_unet.pt)"
-        )
+        raise ProjectNotFound(no_project_message(here, model))
     inference: dict[str, Any] = {"input_dir": str(input_path), "output_dir": str(output)}
     if model_uri:
         inference["model_uri"] = str(model) if model else model_uri
@@ -315,11 +397,13 @@ def predict(
     if outside_training:
         inference["outside_training"] = outside_training
     created = missing_folders(output.parent if is_file_output(output) else output)
-    here = Path.cwd()
     os.chdir(project)  # as 'kedro run': what the configuration places relative to the run (mlflow.db) is in the project
+    printed = io.StringIO()  # the run's memory table and summary, said again below in the user's folder
     try:
-        bootstrap_project(project)
+        bootstrap_project(project)  # (re)configures logging: before the command's own
         with (
+            CommandLogging(quiet=PREDICT_QUIET_LOGGERS),
+            contextlib.redirect_stdout(printed),
             KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session,
             _logged_in_predict_words(),
         ):
@@ -329,3 +413,4 @@ def predict(
         raise
     finally:
         os.chdir(here)
+    click.echo("\n" + predict_summary(printed.getvalue(), project, here))

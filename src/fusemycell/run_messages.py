@@ -1,9 +1,14 @@
 """What a run says: one line per log record off a terminal, other libraries' known notices silenced where
 they start, and MLflow run names.
 
-On a terminal a run logs through Kedro's Rich handler (``conf/logging.yml``). When the output goes to a
-file or a pipe, Rich would wrap records at 80 columns, breaking paths mid-word so that they cannot be
-copied: :func:`one_line_off_terminal` puts a :class:`OneLineHandler` in its place.
+``conf/logging.yml`` names Kedro's Rich handler (its allow-list admits no other class; it also installs
+Rich's tracebacks), but Rich wraps every record at the width of its console (80 columns off a
+terminal, and on one narrower than time, level, message and file:line together), breaking paths
+mid-name so that they cannot be copied: :func:`one_line_records` puts a :class:`OneLineHandler` in
+its place, on a terminal too.
+
+``fusemycell predict`` is for people who do not use Kedro: while it runs, :class:`CommandLogging`
+shows fusemycell's own records only, Kedro's, MLflow's and PyTorch's loggers being set to ERROR.
 
 A main job printed 282 lines, most of them notices a user can do nothing about (MLflow's type
 hints and CloudPickle notes about kedro-mlflow's wrapper, PyTorch's ONNX constant folding, MLflow's
@@ -18,8 +23,10 @@ training+evaluation (env mac)``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -48,6 +55,8 @@ KNOWN_LOG_RECORDS = (
     # MLflow the first time a project's mlflow.db is used (its own handler, before Kedro's logging applies)
     ("mlflow.store.db.utils", "Creating initial MLflow database tables"),
     ("mlflow.store.db.utils", "Updating database tables"),
+    # Kedro when it is imported outside a project (``fusemycell predict`` elsewhere), if this runs first
+    ("kedro.framework.project", "as logging configuration"),
 )
 
 
@@ -83,8 +92,11 @@ class OneLineHandler(logging.StreamHandler):
     """One plain line per record, ``12:03:04 INFO    message``: never wrapped, whatever the width.
 
     A record with an exception gets its last line (``ValueError: ...``) appended: the command prints
-    the error itself, and ``FUSEMYCELL_TRACEBACK=1`` the whole traceback.
+    the error itself, and ``FUSEMYCELL_TRACEBACK=1`` the whole traceback. On a terminal the level of
+    a warning or an error is coloured.
     """
+
+    COLOURS = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -92,12 +104,25 @@ class OneLineHandler(logging.StreamHandler):
             error = record.exc_info[1]
             message += f" ({type(error).__name__}: {error})"
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        return f"{stamp} {record.levelname:<7} {one_line(message)}"
+        level = f"{record.levelname:<7}"
+        colour = self.COLOURS.get(record.levelname)
+        if colour and _is_terminal(self.stream):
+            import click
+
+            level = click.style(level, fg=colour)
+        return f"{stamp} {level} {one_line(message)}"
 
 
-def one_line_off_terminal(logger: logging.Logger | None = None) -> int:
-    r"""Replace ``logger``'s (default: the root's) Rich handlers that do not write to a terminal by
-    :class:`OneLineHandler`\ s on the same stream, with the same level and filters; idempotent.
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def one_line_records(logger: logging.Logger | None = None) -> int:
+    r"""Replace ``logger``'s (default: the root's) Rich handlers by :class:`OneLineHandler`\ s on the same
+    stream, with the same level and filters; idempotent.
 
     ``conf/logging.yml`` may name only ``logging`` and ``kedro.logging`` classes (Kedro's allow-list),
     so the choice is made here, once the configuration is applied. Returns how many were replaced.
@@ -107,7 +132,7 @@ def one_line_off_terminal(logger: logging.Logger | None = None) -> int:
     target = logger or logging.getLogger()
     replaced = 0
     for handler in list(target.handlers):
-        if not isinstance(handler, RichHandler) or handler.console.is_terminal:
+        if not isinstance(handler, RichHandler):
             continue
         plain = OneLineHandler(handler.console.file)
         plain.setLevel(handler.level)
@@ -117,6 +142,93 @@ def one_line_off_terminal(logger: logging.Logger | None = None) -> int:
         target.addHandler(plain)
         replaced += 1
     return replaced
+
+
+#: The libraries a command runs on whose loggers :class:`CommandLogging` sets to ERROR (their records
+#: never reach its output in any case; the level stops them at their source, their own handlers too).
+THIRD_PARTY_LOGGERS = (
+    "kedro",
+    "kedro_mlflow",
+    "kedro_viz",
+    "kedro_datasets",
+    "mlflow",
+    "alembic",
+    "torch",
+    "onnxruntime",
+    "onnxscript",
+    "py.warnings",
+    "urllib3",
+    "matplotlib",
+    "PIL",
+    "numcodecs",
+    "zarr",
+    "fsspec",
+    "git",
+)
+#: Libraries that configure their loggers when first imported (a level set before would be undone).
+_CONFIGURE_ON_IMPORT = ("mlflow", "kedro_mlflow")
+
+
+class _OwnRecords(logging.Filter):
+    """Passes the records of one package's loggers (``fusemycell``, ``fusemycell.io``, ...) only."""
+
+    def __init__(self, package: str) -> None:
+        super().__init__()
+        self.package = package
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == self.package or record.name.startswith(self.package + ".")
+
+
+class CommandLogging:
+    """What a command for people who do not use Kedro logs while it runs (a context manager).
+
+    Inside the block the root logger has one handler, a :class:`OneLineHandler` on ``stream``
+    (default: standard error) that passes ``package``'s records only, from INFO (the loggers in
+    ``quiet`` from WARNING); the loggers of :data:`THIRD_PARTY_LOGGERS` are set to ERROR. Everything
+    is put back as it was when the block ends.
+    """
+
+    def __init__(self, package: str = "fusemycell", *, quiet: Iterable[str] = (), stream: Any = None) -> None:
+        self.package, self.quiet, self.stream = package, tuple(quiet), stream
+        self.handler: OneLineHandler | None = None
+        self._saved_handlers: list[logging.Handler] = []
+        self._saved_levels: dict[str, int] = {}
+
+    def _set_level(self, name: str, level: int) -> None:
+        logger = logging.getLogger(name)
+        self._saved_levels.setdefault(name, logger.level)
+        logger.setLevel(level)
+
+    def __enter__(self) -> CommandLogging:
+        import importlib
+
+        for name in _CONFIGURE_ON_IMPORT:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        root = logging.getLogger()
+        self._saved_handlers = list(root.handlers)
+        for handler in self._saved_handlers:
+            root.removeHandler(handler)
+        self.handler = OneLineHandler(self.stream if self.stream is not None else sys.stderr)
+        self.handler.addFilter(_OwnRecords(self.package))
+        root.addHandler(self.handler)
+        for name in THIRD_PARTY_LOGGERS:
+            self._set_level(name, logging.ERROR)
+        self._set_level(self.package, logging.INFO)
+        for name in self.quiet:
+            self._set_level(name, logging.WARNING)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        if self.handler is not None:
+            root.removeHandler(self.handler)
+        for handler in self._saved_handlers:
+            root.addHandler(handler)
+        for name, level in self._saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._saved_handlers, self._saved_levels, self.handler = [], {}, None
 
 
 class _DropMessages(logging.Filter):
@@ -140,7 +252,7 @@ def silence_known_notices() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in target.filters):
             target.addFilter(_DropMessages(parts))
-    one_line_off_terminal()
+    one_line_records()
     # MLflow's tqdm bars when it copies artifacts between local folders (and tqdm's "IProgress not
     # found" in a notebook without ipywidgets); a user who wants them sets the variable to true
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
