@@ -17,6 +17,44 @@ from tests.training.conftest import train_tiny_model  # noqa: E402
 SPACING_ZYX = (1.0, 0.39, 0.39)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _never_the_users_napari_settings(tmp_path_factory):
+    """Before any fixture of a wider scope uses the plugin (its first use writes napari's settings): a throw-away
+    settings object for the whole session, saved in a folder of its own."""
+    from napari import settings
+    from napari.settings import NapariSettings
+
+    path = tmp_path_factory.mktemp("napari_settings") / "settings.yaml"
+    saved, saved_variable = settings._SETTINGS, os.environ.get("NAPARI_CONFIG")
+    settings._SETTINGS = NapariSettings(config_path=path)
+    os.environ["NAPARI_CONFIG"] = str(path)
+    yield
+    settings._SETTINGS = saved
+    if saved_variable is None:
+        os.environ.pop("NAPARI_CONFIG", None)
+    else:
+        os.environ["NAPARI_CONFIG"] = saved_variable
+
+
+@pytest.fixture(autouse=True)
+def napari_settings(tmp_path, monkeypatch):
+    """napari's settings during a test: a throw-away object saved to a file of the test's own, never the user's
+    (the plugin's first use writes a reader preference); processes the test starts use the same file
+    (``NAPARI_CONFIG``). The plugin's first use is yet to come."""
+    from napari import settings
+    from napari.settings import NapariSettings
+
+    from fusemycell.napari.preferences import forget_first_use
+
+    path = tmp_path / "napari_settings.yaml"
+    throw_away = NapariSettings(config_path=path)
+    monkeypatch.setattr(settings, "_SETTINGS", throw_away)
+    monkeypatch.setenv("NAPARI_CONFIG", str(path))
+    forget_first_use()
+    yield throw_away
+    forget_first_use()
+
+
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory):
     """A tiny U-Net trained for two epochs, saved as the main job saves it: ``fusemycell_unet.pt`` and ``.onnx``."""

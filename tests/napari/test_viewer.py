@@ -56,11 +56,12 @@ def test_napari_predicts_the_sample_in_its_window_and_the_screenshot_shows_it(tm
     )
     assert done.returncode == 0, done.stderr[-3000:]
     viewer = json.loads(layers_json.read_text())
-    assert viewer["status"].startswith("image_100_nucleus_angle prediction: done in")
+    assert viewer["status"].startswith("image_100_nucleus_angle fused (predicted): done in")
     layers = viewer["layers"]
-    assert set(layers) == {"image_100_nucleus_angle", "image_100_nucleus_fused", "image_100_nucleus_angle prediction"}
+    predicted = "image_100_nucleus_angle fused (predicted)"
+    assert set(layers) == {"image_100_nucleus_angle", "image_100_nucleus_fused", predicted}
     assert all(layer["scale"] == list(SPACING_ZYX) and layer["shape"] == [56, 128, 128] for layer in layers.values())
-    assert layers["image_100_nucleus_angle prediction"]["dtype"] == "uint16"
+    assert layers[predicted]["dtype"] == "uint16"
     picture = np.asarray(Image.open(out).convert("L"), dtype=float)
     assert picture.shape[1] > 1000  # the whole window: the dock widget and the canvas
     # the canvas (right of the dock areas) shows three volumes side by side: three bright columns

@@ -51,11 +51,13 @@ def test_the_prediction_is_added_on_the_inputs_grid_with_progress_in_tiles(qtbot
     values = []
     widget.progress_bar.valueChanged.connect(values.append)
     _predict(qtbot, widget)
-    assert widget.status.text().startswith("image_100_nucleus_angle prediction: done in")
+    assert widget.status.text().startswith("image_100_nucleus_angle fused (predicted): done in")
     angle = viewer.layers["image_100_nucleus_angle"]
-    prediction = viewer.layers["image_100_nucleus_angle prediction"]
+    prediction = viewer.layers["image_100_nucleus_angle fused (predicted)"]  # named as a prediction, not an input
     assert tuple(prediction.scale) == tuple(angle.scale) == SPACING_ZYX
-    assert prediction.metadata["fusemycell"]["kind"] == "prediction"
+    info = prediction.metadata["fusemycell"]
+    assert info["kind"] == "prediction" and info["input"] == "image_100_nucleus_angle"
+    assert info["model"] == str(model_file) and info["backend"] == "torch"  # the model that made it
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), tta=True)
     expected = predict_in_memory(np.asarray(angle.data), load_model(model_file), settings, spacing_zyx=SPACING_ZYX)
     assert prediction.data.dtype == np.uint16 and np.array_equal(prediction.data, expected)
@@ -139,9 +141,10 @@ def test_a_layer_outside_the_training_domain_shows_the_line(qtbot, widget, viewe
     angle.metadata.pop("fusemycell", None)  # the voxel size is the layer's scale
     _predict(qtbot, widget)
     text = widget.status.text()
-    assert text.startswith("warning: image_100_nucleus_angle prediction: done in"), text
+    assert text.startswith("warning: image_100_nucleus_angle fused (predicted): done in"), text
     assert "image_100_nucleus_angle: voxel size z 3.0 um is outside the training range 1.0 um" in text
-    prediction = viewer.layers["image_100_nucleus_angle prediction"]
+    prediction = viewer.layers["image_100_nucleus_angle fused (predicted)"]
+    assert prediction.metadata["fusemycell"]["model"] == str(narrow_model_file)
     assert "voxel size z 3.0 um" in prediction.metadata["fusemycell"]["outside_training"]
     widget.outside_combo.setCurrentText("refuse")
     _predict(qtbot, widget)

@@ -48,6 +48,11 @@ def volume_name(source: str | Path) -> str:
     return volume_stem(Path(str(source).rstrip("/")).name)
 
 
+def prediction_name(name: str) -> str:
+    """The layer name of the prediction of layer ``name``: ``image_3_nucleus_angle fused (predicted)``."""
+    return f"{name} fused (predicted)"
+
+
 def channel_and_kind(name: str, metadata: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
     """``(channel, kind)`` from a FuseMyCell name (``nucleus``, ``angle``), else the file's ``channel`` metadata."""
     try:

@@ -54,6 +54,15 @@ class PredictionOptions:
     project_dir: Path = field(default_factory=Path.cwd)
     """Where a relative model path is looked for."""
 
+    def model_location(self) -> str:
+        """:attr:`model` as it is loaded: an MLflow URI as given, a file as an absolute path (a relative one
+        is in :attr:`project_dir`)."""
+        location = self.model.strip()
+        if not location or is_artifact_uri(location):
+            return location
+        path = Path(location).expanduser()
+        return str(path if path.is_absolute() else (self.project_dir / path).absolute())
+
     def settings(self) -> InferenceSettings:
         """The inference settings of these options (the project's defaults for the rest)."""
         return InferenceSettings(
@@ -124,8 +133,7 @@ def load_for_prediction(options: PredictionOptions, scratch: str | Path) -> tupl
         model = load_model(fetch_artifact(location, Path(scratch) / "model"))
         onnx = fetch_artifact(onnx_sibling(location), Path(scratch) / "onnx") if options.backend == "onnx" else None
         return model, onnx
-    path = Path(location).expanduser()
-    path = path if path.is_absolute() else options.project_dir / path
+    path = Path(options.model_location())
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no model file there; train one ('kedro run' in the project folder) or choose a model file"

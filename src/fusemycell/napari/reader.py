@@ -5,6 +5,10 @@ napari asks for the planes it shows and only those are read. A file named like t
 (``image_3_nucleus_angle.tif``) is always taken, so a damaged one gets the project's error naming
 it; another TIFF only when its header describes a 3D volume (napari's own reader then keeps 2D
 images and RGB pictures).
+
+Its first call in a process (npe2 makes it while napari looks for the readers of a file) makes this
+reader napari's preference for FuseMyCell names (:mod:`fusemycell.napari.preferences`): without it,
+napari would ask which of two readers to use, and its own gives no voxel size.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from fusemycell.io.naming import TIFF_SUFFIXES, is_ome_zarr
 from fusemycell.io.pairs import PairingError, parse_filename
 from fusemycell.io.volume import VolumeFormatError
 from fusemycell.napari.layers import LayerData, volume_layer, volume_name
+from fusemycell.napari.preferences import on_first_use
 
 
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
     """napari's reader hook: :func:`read_layers` when every path is a volume this project reads, else None."""
+    on_first_use()
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or not all(_accepts(str(p)) for p in paths):
         return None

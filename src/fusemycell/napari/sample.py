@@ -10,6 +10,7 @@ a CPU. The layers are named as the challenge's files would be (``image_100_nucle
 from __future__ import annotations
 
 from fusemycell.napari.layers import LayerData, volume_layer
+from fusemycell.napari.preferences import on_first_use
 from fusemycell.simulation import SimulationConfig, VolumeSpec, simulate_pair
 
 #: The sample's grid: the embedded default's study "a" (``conf/base/parameters_simulation.yml``).
@@ -21,6 +22,7 @@ SAMPLE_SPACING_ZYX = (1.0, 0.39, 0.39)
 
 def simulated_pair(channel: str, shape_zyx: tuple[int, int, int] = SAMPLE_SHAPE_ZYX) -> list[LayerData]:
     """The single view (``angle``) and its fusion (``fused``) of one simulated acquisition of ``channel``."""
+    on_first_use()  # the plugin's first use may be its sample: the files a user opens next keep their voxel size
     spec = VolumeSpec(
         image_id=SAMPLE_IMAGE_ID, channel=channel, study="a", shape_zyx=shape_zyx, spacing_zyx=SAMPLE_SPACING_ZYX
     )

@@ -2,7 +2,9 @@
 
 The prediction runs in a napari ``thread_worker`` (the viewer stays responsive), with a progress
 bar counting tiles and a Cancel button that stops it after the current batch of tiles. The result
-is added as an image layer on the input's grid (same ``scale`` and ``translate``). Every problem
+is added as an image layer on the input's grid (same ``scale`` and ``translate``), named as a
+prediction (``image_3_nucleus_angle fused (predicted)``: :func:`~fusemycell.napari.layers.prediction_name`)
+with the model that made it in its metadata (``metadata["fusemycell"]["model"]``). Every problem
 (no model file, a 2D layer, a cancelled run, a bug) is shown in the widget's status line, never
 as a traceback in the viewer; unexpected errors also go to the log with their traceback.
 """
@@ -34,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from fusemycell.inference.outside import DomainCheck
-from fusemycell.napari.layers import contrast_limits
+from fusemycell.napari.layers import contrast_limits, prediction_name
 from fusemycell.napari.prediction import (
     PredictionCancelled,
     PredictionOptions,
@@ -43,6 +45,7 @@ from fusemycell.napari.prediction import (
     predict_volume,
     project_folder,
 )
+from fusemycell.napari.preferences import on_first_use
 from fusemycell.parameters import DEFAULT_MODEL
 from fusemycell.progress import ProgressUpdate
 
@@ -92,6 +95,7 @@ class PredictWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        on_first_use()  # the plugin's first use may be its widget: FuseMyCell files opened next keep their voxel size
         self.viewer = napari_viewer
         self.project_dir = project_folder()
         self.worker: Any = None
@@ -280,13 +284,13 @@ class PredictWidget(QWidget):
     def _add_prediction(self, layer: Image, options: PredictionOptions, result: Any) -> None:
         prediction, limits, seconds, check = result
         info = dict(layer.metadata.get("fusemycell") or {})
-        info.update(kind="prediction", model=options.model, input=layer.name)
+        info.update(kind="prediction", model=options.model_location(), backend=options.backend, input=layer.name)
         outside = check is not None and check.outside
         if outside:
             info["outside_training"] = check.line()
         added = self.viewer.add_image(
             prediction,
-            name=f"{layer.name} prediction",
+            name=prediction_name(layer.name),
             scale=tuple(layer.scale),
             translate=tuple(layer.translate),
             units=tuple(str(u) for u in layer.units),
