@@ -526,3 +526,25 @@ def test_the_traceback_on_request_for_an_error_inside_the_run(predict_project, t
     output = _output(result)
     assert result.returncode == 1 and "Traceback" in output and "holds only fused volumes" in output, output
     assert not (tmp_path / "pred").exists()
+
+
+def test_the_runs_summary_is_said_again_for_the_folder_the_user_is_in(tmp_path):
+    """What the run printed (in the project: the memory table, then its summary), as fusemycell predict prints it."""
+    from fusemycell.cli import predict_summary
+
+    project, here = tmp_path / "project", tmp_path / "work"
+    printed = (
+        "\nmemory peaks (each node's run and the save of its outputs):\n  node  RSS MB\n  inference.plan  530\n"
+        "\nfusemycell run finished:\n"
+        f"  predictions:          {here / 'pred'}\n"
+        "  inference report:     data/08_reporting/inference/pred-e7fdafa2.json\n"
+        f"  MLflow run:           abc in sqlite:///{project}/mlflow.db  (browse: kedro mlflow ui)\n"
+        "  lineage graph:        kedro viz run\n"
+    )
+    assert predict_summary(printed, project, here).splitlines() == [
+        "fusemycell predict finished:",
+        "  predictions:      pred",  # inside the user's folder: relative to it
+        f"  inference report: {project / 'data/08_reporting/inference/pred-e7fdafa2.json'}",  # outside: absolute
+        f"  MLflow run:       abc in sqlite:///{project}/mlflow.db  (browse: cd {project} && kedro mlflow ui)",
+    ]
+    assert predict_summary("a line of a library\n", project, here) == "a line of a library"  # kept as it was
