@@ -363,12 +363,6 @@ def test_an_input_outside_the_training_domain_gets_one_line_in_each_mode(predict
 
 # ------------------------------------------------------------------ fusemycell predict from any folder, as typed
 
-#: Without ``src/fusemycell/__main__.py`` silencing Kedro before importing it, the command's first line is
-#: Kedro's start-up record outside a project ("Using '.../rich_logging.yml' as logging configuration.").
-NEEDS_QUIET_START = pytest.mark.xfail(
-    strict=True,
-    reason="__main__.main must call fusemycell.run_messages.silence_known_notices() before importing Kedro",
-)
 #: A record as ``fusemycell predict`` prints it: ``12:03:04 INFO    message``.
 RECORD = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +(?P<message>.*)$")
 #: The messages of fusemycell's inference that a successful run shows (its own loggers'), one line each.
@@ -408,7 +402,6 @@ def _summary(lines: list[str]) -> dict[str, str]:
     }
 
 
-@NEEDS_QUIET_START
 @pytest.mark.slow
 def test_predict_from_another_folder_says_little_in_that_folders_paths(predict_project, tmp_path):
     """From a folder outside the project, with --model: fusemycell's own lines only, a few, every path usable there."""
@@ -478,7 +471,6 @@ def _typed_on_a_terminal(cwd: Path, *args: str, columns: int = 60, **env: str) -
     return process.wait(timeout=300), "\n".join(screen)
 
 
-@NEEDS_QUIET_START
 @pytest.mark.slow
 def test_on_a_narrow_terminal_no_path_breaks_mid_name(predict_project, tmp_path):
     work = tmp_path / "a_folder_with_a_rather_long_name_for_a_sixty_column_terminal"
@@ -494,7 +486,6 @@ def test_on_a_narrow_terminal_no_path_breaks_mid_name(predict_project, tmp_path)
     assert str(model) in paths and [path for path in paths if not Path(path).exists()] == [], text
 
 
-@NEEDS_QUIET_START
 def test_without_a_model_outside_a_project_one_line_says_what_to_pass(tmp_path):
     _stack(tmp_path / "stack.tif")
     result = _typed(tmp_path, "predict", "stack.tif", "pred")

@@ -714,7 +714,6 @@ def test_the_command_runs_as_the_docs_say(step: Step, doc_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="fusemycell run --help is Kedro's help: issue 30 item 4")
 def test_fusemycell_run_help_names_the_pipelines_raw_dir_and_the_environments():
     result = subprocess.run(
         [str(Path(sys.executable).parent / "fusemycell"), "run", "--help"],

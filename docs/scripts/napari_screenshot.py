@@ -68,6 +68,8 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from fusemycell.napari.layers import prediction_name
+
     _register_plugin()
     viewer = napari.Viewer(title="fusemycell: Predict fused view", show=True)
     width, height = (int(v) for v in arguments.size.split("x"))
@@ -87,7 +89,11 @@ def main() -> None:
         sys.exit(f"the prediction did not finish: {widget.status.text()}")
 
     stem = f"image_100_{arguments.channel}"
-    order = [f"{stem}_angle", f"{stem}_angle prediction", f"{stem}_fused"]  # the grid fills from the list's bottom
+    order = [
+        f"{stem}_angle",
+        prediction_name(f"{stem}_angle"),
+        f"{stem}_fused",
+    ]  # the grid fills from the list's bottom
     for index, name in enumerate(order):
         viewer.layers.move(viewer.layers.index(name), index)
         viewer.layers[name].visible = True

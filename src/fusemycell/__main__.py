@@ -3,7 +3,12 @@
 from pathlib import Path
 from typing import Any
 
-from kedro.framework.project import configure_project
+from fusemycell.run_messages import silence_known_notices
+
+# before Kedro is imported: outside a project it logs which logging configuration it took
+silence_known_notices()
+
+from kedro.framework.project import configure_project  # noqa: E402
 
 
 def main(*args, **kwargs) -> Any:

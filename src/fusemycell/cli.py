@@ -166,6 +166,30 @@ class _PredictCommand(_FriendlyCommand):
     words = staticmethod(in_predict_words)
 
 
+#: What ``fusemycell run --help`` says before Kedro's own words (``tests/test_doc_commands.py`` checks it names
+#: every pipeline of :data:`fusemycell.pipeline_registry.PIPELINE_ORDER`).
+RUN_HELP = """Run the project's pipelines, as `kedro run` does (the same options below).
+
+\b
+Pipelines (--pipelines, in data-flow order): simulation, preprocessing, patching,
+  training, evaluation (the main job, run by default, simulation to evaluation),
+  and inference (on its own, on the folder you name).
+Environments (--env): mac (a laptop or any CPU: a small network, a 5-minute
+  training budget), cloud (CUDA GPUs, one worker per GPU), test (tiny data,
+  seconds). Without --env the base settings alone (hours on a laptop).
+Your own data: --params raw_dir=data/01_raw/NAME (image_N_nucleus|membrane_
+  angle|fused.tif; at least 3 pairs); its artefacts go to folders of its own.
+
+\b
+Examples:
+  fusemycell run --env mac
+  fusemycell run --pipelines training --env mac
+  fusemycell run --pipelines preprocessing,patching,training,evaluation \\
+      --env mac --params raw_dir=data/01_raw/fusemycell
+
+Errors you can fix print in a few lines; FUSEMYCELL_TRACEBACK=1 shows all."""
+
+
 @click.group(name="fusemycell")
 def cli() -> None:
     """fusemycell: predict the fused light-sheet volume from a single view."""
@@ -175,7 +199,7 @@ run = _FriendlyCommand(
     name="run",
     params=list(kedro_run.params),
     callback=kedro_run.callback,
-    help=(kedro_run.help or "") + "\n\nErrors you can fix print in a few lines; FUSEMYCELL_TRACEBACK=1 shows all.",
+    help=RUN_HELP + "\n\n" + (kedro_run.help or ""),
     short_help="Run the pipelines (the main job by default).",
 )
 cli.add_command(run)
