@@ -44,6 +44,8 @@ def test_target_spacing_takes_the_thin_planes_of_anisotropic_light_sheet_data():
     spacings = [(1.0, 0.39, 0.39)] * 4 + [(2.0, 0.39, 0.39)] * 4 + [(3.0, 0.39, 0.39)] * 4
     assert target_spacing(spacings) == (1.0, 0.39, 0.39)
     assert target_spacing([(3.0, 0.33, 0.33)]) == (3.0, 0.33, 0.33)  # one study: its own grid, nothing resampled
+    # few volumes: a voxel size the data has, not one between two studies (np.percentile would give 1.4)
+    assert target_spacing([(1.0, 0.39, 0.39), (3.0, 0.39, 0.39), (3.0, 0.39, 0.39)])[0] == 1.0
 
 
 @pytest.mark.parametrize("spacings", [[], [(0.0, 1.0, 1.0)], [(float("nan"), 1.0, 1.0)]])

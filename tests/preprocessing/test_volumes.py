@@ -143,10 +143,9 @@ def test_resample_auto_chooses_the_target_from_the_training_volumes_alone(make_v
     training = ["image_0_nucleus", "image_1_nucleus"]  # the 3 um pair is held out
     volumes, records = plan_volumes(listing, scans, list(listing), config, training)
     targets = {(r["resample_target_z_um"], r["resample_target_y_um"], r["resample_target_x_um"]) for r in records}
-    assert targets == {(1.1, 0.4, 0.4)}  # the 10th percentile of 1 and 2 um planes (anisotropic), never the test's 3
-    assert volumes["image_2_nucleus_angle"].data.shape[0] == round(10 * 3.0 / 1.1)  # thick planes interpolated
-    every = {r["resample_target_z_um"] for r in plan_volumes(listing, scans, list(listing), config)[1]}
-    assert every == {1.2}  # with the held-out volume counted, the target would move
+    assert targets == {(1.0, 0.4, 0.4)}  # the 10th percentile of 1 and 2 um planes (anisotropic), not the test's 3
+    assert volumes["image_2_nucleus_angle"].data.shape[0] == 30  # thick planes interpolated: 10 planes of 3 um
+    assert volumes["image_0_nucleus_angle"].data.shape[0] == 10  # already on the target: as acquired
 
 
 def test_resample_off_and_auto_on_one_study_keep_the_acquisition_grid(make_volume):
@@ -172,14 +171,16 @@ def test_resample_off_and_auto_on_one_study_keep_the_acquisition_grid(make_volum
         )
 
 
-@pytest.mark.parametrize(
-    ("resample", "words"),
-    [({"enabled": True}, "needs target_spacing_zyx"), ({"enabled": "auto", "target_spacing_zyx": [1, 1, 1]}, "remove")],
-)
-def test_resample_settings_that_contradict_each_other_are_refused(resample, words):
+def test_resample_needs_a_target_when_enabled_and_takes_a_given_one_with_auto(make_volume):
     from pydantic import ValidationError
 
     from fusemycell.preprocessing.config import PreprocessingConfig
+    from fusemycell.preprocessing.volumes import resample_target
 
-    with pytest.raises(ValidationError, match=words):
-        PreprocessingConfig(resample=resample)
+    with pytest.raises(ValidationError, match="needs target_spacing_zyx"):
+        PreprocessingConfig(resample={"enabled": True})
+    listing, scans = _scanned_pairs(make_volume, [1.0, 2.0])
+    given = PreprocessingConfig(resample={"enabled": "auto", "target_spacing_zyx": [1.5, 0.5, 0.5]})
+    assert resample_target(scans, list(listing), given) == (1.5, 0.5, 0.5)  # the user's target, not the rule's
+    assert resample_target(scans, list(listing), PreprocessingConfig()) == (1.0, 0.4, 0.4)  # auto is the default
+    assert resample_target(scans, list(listing), PreprocessingConfig(resample={"enabled": False})) is None

@@ -122,7 +122,18 @@ def test_a_file_fusemycell_did_not_write_is_never_replaced_unless_overwrite(tmp_
 def test_raw_dir_reaches_the_catalog_and_the_nodes(evaluated_project):
     mine = _angles(evaluated_project, evaluated_project / "mine_only_raw_dir", "image_3_membrane_angle.tif")
     out = evaluated_project / "out_raw_dir"
-    run_session(evaluated_project, ["inference"], raw_dir=str(mine), inference={**INFERENCE, "output_dir": str(out)})
+    # raw_dir names another dataset: its own model by default (fusemycell.workspace), none trained yet
+    with pytest.raises(MissingInputError, match=r"inference_model .*06_models/mine_only_raw_dir-\w+/fusemycell_unet"):
+        run_session(
+            evaluated_project, ["inference"], raw_dir=str(mine), inference={**INFERENCE, "output_dir": str(out)}
+        )
+    demo_model = {"model_uri": "data/06_models/fusemycell_unet.pt"}
+    run_session(
+        evaluated_project,
+        ["inference"],
+        raw_dir=str(mine),
+        inference={**INFERENCE, "output_dir": str(out), **demo_model},
+    )
     assert sorted(p.name for p in out.glob("*.tif")) == ["image_3_membrane_angle.tif"]  # not the synthetic folder
     report = inference_report(evaluated_project, out)
     assert report["input"] == str(mine.resolve()) and report["model"].endswith("fusemycell_unet.pt")
@@ -241,8 +252,20 @@ def test_evaluation_of_other_files_with_the_same_names_fails_naming_the_folder(e
         save_volume(path, Volume(volume.data[::-1].copy(), volume.spacing_zyx, volume.metadata))
     reports = evaluated_project / "data" / "08_reporting" / "evaluation"
     before = (reports / "per_volume.csv").read_bytes()
-    with pytest.raises(SplitMismatchError, match=f"made from {_raw(evaluated_project)}.*hold other voxels.*raw_dir"):
+    # another folder is another dataset: its artefacts are its own, so there is no split of it to score with
+    with pytest.raises(MissingInputError, match=r"volume_split .*same_names_other_voxels-\w+/split.csv.*raw_dir="):
         run_session(evaluated_project, ["evaluation"], raw_dir=str(impostor))
+    # the same folder with other files in it since the split: named, never scored
+    raw = _raw(evaluated_project)
+    kept = {path: path.read_bytes() for path in raw.glob("*.tif")}
+    try:
+        for path in kept:
+            shutil.copy(impostor / path.name, path)
+        with pytest.raises(SplitMismatchError, match=f"made from {raw}.*hold other voxels.*raw_dir"):
+            run_session(evaluated_project, ["evaluation"])
+    finally:
+        for path, content in kept.items():
+            path.write_bytes(content)
     assert (reports / "per_volume.csv").read_bytes() == before
 
 

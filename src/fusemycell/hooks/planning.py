@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,14 @@ class RunPlanningHooks:
         parameters, paths = self.parameters.parameters, self.parameters.paths
         if parameters is None or paths is None:
             return
+        pairs_logger = logging.getLogger("fusemycell.io.pairs")
+        level, pairs_logger.level = pairs_logger.level, logging.ERROR  # the run's own listing says what it ignores
         try:
             listing = catalog.load("raw_pairs")
         except Exception:  # noqa: BLE001 - a missing or empty folder is reported by the run itself, in its words
             return
+        finally:
+            pairs_logger.setLevel(level)
         split = parameters.preprocessing.split
         check_enough_pairs(
             [pair.channel for pair in listing.values() if pair.is_complete],

@@ -20,9 +20,9 @@ Every input has one entry in ``files`` (``written`` or ``failed``, with the prob
 and ``failures`` list the same by kind. ``outside_training`` (from the plan) gives
 ``inference.outside_training``'s ``mode``, whether the model records a training domain (``checked``)
 and, for each input outside it, its one line and every property outside with the training range
-(:mod:`fusemycell.inference.outside`); a refused input is also a failure. A run shared by several processes (ranks of a launcher such
-as ``torchrun``) has one report, written by rank 0: ``ranks`` says how many there were, and every
-entry of ``files`` names the ``rank`` that predicted it. No Kedro import.
+(:mod:`fusemycell.inference.outside`); a refused input is also a failure. A run shared by several
+processes (ranks of a launcher such as ``torchrun``) has one report, written by rank 0: ``ranks`` says
+how many there were, and every entry of ``files`` names the ``rank`` that predicted it. No Kedro import.
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ def target_spacing(spacings_zyx: Sequence[Sequence[float]]) -> tuple[float, floa
 
     The median voxel size per axis; when that target is anisotropic (its coarsest axis over
     :data:`ANISOTROPY_RATIO` times its finest, as light-sheet z planes are), the coarse axis takes
-    the 10th percentile of its voxel sizes instead of the median: thick-plane volumes are
+    the 10th percentile of its voxel sizes (the lower of two neighbours: a voxel size the data
+    has) instead of the median: thick-plane volumes are
     interpolated up to the thinner planes that most of the data has, rather than every volume
     being blurred down to the thick planes (which would discard the axial detail the fused view
     has). Volumes already on the target are left as they are.
@@ -89,5 +90,6 @@ def target_spacing(spacings_zyx: Sequence[Sequence[float]]) -> tuple[float, floa
     target = np.median(spacings, axis=0)
     coarse = int(np.argmax(target))
     if target[coarse] > ANISOTROPY_RATIO * target.min():
-        target[coarse] = np.percentile(spacings[:, coarse], COARSE_AXIS_PERCENTILE)
+        # a voxel size the data has (not one interpolated between two studies): those planes stay as acquired
+        target[coarse] = np.percentile(spacings[:, coarse], COARSE_AXIS_PERCENTILE, method="lower")
     return tuple(float(round(t, 6)) for t in target)  # type: ignore[return-value]

@@ -212,10 +212,10 @@ def resample_target(
     volume_scans: Mapping[str, Any], training_pairs: Sequence[str], config: PreprocessingConfig
 ) -> tuple[float, float, float] | None:
     """The voxel size every volume is resampled to, or None to keep each acquisition's grid."""
-    if config.resample.enabled is True:
-        return config.resample.target_spacing_zyx
     if config.resample.enabled is False:
         return None
+    if config.resample.target_spacing_zyx is not None:  # enabled: true, or auto with the target given
+        return config.resample.target_spacing_zyx
     spacings = [tuple(volume_scans[f"{pair}_angle"].spacing_zyx) for pair in training_pairs]
     target = target_spacing(spacings)
     logger.info(

@@ -131,7 +131,8 @@ def test_raw_pairs_as_ome_zarr_run_through_preprocessing_to_evaluation(tmp_path_
         run_session(project, ["preprocessing", "patching", "training", "evaluation"], raw_dir=str(own))
     finally:
         os.chdir(previous)
-    per_volume = pd.read_csv(project / "data" / "08_reporting" / "evaluation" / "per_volume.csv")
+    # own data (raw_dir data/01_raw/zarr): its artefacts in folders of its own
+    per_volume = pd.read_csv(project / "data" / "08_reporting" / "zarr" / "evaluation" / "per_volume.csv")
     assert set(per_volume["method"]) == {"model", "identity", "gaussian_blur"} and per_volume["n_ssim"].notna().all()
-    predictions = list((project / "data" / "07_model_output" / "test_predictions").glob("*.ome.zarr"))
+    predictions = list((project / "data" / "07_model_output" / "zarr" / "test_predictions").glob("*.ome.zarr"))
     assert predictions and all(read_volume(p, lazy=True).data.dtype == np.uint16 for p in predictions)

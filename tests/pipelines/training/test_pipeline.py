@@ -26,7 +26,8 @@ def test_model_and_reports_are_written(trained_project):
     card = model.card
     assert card.patch_size_zyx == (8, 16, 16) and card.default_tile_zyx == (8, 16, 16)  # tiles = the patch
     assert (card.normalization.low_percentile, card.normalization.high_percentile) == (2.0, 99.8)
-    assert card.preprocessing.resample_spacing_zyx is None and card.preprocessing.crop.enabled
+    # resample.enabled: auto: the training volumes' finest planes (1 um of study a; study c has 3 um)
+    assert card.preprocessing.resample_spacing_zyx == (1.0, 0.39, 0.39) and card.preprocessing.crop.enabled
     assert card.training_data.volumes >= 2 and set(card.training_data.channels) <= {"nucleus", "membrane"}
     assert card.training_data.acquisition_spacings_zyx and card.training_data.shapes_zyx
     assert card.validation is not None and card.validation.epoch in (1, 2)
@@ -112,15 +113,21 @@ def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_pro
     assert isinstance(prediction, np.ndarray)
     assert prediction.shape == single_view.shape and prediction.dtype == np.uint16
     assert not np.array_equal(prediction, single_view)
-    # the same prediction as the file pipeline gives for that file (same card, same transform)
-    from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
+    # the MLflow model is the in-memory prediction: an array carries no voxel size and no file name, so it
+    # is taken at the training data's voxel size and with the most cautious channel scale (documented)
+    from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file, predict_in_memory
 
     trained = load_model(trained_project / "data" / "06_models" / "fusemycell_unet.pt")
     settings = InferenceSettings(device="cpu")
-    path = str(trained_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif")
-    from_file = predict_file(path, make_backend(trained, settings), settings, trained.card).data
+    in_memory = predict_in_memory(np.asarray(single_view), trained, settings)
+    assert np.abs(prediction.astype(np.int32) - in_memory.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
+    # and given what the file says (its voxel size, its name), the in-memory route is the file pipeline
+    path = trained_project / "data" / "01_raw" / "synthetic" / "image_2_nucleus_angle.tif"
+    volume = read_volume(path)
+    told = predict_in_memory(np.asarray(volume.data), trained, settings, spacing_zyx=volume.spacing_zyx, name=path.name)
+    from_file = predict_file(str(path), make_backend(trained, settings), settings, trained.card).data
     expected = np.stack([from_file[z] for z in range(single_view.shape[0])])
-    assert np.abs(prediction.astype(np.int32) - expected.astype(np.int32)).max() <= 1  # AMP off on CPU: exact
+    assert np.abs(told.astype(np.int32) - expected.astype(np.int32)).max() <= 1
 
 
 def test_training_writes_a_bioimageio_package_that_bioimageio_core_validates(trained_project):
