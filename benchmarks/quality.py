@@ -400,23 +400,10 @@ def report(results: dict) -> None:
         volumes = next(r["volumes"] for r in runs if r["row"] == first_row)
         where = f" ({first_row}'s test set)" if len(test_sets) > 1 else ""
         for method, label in ((IDENTITY, "identity"), (BLUR, "blur")):
-            s = summarise(volumes, method)
-            print(
-                f"| {label}{where} | "
-                + " | ".join(fmt(s["channel"].get(c)) for c in channels)
-                + f" | {fmt(s['mean'])} | "
-                + " | ".join(fmt(s["study"].get(st)) for st in studies)
-                + " | | | | | | |"
-            )
+            reference_row(f"{label}{where}", summarise(volumes, method), channels, studies)
     for name in results.get("ceiling_names", []):
-        s = summarise(results["ceilings"], name)
-        print(
-            f"| ceiling: {name}{' (default split)' if len(test_sets) > 1 else ''} | "
-            + " | ".join(fmt(s["channel"].get(c)) for c in channels)
-            + f" | {fmt(s['mean'])} | "
-            + " | ".join(fmt(s["study"].get(st)) for st in studies)
-            + " | | | | | | |"
-        )
+        label = f"ceiling: {name}{' (default split)' if len(test_sets) > 1 else ''}"
+        reference_row(label, summarise(results["ceilings"], name), channels, studies)
 
     for version, seconds in results.get("shared_seconds", {}).items():
         print(
@@ -431,6 +418,17 @@ def report(results: dict) -> None:
         print("\nFailed runs: " + ", ".join(f"{r['row']} (seed {r['seed']})" for r in failed))
     print(f"\nTotal wall time: {results['total_seconds'] / 60:.0f} min\n\nMachine:\n")
     print("\n".join(results["machine"]))
+
+
+def reference_row(label: str, s: dict, channels: list[str], studies: list[str]) -> None:
+    """A baseline's or a ceiling's line of the per-row table (no training columns)."""
+    print(
+        f"| {label} | "
+        + " | ".join(fmt(s["channel"].get(c)) for c in channels)
+        + f" | {fmt(s['mean'])} | "
+        + " | ".join(fmt(s["study"].get(st)) for st in studies)
+        + " | | | | | | |"
+    )
 
 
 def paired_table(results: dict, runs: list[dict], names: list[str], channels: list[str], studies: list[str]) -> None:

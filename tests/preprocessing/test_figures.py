@@ -5,8 +5,9 @@ from fusemycell.preprocessing.figures import fingerprint_figure
 from fusemycell.preprocessing.fingerprint import scan_volume
 
 
-def test_every_projection_has_a_scale_bar_that_measures_micrometres(make_volume):
-    scans = [
+def _scans(make_volume):
+    """Angle and fused scans of one small pair (``make_volume``'s default shape and voxel size)."""
+    return [
         scan_volume(
             str(make_volume(f"image_0_nucleus_{kind}.tif", seed=seed)),
             pair="image_0_nucleus",
@@ -16,6 +17,10 @@ def test_every_projection_has_a_scale_bar_that_measures_micrometres(make_volume)
         )
         for seed, kind in enumerate(("angle", "fused"))
     ]
+
+
+def test_every_projection_has_a_scale_bar_that_measures_micrometres(make_volume):
+    scans = _scans(make_volume)
     figure = fingerprint_figure(*scans, "image_0_nucleus")
     projections = [
         axis for axis in figure.axes if axis.get_title().startswith(("angle (single view): max", "fused (target): max"))
@@ -32,16 +37,7 @@ def test_every_projection_has_a_scale_bar_that_measures_micrometres(make_volume)
 
 
 def test_profiles_are_drawn_against_micrometres_and_name_the_single_view(make_volume):
-    scans = [
-        scan_volume(
-            str(make_volume(f"image_0_nucleus_{kind}.tif", seed=seed)),  # 10 x 32 x 30 voxels of 2.0 x 0.4 x 0.4 um
-            pair="image_0_nucleus",
-            kind=kind,
-            channel="nucleus",
-            projection_side=16,
-        )
-        for seed, kind in enumerate(("angle", "fused"))
-    ]
+    scans = _scans(make_volume)  # 10 x 32 x 30 voxels of 2.0 x 0.4 x 0.4 um
     figure = fingerprint_figure(*scans, "image_0_nucleus")
     profiles = [axis for axis in figure.axes if axis.get_xlabel().endswith("µm")]
     assert [axis.get_xlabel() for axis in profiles] == ["z (detection axis), µm", "x (illumination axis), µm"]
