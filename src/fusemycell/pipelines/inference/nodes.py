@@ -95,10 +95,11 @@ def plan_predictions(
     for name in selection.predict:
         _plan_input(plan, name, inference_inputs[name], backends, inference_model, settings)
     if selection.skipped_fused:
-        logger.info("skipped %d fused volumes (targets, not single views)", len(selection.skipped_fused))
+        logger.info("skipped %d fused volume(s) (targets, not single views)", len(selection.skipped_fused))
     logger.info(
-        "predicting %d volumes of %s with %s (%s backend) into %s",
+        "predicting %d volume%s of %s with %s (%s backend) into %s",
         len(plan),
+        "" if len(plan) == 1 else "s",
         location,
         model_file,
         settings.backend,
