@@ -270,12 +270,12 @@ def _rank_with_its_own_step_time(job, rank):
     from dataclasses import asdict
     from pathlib import Path
 
-    from fusemycell.training import budget, steps
+    from fusemycell.training import budget, budget_steps, steps
     from fusemycell.training.engine import run_trainer
 
     clock = FakeClock()
     budget.CLOCK = clock
-    take_step, share = steps.optimizer_step, budget.share_plan
+    take_step, share = steps.optimizer_step, budget_steps.share_plan
 
     def slow_step(state):
         take_step(state)
@@ -290,7 +290,7 @@ def _rank_with_its_own_step_time(job, rank):
         plans.append({"own": asdict(plan), "followed": asdict(followed)})
         return followed
 
-    steps.optimizer_step, budget.share_plan = slow_step, recorded_share
+    steps.optimizer_step, budget_steps.share_plan = slow_step, recorded_share
     steps.forward_time_per_voxel = lambda state, batch: 0.0
     try:
         return run_trainer(job, rank)

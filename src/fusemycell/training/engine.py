@@ -28,7 +28,7 @@ from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.training import budget as budget_clock
-from fusemycell.training.budget import out_of_budget
+from fusemycell.training.budget_steps import out_of_budget
 from fusemycell.training.checkpoint import EpochMetrics, TrainingCheckpoint
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.launch import hands_back_result, launch, save_spawn_result

@@ -21,7 +21,8 @@ from fusemycell.devices import Precision, memory_format
 from fusemycell.metrics.ssim import normalized_ssim
 from fusemycell.progress import Progress, track
 from fusemycell.training import budget as budget_clock
-from fusemycell.training.budget import budget_spent, plan_budget, volumes_due
+from fusemycell.training.budget import volumes_due
+from fusemycell.training.budget_steps import budget_spent, plan_budget
 from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.losses import image_loss, ssim3d
