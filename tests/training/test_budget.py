@@ -137,16 +137,27 @@ def _volumes(tmp_path):
     return VolumeValidation(_volume_pairs(tmp_path), _identity)
 
 
+def _timed_run(tmp_path, fake_steps, caplog, *, patches_per_epoch, budget_minutes):
+    """A budgeted run on the fake clock with whole-volume validation: its result, the seconds it took, its config."""
+    stores = make_store(tmp_path / "t", 4, seed=0), make_store(tmp_path / "v", 2, seed=1)
+    config = _config(
+        tmp_path,
+        epochs=50,
+        patches_per_epoch=patches_per_epoch,
+        budget_minutes=budget_minutes,
+        monitor="val_volume_nssim",
+    )
+    started = fake_steps.now
+    with caplog.at_level(logging.INFO, logger="fusemycell.training"):
+        result = train(config, *stores, volumes=_volumes(tmp_path))
+    return result, fake_steps.now - started, config
+
+
 def test_a_slow_first_epoch_is_cut_to_the_budget_validation_included(tmp_path, fake_steps, caplog):
     """A user saw "time budget reached after epoch 1 (11.3 of 5.0 min)": the first epoch was never timed."""
     fake_steps.costs.update(validate=2.0, validate_volumes=3.0, save_checkpoint=0.5)
     fake_steps.forward_s_per_voxel = 2.0 / (2 * 8 * 16 * 16)  # two validation patches: 2 s
-    stores = make_store(tmp_path / "t", 4, seed=0), make_store(tmp_path / "v", 2, seed=1)
-    config = _config(tmp_path, epochs=50, patches_per_epoch=80, budget_minutes=0.5, monitor="val_volume_nssim")
-    started = fake_steps.now
-    with caplog.at_level(logging.INFO, logger="fusemycell.training"):
-        result = train(config, *stores, volumes=_volumes(tmp_path))
-    elapsed = fake_steps.now - started
+    result, elapsed, _ = _timed_run(tmp_path, fake_steps, caplog, patches_per_epoch=80, budget_minutes=0.5)
     assert [m.epoch for m in result.history] == [1]  # an epoch is 40 steps: 40 s of a 30 s budget
     assert result.history[0].optimizer_steps < 40 and math.isfinite(result.history[0].val_volume_nssim)
     assert elapsed <= 30 * 1.1 + 1  # within 10 % of the budget, plus one step
@@ -157,12 +168,7 @@ def test_a_slow_first_epoch_is_cut_to_the_budget_validation_included(tmp_path, f
 def test_the_budget_holds_over_many_epochs_with_every_cost_counted(tmp_path, fake_steps, caplog):
     fake_steps.costs.update(validate=1.0, validate_volumes=4.0, save_checkpoint=0.5)
     fake_steps.forward_s_per_voxel = 1.0 / (2 * 8 * 16 * 16)
-    stores = make_store(tmp_path / "t", 4, seed=0), make_store(tmp_path / "v", 2, seed=1)
-    config = _config(tmp_path, epochs=50, patches_per_epoch=10, budget_minutes=2.0, monitor="val_volume_nssim")
-    started = fake_steps.now
-    with caplog.at_level(logging.INFO, logger="fusemycell.training"):
-        result = train(config, *stores, volumes=_volumes(tmp_path))
-    elapsed = fake_steps.now - started
+    result, elapsed, config = _timed_run(tmp_path, fake_steps, caplog, patches_per_epoch=10, budget_minutes=2.0)
     history = result.history
     assert 120 * 0.9 <= elapsed <= 120 * 1.1 + 1  # the budget is used, and held
     validated = [m.epoch for m in history if math.isfinite(m.val_volume_nssim)]
