@@ -78,7 +78,7 @@ def same_location(first: str, second: str) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
+def quiet(logger_name: str) -> Iterator[None]:
     """Silence one logger's warnings for a moment."""
     quieted = logging.getLogger(logger_name)
     level = quieted.level
@@ -131,7 +131,7 @@ def rebind_locations(
     (:mod:`fusemycell.workspace`)."""
     from kedro.io import AbstractDataset
 
-    with _quiet("kedro.io.data_catalog"):  # "Replacing dataset ..." for every entry set here
+    with quiet("kedro.io.data_catalog"):  # "Replacing dataset ..." for every entry set here
         chosen = {location.dataset for location in RUN_LOCATIONS}
         for name, config in conf_catalog.items():
             moved = relocated(config, paths.workspace, project)

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from fusemycell.hooks.catalog import dataset_locations, relative, same_location
+from fusemycell.hooks.catalog import dataset_locations, quiet, relative, same_location
 from fusemycell.hooks.parameters import ParameterHooks
 from fusemycell.inference.folders import UnsafeOutputError, check_output_folder
 from fusemycell.parameters import RUN_LOCATIONS
@@ -106,14 +105,11 @@ class RunPlanningHooks:
         parameters, paths = self.parameters.parameters, self.parameters.paths
         if parameters is None or paths is None:
             return
-        pairs_logger = logging.getLogger("fusemycell.io.pairs")
-        level, pairs_logger.level = pairs_logger.level, logging.ERROR  # the run's own listing says what it ignores
         try:
-            listing = catalog.load("raw_pairs")
+            with quiet("fusemycell.io.pairs"):  # the run's own listing says what it ignores
+                listing = catalog.load("raw_pairs")
         except Exception:  # noqa: BLE001 - a missing or empty folder is reported by the run itself, in its words
             return
-        finally:
-            pairs_logger.setLevel(level)
         split = parameters.preprocessing.split
         check_enough_pairs(
             [pair.channel for pair in listing.values() if pair.is_complete],
