@@ -1,0 +1,66 @@
+"""The user's error type: settings worded by the command that prints them, found behind Kedro's wrapper."""
+
+from __future__ import annotations
+
+import pickle
+
+from kedro.io.core import DatasetError
+
+from fusemycell.errors import Setting, UserError, find_user_error
+
+
+def _busy() -> UserError:
+    return UserError(
+        "The output folder {folder} is not empty. Choose another one: {output}, or set {overwrite}.",
+        folder="/data/out",
+        output=Setting("inference.output_dir", "FOLDER"),
+        overwrite=Setting("inference.overwrite", "true", assignment=False),
+    )
+
+
+def test_kedro_run_words_are_the_default():
+    error = _busy()
+    assert str(error) == (
+        "The output folder /data/out is not empty. Choose another one: --params inference.output_dir=FOLDER, "
+        "or set inference.overwrite: true."
+    )
+    assert [s.name for s in error.settings] == ["inference.output_dir", "inference.overwrite"]
+
+
+def test_a_command_names_the_settings_in_its_own_words():
+    message = _busy().message({"inference.output_dir": "OUTPUT", "inference.overwrite": "--overwrite"})
+    assert message == "The output folder /data/out is not empty. Choose another one: OUTPUT, or set --overwrite true."
+    assert "inference." not in message
+
+
+def test_a_setting_without_value_is_its_name():
+    assert Setting("inference.model_uri").words() == "inference.model_uri"
+    assert Setting("inference.model_uri").words({"inference.model_uri": "--model"}) == "--model"
+
+
+def test_braces_in_values_are_not_placeholders():
+    error = UserError("Bad file {path}.", path="/tmp/{odd}.tif")
+    assert str(error) == "Bad file /tmp/{odd}.tif."
+
+
+def test_found_behind_kedros_dataset_error_and_survives_pickling():
+    error = _busy()
+    try:
+        try:
+            raise error
+        except UserError as inner:
+            raise DatasetError(f"Failed while saving data to dataset X.\n{inner}") from inner
+    except DatasetError as wrapped:
+        assert find_user_error(wrapped) is error
+    assert find_user_error(RuntimeError("a bug")) is None
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is UserError and str(copy) == str(error) and copy.settings == error.settings
+
+
+class FolderProblem(UserError):
+    """A subclass, as modules define them."""
+
+
+def test_subclasses_keep_their_type_through_pickling():
+    copy = pickle.loads(pickle.dumps(FolderProblem("No folder {f}.", f="x")))
+    assert isinstance(copy, FolderProblem) and str(copy) == "No folder x."
