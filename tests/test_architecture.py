@@ -23,6 +23,7 @@ LAYERS = (
             "fusemycell",
             "configuration",
             "devices",
+            "errors",
             "io",
             "memory",
             "normalization",
