@@ -6,7 +6,7 @@ import pickle
 
 from kedro.io.core import DatasetError
 
-from fusemycell.errors import Setting, UserError, find_user_error
+from fusemycell.errors import Setting, UserError, UserMessage, find_user_error, in_words
 
 
 def _busy() -> UserError:
@@ -29,7 +29,7 @@ def test_kedro_run_words_are_the_default():
 
 def test_a_command_names_the_settings_in_its_own_words():
     message = _busy().message({"inference.output_dir": "OUTPUT", "inference.overwrite": "--overwrite"})
-    assert message == "The output folder /data/out is not empty. Choose another one: OUTPUT, or set --overwrite true."
+    assert message == "The output folder /data/out is not empty. Choose another one: OUTPUT, or set --overwrite."
     assert "inference." not in message
 
 
@@ -64,3 +64,25 @@ class FolderProblem(UserError):
 def test_subclasses_keep_their_type_through_pickling():
     copy = pickle.loads(pickle.dumps(FolderProblem("No folder {f}.", f="x")))
     assert isinstance(copy, FolderProblem) and str(copy) == "No folder x."
+
+
+def test_a_value_follows_the_commands_word_except_a_switch_turned_on():
+    backend = Setting("inference.backend", "torch", assignment=False)
+    assert backend.words() == "inference.backend: torch"
+    assert backend.words({"inference.backend": "--backend"}) == "--backend torch"
+    assert (
+        Setting("inference.overwrite", "false", assignment=False).words({"inference.overwrite": "--x"}) == "--x false"
+    )
+
+
+def test_a_user_message_is_the_kedro_words_and_keeps_its_template():
+    line = UserMessage(
+        "a.tif: skipped ({mode}).", mode=Setting("inference.outside_training", "refuse", assignment=False)
+    )
+    assert line == "a.tif: skipped (inference.outside_training: refuse)." and isinstance(line, str)
+    names = {"inference.outside_training": "--outside-training"}
+    assert in_words(line, names) == "a.tif: skipped (--outside-training refuse)."
+    assert in_words(_busy(), names).startswith("The output folder /data/out")
+    assert in_words("plain text", names) == "plain text" and in_words(3, names) == 3
+    copy = pickle.loads(pickle.dumps(line))
+    assert type(copy) is UserMessage and copy.message(names) == in_words(line, names)

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Setting", "UserError", "find_user_error"]
+__all__ = ["Setting", "UserError", "UserMessage", "find_user_error", "in_words"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,14 @@ class Setting:
     assignment: bool = True
 
     def words(self, names: Mapping[str, str] | None = None) -> str:
-        """How a command names this setting: ``names[name]`` where the command has its own word for it."""
+        """How a command names this setting: ``names[name]`` where the command has its own word for it.
+
+        A value shown next to the name follows the command's word (``--backend torch``), except ``true``: a
+        setting switched on is the command's word alone (a flag such as ``--overwrite``, a ticked box).
+        """
         if names and self.name in names:
             own = names[self.name]
-            return f"{own} {self.value}" if self.value and not self.assignment else own
+            return f"{own} {self.value}" if self.value and not self.assignment and self.value != "true" else own
         if not self.value:
             return self.name
         return f"--params {self.name}={self.value}" if self.assignment else f"{self.name}: {self.value}"
@@ -72,8 +76,7 @@ class UserError(ValueError):
 
     def message(self, names: Mapping[str, str] | None = None) -> str:
         """The message, each setting named as ``names`` says (a command's own words) or as ``kedro run`` does."""
-        filled = {k: v.words(names) if isinstance(v, Setting) else v for k, v in self.values.items()}
-        return self.template.format(**filled) if filled else self.template
+        return _fill(self.template, self.values, names)
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across ranks and worker processes
         return (_rebuild, (type(self), self.template, self.values))
@@ -83,6 +86,44 @@ def _rebuild(cls: type[UserError], template: str, values: dict[str, Any]) -> Use
     error = cls.__new__(cls)
     UserError.__init__(error, template, **values)
     return error
+
+
+def _fill(template: str, values: Mapping[str, Any], names: Mapping[str, str] | None) -> str:
+    filled = {k: v.words(names) if isinstance(v, Setting) else v for k, v in values.items()}
+    return template.format(**filled) if filled else template
+
+
+class UserMessage(str):
+    """A line for the user that is not an error (a warning, a report line), with its settings as placeholders.
+
+    It *is* the ``kedro run`` words (a ``str``: it can be logged, compared, written to JSON), and keeps its
+    template so that a command can word it again: ``logger.warning("%s", UserMessage(...))`` is printed by
+    ``fusemycell predict`` in its own words (:func:`in_words`).
+    """
+
+    template: str
+    values: dict[str, Any]
+
+    def __new__(cls, template: str, /, **values: Any) -> UserMessage:
+        text = super().__new__(cls, _fill(template, values, None))
+        text.template, text.values = template, values
+        return text
+
+    def message(self, names: Mapping[str, str] | None = None) -> str:
+        """The line, each setting named as ``names`` says or as ``kedro run`` does."""
+        return _fill(self.template, self.values, names)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_message, (type(self), self.template, self.values))
+
+
+def _message(cls: type[UserMessage], template: str, values: dict[str, Any]) -> UserMessage:
+    return cls(template, **values)
+
+
+def in_words(value: Any, names: Mapping[str, str]) -> Any:
+    """``value`` in a command's words when it is a :class:`UserError` or a :class:`UserMessage`; else itself."""
+    return value.message(names) if isinstance(value, (UserError, UserMessage)) else value
 
 
 def find_user_error(error: BaseException | None) -> UserError | None:

@@ -1,8 +1,18 @@
 """fusemycell.inference.folders: the output-folder rules and the choice of inputs."""
 
+import re
+
 import pytest
 
-from fusemycell.inference.folders import UnsafeOutputError, check_output_folder, input_folder, select_inputs
+from fusemycell.errors import UserError
+from fusemycell.inference.folders import (
+    NoInputError,
+    UnsafeOutputError,
+    check_output_folder,
+    check_output_name,
+    input_folder,
+    select_inputs,
+)
 
 
 def test_the_output_may_not_be_the_input_or_raw_folder(tmp_path):
@@ -39,11 +49,34 @@ def test_fused_targets_are_skipped_in_any_case():
     assert selection.skipped_fused == ["image_1_nucleus_fused.TIF", "X_FUSED.tiff"]
 
 
-def test_nothing_to_predict_is_an_error_saying_why():
-    with pytest.raises(ValueError, match="no .tif/.tiff file or .ome.zarr image in the inference input folder /in"):
+def test_nothing_to_predict_is_a_user_error_saying_why_in_each_commands_words():
+    with pytest.raises(NoInputError, match="no .tif/.tiff file or .ome.zarr image in inference.input_dir /in") as empty:
         select_inputs({}, "/in")
-    with pytest.raises(ValueError, match="/in holds only fused volumes"):
+    assert str(empty.value).endswith(
+        "give the folder of the volumes, or one file, as --params inference.input_dir=FOLDER"
+    )
+    assert empty.value.message({"inference.input_dir": "INPUT"}).endswith("or one file, as INPUT")
+    with pytest.raises(NoInputError, match="/in holds only fused volumes") as fused:
         select_inputs({"image_1_nucleus_fused.tif": "/b"}, "/in")
+    assert fused.value.message({"inference.input_dir": "INPUT"}).endswith("give the angle files as INPUT")
+
+
+def test_an_output_named_as_a_format_predictions_are_not_written_in_is_refused(tmp_path):
+    stack = tmp_path / "stack.tif"
+    stack.write_bytes(b"")
+    for name, suffix in (("x.ome.zarr", ".ome.zarr"), ("x.zarr/", ".zarr"), ("x.png", ".png"), ("X.H5", ".h5")):
+        with pytest.raises(UnsafeOutputError, match=f"predictions are not written as {re.escape(suffix)} files") as no:
+            check_output_folder(stack, tmp_path / "out" / name, None)
+        assert isinstance(no.value, UserError) and not (tmp_path / "out").exists()
+        assert no.value.message({"inference.output_dir": "OUTPUT"}).startswith(f"OUTPUT {tmp_path / 'out'}")
+        assert "inference.output_dir" in str(no.value)
+    check_output_name(tmp_path / "pred.v2")  # a folder name with a dot is a folder
+    check_output_name(tmp_path / "p.TIFF")
+    (tmp_path / "old.h5").mkdir()  # an existing folder of that name is a folder
+    check_output_name(tmp_path / "old.h5")
+    (tmp_path / "im.ome.zarr").mkdir()  # but an OME-Zarr image is an image, not a folder of predictions
+    with pytest.raises(UnsafeOutputError, match="not written as .ome.zarr files"):
+        check_output_name(tmp_path / "im.ome.zarr")
 
 
 def test_one_input_file_may_have_its_output_next_to_it(tmp_path):

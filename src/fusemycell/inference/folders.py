@@ -19,12 +19,33 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fusemycell.errors import Setting, UserError
 from fusemycell.io.naming import TIFF_SUFFIXES, is_ome_zarr, volume_stem
 from fusemycell.io.pairs import FILENAME_PATTERN
 
 
-class UnsafeOutputError(ValueError):
-    """The output folder would overwrite inputs or raw data; the message says how to proceed."""
+class UnsafeOutputError(UserError):
+    """The output folder would overwrite inputs or raw data, or cannot be written; the message says how to proceed."""
+
+
+class NoInputError(UserError):
+    """The input folder holds nothing to predict; the message says what it holds."""
+
+
+#: The output setting, as a message names it (``kedro run``: ``inference.output_dir``; ``fusemycell predict``: OUTPUT).
+OUTPUT = Setting("inference.output_dir")
+#: The same setting, as a message tells the user to set it (``--params inference.output_dir=FOLDER``).
+CHOOSE_OUTPUT = Setting("inference.output_dir", "FOLDER")
+INPUT = Setting("inference.input_dir")
+CHOOSE_INPUT = Setting("inference.input_dir", "FOLDER")
+
+#: Suffixes of file formats that an output name may end in but that predictions are never written as: the
+#: output is a folder or one ``.tif``/``.tiff`` file (an OME-Zarr output is a folder of images,
+#: ``inference.output_format: ome-zarr``, never one image named as OUTPUT).
+UNWRITABLE_SUFFIXES = (
+    ".zarr", ".n5", ".h5", ".hdf5", ".hdf", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".npy", ".npz", ".nd2",
+    ".lif", ".ims", ".czi", ".oib", ".vsi", ".klb", ".mrc", ".nii", ".gz", ".zip", ".pdf", ".raw", ".txt",
+)  # fmt: skip
 
 
 def input_folder(location: str | Path) -> Path:
@@ -49,6 +70,34 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _unwritable_suffix(output: Path) -> str | None:
+    """The format suffix of ``output`` when predictions cannot be written under that name (None: they can)."""
+    name = output.name.lower()
+    suffix = next((s for s in UNWRITABLE_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
+    if suffix is None or (output.is_dir() and not is_ome_zarr(output)):  # an existing folder of that name is one
+        return None
+    return ".ome.zarr" if name.endswith(".ome.zarr") else suffix
+
+
+def check_output_name(output: str | Path) -> None:
+    """Refuse an output named as a file format that predictions are not written in (``pred.ome.zarr``, ``x.png``).
+
+    Predictions go into a folder, or, for one input file, into one ``.tif``/``.tiff`` file: a folder named
+    ``x.ome.zarr`` holding TIFFs, or ``x.png`` holding a TIFF, would say something false about what it holds.
+    """
+    path = Path(output)
+    suffix = _unwritable_suffix(path)
+    if suffix is not None:
+        raise UnsafeOutputError(
+            "{output} {target}: predictions are not written as {suffix} files; {output} is a folder (the predictions "
+            "keep their inputs' names) or, for one input file, one .tif/.tiff file. Choose another name ({choose})",
+            output=OUTPUT,
+            target=path,
+            suffix=suffix,
+            choose=CHOOSE_OUTPUT,
+        )
+
+
 def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | Path | None) -> None:
     """Refuse an output that would replace the inputs or raw data, or be read back as inputs.
 
@@ -63,25 +112,38 @@ def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | P
     Raises
     ------
     UnsafeOutputError
-        Naming the output, the input (or raw folder) and the option to change.
+        Naming the output, the input (or raw folder) and the setting to change.
     """
+    check_output_name(output)
     source, target = Path(inputs).resolve(), Path(output).resolve()
     one = single_input(inputs)
     if is_file_output(target) and not one:
         raise UnsafeOutputError(
-            f"the inference output {target} names one TIFF file, but the input {source} is a folder: the "
-            "predictions of a folder go into a folder. Give a folder: --params inference.output_dir=FOLDER"
+            "{output} {target} names one TIFF file, but the input {source} is a folder: the predictions of a folder "
+            "go into a folder. Give a folder as {choose}",
+            output=OUTPUT,
+            target=target,
+            source=source,
+            choose=CHOOSE_OUTPUT,
         )
     if one:
         if _within(target, source):
             raise UnsafeOutputError(
-                f"the inference output {target} is the input {source} itself: the prediction would replace it. "
-                "Choose another one: --params inference.output_dir=FOLDER"
+                "{output} {target} is the input {source} itself: the prediction would replace it. "
+                "Choose another one ({choose})",
+                output=OUTPUT,
+                target=target,
+                source=source,
+                choose=CHOOSE_OUTPUT,
             )
         if target in (source.parent, Path(os.path.abspath(inputs)).parent.resolve()):  # a link's folder too
             raise UnsafeOutputError(
-                f"the inference output folder {target} is the input folder, the one of {source}: its prediction, "
-                "named after it, would replace it. Choose another one: --params inference.output_dir=FOLDER"
+                "{output} {target} is the input folder, the one of {source}: its prediction, named after it, would "
+                "replace it. Choose another one ({choose})",
+                output=OUTPUT,
+                target=target,
+                source=source,
+                choose=CHOOSE_OUTPUT,
             )
         protected = []
     else:
@@ -91,17 +153,25 @@ def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | P
         if _within(target, folder):
             where = "is the" if target == folder else "is inside the"
             raise UnsafeOutputError(
-                f"the inference output folder {target} {where} {name} {folder}: predictions would replace or "
-                "mix with the inputs (raw folders are read with their sub-folders). "
-                "Choose another one: --params inference.output_dir=FOLDER"
+                "{output} {target} {where} {name} {folder}: predictions would replace or mix with the inputs (raw "
+                "folders are read with their sub-folders). Choose another one ({choose})",
+                output=OUTPUT,
+                target=target,
+                where=where,
+                name=name,
+                folder=folder,
+                choose=CHOOSE_OUTPUT,
             )
     folder = target.parent if is_file_output(target) else target
     raw_files = sorted(_raw_pair_files(folder.iterdir() if folder.is_dir() else ()))
     if raw_files:
         raise UnsafeOutputError(
-            f"the inference output folder {folder} holds raw angle/fused pairs ({', '.join(raw_files[:3])}"
-            f"{', ...' if len(raw_files) > 3 else ''}); predictions are never written next to raw pairs. "
-            "Choose another one: --params inference.output_dir=FOLDER"
+            "{output} {folder} holds raw angle/fused pairs ({files}); predictions are never written next to raw "
+            "pairs. Choose another one ({choose})",
+            output=OUTPUT,
+            folder=folder,
+            files=", ".join(raw_files[:3]) + (", ..." if len(raw_files) > 3 else ""),
+            choose=CHOOSE_OUTPUT,
         )
 
 
@@ -139,7 +209,7 @@ def select_inputs(files: dict[str, str], location: str | Path) -> InputSelection
 
     Raises
     ------
-    ValueError
+    NoInputError
         When nothing is left to predict, naming the folder and why.
     """
     selection = InputSelection()
@@ -149,14 +219,20 @@ def select_inputs(files: dict[str, str], location: str | Path) -> InputSelection
         else:
             selection.predict[name] = path
     if not files:
-        raise ValueError(
-            f"no .tif/.tiff file or .ome.zarr image in the inference input folder {location}"
-            f"{_sub_folders(location)}; sub-folders are not searched: set --params inference.input_dir=FOLDER "
-            "(the folder of the volumes, or one file)"
+        raise NoInputError(
+            "no .tif/.tiff file or .ome.zarr image in {input} {location}{below}; sub-folders are not searched: "
+            "give the folder of the volumes, or one file, as {choose}",
+            input=INPUT,
+            location=location,
+            below=_sub_folders(location),
+            choose=CHOOSE_INPUT,
         )
     if not selection.predict:
-        raise ValueError(
-            f"{location} holds only fused volumes ({len(selection.skipped_fused)} *_fused.tif), no single view "
-            "to predict: point inference.input_dir at the angle files"
+        raise NoInputError(
+            "{location} holds only fused volumes ({count} *_fused.tif), no single view to predict: give the angle "
+            "files as {choose}",
+            location=location,
+            count=len(selection.skipped_fused),
+            choose=CHOOSE_INPUT,
         )
     return selection
