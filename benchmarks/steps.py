@@ -17,18 +17,18 @@ every option; reported: the median over rounds of patches per minute and optimiz
 Usage::
 
     python benchmarks/steps.py [--seconds 20] [--rounds 2]
+    python benchmarks/steps.py --report benchmarks/results/steps-DATE.json
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import statistics
 import sys
 import time
 
 import _measure
+import harness
 import torch
 
 from fusemycell.models.unet import UNet3D
@@ -66,41 +66,77 @@ def measure(batch: int, accumulation: int, bf16: bool, channels_last: bool, seco
     return steps * batch * accumulation / minutes, steps / minutes
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure every option; print a Markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
+    """Every option, round-robin: the median over rounds of patches and optimizer steps per minute."""
     options = list(itertools.product(SHAPES, (False, True), (False, True)))
-    results: dict = {option: [] for option in options}
+    measured: dict = {option: [] for option in options}
     for round_index in range(args.rounds):
         for option in options:
             (batch, accumulation), bf16, channels_last = option
-            results[option].append(measure(batch, accumulation, bf16, channels_last, args.seconds))
-            print(f"round {round_index + 1}: {option} {results[option][-1]}", file=sys.stderr, flush=True)
-    print(f"## Training steps of the `mac` U-Net, patches {'x'.join(map(str, PATCH))}, {time.strftime('%Y-%m-%d')}\n")
-    print("| batch x accumulation | precision | layout | patches / min | optimizer steps / min |")
-    print("|---|---|---|---:|---:|")
+            measured[option].append(measure(batch, accumulation, bf16, channels_last, args.seconds))
+            print(f"round {round_index + 1}: {option} {measured[option][-1]}", file=sys.stderr, flush=True)
+    rows = []
     for option in options:
         (batch, accumulation), bf16, channels_last = option
-        patches = statistics.median(r[0] for r in results[option])
-        steps = statistics.median(r[1] for r in results[option])
-        layout = "channels last" if channels_last else "default"
-        print(
-            f"| {batch} x {accumulation} | {'bf16' if bf16 else 'float32'} | {layout} | {patches:.0f} | {steps:.0f} |"
+        rows.append(
+            {
+                "batch": batch,
+                "accumulation": accumulation,
+                "precision": "bf16" if bf16 else "float32",
+                "layout": "channels last" if channels_last else "default",
+                "patches_per_minute": harness.summary([r[0] for r in measured[option]]),
+                "steps_per_minute": harness.summary([r[1] for r in measured[option]]),
+            }
         )
-    capability = torch.backends.cpu.get_cpu_capability()
-    print("\nMachine:\n")
+    return {"patch_zyx": list(PATCH), "rows": rows}
+
+
+def report(results: dict) -> None:
+    """The Markdown table of a result: each option against the pinned reference row (``REFERENCE``)."""
+    reference = next(r for r in results["rows"] if _key(r) == REFERENCE)
+    ref_steps = reference["steps_per_minute"]["median"]
+    print(f"### Training steps of the `mac` U-Net, patches {'x'.join(map(str, results['patch_zyx']))}\n")
     print(
-        "\n".join(
-            _measure.machine_description(
-                f"torch {torch.__version__}",
-                cpus=f"- CPUs: {os.cpu_count()} ({_measure.cpu_model()}), PyTorch CPU capability {capability}",
-            )
-        )
+        f"Each option {results['parameters']['seconds']:g} s after two warm-up steps, round-robin, median [IQR] over "
+        f"{results['parameters']['rounds']} rounds. Reference: {_label(REFERENCE)} (`mac`'s setting before).\n"
     )
-    return 0
+    rows = []
+    for row in results["rows"]:
+        patches, steps = row["patches_per_minute"], row["steps_per_minute"]
+        rows.append(
+            [
+                f"{row['batch']} x {row['accumulation']}",
+                row["precision"],
+                row["layout"],
+                f"{patches['median']:.0f} [{patches['iqr']:.0f}]",
+                f"{steps['median']:.0f} [{steps['iqr']:.0f}]",
+                f"{steps['median'] / ref_steps:.2f}",
+            ]
+        )
+    header = ["batch x accumulation", "precision", "layout", "patches / min", "optimizer steps / min", "steps x ref"]
+    harness.print_lines(harness.table(header, rows, "lllrrr"))
+    print()
+    harness.print_lines(harness.provenance(results))
+
+
+#: The pinned reference row: ``mac``'s training step before 2026-12-03 (2 x 4, float32, default layout).
+REFERENCE = (2, 4, "float32", "default")
+
+
+def _key(row: dict) -> tuple:
+    return (row["batch"], row["accumulation"], row["precision"], row["layout"])
+
+
+def _label(key: tuple) -> str:
+    return f"{key[0]} x {key[1]}, {key[2]}, {key[3]} layout"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every option; write the result; print its Markdown table."""
+    parser = harness.parser(__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    return harness.main(__file__, argv, parser, run, report)
 
 
 if __name__ == "__main__":
