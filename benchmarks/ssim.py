@@ -22,6 +22,7 @@ Linux carries the parent's peak into it). The two SSIM values must agree to
 Usage::
 
     python benchmarks/ssim.py [--shape 128 1024 1024] [--workdir DIR] [--tolerance 1e-6]
+    python benchmarks/ssim.py --report benchmarks/results/ssim-DATE.json
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 from _measure import MIB, peak_rss_kib, run_measurement
 
@@ -121,33 +122,21 @@ def run_child(method: str, prediction_path: Path, target_path: Path) -> dict[str
     return run_measurement(__file__, arguments, f"measurement {method}")
 
 
-# -- report -------------------------------------------------------------------------------------
-def machine_description() -> list[str]:
-    """Return lines describing the machine and the library versions."""
-    import scipy
-    import skimage
-    import tifffile
-
-    return _measure.machine_description(
-        f"numpy {np.__version__}, scipy {scipy.__version__}, scikit-image {skimage.__version__}, "
-        f"tifffile {tifffile.__version__}"
-    )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (``--measure``, ``--prediction`` and ``--target`` are internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+# -- result and report --------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line (``--measure``, ``--prediction`` and ``--target`` are internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--shape", type=int, nargs=3, default=[128, 1024, 1024], help="z y x (default 128 1024 1024)")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="largest allowed |ours - reference| (1e-6)")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the files (default: a temp dir)")
     parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--prediction", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
-def benchmark(args: argparse.Namespace, workdir: Path) -> int:
-    """Write both volumes, measure both methods, print the report; return the exit status."""
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
+    """Write both volumes, measure both methods: the result's rows and ratios."""
     from fusemycell.io.tiff import write_volume
 
     shape = tuple(args.shape)
@@ -156,50 +145,68 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     write_volume(paths["target"], SyntheticVolume(shape, degraded=False), SPACING_ZYX)
     write_volume(paths["prediction"], SyntheticVolume(shape, degraded=True), SPACING_ZYX)
     print(f"  wrote two {shape} uint16 volumes in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    results = {}
+    rows = []
     for method in METHODS:
-        results[method] = run_child(method, paths["prediction"], paths["target"])
-        print(f"  {method}: {results[method]['seconds']:.1f} s", file=sys.stderr)
-    volume_mib = np.prod(shape) * 2 / MIB
-    name = "x".join(map(str, shape))
-    print(f"## Challenge SSIM of two {name} uint16 volumes ({volume_mib:.0f} MiB each, tiled BigTIFF)\n")
-    print("| method | SSIM | time (s) | peak RSS (MiB) | baseline (MiB) | above baseline (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for method in METHODS:
-        r = results[method]
-        print(
-            f"| {method} | {r['value']:.9f} | {r['seconds']:.1f} | {int(r['peak_kib']) / 1024:.0f} "
-            f"| {int(r['baseline_kib']) / 1024:.0f} | {(int(r['peak_kib']) - int(r['baseline_kib'])) / 1024:.0f} |"
+        r = run_child(method, paths["prediction"], paths["target"])
+        print(f"  {method}: {r['seconds']:.1f} s", file=sys.stderr)
+        peak, baseline = int(r["peak_kib"]) / 1024, int(r["baseline_kib"]) / 1024
+        rows.append(
+            {
+                "method": method,
+                "ssim": float(r["value"]),
+                "seconds": float(r["seconds"]),
+                "peak_mib": round(peak, 1),
+                "baseline_mib": round(baseline, 1),
+            }
         )
-    ours, reference = results["ours"], results["reference"]
-    difference = abs(float(ours["value"]) - float(reference["value"]))
-    speedup = float(reference["seconds"]) / float(ours["seconds"])
-    above = [int(r["peak_kib"]) - int(r["baseline_kib"]) for r in (ours, reference)]
-    peak_ratio = above[0] / above[1]
-    print("\nOurs versus the reference:\n")
-    print(f"- |difference|: {difference:.1e} (tolerance {args.tolerance:g})")
-    print(f"- speed-up: {speedup:.2f}x (target >= 3: {'met' if speedup >= 3 else 'not met'})")
+    ours, reference = rows
+    difference = abs(ours["ssim"] - reference["ssim"])
+    above = [r["peak_mib"] - r["baseline_mib"] for r in rows]
+    return {
+        "shape_zyx": list(shape),
+        "rows": rows,
+        "difference": difference,
+        "speedup": reference["seconds"] / ours["seconds"],
+        "memory_ratio": above[0] / above[1],
+        "failures": [f"SSIM differs by {difference:.2e}"] if difference >= args.tolerance else [],
+    }
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result: ours against the pinned reference (skimage on whole volumes)."""
+    shape = results["shape_zyx"]
+    volume_mib = np.prod(shape) * 2 / MIB
+    print(f"### Challenge SSIM of two {'x'.join(map(str, shape))} uint16 volumes ({volume_mib:.0f} MiB each)\n")
+    rows = [
+        [
+            r["method"],
+            f"{r['ssim']:.9f}",
+            f"{r['seconds']:.1f}",
+            f"{r['peak_mib']:.0f}",
+            f"{r['peak_mib'] - r['baseline_mib']:.0f}",
+        ]
+        for r in results["rows"]
+    ]
+    header = ["method", "SSIM", "time (s)", "peak RSS (MiB)", "above baseline (MiB)"]
+    harness.print_lines(harness.table(header, rows))
+    tolerance = results["parameters"]["tolerance"]
     print(
-        f"- peak RSS above baseline, ours / reference: {peak_ratio:.3f} (target <= 0.2: "
-        f"{'met' if peak_ratio <= 0.2 else 'not met'}); whole-process peaks "
-        f"{int(ours['peak_kib']) / int(reference['peak_kib']):.3f}"
+        f"\nOurs against the reference (`percentile_normalize` + skimage `structural_similarity` on whole volumes): "
+        f"|difference| {results['difference']:.1e} (tolerance {tolerance:g}), "
+        f"**{results['speedup']:.2f}x** faster, **{results['memory_ratio']:.3f}x** the memory above baseline. "
+        "Peak RSS is VmHWM of a fresh measuring process; baseline is its VmHWM after imports.\n"
     )
-    print("\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports.")
-    print("\nMachine:\n")
-    print("\n".join(machine_description()))
-    if difference >= args.tolerance:
-        print(f"\nFAILED: SSIM differs by {difference:.2e} (tolerance {args.tolerance:g})")
-        return 1
-    print(f"\nBoth SSIM values agree within {args.tolerance:g}.")
+    harness.print_lines(harness.provenance(results))
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args.measure, args.prediction, args.target)))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one measurement when called with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.prediction, args.target)))
-        return 0
+def run(args: argparse.Namespace) -> dict:
     created = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="ssim_")) if created else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name in ("prediction.tif", "target.tif"):
                 (workdir / name).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (result in ``benchmarks/results/``), or one measurement with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), run, report, child=measure_child)
 
 
 if __name__ == "__main__":
