@@ -36,6 +36,7 @@ read comes from disk; ``warm`` reads a file that was just read.
 Usage::
 
     python benchmarks/lazy_read.py [--size-gb 1.1] [--slab 16] [--workdir DIR] [--cache both] [--repeat 3] [--keep]
+    python benchmarks/lazy_read.py --report benchmarks/results/lazy-read-DATE.json
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 import tifffile
 from _measure import MIB, drop_from_page_cache, fsync_file, peak_rss_kib, ru_maxrss_kib, run_measurement
@@ -222,38 +223,66 @@ def measure(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str,
 
 def run_child(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    arguments = ["--measure", method, "--path", str(path), "--z0", str(z0), "--slab", str(slab), "--out", str(out)]
+    arguments = ["--measure", method, "--path", str(path), "--z0", str(z0), "--slab", str(slab), "--slab-out", str(out)]
     return run_measurement(__file__, arguments, f"measurement {method} of {path}")
 
 
-# -- report -------------------------------------------------------------------------------------
-def machine_description() -> list[str]:
-    """Return lines describing the machine and the library versions."""
-    return _measure.machine_description(f"numpy {np.__version__}, tifffile {tifffile.__version__}")
-
-
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    """Format measurement rows as a Markdown table."""
-    header = (
-        "| layout | method | cache | file size | slab shape | time (s, median) | peak RSS (MiB) "
-        "| RSS above baseline (MiB) | ru_maxrss (MiB) |\n"
-        "|---|---|---|---:|---|---:|---:|---:|---:|"
-    )
-    lines = [header]
+# -- result and report --------------------------------------------------------------------------
+def markdown_table(rows: list[dict[str, object]]) -> list[str]:
+    """The measurement rows as a Markdown table, each read against the naive read of the same file and cache."""
+    naive = {(r["layout"], r["cache"]): r for r in rows if r["method"] == "naive"}
+    lines = []
     for row in rows:
         shape = "x".join(str(s) for s in row["slab_shape"])  # type: ignore[attr-defined]
+        above = (row["peak_kib"] - row["baseline_kib"]) / 1024
+        ref = naive[(row["layout"], row["cache"])]
         lines.append(
-            f"| {row['layout']} | {row['method']} | {row['cache']} | {row['file_bytes'] / 1024**3:.2f} GiB "
-            f"| {shape} | {row['seconds']:.2f} | {row['peak_kib'] / 1024:.0f} "
-            f"| {(row['peak_kib'] - row['baseline_kib']) / 1024:.0f} | {row['ru_maxrss_kib'] / 1024:.0f} |"
+            [
+                row["layout"],
+                row["method"],
+                row["cache"],
+                f"{row['file_bytes'] / 1024**3:.2f} GiB",
+                shape,
+                f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
+                f"{row['seconds'] / ref['seconds']:.2f}",
+                f"{above:.0f}",
+                f"{above / ((ref['peak_kib'] - ref['baseline_kib']) / 1024):.2f}",
+            ]
         )
-    return "\n".join(lines)
+    header = [
+        "layout",
+        "method",
+        "cache",
+        "file size",
+        "slab",
+        "time (s, median [IQR])",
+        "time x naive",
+        "RSS above baseline (MiB)",
+        "memory x naive",
+    ]
+    return harness.table(header, lines, "lllrlrrrr")
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result; the reference of every row is the naive read (``tifffile.imread`` of the file)."""
+    p = results["parameters"]
+    print(
+        f"### Lazy slab read: {results['slab']} planes from z={results['z0']} of a {results['shape']} uint16 volume, "
+        f"{p['repeat']} fresh processes each\n"
+    )
+    harness.print_lines(markdown_table(results["rows"]))
+    print(
+        "\nReference: `naive`, `tifffile.imread(path)[z0:z0 + slab]`. Peak RSS is VmHWM of the measuring process "
+        "above its VmHWM after imports (the run with the highest peak). "
+        + ("All slabs equal (lazy == naive == values written).\n" if not results["failures"] else "**FAILED**.\n")
+    )
+    harness.print_lines(harness.provenance(results))
 
 
 # -- main ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (``--measure`` and its options are internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.ArgumentParser:
+    """The command line (``--measure`` and its options are internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--size-gb", type=float, default=1.1, help="volume size in GiB (default 1.1)")
     parser.add_argument("--slab", type=int, default=16, help="planes per slab (default 16)")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the files (default: a temp dir)")
@@ -268,11 +297,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--z0", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.size_gb <= 0 or args.slab <= 0 or args.repeat <= 0:
-        parser.error("--size-gb, --slab and --repeat must be positive")
-    return args
+    parser.add_argument("--slab-out", type=Path, help=argparse.SUPPRESS)
+    return parser
 
 
 def measure_repeated(
@@ -314,12 +340,13 @@ def measure_repeated(
     data = np.load(out)
     out.unlink()
     worst = max(results, key=lambda result: result["peak_kib"])  # type: ignore[arg-type, return-value]
-    row = {**worst, "seconds": float(np.median([r["seconds"] for r in results])), "file_bytes": path.stat().st_size}
+    seconds = harness.summary([float(r["seconds"]) for r in results])
+    row = {**worst, "seconds": seconds["median"], "seconds_iqr": seconds["iqr"], "file_bytes": path.stat().st_size}
     return row, data
 
 
-def benchmark(args: argparse.Namespace, workdir: Path) -> int:
-    """Write both layouts in ``workdir``, measure every read, print the report; return the exit status."""
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
+    """Write both layouts in ``workdir``, measure every read: the result's rows and failures."""
     depth = depth_for(args.size_gb)
     slab = min(args.slab, depth)
     z0 = (depth - slab) // 2
@@ -349,27 +376,20 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
                 failures.append(f"{layout} ({cache}): naive slab differs from the values written")
 
     shape = f"{depth}x{PLANE_SHAPE[0]}x{PLANE_SHAPE[1]}"
-    print(f"## Lazy slab read: {slab} planes from z={z0} of a {shape} uint16 volume, {args.repeat} runs each\n")
-    print(markdown_table(rows))
-    print(
-        "\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports. "
-        "ru_maxrss is shown for comparison: after fork+exec Linux carries the parent's peak into it."
-    )
-    print("\nMachine:\n")
-    print("\n".join(machine_description()))
-    if failures:
-        print("\nFAILED:\n" + "\n".join(f"- {failure}" for failure in failures))
-        return 1
-    print("\nAll slabs equal (lazy == naive == values written).")
+    return {"shape": shape, "slab": slab, "z0": z0, "rows": rows, "failures": failures}
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args.measure, args.path, args.z0, args.slab, args.slab_out)))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one measurement when called with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.path, args.z0, args.slab, args.out)))
-        return 0
+def run(args: argparse.Namespace) -> dict:
+    """Write the files, measure every read, remove the files (unless ``--keep``)."""
+    if args.size_gb <= 0 or args.slab <= 0 or args.repeat <= 0:
+        raise SystemExit("--size-gb, --slab and --repeat must be positive")
     if args.workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="lazy_read_"))
         created = True
@@ -386,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for name in ("volume_imagej.tif", "volume_tiled.tif"):
                     (workdir / name).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (result in ``benchmarks/results/``), or one measurement with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), run, report, child=measure_child)
 
 
 if __name__ == "__main__":
