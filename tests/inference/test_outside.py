@@ -1,11 +1,13 @@
 """An input outside the training domain: one line naming what is outside, and each ``outside_training`` mode."""
 
+import json
 import logging
 
 import numpy as np
 import pytest
 import torch
 
+from fusemycell.errors import UserError, in_words
 from fusemycell.inference.apply import InferenceSettings, predict_in_memory
 from fusemycell.inference.outside import (
     DomainCheck,
@@ -15,9 +17,9 @@ from fusemycell.inference.outside import (
     check_measurement,
 )
 from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.domain import InputMeasurement, TrainingDomain, ValueRange
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 
 SPACING = (2.0, 0.5, 0.5)
@@ -53,6 +55,19 @@ def test_the_line_names_the_file_the_property_its_value_and_the_range(model):
         refused.raise_if_refused()
     record = refused.record()
     assert record["action"] == "skipped" and record["outside"][0]["property"] == "voxel size z"
+
+
+def test_the_line_and_the_refusal_name_the_mode_in_each_commands_words(model):
+    measured = InputMeasurement(spacing_zyx=(3.0, 0.5, 0.5))
+    names = {"inference.outside_training": "--outside-training"}
+    base = check_measurement(model.card, measured, "a.tif", "base").line()
+    assert base.endswith("instead of the prediction (inference.outside_training: base)")
+    assert in_words(base, names).endswith("instead of the prediction (--outside-training base)")
+    assert json.loads(json.dumps({"line": base})) == {"line": str(base)}  # written to the report as text
+    with pytest.raises(OutsideTrainingError) as refused:
+        check_measurement(model.card, measured, "a.tif", "refuse").raise_if_refused()
+    assert isinstance(refused.value, UserError) and "(inference.outside_training: refuse;" in str(refused.value)
+    assert "(--outside-training refuse; warn or base would predict it)" in refused.value.message(names)
 
 
 def test_a_model_without_a_domain_checks_nothing(model):

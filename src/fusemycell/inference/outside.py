@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fusemycell.devices import resolve_device
+from fusemycell.errors import Setting, UserError, UserMessage
 from fusemycell.models.card import ModelCard
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.domain import Departure, InputMeasurement, measure_array, measure_file
@@ -25,17 +26,16 @@ from fusemycell.models.unet import UNet3D
 
 Mode = Literal["warn", "base", "refuse"]
 
-#: What each mode adds to the line of an input outside the training domain.
+#: What each mode adds to the line of an input outside the training domain; ``{mode}`` is the setting, worded by
+#: the command that prints the line (``inference.outside_training: base``, ``--outside-training base``).
 CONSEQUENCES: dict[str, str] = {
     "warn": "the prediction may be worse than the input",
-    "base": (
-        "the blurred input (the residual base) is written instead of the prediction (inference.outside_training: base)"
-    ),
-    "refuse": "skipped (inference.outside_training: refuse; warn or base would predict it)",
+    "base": "the blurred input (the residual base) is written instead of the prediction ({mode})",
+    "refuse": "skipped ({mode}; warn or base would predict it)",
 }
 
 
-class OutsideTrainingError(ValueError):
+class OutsideTrainingError(UserError):
     """An input outside the training domain under ``inference.outside_training: refuse``; the message names it."""
 
 
@@ -61,11 +61,19 @@ class DomainCheck:
         return self.outside and self.mode == "base"
 
     def line(self) -> str:
-        """The one plain line of an input outside the domain: every property outside, then the consequence."""
+        """The one plain line of an input outside the domain: every property outside, then the consequence.
+
+        A :class:`~fusemycell.errors.UserMessage`: the ``kedro run`` words, which a command words again.
+        """
         if not self.outside:
             return ""
+        template, values = self._template()
+        return UserMessage(template, **values)
+
+    def _template(self) -> tuple[str, dict[str, object]]:
         found = "; ".join(d.sentence() for d in self.departures)
-        return f"{self.name}: {found}; {CONSEQUENCES[self.mode]}"
+        mode = Setting("inference.outside_training", self.mode, assignment=False)
+        return "{name}: {found}; " + CONSEQUENCES[self.mode], {"name": self.name, "found": found, "mode": mode}
 
     def record(self) -> dict[str, object]:
         """JSON-ready for the run's report."""
@@ -79,7 +87,8 @@ class DomainCheck:
     def raise_if_refused(self) -> None:
         """Raise :class:`OutsideTrainingError` (the line) for an input outside the domain under ``refuse``."""
         if self.outside and self.mode == "refuse":
-            raise OutsideTrainingError(self.line())
+            template, values = self._template()
+            raise OutsideTrainingError(template, **values)
 
 
 def check_measurement(card: ModelCard, measured: InputMeasurement, name: str, mode: Mode = "warn") -> DomainCheck:
