@@ -37,6 +37,7 @@ Usage::
 
     python benchmarks/fingerprint.py [--depth 150] [--slab-depth 16] [--workdir DIR] [--cache both]
         [--repeat 3] [--keep]
+    python benchmarks/fingerprint.py --report benchmarks/results/fingerprint-DATE.json
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 import tifffile
 from _measure import drop_from_page_cache, fsync_file, peak_rss_kib, read_through, ru_maxrss_kib, run_measurement
@@ -206,7 +207,7 @@ def measure(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, ob
 
 def run_child(method: str, path: Path, slab_depth: int, out: Path) -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    arguments = ["--measure", method, "--path", str(path), "--slab-depth", str(slab_depth), "--out", str(out)]
+    arguments = ["--measure", method, "--path", str(path), "--slab-depth", str(slab_depth), "--stats-out", str(out)]
     return run_measurement(__file__, arguments, f"measurement {method} of {path}")
 
 
@@ -248,40 +249,67 @@ def max_profile_difference(ours: dict, naive: dict) -> float:
     return worst
 
 
-# -- report -------------------------------------------------------------------------------------
-def machine_description() -> list[str]:
-    """Return lines describing the machine and the library versions."""
-    return _measure.machine_description(f"numpy {np.__version__}, tifffile {tifffile.__version__}")
-
-
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    """Format measurement rows as a Markdown table."""
-    lines = [
-        "| method | cache | time (s, median) | peak RSS (MiB) | RSS above baseline (MiB) | ru_maxrss (MiB) |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+# -- result and report --------------------------------------------------------------------------
+def markdown_table(rows: list[dict[str, object]]) -> list[str]:
+    """The measurement rows as a Markdown table, ``ours`` against ``naive`` with the same cache."""
+    naive = {r["cache"]: r for r in rows if r["method"] == "naive"}
+    lines = []
     for row in rows:
+        above = (row["peak_kib"] - row["baseline_kib"]) / 1024
+        ref = naive[row["cache"]]
         lines.append(
-            f"| {row['method']} | {row['cache']} | {row['seconds']:.2f} | {row['peak_kib'] / 1024:.0f} "
-            f"| {(row['peak_kib'] - row['baseline_kib']) / 1024:.0f} | {row['ru_maxrss_kib'] / 1024:.0f} |"
+            [
+                row["method"],
+                row["cache"],
+                f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
+                f"{row['seconds'] / ref['seconds']:.2f}",
+                f"{above:.0f}",
+                f"{above / ((ref['peak_kib'] - ref['baseline_kib']) / 1024):.3f}",
+            ]
         )
-    return "\n".join(lines)
+    header = ["method", "cache", "time (s, median [IQR])", "time x naive", "RSS above baseline (MiB)", "memory x naive"]
+    return harness.table(header, lines, "llrrrr")
 
 
-def percentile_table(ours: dict, naive: dict) -> str:
+def percentile_table(ours: dict, naive: dict) -> list[str]:
     """The percentiles of both methods side by side, as a Markdown table."""
-    lines = ["| percentile | scan_volume | np.percentile | equal |", "|---:|---:|---:|---|"]
+    rows = []
     for q in PERCENTILES:
         key = percentile_key(q)
-        mine, theirs = ours["percentiles"].get(key), naive["percentiles"][key]
-        lines.append(f"| {q:g} | {mine!r} | {theirs!r} | {'yes' if mine == theirs else '**no**'} |")
-    return "\n".join(lines)
+        mine, theirs = ours[key], naive[key]
+        rows.append([f"{q:g}", repr(mine), repr(theirs), "yes" if mine == theirs else "**no**"])
+    return harness.table(["percentile", "scan_volume", "np.percentile", "equal"], rows, "rrrl")
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result; the reference is ``naive`` (``tifffile.imread`` + NumPy on the whole volume)."""
+    p = results["parameters"]
+    shape = results["shape_zyx"]
+    volume_gib = np.prod(shape) * 2 / 1024**3
+    print(
+        f"### Fingerprint of a {'x'.join(map(str, shape))} uint16 volume ({volume_gib:.2f} GiB, tiled BigTIFF): "
+        f"`scan_volume`, slab depth {p['slab_depth']}, against `tifffile.imread` + NumPy, "
+        f"{p['repeat']} fresh processes each\n"
+    )
+    harness.print_lines(markdown_table(results["rows"]))
+    print()
+    harness.print_lines(percentile_table(results["percentiles"]["ours"], results["percentiles"]["naive"]))
+    verdict = (
+        "percentiles, minimum, maximum and projections equal, mean and profiles allclose"
+        if not results["failures"]
+        else "**FAILED**: " + "; ".join(results["failures"])
+    )
+    print(
+        f"\nPeak RSS is VmHWM of the measuring process above its VmHWM after imports. Ours against NumPy: {verdict}; "
+        f"largest relative difference between the profiles {results['profile_difference']:.1e}.\n"
+    )
+    harness.print_lines(harness.provenance(results))
 
 
 # -- main ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (``--measure`` and its options are internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.ArgumentParser:
+    """The command line (``--measure`` and its options are internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--depth", type=int, default=150, help="z-planes (default 150: 1.03 GiB uint16)")
     parser.add_argument("--plane", type=int, default=1920, help="y and x size of a plane (default 1920)")
     parser.add_argument("--slab-depth", type=int, default=16, help="planes read at a time by scan_volume")
@@ -293,11 +321,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the written files")
     parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if min(args.depth, args.plane, args.slab_depth, args.repeat) <= 0:
-        parser.error("--depth, --plane, --slab-depth and --repeat must be positive")
-    return args
+    parser.add_argument("--stats-out", type=Path, help=argparse.SUPPRESS)
+    return parser
 
 
 def measure_repeated(
@@ -325,11 +350,12 @@ def measure_repeated(
     out.unlink()
     out.with_suffix(".npz").unlink()
     worst = max(results, key=lambda result: result["peak_kib"])  # type: ignore[arg-type, return-value]
-    return {**worst, "seconds": float(np.median([r["seconds"] for r in results]))}, stats, projections
+    seconds = harness.summary([float(r["seconds"]) for r in results])
+    return {**worst, "seconds": seconds["median"], "seconds_iqr": seconds["iqr"]}, stats, projections
 
 
-def benchmark(args: argparse.Namespace) -> int:
-    """Write the volume, measure both methods, compare them, print the report; return the exit status."""
+def benchmark(args: argparse.Namespace) -> dict:
+    """Write the volume, measure both methods, compare them: the result's rows and failures."""
     from fusemycell.io.tiff import write_volume
 
     shape = (args.depth, args.plane, args.plane)
@@ -352,43 +378,28 @@ def benchmark(args: argparse.Namespace) -> int:
             f"{cache}: {f}" for f in compare(stats["ours"], stats["naive"], projections["ours"], projections["naive"])
         ]
 
-    volume_gib = np.prod(shape) * 2 / 1024**3
-    print(
-        f"## Fingerprint: {'x'.join(map(str, shape))} uint16 volume ({volume_gib:.2f} GiB, tiled BigTIFF), "
-        f"scan_volume with slab depth {args.slab_depth} vs tifffile.imread + NumPy, {args.repeat} runs each\n"
-    )
-    print(markdown_table(rows))
-    print(
-        "\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports. "
-        "ru_maxrss is shown for comparison: after fork+exec Linux carries the parent's peak into it."
-    )
-    print("\nPeak memory above baseline, ours / naive:\n")
-    for cache in caches:
-        ours, naive = (next(r for r in rows if r["method"] == m and r["cache"] == cache) for m in METHODS)
-        ratio = (ours["peak_kib"] - ours["baseline_kib"]) / (naive["peak_kib"] - naive["baseline_kib"])
-        print(f"- {cache}: {ratio:.3f}; whole-process peaks {ours['peak_kib'] / naive['peak_kib']:.3f}")
-    print(f"\nPercentiles ({caches[-1]} run):\n")
-    print(percentile_table(stats["ours"], stats["naive"]))
-    difference = max_profile_difference(stats["ours"], stats["naive"])
-    print(f"\nLargest relative difference between the profiles: {difference:.1e}.")
-    print("\nMachine:\n")
-    print("\n".join(machine_description()))
-    if failures:
-        print("\nFAILED:\n" + "\n".join(f"- {failure}" for failure in failures))
-        return 1
-    print(
-        "\nscan_volume agrees with NumPy: percentiles, minimum, maximum and projections equal, "
-        "mean and profiles allclose."
-    )
+    return {
+        "shape_zyx": list(shape),
+        "rows": rows,
+        "percentiles": {
+            m: {percentile_key(q): stats[m]["percentiles"][percentile_key(q)] for q in PERCENTILES} for m in METHODS
+        },
+        "profile_difference": max_profile_difference(stats["ours"], stats["naive"]),
+        "failures": failures,
+    }
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args.measure, args.path, args.slab_depth, args.stats_out)))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one measurement when called with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.path, args.slab_depth, args.out)))
-        return 0
+def run(args: argparse.Namespace) -> dict:
+    """Write the volume, measure both methods, remove the volume (unless ``--keep``)."""
+    if min(args.depth, args.plane, args.slab_depth, args.repeat) <= 0:
+        raise SystemExit("--depth, --plane, --slab-depth and --repeat must be positive")
     created = args.workdir is None
     if created:
         args.workdir = Path(tempfile.mkdtemp(prefix="fingerprint_"))
@@ -402,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(args.workdir, ignore_errors=True)
             else:
                 (args.workdir / "volume.tif").unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (result in ``benchmarks/results/``), or one measurement with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), run, report, child=measure_child)
 
 
 if __name__ == "__main__":
