@@ -41,6 +41,7 @@ Usage::
 
     python benchmarks/patching.py [--depth 80] [--count 256] [--threshold 0.2] [--workdir DIR]
         [--cache both] [--repeat 3] [--keep]
+    python benchmarks/patching.py --report benchmarks/results/patching-DATE.json
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 import tifffile
 from _measure import (
@@ -358,35 +359,75 @@ def compare_stores(ours: Path, naive: Path, dtype: str) -> list[str]:
     return failures
 
 
-# -- report -------------------------------------------------------------------------------------
-def machine_description() -> list[str]:
-    """Return lines describing the machine and the library versions."""
-    return _measure.machine_description(f"numpy {np.__version__}, tifffile {tifffile.__version__}")
-
-
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    """Format measurement rows as a Markdown table."""
-    lines = [
-        "| method | cache | sampling (s) | extraction (s) | total (s, median) | peak RSS (MiB) "
-        "| above baseline: sampling (MiB) | above baseline: extraction (MiB) | above baseline: run (MiB) "
-        "| ru_maxrss (MiB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+# -- result and report --------------------------------------------------------------------------
+def markdown_table(rows: list[dict[str, object]]) -> list[str]:
+    """The measurement rows as a Markdown table, ``ours`` against ``naive`` with the same cache."""
+    naive = {r["cache"]: r for r in rows if r["method"] == "naive"}
+    lines = []
     for row in rows:
+        ref = naive[row["cache"]]
+        above = (row["peak_kib"] - row["baseline_kib"]) / 1024
         lines.append(
-            f"| {row['method']} | {row['cache']} | {row['sampling_s']:.2f} | {row['extraction_s']:.2f} "
-            f"| {row['seconds']:.2f} | {row['peak_kib'] / 1024:.0f} "
-            f"| {(row['sampling_peak_kib'] - row['baseline_kib']) / 1024:.0f} "
-            f"| {(row['extraction_peak_kib'] - row['baseline_kib']) / 1024:.0f} "
-            f"| {(row['peak_kib'] - row['baseline_kib']) / 1024:.0f} | {row['ru_maxrss_kib'] / 1024:.0f} |"
+            [
+                row["method"],
+                row["cache"],
+                f"{row['sampling_s']:.2f}",
+                f"{row['extraction_s']:.2f}",
+                f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
+                f"{row['seconds'] / ref['seconds']:.2f}",
+                f"{(row['sampling_peak_kib'] - row['baseline_kib']) / 1024:.0f}",
+                f"{(row['extraction_peak_kib'] - row['baseline_kib']) / 1024:.0f}",
+                f"{above:.0f}",
+                f"{above / ((ref['peak_kib'] - ref['baseline_kib']) / 1024):.3f}",
+            ]
         )
-    return "\n".join(lines)
+    header = [
+        "method",
+        "cache",
+        "sampling (s)",
+        "extraction (s)",
+        "total (s, median [IQR])",
+        "time x naive",
+        "above baseline: sampling (MiB)",
+        "extraction (MiB)",
+        "run (MiB)",
+        "memory x naive",
+    ]
+    return harness.table(header, lines, "llrrrrrrrr")
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result; the reference is ``naive`` (``tifffile.imread`` of both volumes, slicing)."""
+    p = results["parameters"]
+    shape = results["shape_zyx"]
+    volume_gib = np.prod(shape) * 4 / 1024**3
+    store_mib = 2 * p["count"] * np.prod(p["patch"]) * np.dtype(p["dtype"]).itemsize / MIB
+    first = results["rows"][0]
+    print(
+        f"### Patch extraction: {p['count']} patches of {'x'.join(map(str, p['patch']))} ({p['dtype']}) from a pair "
+        f"of {'x'.join(map(str, shape))} float32 volumes ({volume_gib:.2f} GiB each), {p['repeat']} fresh "
+        "processes each\n"
+    )
+    harness.print_lines(markdown_table(results["rows"]))
+    verdict = (
+        f"same origins, same `contains_foreground`, all {p['count']} patch pairs identical"
+        if not results["failures"]
+        else "**FAILED**: " + "; ".join(results["failures"])
+    )
+    print(
+        f"\nForeground grid: blocks {'x'.join(map(str, p['block']))}, threshold {p['threshold']:g}, "
+        f"{first['foreground_blocks']} of {first['blocks']} blocks foreground "
+        f"({first['foreground_voxels'] / np.prod(shape):.1%} of the voxels); slab depth {p['slab_depth']}; "
+        f"store {store_mib:.0f} MiB. Peak RSS is VmHWM of the measuring process above its VmHWM after imports "
+        f"(target: ours at most 0.25x naive). Both stores: {verdict}.\n"
+    )
+    harness.print_lines(harness.provenance(results))
 
 
 # -- main ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (``--measure`` is internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.ArgumentParser:
+    """The command line (``--measure`` is internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--depth", type=int, default=80, help="z-planes per volume (default 80: 1.10 GiB float32)")
     parser.add_argument("--plane", type=int, default=1920, help="y and x size of a plane (default 1920)")
     parser.add_argument("--count", type=int, default=256, help="patches to cut (default 256)")
@@ -404,12 +445,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per method; time is the median")
     parser.add_argument("--keep", action="store_true", help="keep the written files")
     parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
     if min(args.depth, args.plane, args.count, args.repeat, args.slab_depth, *args.patch, *args.block) <= 0:
-        parser.error("sizes, --count, --repeat and --slab-depth must be positive")
+        raise SystemExit("sizes, --count, --repeat and --slab-depth must be positive")
     if any(p > n for p, n in zip(args.patch, (args.depth, args.plane, args.plane))):
-        parser.error("the patch must fit in the volume (the naive method does not pad)")
-    return args
+        raise SystemExit("the patch must fit in the volume (the naive method does not pad)")
 
 
 def measure_repeated(method: str, args: argparse.Namespace, cache: str, paths: dict[str, Path]) -> dict[str, object]:
@@ -431,13 +474,13 @@ def measure_repeated(method: str, args: argparse.Namespace, cache: str, paths: d
         results.append(run_child(method, args))
     worst = max(results, key=lambda result: result["peak_kib"])  # type: ignore[arg-type, return-value]
     medians = {key: float(np.median([r[key] for r in results])) for key in ("sampling_s", "extraction_s", "seconds")}
+    medians["seconds_iqr"] = harness.summary([float(r["seconds"]) for r in results])["iqr"]
     return {**worst, **medians}
 
 
-def benchmark(args: argparse.Namespace) -> int:
-    """Write the volume pair, measure both methods, compare the stores, print the report; return the exit status."""
+def benchmark(args: argparse.Namespace) -> dict:
+    """Write the volume pair, measure both methods, compare the stores: the result's rows and failures."""
     shape = (args.depth, args.plane, args.plane)
-    volume_gib = np.prod(shape) * 4 / 1024**3
     print(f"writing two {'x'.join(map(str, shape))} float32 volumes to {args.workdir}", file=sys.stderr)
     paths = write_pair(args.workdir, shape)
 
@@ -461,46 +504,19 @@ def benchmark(args: argparse.Namespace) -> int:
             for f in compare_stores(args.workdir / "store_ours", args.workdir / "store_naive", args.dtype)
         ]
 
-    first = rows[0]
-    store_mib = 2 * args.count * np.prod(args.patch) * np.dtype(args.dtype).itemsize / MIB
-    patch = "x".join(map(str, args.patch))
-    print(
-        f"## Patch extraction: {args.count} patches of {patch} ({args.dtype}) from a pair of "
-        f"{'x'.join(map(str, shape))} float32 volumes ({volume_gib:.2f} GiB each), {args.repeat} runs each\n"
-    )
-    print(markdown_table(rows))
-    print(
-        f"\nForeground grid: blocks {'x'.join(map(str, args.block))}, threshold {args.threshold:g}, "
-        f"{first['foreground_blocks']} of {first['blocks']} blocks foreground "
-        f"({first['foreground_voxels'] / np.prod(shape):.1%} of the voxels); "
-        f"slab depth {args.slab_depth}. Store: {store_mib:.0f} MiB."
-    )
-    print(
-        "\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports. "
-        "ru_maxrss is shown for comparison: after fork+exec Linux carries the parent's peak into it."
-    )
-    print("\nPeak memory above baseline, ours / naive (target: at most 0.25):\n")
-    for cache in caches:
-        ours, naive = (next(r for r in rows if r["method"] == m and r["cache"] == cache) for m in METHODS)
-        ratio = (ours["peak_kib"] - ours["baseline_kib"]) / (naive["peak_kib"] - naive["baseline_kib"])
-        total = ours["peak_kib"] / naive["peak_kib"]
-        verdict = "met" if ratio <= 0.25 else "NOT met"
-        print(f"- {cache}: {ratio:.3f} ({verdict}); whole-process peaks {total:.3f}")
-    print("\nMachine:\n")
-    print("\n".join(machine_description()))
-    if failures:
-        print("\nFAILED:\n" + "\n".join(f"- {failure}" for failure in failures))
-        return 1
-    print(f"\nBoth stores agree: same origins, same 'contains_foreground', all {args.count} patch pairs identical.")
+    return {"shape_zyx": list(shape), "rows": rows, "failures": failures}
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args.measure, args)))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one measurement when called with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args)))
-        return 0
+def run(args: argparse.Namespace) -> dict:
+    """Write the pair, measure both methods, remove the files (unless ``--keep``)."""
+    check_args(args)
     created = args.workdir is None
     if created:
         args.workdir = Path(tempfile.mkdtemp(prefix="patching_"))
@@ -517,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
                     (args.workdir / f"{kind}.tif").unlink(missing_ok=True)
                 for method in METHODS:
                     shutil.rmtree(args.workdir / f"store_{method}", ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (result in ``benchmarks/results/``), or one measurement with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), run, report, child=measure_child)
 
 
 if __name__ == "__main__":
