@@ -12,7 +12,6 @@ the augmentation of the training patches.
 from __future__ import annotations
 
 import logging
-import math
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from fusemycell.models.card import PreprocessingContract
 from fusemycell.patching.config import PatchingConfig, resolve_patch_size
 from fusemycell.patching.extract import PatchPlan
 from fusemycell.patching.sampling import foreground_grid, patch_count, sample_origins
-from fusemycell.preprocessing.config import CropParams, NormalizationParams
+from fusemycell.preprocessing.policy import policy_from_columns
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +40,8 @@ def preprocessing_contract(records: pd.DataFrame) -> PreprocessingContract:
     ValueError
         When the table predates the policy columns (re-run preprocessing).
     """
-    needed = {"norm_p_low", "norm_p_high", "crop_enabled", "crop_threshold", "crop_margin_um", "resample_target_z_um"}
-    missing = sorted(needed - set(records.columns))
-    if missing:
-        raise ValueError(
-            f"the preprocessing table has no column {', '.join(missing)} (written by an older fusemycell); "
-            "run 'kedro run --pipelines preprocessing' again"
-        )
-    first = records.iloc[0]
-    target = tuple(float(first[f"resample_target_{a}_um"]) for a in "zyx")
-    return PreprocessingContract(
-        normalization=NormalizationParams(
-            low_percentile=float(first["norm_p_low"]), high_percentile=float(first["norm_p_high"])
-        ),
-        crop=CropParams(
-            enabled=bool(first["crop_enabled"]),
-            threshold=float(first["crop_threshold"]),
-            margin_um=float(first["crop_margin_um"]),
-        ),
-        resample_spacing_zyx=None if any(math.isnan(t) for t in target) else target,  # type: ignore[arg-type]
-    )
+    normalization, crop, target = policy_from_columns(records.iloc[0] if len(records) else {})
+    return PreprocessingContract(normalization=normalization, crop=crop, resample_spacing_zyx=target)
 
 
 def _volume_patches(

@@ -7,14 +7,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from fusemycell.configuration import StrictConfig
+from fusemycell.normalization import CHALLENGE_PERCENTILES
 
 
 class NormalizationParams(StrictConfig):
     """Percentile normalisation; the challenge uses 2 and 99.8."""
 
-    low_percentile: float = Field(default=2.0, ge=0, lt=100)
+    low_percentile: float = Field(default=CHALLENGE_PERCENTILES[0], ge=0, lt=100)
     """Percentile mapped to 0."""
-    high_percentile: float = Field(default=99.8, gt=0, le=100)
+    high_percentile: float = Field(default=CHALLENGE_PERCENTILES[1], gt=0, le=100)
     """Percentile mapped to 1."""
 
     @model_validator(mode="after")

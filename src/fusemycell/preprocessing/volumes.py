@@ -20,6 +20,7 @@ from fusemycell.io.volume import Volume
 from fusemycell.normalization import NormalizationStats, normalize
 from fusemycell.preprocessing.config import PreprocessingConfig
 from fusemycell.preprocessing.crop import Box, box_shape, full_box, specimen_box
+from fusemycell.preprocessing.policy import policy_columns
 from fusemycell.preprocessing.resample import resample_axis, resampled_shape, source_planes, target_spacing
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ class VolumeTransform:
             row[f"spacing_{axis}_um"] = self.spacing_zyx[index]
             row[f"output_spacing_{axis}_um"] = self.final_spacing_zyx[index]
         row["norm_low"], row["norm_high"] = self.stats.low, self.stats.high
-        row["norm_p_low"], row["norm_p_high"] = self.stats.p_low, self.stats.p_high
         row["resampled"] = self.output_spacing_zyx is not None
         return row
 
@@ -180,7 +180,7 @@ def plan_volumes(
     records = []
     norm = config.normalization
     target = resample_target(volume_scans, training_pairs if training_pairs is not None else valid_pairs, config)
-    policy = _policy(config, target)
+    policy = policy_columns(config.normalization, config.crop, target)
     for key in valid_pairs:
         pair = raw_pairs[key]
         scans = {kind: volume_scans[f"{key}_{kind}"] for kind in ("angle", "fused")}
@@ -231,16 +231,6 @@ def resample_target(
 
 def _um(spacing: Sequence[float]) -> str:
     return " x ".join(f"{float(s):g}" for s in spacing)
-
-
-def _policy(config: PreprocessingConfig, target: Sequence[float] | None) -> dict[str, Any]:
-    """The crop and resampling policy, as the preprocessing table's columns."""
-    return {
-        "crop_enabled": config.crop.enabled,
-        "crop_threshold": config.crop.threshold,
-        "crop_margin_um": config.crop.margin_um,
-        **{f"resample_target_{a}_um": (float(target[i]) if target else float("nan")) for i, a in enumerate("zyx")},
-    }
 
 
 def _box(scans: list[Any], spacing: tuple[float, ...], config: PreprocessingConfig) -> Box:
