@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from fusemycell.errors import UserError
 from fusemycell.parameters import (
     RUN_LOCATIONS,
     ParameterError,
@@ -45,13 +46,16 @@ def test_the_defaults_are_valid_and_typed():
             {"training": {"model": {"deph": 3}}},
             "training.model.deph: unknown parameter; did you mean 'training.model.depth'?",
         ),
-        ({"inference": {"zzz": 1}}, "inference.zzz: unknown parameter; valid keys here: input_dir,"),
+        ({"inference": {"zzz": 1}}, "inference.zzz: unknown parameter; valid keys here: "),
     ],
 )
 def test_unknown_keys_name_the_closest_valid_one(params, expected):
     with pytest.raises(ParameterError) as raised:
         validate_parameters(params)
     assert expected in str(raised.value)
+    assert isinstance(raised.value, UserError)
+    if "valid keys here" in expected:  # the keys of that group, in whatever order it declares them
+        assert {"input_dir", "output_dir", "overlap"} <= set(str(raised.value).split(": ")[-1].split(", "))
 
 
 @pytest.mark.parametrize("tile", [[0, 16, 16], [8, -1, 16]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fusemycell.errors import UserError
 from fusemycell.run_planning import MissingInputError, PipelineShape, check_inputs, find_missing, hint_command
 
 PIPELINES = {
@@ -72,6 +73,24 @@ def test_the_message_names_the_whole_command_with_the_users_options():
         check_inputs(PIPELINES["training"].inputs, PIPELINES, Facts(), run_params)
     expected = "'kedro run --pipelines simulation,preprocessing,patching,training --env mac --params raw_dir=data/mine'"
     assert str(raised.value) == f"patch_store_train not found yet: run {expected}"
+
+
+def test_a_default_the_user_may_point_elsewhere_is_named_in_each_commands_words():
+    """The default model is missing: the command that trains it keeps the user's folders, or another model."""
+    facts = Facts(present={"raw_pairs", "inference_inputs"})
+    runtime = {"inference": {"input_dir": "/in/stack.tif", "output_dir": "/out"}}
+    run_params = {"pipeline_names": ["inference"], "env": "test", "runtime_params": runtime}
+    with pytest.raises(MissingInputError) as raised:
+        check_inputs(PIPELINES["inference"].inputs, PIPELINES, facts, run_params)
+    command = (
+        "'kedro run --pipelines preprocessing,patching,training,inference --env test "
+        "--params inference.input_dir=/in/stack.tif,inference.output_dir=/out'"
+    )
+    assert str(raised.value).endswith(
+        f"not found yet: run {command}, or choose another: --params inference.model_uri=PATH"
+    )
+    assert raised.value.message({"inference.model_uri": "--model"}).endswith(", or choose another: --model")
+    assert isinstance(raised.value, UserError)
 
 
 def test_nothing_missing_is_nothing_to_say():

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from fusemycell.configuration import StrictConfig
+from fusemycell.errors import UserError
 from fusemycell.evaluation.config import EvaluationConfig
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.patching.config import PatchingConfig
@@ -61,7 +62,7 @@ class Validated(Generic[Group]):
         raise TypeError("Validated[...] is an annotation; nodes receive the parameter group itself")
 
 
-class ParameterError(ValueError):
+class ParameterError(UserError):
     """The parameters of a run are invalid; the message lists every problem and where it came from."""
 
 

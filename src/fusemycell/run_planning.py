@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fusemycell.errors import Setting, UserError
 from fusemycell.parameters import RUN_LOCATIONS
 
 
-class MissingInputError(RuntimeError):
+class MissingInputError(UserError, RuntimeError):
     """An input of the run does not exist; the message names the command that makes it."""
 
 
@@ -102,14 +103,35 @@ def find_missing(
     return missing, sorted(chain, key=order.index)
 
 
-def hint_command(pipelines: Sequence[str], env: str | None = None, raw_dir: str | None = None) -> str:
-    """``'kedro run --pipelines a,b --env mac --params raw_dir=...'``: the user's own options kept."""
+def hint_command(
+    pipelines: Sequence[str],
+    env: str | None = None,
+    raw_dir: str | None = None,
+    locations: Mapping[str, str] | None = None,
+) -> str:
+    """``'kedro run --pipelines a,b --env mac --params raw_dir=...'``: the user's own options kept.
+
+    ``locations``: other locations the user chose (``{"inference.input_dir": ...}``), kept in ``--params`` too.
+    """
     words = ["kedro", "run", "--pipelines", ",".join(dict.fromkeys(pipelines))]
     if env:
         words += ["--env", str(env)]
-    if raw_dir:
-        words += ["--params", f"raw_dir={raw_dir}"]
+    chosen = {**({"raw_dir": raw_dir} if raw_dir else {}), **(locations or {})}
+    if chosen:
+        words += ["--params", ",".join(f"{name}={value}" for name, value in chosen.items())]
     return "'" + " ".join(words) + "'"
+
+
+def chosen_locations(runtime_params: Mapping[str, Any]) -> dict[str, str]:
+    """The locations among a run's ``--params`` (``raw_dir``, ``inference.input_dir``, ...), by dotted name."""
+    chosen = {}
+    for location in RUN_LOCATIONS:
+        value: Any = runtime_params
+        for part in location.parameter.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, str) and value:
+            chosen[location.parameter] = value
+    return chosen
 
 
 def _names(missing: Iterable[Missing]) -> str:
@@ -130,15 +152,26 @@ def check_inputs(
     unmade = [m for m in missing if m.producer is None]
     if unmade:
         settings = sorted({p for m in unmade if (p := _parameter_of(m.name))})
+        if not settings:
+            raise MissingInputError("{names} not found; no pipeline of this project makes it", names=_names(unmade))
+        checks = {f"setting_{i}": Setting(name) for i, name in enumerate(settings)}
         raise MissingInputError(
-            f"{_names(unmade)} not found"
-            + (f": check {', '.join(settings)}" if settings else "; no pipeline of this project makes it")
+            "{names} not found: check " + ", ".join("{" + key + "}" for key in checks), names=_names(unmade), **checks
         )
     if missing:
         requested = [p for p in run_params.get("pipeline_names") or [] if p != "__default__"]
-        raw_dir = (run_params.get("runtime_params") or {}).get("raw_dir")
-        command = hint_command([*chain, *requested], run_params.get("env"), raw_dir)
-        raise MissingInputError(f"{_names(missing)} not found yet: run {command}")
+        chosen = chosen_locations(run_params.get("runtime_params") or {})
+        raw_dir = chosen.pop("raw_dir", None)
+        command = hint_command([*chain, *requested], run_params.get("env"), raw_dir, chosen)
+        others = sorted({p for m in missing if (p := _parameter_of(m.name))})  # a default the user may point elsewhere
+        choices = {f"choice_{i}": Setting(name, "PATH") for i, name in enumerate(others)}
+        raise MissingInputError(
+            "{names} not found yet: run {command}"
+            + ("" if not choices else ", or choose another: " + ", ".join("{" + key + "}" for key in choices)),
+            names=_names(missing),
+            command=command,
+            **choices,
+        )
 
 
 def _parameter_of(name: str) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.errors import UserError
 from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.card import ModelCard
 from fusemycell.normalization import NormalizationStats
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 UINT16_MAX = float(np.iinfo(np.uint16).max)
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """An input cannot be predicted; the message names it."""
 
 

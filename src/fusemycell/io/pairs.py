@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fusemycell.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: The channels of the challenge.
@@ -26,7 +28,7 @@ FILENAME_PATTERN = re.compile(
 )
 
 
-class PairingError(ValueError):
+class PairingError(UserError):
     """A file name or a set of files cannot be paired; the message names them."""
 
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.errors import UserError
+
 #: Voxel types of raw volumes (single views and fused targets): the challenge's uint16, plus uint8 and float32.
 RAW_DTYPES = ("uint8", "uint16", "float32")
 
 
-class VolumeFormatError(ValueError):
+class VolumeFormatError(UserError):
     """A file is not a readable 3D FuseMyCell volume; the message names the file."""
 
 

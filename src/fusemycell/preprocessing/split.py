@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.errors import UserError
+
 SPLITS = ("train", "val", "test")
 
 #: Columns of a split table: the pair, its stratum, and which files (by content) it was made from.
 SPLIT_COLUMNS = ("pair", "channel", "study", "angle_file", "angle_digest", "fused_file", "fused_digest", "split")
 
 
-class SplitMismatchError(ValueError):
+class SplitMismatchError(UserError):
     """The raw files a run reads are not the ones the split was made from."""
 
 
@@ -158,7 +160,7 @@ def _one_per_study(candidates: Sequence[str], study_of: Mapping[str, str], n_val
     return chosen
 
 
-class TooFewPairsError(ValueError):
+class TooFewPairsError(UserError):
     """The raw folder holds too few complete pairs to train, validate and test on."""
 
 
