@@ -30,6 +30,7 @@ stdout.
 Usage::
 
     python benchmarks/load.py [--epochs 40] [--files 20] [--tolerance-mib 25]
+    python benchmarks/load.py --report benchmarks/results/load-DATE.json
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,7 @@ import threading
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
 
@@ -123,8 +124,8 @@ def run_inference(files: int) -> dict:
     from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
     from fusemycell.io.tiff import save_volume, write_volume
     from fusemycell.models.card import card_for
-    from fusemycell.models.checkpoint import TrainedModel
     from fusemycell.models.config import UNetConfig
+    from fusemycell.models.model_file import TrainedModel
     from fusemycell.models.unet import UNet3D
 
     torch.manual_seed(0)
@@ -173,20 +174,9 @@ def summarise(values: list[float], warmup: int = 1) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--files", type=int, default=20)
-    parser.add_argument("--tolerance-mib", type=float, default=25.0)
-    parser.add_argument("--part", choices=("training", "inference"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("FUSEMYCELL_PROGRESS", "off")
-    if args.part:  # the child process
-        result = run_training(args.epochs) if args.part == "training" else run_inference(args.files)
-        print(json.dumps(result))
-        return 0
-
-    rows, failed = [], False
+def run(args: argparse.Namespace) -> dict:
+    """Both parts, each in a fresh interpreter: per-epoch / per-file peaks, their summary and the verdict."""
+    rows, failures = [], []
     for part in ("training", "inference"):
         child = subprocess.run(
             [sys.executable, __file__, "--part", part, "--epochs", str(args.epochs), "--files", str(args.files)],
@@ -199,13 +189,27 @@ def main() -> int:
         growth = summary["late"] - summary["early"]
         projected = summary["slope"] * 100
         ok = growth <= args.tolerance_mib and projected <= args.tolerance_mib
-        failed |= not ok
-        rows.append((part, result, summary, growth, projected, ok))
+        if not ok:
+            failures.append(f"{part}: growth {growth:+.1f} MiB, slope x 100 {projected:+.1f} MiB")
+        rows.append(
+            {
+                "part": part,
+                "unit": result["unit"],
+                "detail": result["detail"],
+                "seconds": result["seconds"],
+                "values": [round(v, 1) for v in result["values"]],
+                "after": [round(v, 1) for v in result.get("after", [])],
+                "summary": summary,
+                "growth": growth,
+                "flat": ok,
+            }
+        )
+    return {"rows": rows, "failures": failures}
 
-    import torch
 
-    machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"Machine: {machine}, torch {torch.__version__}\n")
+def report(results: dict) -> None:
+    """The Markdown of a result: each part's steady peak against its own early epochs or files (the reference)."""
+    print(f"### Memory over {results['parameters']['epochs']} epochs and {results['parameters']['files']} files\n")
     columns = [
         "part",
         "workload",
@@ -218,27 +222,48 @@ def main() -> int:
         "growth, last 5 - early 5 (MiB)",
         "flat",
     ]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for part, result, summary, growth, _projected, ok in rows:
-        cells = [
-            f"{part} (peak RSS per {result['unit']})",
-            result["detail"],
-            f"{result['seconds']:.0f}",
-            f"{summary['first']:.0f}",
-            f"{summary['early']:.0f}",
-            f"{summary['late']:.0f}",
-            f"{summary['max']:.0f}",
-            f"{summary['slope']:+.3f}",
-            f"{growth:+.1f}",
-            "yes" if ok else "**no**",
-        ]
-        print("| " + " | ".join(cells) + " |")
-    for part, result, *_ in rows:
-        print(f"\n{part}, per {result['unit']} (MiB): " + ", ".join(f"{v:.0f}" for v in result["values"]))
-        if "after" in result:
-            print(f"{part}, RSS after each {result['unit']} (MiB): " + ", ".join(f"{v:.0f}" for v in result["after"]))
-    return 1 if failed else 0
+    rows = []
+    for row in results["rows"]:
+        summary = row["summary"]
+        rows.append(
+            [
+                f"{row['part']} (peak RSS per {row['unit']})",
+                row["detail"],
+                f"{row['seconds']:.0f}",
+                f"{summary['first']:.0f}",
+                f"{summary['early']:.0f}",
+                f"{summary['late']:.0f}",
+                f"{summary['max']:.0f}",
+                f"{summary['slope']:+.3f}",
+                f"{row['growth']:+.1f}",
+                "yes" if row["flat"] else "**no**",
+            ]
+        )
+    harness.print_lines(harness.table(columns, rows, "llrrrrrrrl"))
+    print(f"\nFlat: growth and 100 x the slope at most {results['parameters']['tolerance_mib']:g} MiB.")
+    for row in results["rows"]:
+        print(f"\n{row['part']}, per {row['unit']} (MiB): " + ", ".join(f"{v:.0f}" for v in row["values"]))
+    print()
+    harness.print_lines(harness.provenance(results))
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.part:
+        return None
+    result = run_training(args.epochs) if args.part == "training" else run_inference(args.files)
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both parts (result in ``benchmarks/results/``), or one part with ``--part``."""
+    parser = harness.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--tolerance-mib", type=float, default=25.0)
+    parser.add_argument("--part", choices=("training", "inference"), help=argparse.SUPPRESS)
+    os.environ.setdefault("FUSEMYCELL_PROGRESS", "off")
+    return harness.main(__file__, argv, parser, run, report, child=measure_child)
 
 
 if __name__ == "__main__":
