@@ -14,53 +14,52 @@ output files (uint16 levels).
 Usage::
 
     python benchmarks/onnx_cpu.py [--shape 32 256 256] [--repeat 2] [--model PATH] [--onnx PATH]
+    python benchmarks/onnx_cpu.py --report benchmarks/results/onnx-cpu-DATE.json
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 from time_shares import make_input
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--shape", type=int, nargs=3, default=[32, 256, 256])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--model", default="data/06_models/fusemycell_unet.pt")
     parser.add_argument("--onnx", default="data/06_models/fusemycell_unet.onnx")
     parser.add_argument("--workdir", type=Path, default=None)
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run both backends and print the table."""
-    args = parse_args(argv)
+#: The pinned reference: PyTorch on the CPU in float32 (``TorchBackend(network, "cpu", amp=False)``).
+REFERENCE = "PyTorch (TorchBackend, CPU float32)"
 
-    import onnxruntime
-    import torch
 
+def run(args: argparse.Namespace) -> dict:
+    """Both backends on one file, alternately: times, tiles and the differences of their outputs."""
     from fusemycell.inference.apply import InferenceSettings, predict_file
     from fusemycell.inference.backends import TorchBackend
     from fusemycell.inference.onnx_backend import OnnxBackend
     from fusemycell.inference.tiling import TileGrid
     from fusemycell.io.formats import read_volume
     from fusemycell.io.tiff import save_volume
-    from fusemycell.models.checkpoint import load_model
+    from fusemycell.models.model_file import load_model
 
     model = load_model(args.model)
     tile = model.card.default_tile_zyx
     backends = {
-        "PyTorch (TorchBackend, CPU float32)": TorchBackend(model.network, "cpu", amp=False),
+        REFERENCE: TorchBackend(model.network, "cpu", amp=False),
         "ONNX Runtime (OnnxBackend, CPUExecutionProvider)": OnnxBackend(args.onnx, ["CPUExecutionProvider"]),
     }
     batch = np.random.default_rng(0).random((4, 1, *tile), dtype=np.float32)
@@ -89,33 +88,49 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     tiles = len(TileGrid(tuple(args.shape), tile, settings.overlap))
-    name = "x".join(map(str, args.shape))
+    rows = [{"backend": name, "seconds": harness.summary(runs)} for name, runs in times.items()]
+    return {
+        "tile_zyx": list(tile),
+        "tiles": tiles,
+        "rows": rows,
+        "raw_difference": raw_diff,
+        "file_difference_levels": file_diff,
+        "differing_voxels": differing,
+    }
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result: each backend against the pinned reference, PyTorch on the CPU in float32."""
+    shape, tile = results["parameters"]["shape"], results["tile_zyx"]
+    tiles = results["tiles"]
     print(
-        f"## ONNX Runtime vs PyTorch on CPU: {name} uint16 file to file, tile {'x'.join(map(str, tile))}, "
-        f"overlap 0.5, batch 4, {tiles} tiles\n"
+        f"### ONNX Runtime against PyTorch on CPU: {'x'.join(map(str, shape))} uint16 file to file, "
+        f"tile {'x'.join(map(str, tile))}, overlap 0.5, batch 4, {tiles} tiles\n"
     )
-    print("| backend | time per file (s, median) | every run (s) | ms per tile |\n|---|---:|---|---:|")
-    medians = {}
-    for backend_name, runs in times.items():
-        medians[backend_name] = statistics.median(runs)
-        print(
-            f"| {backend_name} | {medians[backend_name]:.1f} | {', '.join(f'{t:.1f}' for t in runs)} "
-            f"| {1000 * medians[backend_name] / tiles:.0f} |"
-        )
-    torch_time, onnx_time = medians.values()
-    print(f"\nONNX Runtime / PyTorch time: {onnx_time / torch_time:.2f}")
-    print(f"Largest difference of the raw outputs (4 tiles, float32, network scale): {raw_diff:.2e}")
-    print(f"Largest difference of the output files: {file_diff} uint16 levels ({differing} voxels differ)")
-    print("\nMachine:\n")
+    reference = next(r for r in results["rows"] if r["backend"] == REFERENCE)["seconds"]["median"]
+    rows = [
+        [
+            r["backend"],
+            f"{r['seconds']['median']:.1f} [{r['seconds']['iqr']:.1f}]",
+            ", ".join(f"{t:.1f}" for t in r["seconds"]["values"]),
+            f"{1000 * r['seconds']['median'] / tiles:.0f}",
+            f"{r['seconds']['median'] / reference:.2f}",
+        ]
+        for r in results["rows"]
+    ]
+    header = ["backend", "time per file (s, median [IQR])", "every run (s)", "ms per tile", "time x PyTorch"]
+    harness.print_lines(harness.table(header, rows, "lrlrr"))
     print(
-        "\n".join(
-            _measure.machine_description(
-                f"numpy {np.__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}",
-                cpus=f"- CPUs: 2 (torch threads {torch.get_num_threads()})",
-            )
-        )
+        f"\nLargest difference of the raw outputs (4 tiles, float32, network scale): {results['raw_difference']:.2e}; "
+        f"of the output files: {results['file_difference_levels']} uint16 levels "
+        f"({results['differing_voxels']} voxels differ).\n"
     )
-    return 0
+    harness.print_lines(harness.provenance(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both backends; write the result; print its table."""
+    return harness.main(__file__, argv, parse_args(), run, report)
 
 
 if __name__ == "__main__":
