@@ -40,6 +40,7 @@ phase its seconds and share of the wall time, per thread.
 Usage::
 
     python benchmarks/time_shares.py [--shape 32 384 384] [--repeat 1] [--model PATH] [--network model|cheap]
+    python benchmarks/time_shares.py --report benchmarks/results/time-shares-DATE.json
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 from _measure import peak_rss_kib, run_measurement
 
@@ -123,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
     from fusemycell.inference import apply, backends, background, streams, transform
     from fusemycell.io import tiff
-    from fusemycell.models.checkpoint import load_model
+    from fusemycell.models.model_file import load_model
     from fusemycell.preprocessing import volumes
 
     clock = PhaseClock()
@@ -145,7 +146,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     baseline = peak_rss_kib()
     start = time.perf_counter()
     volume = apply.predict_file(str(args.path), backend_call, settings, model.card)
-    tiff.save_volume(args.out, volume)
+    tiff.save_volume(args.output, volume)
     wall = time.perf_counter() - start
     stream = volume.data.inner.inner if args.background else volume.data.inner
     return {
@@ -159,12 +160,15 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def report(results: dict[bool, list[dict]], shape: tuple[int, int, int], model: str) -> None:
-    """Print the Markdown tables."""
+def report(stored: dict) -> None:
+    """The Markdown of a result; the reference mode is ``sequential`` (``background_io: false``)."""
+    results = {False: stored["runs"]["sequential"], True: stored["runs"]["background"]}
+    shape = stored["parameters"]["shape"]
+    model = stored["network"]
     first = results[False][0]
     tile = "x".join(map(str, first["tile"]))
     name = "x".join(map(str, shape))
-    print(f"## Where the time goes: {name} uint16 file to file, network {model}, tile {tile}, overlap 0.5, batch 4\n")
+    print(f"### Where the time goes: {name} uint16 file to file, network {model}, tile {tile}, overlap 0.5, batch 4\n")
     print(
         f"Model: `{model}`; {first['tiles']} tiles; torch threads {first['threads']}; runs per mode: "
         f"{len(results[False])} (median wall time; phases of the median run).\n"
@@ -204,16 +208,14 @@ def report(results: dict[bool, list[dict]], shape: tuple[int, int, int], model: 
     )
     print(f"\nBackground / sequential wall time: {walls[True] / walls[False]:.3f}")
     peaks = {mode: max(int(r["peak_kib"]) for r in runs) / 1024 for mode, runs in results.items()}
-    print(f"Peak RSS: sequential {peaks[False]:.0f} MiB, background {peaks[True]:.0f} MiB.\n")
-    print("Machine:\n")
-    import torch
-
-    print("\n".join(_measure.machine_description(f"numpy {np.__version__}, torch {torch.__version__}")))
+    print(f"Peak RSS: sequential {peaks[False]:.0f} MiB, background {peaks[True]:.0f} MiB.")
+    print(f"Outputs with and without the background threads: {'identical' if stored['same'] else 'DIFFERENT'}.\n")
+    harness.print_lines(harness.provenance(stored))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line (``--measure``, ``--path``, ``--out``, ``--background`` are internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.ArgumentParser:
+    """The command line (``--measure``, ``--path``, ``--output``, ``--background`` are internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--shape", type=int, nargs=3, default=[32, 384, 384], help="z y x (default 32 384 384)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode, alternating (default 1)")
     parser.add_argument("--model", default="data/06_models/fusemycell_unet.pt", help="trained model (mac)")
@@ -227,16 +229,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one measurement with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args)))
-        return 0
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args)))
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Alternate the two modes ``--repeat`` times, each run in a fresh process; compare their outputs."""
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="time_shares_"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -247,20 +252,28 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for mode in (False, True):
                 outputs[mode] = workdir / f"output_{mode}.tif"
-                arguments = ["--measure", "--path", str(path), "--out", str(outputs[mode]), "--model", args.model]
+                arguments = ["--measure", "--path", str(path), "--output", str(outputs[mode]), "--model", args.model]
                 arguments += ["--network", args.network]
                 result = run_measurement(__file__, arguments + (["--background"] if mode else []), "measurement")
                 results[mode].append(result)
                 print(f"  background={mode}: {result['wall']:.1f} s", file=sys.stderr)
         from fusemycell.io.formats import read_volume
 
-        same = np.array_equal(read_volume(outputs[False]).data, read_volume(outputs[True]).data)
-        report(results, tuple(args.shape), args.model if args.network == "model" else "3x3x3 mean filter (cheap)")
-        print(f"\nOutputs with and without the background threads: {'identical' if same else 'DIFFERENT'}.")
-        return 0 if same else 1
+        same = bool(np.array_equal(read_volume(outputs[False]).data, read_volume(outputs[True]).data))
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "network": args.model if args.network == "model" else "3x3x3 mean filter (cheap)",
+        "runs": {"sequential": results[False], "background": results[True]},
+        "same": same,
+        "failures": [] if same else ["outputs with and without the background threads differ"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (result in ``benchmarks/results/``), or one measurement with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), run, report, child=measure_child)
 
 
 if __name__ == "__main__":
