@@ -18,6 +18,7 @@ needs ``kedro run --pipelines simulation,preprocessing,patching,training --env m
 Usage::
 
     python benchmarks/overlap.py [--overlaps 0.5 0.33 0.25] [--tiles 16 64 64 16 128 128] [--repeat 1]
+    python benchmarks/overlap.py --report benchmarks/results/overlap-DATE.json
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import _measure
-import numpy as np
+import harness
 
 STUDY_SHAPE = (300, 1920, 1920)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+#: The pinned reference row: the training patch as tile at overlap 0.5 (the blending defaults of 2026-12-01).
+REFERENCE = ((16, 64, 64), 0.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; ``--tiles`` is read as z y x triples."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 0.33, 0.25])
     parser.add_argument("--tiles", type=int, nargs="+", default=[16, 64, 64, 16, 128, 128], help="z y x, repeated")
     parser.add_argument("--model", default="data/06_models/fusemycell_unet.pt")
@@ -48,63 +52,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split-name", default="test", help="which split's volumes (default test)")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (default 1)")
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if len(args.tiles) % 3:
-        parser.error("--tiles takes z y x triples")
-    args.tiles = [tuple(args.tiles[i : i + 3]) for i in range(0, len(args.tiles), 3)]
-    return args
+    return parser
 
 
-def report(args: argparse.Namespace, model, pairs, shapes, input_ssim, *, rows) -> None:  # noqa: ANN001
-    """Print the Markdown table."""
-    import torch
-
-    names = ", ".join(f"{p} ({'x'.join(map(str, shapes[p]))})" for p in pairs)
-    validation = model.card.validation
-    print(f"## Overlap and tile size: time and N_SSIM on the {args.split_name} volumes of the simulated data\n")
+def report(results: dict) -> None:
+    """The Markdown of a result; ``time x ref`` and ``N_SSIM - ref`` against the pinned ``REFERENCE`` row."""
+    p = results["parameters"]
+    pairs, shapes = results["pairs"], results["shapes"]
+    names = ", ".join(f"{pair} ({'x'.join(map(str, shapes[pair]))})" for pair in pairs)
+    model = results["model"]
+    print(f"### Overlap and tile size: time and N_SSIM on the {p['split_name']} volumes of the simulated data\n")
     print(
-        f"Model: `{args.model}` ({model.config.depth} levels, {model.config.base_channels} base channels, "
-        f"best epoch {validation.epoch if validation else '?'}, validation N_SSIM "
-        f"{validation.val_nssim if validation else float('nan'):.4f}); volumes: {names}; CPU float32, batch 4, "
-        f"{args.repeat} timed run(s) per volume (median).\n"
+        f"Model: `{p['model']}` ({model['depth']} levels, {model['base_channels']} base channels, "
+        f"best epoch {model['epoch']}, validation N_SSIM {model['val_nssim']:.4f}); volumes: {names}; CPU float32, "
+        f"batch 4, {p['repeat']} timed run(s) per volume (median). Reference row: tile "
+        f"{'x'.join(map(str, REFERENCE[0]))}, overlap {REFERENCE[1]:g}.\n"
     )
-    print(
-        "| tile | overlap | tiles (all volumes) | time per volume (s, mean) | ms per tile | "
-        + " | ".join(f"N_SSIM {p}" for p in pairs)
-        + " | N_SSIM mean | tiles of a 300x1920x1920 study | projected time of that study on this CPU (min) |"
-    )
-    print("|---|---:|---:|---:|---:|" + "---:|" * len(pairs) + "---:|---:|---:|")
-    for tile, overlap, tiles, times, per_tile, scores, study_tiles in rows:
-        mean = statistics.mean(scores.values())
-        print(
-            f"| {'x'.join(map(str, tile))} | {overlap:g} | {tiles} | {statistics.mean(times):.2f} "
-            f"| {1000 * per_tile:.0f} | "
-            + " | ".join(f"{scores[p]:.4f}" for p in pairs)
-            + f" | {mean:.4f} | {study_tiles} | {study_tiles * per_tile / 60:.0f} |"
+    rows = results["rows"]
+    reference = next((r for r in rows if (tuple(r["tile"]), r["overlap"]) == REFERENCE), None)
+    lines = []
+    for r in rows:
+        mean = statistics.mean(r["scores"].values())
+        time_ratio = (
+            f"{r['per_tile'] * r['tiles'] / (reference['per_tile'] * reference['tiles']):.2f}" if reference else "-"
         )
-    print("\nInput SSIM (single view vs fused): " + ", ".join(f"{p} {input_ssim[p]:.4f}" for p in pairs))
-    print("\nMachine:\n")
-    print(
-        "\n".join(
-            _measure.machine_description(
-                f"numpy {np.__version__}, torch {torch.__version__}",
-                cpus=f"- CPUs: 2 (torch threads {torch.get_num_threads()})",
-            )
+        score_diff = f"{mean - statistics.mean(reference['scores'].values()):+.4f}" if reference else "-"
+        lines.append(
+            [
+                "x".join(map(str, r["tile"])),
+                f"{r['overlap']:g}",
+                r["tiles"],
+                f"{statistics.mean(r['times']):.2f}",
+                f"{1000 * r['per_tile']:.0f}",
+                time_ratio,
+                *(f"{r['scores'][pair]:.4f}" for pair in pairs),
+                f"{mean:.4f}",
+                score_diff,
+                r["study_tiles"],
+                f"{r['study_tiles'] * r['per_tile'] / 60:.0f}",
+            ]
         )
+    header = [
+        "tile",
+        "overlap",
+        "tiles (all volumes)",
+        "time per volume (s, mean)",
+        "ms per tile",
+        "time x ref",
+        *(f"N_SSIM {pair}" for pair in pairs),
+        "N_SSIM mean",
+        "N_SSIM - ref",
+        "tiles of a 300x1920x1920 study",
+        "projected time of that study here (min)",
+    ]
+    harness.print_lines(harness.table(header, lines))
+    print(
+        "\nInput SSIM (single view vs fused): "
+        + ", ".join(f"{pair} {results['input_ssim'][pair]:.4f}" for pair in pairs)
+        + "\n"
     )
+    harness.print_lines(harness.provenance(results))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every configuration and print the table."""
+def run(args: argparse.Namespace) -> dict:
+    """Every configuration on every test volume: tiles, times and N_SSIM."""
 
     from fusemycell.inference.apply import InferenceSettings, make_backend, predict_file
     from fusemycell.inference.tiling import TileGrid
     from fusemycell.io.formats import read_volume
     from fusemycell.io.tiff import save_volume
     from fusemycell.metrics.ssim import normalized_ssim, ssim
-    from fusemycell.models.checkpoint import load_model
+    from fusemycell.models.model_file import load_model
 
-    args = parse_args(argv)
+    if len(args.tiles) % 3:
+        raise SystemExit("--tiles takes z y x triples")
+    args.tiles = [tuple(args.tiles[i : i + 3]) for i in range(0, len(args.tiles), 3)]
     with args.split.open() as handle:
         pairs = [row["pair"] for row in csv.DictReader(handle) if row["split"] == args.split_name]
     if not pairs:
@@ -142,8 +164,36 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    report(args, model, pairs, shapes, input_ssim, rows=rows)
-    return 0
+    validation = model.card.validation
+    return {
+        "model": {
+            "depth": model.config.depth,
+            "base_channels": model.config.base_channels,
+            "epoch": validation.epoch if validation else None,
+            "val_nssim": validation.val_nssim if validation else float("nan"),
+        },
+        "pairs": pairs,
+        "shapes": {pair: list(shape) for pair, shape in shapes.items()},
+        "input_ssim": {pair: float(value) for pair, value in input_ssim.items()},
+        "rows": [
+            {
+                "tile": list(tile),
+                "overlap": overlap,
+                "tiles": tiles,
+                "times": times,
+                "per_tile": per_tile,
+                "scores": {pair: float(value) for pair, value in scores.items()},
+                "study_tiles": study_tiles,
+            }
+            for tile, overlap, tiles, times, per_tile, scores, study_tiles in rows
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every configuration; write the result; print its table."""
+    parser = build_parser()
+    return harness.main(__file__, argv, parser, run, report)
 
 
 if __name__ == "__main__":
