@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kedro.io.core import DatasetError
 
+from fusemycell.errors import UserError
 from fusemycell.io.formats import read_volume
 from fusemycell.io.naming import TIFF_SUFFIXES
 from fusemycell.io.volume import Volume
@@ -65,11 +66,17 @@ def file_kind(path: str | Path) -> str:
     return _SUFFIXES.get(suffix, f"a {suffix} file" if suffix else "a file without a suffix")
 
 
-def not_a_volume(path: str | Path) -> DatasetError:
+class VolumeSourceError(UserError, DatasetError):
+    """A folder dataset's input is not there or not a volume: the user's to fix (and a ``DatasetError`` for Kedro)."""
+
+
+def not_a_volume(path: str | Path) -> VolumeSourceError:
     """The error for a file given where a TIFF stack or an OME-Zarr image is expected."""
-    return DatasetError(
-        f"{path}: {file_kind(path)}, not a TIFF stack (.tif/.tiff) or an OME-Zarr image (.ome.zarr); "
-        "save the single view as a ZYX TIFF (Fiji: File > Save As > Tiff...)"
+    return VolumeSourceError(
+        "{path}: {kind}, not a TIFF stack (.tif/.tiff) or an OME-Zarr image (.ome.zarr); save the single view as a "
+        "ZYX TIFF (Fiji: File > Save As > Tiff...)",
+        path=path,
+        kind=file_kind(path),
     )
 
 
@@ -107,7 +114,7 @@ def list_tiffs(location: Path) -> tuple[dict[str, str], list[str]]:
         return {location.name: str(location)}, []
     if not location.is_dir():
         what = "a link to nothing" if location.is_symlink() else "no such file or folder"
-        raise DatasetError(f"{location}: {what}")
+        raise VolumeSourceError("{location}: {what}", location=location, what=what)
     files, problems = {}, []
     for entry in sorted(location.iterdir()):
         if entry.name.startswith(".") or entry.suffix.lower() not in TIFF_SUFFIXES:
