@@ -20,11 +20,12 @@ one CPU, started before and stopped after the measurement), and two thread polic
 
 Each measurement runs in a fresh interpreter (``--measure``), after the competitors have run for a
 second. Reported: threads, steps per minute and the slowdown against idle, inference seconds and its
-slowdown, and the machine. ``--json PATH`` also writes the rows.
+slowdown, and the machine; the result goes to ``benchmarks/results/`` (``--report FILE`` prints it again).
 
 Usage::
 
     python benchmarks/busy_machine.py [--seconds 30] [--competitors 0 1 2 3] [--volume 32 256 256]
+    python benchmarks/busy_machine.py --report benchmarks/results/busy-machine-2026-12-07.json
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import _measure
+import harness
 
 PATCH = (16, 64, 64)
 POLICIES = ("every core", "sized")
@@ -141,57 +142,63 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def table(rows: list[dict]) -> list[str]:
-    """Markdown: one row per (competitors, policy), slowdowns against the same policy idle."""
+    """Markdown: one row per (competitors, policy), slowdowns against the same policy idle (the pinned reference)."""
     idle = {row["policy"]: row for row in rows if row["competitors"] == 0}
-    lines = [
-        "| competing processes | threads policy | threads | steps / min | x idle | inference s | x idle |",
-        "|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    lines = []
     for row in rows:
         base = idle.get(row["policy"])
         step_x = f"{base['steps_per_minute'] / row['steps_per_minute']:.2f}" if base else "n/a"
         infer_x = f"{row['inference_s'] / base['inference_s']:.2f}" if base else "n/a"
         lines.append(
-            f"| {row['competitors']} | {row['policy']} | {row['threads']} | {row['steps_per_minute']:.0f} | "
-            f"{step_x} | {row['inference_s']:.1f} | {infer_x} |"
+            [
+                row["competitors"],
+                row["policy"],
+                row["threads"],
+                f"{row['steps_per_minute']:.0f}",
+                step_x,
+                f"{row['inference_s']:.1f}",
+                infer_x,
+            ]
         )
-    return lines
+    header = ["competing processes", "threads policy", "threads", "steps / min", "x idle", "inference s", "x idle"]
+    return harness.table(header, lines, "rlrrrrr")
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result (a file of 2026-12-07 written before the harness holds only ``date`` and ``rows``)."""
+    p = results.get("parameters", {})
+    shape = "x".join(map(str, p.get("volume", [32, 256, 256])))
+    seconds = p.get("seconds")
+    timed = f" for {seconds:g} s" if seconds is not None else ""
+    print(
+        f"`mac` training step (batch 2, patches {'x'.join(map(str, PATCH))}){timed}; "
+        f"inference of one {shape} volume. Reference: the same threads policy with no competing process.\n"
+    )
+    harness.print_lines(table(results["rows"]))
+    print()
+    harness.print_lines(harness.provenance(results))
+
+
+def run_all(args: argparse.Namespace) -> dict:
+    if 0 not in args.competitors:
+        args.competitors = [0, *args.competitors]  # the idle rows are the reference
+    return {"rows": run(args)}
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args.measure, args.seconds, tuple(args.volume))))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="training steps timed per row (default 30)")
     parser.add_argument("--competitors", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--volume", type=int, nargs=3, default=[32, 256, 256], help="z y x predicted")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--measure", choices=POLICIES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.seconds, tuple(args.volume))))
-        return 0
-    if 0 not in args.competitors:
-        args.competitors = [0, *args.competitors]  # the idle rows are the reference
-    rows = run(args)
-    import torch
-
-    from fusemycell.devices import cgroup_cpu_quota, usable_cpus
-
-    cpus = (
-        f"- CPUs: {os.cpu_count()} ({_measure.cpu_model()}), {usable_cpus()} usable by this process "
-        f"(affinity {len(os.sched_getaffinity(0))}, quota {cgroup_cpu_quota() or 'none'})"
-    )
-    shape = "x".join(map(str, args.volume))
-    print(f"## Training and inference beside CPU-heavy programs, {time.strftime('%Y-%m-%d')}\n")
-    print(
-        f"`mac` training step (batch 2, patches {'x'.join(map(str, PATCH))}) for {args.seconds:g} s; "
-        f"inference of one {shape} volume.\n"
-    )
-    print("\n".join(table(rows)))
-    print("\nMachine:\n")
-    print("\n".join(_measure.machine_description(f"torch {torch.__version__}", cpus=cpus)))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1) + "\n")
-    return 0
+    return harness.main(__file__, argv, parser, run_all, report, child=measure_child)
 
 
 if __name__ == "__main__":
