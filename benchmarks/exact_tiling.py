@@ -37,6 +37,7 @@ Usage::
 
     python benchmarks/exact_tiling.py [--depths 40 80] [--methods today exact-fp32 exact] [--shape 64 512 512]
         [--skip-file] [--skip-memory] [--skip-monai] [--workdir DIR] [--out results.json]
+    python benchmarks/exact_tiling.py --report benchmarks/results/exact-tiling-DATE.json
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import time
 from pathlib import Path
 
 import _measure
+import harness
 import numpy as np
 from _measure import peak_rss_kib, run_measurement
 from sliding_window import PlaneSource, make_volume
@@ -75,7 +77,7 @@ def make_model(normalization: str):  # noqa: ANN201 - torch is imported lazily
     import torch
 
     from fusemycell.models.card import card_for
-    from fusemycell.models.checkpoint import TrainedModel
+    from fusemycell.models.model_file import TrainedModel
     from fusemycell.models.unet import UNet3D
 
     torch.manual_seed(0)
@@ -184,7 +186,7 @@ def measure_memory(args: argparse.Namespace) -> dict:
 
 def child(method: str, path: Path, out: Path, code: Path | None = None) -> dict:
     """:func:`measure_file` or :func:`measure_memory` in a fresh interpreter (``code``: another revision's tree)."""
-    arguments = ["--measure", method, "--path", str(path), "--out", str(out)]
+    arguments = ["--measure", method, "--path", str(path), "--prediction-out", str(out)]
     env = None
     if code is not None:
         env = {
@@ -274,7 +276,7 @@ def plan_rows(depths: tuple[int, ...] = PLAN_DEPTHS, budgets: tuple[float, ...] 
 
 def report(results: dict) -> None:
     """Markdown tables."""
-    print(f"## Exact tiling, {results['date']}\n")
+    print("### Exact tiling\n")
     if results.get("plans"):
         print("### Planned tiles (computed): `mac` network, bf16, planes 1920x1920\n")
         print("| inference.memory_gb | planes | tile read | core | evaluations / voxel |")
@@ -317,12 +319,41 @@ def report(results: dict) -> None:
                 f"| {r['max_diff_to_whole']:.1e} |"
             )
         print(f"\n(output range {results['memory'][0]['output_range']:.2f})")
-    print("\nMachine:\n\n" + "\n".join(results["machine"]))
+    print(
+        f"\nReferences: `today` is revision {TODAY_REVISION}'s own code (pinned); in memory, the whole volume in one "
+        "call.\n"
+    )
+    harness.print_lines(harness.provenance(results))
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    args.out = Path(args.prediction_out)
+    result = measure_file(args) if args.measure in FILE_METHODS and args.path.suffix == ".tif" else measure_memory(args)
+    print(json.dumps(result))
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The planner's table, then the parts asked for."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exact_tiling_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"shape": args.shape, "plans": plan_rows()}
+    try:
+        if not args.skip_memory:
+            results["memory"] = memory_part(tuple(args.shape), workdir, not args.skip_monai)
+        if not args.skip_file:
+            results["file"] = file_part(args.depths, workdir, tuple(args.methods))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run the parts, print the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Parse, run the parts (result in ``benchmarks/results/``), print the tables."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--depths", type=int, nargs="+", default=[40, 80])
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
     parser.add_argument(
@@ -332,43 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-monai", action="store_true")
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--out", type=Path)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.measure:
-        args.out = Path(args.out)
-        result = (
-            measure_file(args) if args.measure in FILE_METHODS and args.path.suffix == ".tif" else measure_memory(args)
-        )
-        print(json.dumps(result))
-        return 0
-    import torch
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exact_tiling_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    results: dict = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "shape": args.shape,
-        "machine": _measure.machine_description(
-            f"numpy {np.__version__}, torch {torch.__version__}",
-            cpus=f"- CPUs: {os.cpu_count()} ({_measure.cpu_model()}), PyTorch CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}, threads {torch.get_num_threads()}",
-        ),
-    }
-    results["plans"] = plan_rows()
-    try:
-        if not args.skip_memory:
-            results["memory"] = memory_part(tuple(args.shape), workdir, not args.skip_monai)
-        if not args.skip_file:
-            results["file"] = file_part(args.depths, workdir, tuple(args.methods))
-    finally:
-        if args.out:
-            args.out.write_text(json.dumps(results, indent=2))
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    report(results)
-    return 0
+    parser.add_argument("--prediction-out", type=Path, help=argparse.SUPPRESS)
+    return harness.main(__file__, argv, parser, run, report, child=measure_child)
 
 
 if __name__ == "__main__":
