@@ -49,6 +49,7 @@ engine's log) to stderr.
 Usage::
 
     python benchmarks/training.py [--epochs N] [--seed S] [--env mac] [--device cpu]
+    python benchmarks/training.py --report benchmarks/results/training-DATE.json
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
-from _measure import cpu_model, peak_rss_kib, run_measurement
+from _measure import peak_rss_kib, run_measurement
 
 #: The project root (the script lives in ``benchmarks/``).
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,14 +255,6 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 # -- report -------------------------------------------------------------------------------------
-def machine_description(torch_version: str, threads: int) -> list[str]:
-    """Return lines describing the machine and the library versions."""
-    return _measure.machine_description(
-        f"torch {torch_version}, numpy {np.__version__}",
-        cpus=f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; torch uses {threads} threads",
-    )
-
-
 def best(result: dict) -> dict:
     """The history entry of the best epoch."""
     return next(h for h in result["history"] if h["epoch"] == result["best_epoch"])
@@ -321,24 +314,23 @@ def physics_table(result: dict) -> str:
 
 
 # -- main ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (``--measure`` is internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.ArgumentParser:
+    """The command line (``--measure`` is internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the environment's value)")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the environment's value)")
     parser.add_argument("--env", default="mac", help="Kedro environment of the parameters (default mac)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "auto", "cuda", "mps"), help="default cpu")
     parser.add_argument("--measure", choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.epochs is not None and args.epochs <= 0:
-        parser.error("--epochs must be positive")
-    return args
+    return parser
 
 
-def benchmark(args: argparse.Namespace) -> int:
-    """Make the stores if needed, train both variants, print the report; return the exit status."""
+def benchmark(args: argparse.Namespace) -> dict:
+    """Make the stores if needed, train both variants: the result (both runs, the stores, the failures)."""
     from fusemycell.patching.store import PatchStore
 
+    if args.epochs is not None and args.epochs <= 0:
+        raise SystemExit("--epochs must be positive")
     prepare_stores(args.env)
     train_store, val_store = PatchStore(STORES / "train"), PatchStore(STORES / "val")
     results = {}
@@ -346,50 +338,55 @@ def benchmark(args: argparse.Namespace) -> int:
         print(f"training with physics {variant}", file=sys.stderr)
         results[variant] = run_child(variant, args)
         print(f"  {results[variant]['seconds']:.0f} s", file=sys.stderr)
+    return {
+        "stores": {
+            "train": len(train_store),
+            "val": len(val_store),
+            "patch_zyx": list(train_store.patch_size_zyx),
+            "dtype": str(train_store.description["dtype"]),
+        },
+        "variants": results,
+        "failures": comparability(results),
+    }
 
+
+def report(stored: dict) -> None:
+    """The Markdown of a result; physics ``off`` (the image loss only) is the reference."""
+    results, stores = stored["variants"], stored["stores"]
     config = results["off"]["config"]
     model = config["model"]
-    patch = "x".join(map(str, train_store.patch_size_zyx))
+    patch = "x".join(map(str, stores["patch_zyx"]))
     print(
-        f"## Training, `{args.env}` configuration on {config['device']}: {len(train_store)} training and "
-        f"{len(val_store)} validation patches of {patch} ({train_store.description['dtype']}), "
+        f"### Training, `{stored['parameters']['env']}` configuration on {config['device']}: {stores['train']} "
+        f"training and {stores['val']} validation patches of {patch} ({stores['dtype']}), "
         f"U-Net depth {model['depth']} / {model['base_channels']} base channels, batch {config['batch_size']} "
         f"x {config['accumulation_steps']} accumulation steps, {config['epochs']} epochs, seed {config['seed']}\n"
     )
     loss = ", ".join(f"{k} {v:g}" for k, v in config["loss"].items())
     physics = results["on"]["config"]["physics"]
     print(
-        f"Loss: {loss}; model: {json.dumps(model)}; physics on: weight {physics['weight']:g}, "
-        f"fit_steps {physics['fit_steps']}, learn {physics['learn']}; learning rate {config['learning_rate']:g}.\n"
+        f"Loss: {loss}; physics on: weight {physics['weight']:g}, fit_steps {physics['fit_steps']}, "
+        f"learn {physics['learn']}; learning rate {config['learning_rate']:g}.\n"
     )
     print(summary_table(results))
     print(
         "\nThroughput is the engine's: training patches (and voxels) per second of the training batches of an "
-        "epoch, validation excluded; median over epochs. train() wall is the whole call; outside epochs = "
-        "model set-up, the forward-model fit (physics on) and checkpoint writes. Peak RSS is VmHWM of the "
-        "training process; baseline is its VmHWM after imports and loading the parameters. Engine peak RSS is "
-        "the engine's own figure (RSS sampled between batches, MB = 2^20 bytes). Validation figures are at the "
-        "best epoch (highest val N_SSIM), over all validation patches."
+        "epoch, validation excluded; median over epochs. Peak RSS is VmHWM of the training process; baseline is "
+        "its VmHWM after imports and loading the parameters. Validation figures are at the best epoch."
     )
     print("\nEpoch by epoch:\n")
     print(epoch_table(results))
     on = results["on"]
     print(f"\nForward model with physics on (weight {physics['weight']:g}):\n")
     print(physics_table(on))
-    print(
-        "\nThe simulation measures depths along tissue paths from the specimen's surface; the forward model "
-        "from the preprocessed volume's first plane (z) and column (x), so the values are comparable only roughly."
-    )
     difference = best(on)["val_nssim"] - best(results["off"])["val_nssim"]
     print(f"\nBest-epoch validation N_SSIM, physics on - off: {difference:+.4f}.")
-    print("\nMachine:\n")
-    print("\n".join(machine_description(on["torch"], int(on["torch_threads"]))))
-    failures = comparability(results)
-    if failures:
-        print("\nFAILED, the two runs are not comparable:\n" + "\n".join(f"- {failure}" for failure in failures))
-        return 1
-    print("\nBoth runs used the same source, parameters and patch stores (SHA-256 before and after each run).")
-    return 0
+    if stored["failures"]:
+        print("\nFAILED, the two runs are not comparable:\n" + "\n".join(f"- {f}" for f in stored["failures"]))
+    else:
+        print("Both runs used the same source, parameters and patch stores (SHA-256 before and after each run).")
+    print()
+    harness.print_lines(harness.provenance(stored))
 
 
 def comparability(results: dict[str, dict]) -> list[str]:
@@ -417,13 +414,16 @@ def comparability(results: dict[str, dict]) -> list[str]:
     return failures
 
 
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    print(json.dumps(measure(args.measure, args)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one training run when called with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args)))
-        return 0
-    return benchmark(args)
+    """Run the benchmark (result in ``benchmarks/results/``), or one training run with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), benchmark, report, child=measure_child)
 
 
 if __name__ == "__main__":
