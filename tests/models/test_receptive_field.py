@@ -68,3 +68,13 @@ def test_the_card_records_invariance_and_field_from_its_architecture():
     payload["tile_invariant"] = False
     reloaded = type(none).model_validate(payload)
     assert reloaded.tile_invariant and reloaded.receptive_field_zyx == none.receptive_field_zyx
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1, 0.442, 1.0, 2.3])
+def test_the_kernel_and_the_reach_share_one_radius(sigma):
+    from fusemycell.models.receptive_field import gaussian_radius
+    from fusemycell.models.unet import gaussian_kernel
+
+    kernel = gaussian_kernel(sigma)
+    assert kernel.numel() == 2 * gaussian_radius(sigma) + 1
+    assert float(kernel.sum()) == pytest.approx(1.0)

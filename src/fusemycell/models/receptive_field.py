@@ -18,6 +18,12 @@ import numpy as np
 from fusemycell.models.config import UNetConfig
 
 
+def gaussian_radius(sigma: float) -> int:
+    """Half-width of the project's Gaussian kernel (:func:`fusemycell.models.unet.gaussian_kernel`): 4 sigma
+    rounded (SciPy's truncation), at least one voxel; 0 for sigma 0 (the kernel is then the identity)."""
+    return max(1, int(4 * sigma + 0.5)) if sigma > 0 else 0
+
+
 def _conv3(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A 3-wide convolution with zero padding: each position also depends on its two neighbours."""
     lo_out = np.minimum(lo, np.concatenate([lo[:1], lo[:-1]]))
@@ -70,7 +76,7 @@ def _reach_1d(config: UNetConfig, factors: list[int], length: int) -> int:
         skip_lo, skip_hi = skips.pop()
         lo, hi = block(np.minimum(lo, skip_lo), np.maximum(hi, skip_hi))
     if config.has_residual and config.residual_blur_sigma > 0:
-        radius = max(1, int(4 * config.residual_blur_sigma + 0.5))  # gaussian_kernel's truncation
+        radius = gaussian_radius(config.residual_blur_sigma)
         lo, hi = np.minimum(lo, positions - radius), np.maximum(hi, positions + radius)
     # positions near the line's ends see a clipped field; the interior holds the true reach
     interior = slice(length // 4, length - length // 4)

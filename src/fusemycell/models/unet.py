@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.receptive_field import gaussian_radius
 
 
 def gaussian_kernel(sigma: float, device: torch.device | None = None) -> torch.Tensor:
@@ -19,7 +20,7 @@ def gaussian_kernel(sigma: float, device: torch.device | None = None) -> torch.T
     """
     if sigma <= 0:
         return torch.ones(1, device=device)
-    radius = max(1, int(4 * sigma + 0.5))
+    radius = gaussian_radius(sigma)
     positions = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
     return kernel / kernel.sum()
