@@ -62,20 +62,20 @@ Usage::
     python benchmarks/sliding_window.py [--shape 48 256 256] [--tile 16 64 64]
         [--uneven-shape 28 176 176] [--stream-depths 40 152] [--stream-network cheap]
         [--skip-in-memory] [--skip-stream] [--workdir DIR]
+    python benchmarks/sliding_window.py --report benchmarks/results/sliding-window-DATE.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import _measure
+import harness
 import numpy as np
 from _measure import MIB, peak_rss_kib, run_measurement
 
@@ -174,7 +174,7 @@ def measure_stream(args: argparse.Namespace, result: dict[str, object]) -> tuple
     from fusemycell.preprocessing.config import NormalizationParams
 
     net = make_stream_network(args.stream_network)
-    settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH)
+    settings = InferenceSettings(device="cpu", amp=False, tile_zyx=STREAM_TILE, batch_size=BATCH, tiling="blend")
     mapping = NormalizationParams(low_percentile=PERCENTILES[0], high_percentile=PERCENTILES[1])
     card = card_for(UNetConfig(), STREAM_TILE, preprocessing=PreprocessingContract(normalization=mapping))
     baseline = peak_rss_kib()
@@ -282,23 +282,21 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
 def run_child(method: str, path: Path, out: Path, tile: tuple[int, ...], network: str = "cheap") -> dict[str, object]:
     """Run :func:`measure` in a fresh interpreter (this script in ``--measure`` mode)."""
-    arguments = ["--measure", method, "--path", str(path), "--out", str(out), "--tile", *(str(t) for t in tile)]
+    arguments = [
+        "--measure",
+        method,
+        "--path",
+        str(path),
+        "--prediction-out",
+        str(out),
+        "--tile",
+        *(str(t) for t in tile),
+    ]
     arguments += ["--stream-network", network]
     return run_measurement(__file__, arguments, f"measurement {method}", timeout=CHILD_TIMEOUT_S)
 
 
 # -- report -------------------------------------------------------------------------------------
-def machine_description() -> list[str]:
-    """Return lines describing the machine and the library versions."""
-    import monai
-    import torch
-
-    return _measure.machine_description(
-        f"numpy {np.__version__}, torch {torch.__version__}, monai {monai.__version__}",
-        cpus=f"- CPUs: {os.cpu_count()} (torch threads {torch.get_num_threads()})",
-    )
-
-
 def mib(kib: object) -> str:
     """KiB as a MiB string."""
     return f"{float(kib) / 1024:.0f}"  # type: ignore[arg-type]
@@ -313,13 +311,13 @@ def monai_starts(size: int, tile: int) -> list[int]:
     return [min(i * step, size - tile) for i in range(count)]
 
 
-def compare(shape: tuple[int, int, int], tile: tuple[int, int, int], workdir: Path) -> tuple[list[str], dict]:
-    """Measure the three in-memory predictors on one shape; return table rows and the differences."""
+def compare(shape: tuple[int, int, int], tile: tuple[int, int, int], workdir: Path) -> dict:
+    """Measure the three in-memory predictors on one shape: their results and the differences."""
     from fusemycell.inference.tiling import TileGrid
 
     path = workdir / "volume.npy"
     np.save(path, make_volume(shape))
-    rows, results, predictions = [], {}, {}
+    results, predictions = {}, {}
     for method in ("ours", "monai", "monai-ourweights"):
         out = workdir / f"{method}.npy"
         results[method] = run_child(method, path, out, tile)
@@ -337,17 +335,24 @@ def compare(shape: tuple[int, int, int], tile: tuple[int, int, int], workdir: Pa
         "tiles": len(grid),
         "output_range": float(np.ptp(predictions["ours"])),
     }
-    name = "x".join(map(str, shape))
+    diffs["results"] = results
+    diffs["shape"] = list(shape)
+    return diffs
+
+
+def memory_rows(diffs: dict) -> list[str]:
+    """The table rows of one in-memory shape."""
+    rows = []
+    name = "x".join(map(str, diffs["shape"]))
     for method in ("ours", "monai", "monai-ourweights"):
-        r = results[method]
+        r = diffs["results"][method]
         diff = "-" if method == "ours" else f"{diffs[method]:.1e}"
         rows.append(
-            f"| {name} | {'same' if same_starts else 'different'} | {method} | {r['seconds']:.2f} "
+            f"| {name} | {'same' if diffs['same_starts'] else 'different'} | {method} | {r['seconds']:.2f} "
             f"| {mib(r['peak_kib'])} | {mib(r['baseline_kib'])} | {mib(int(r['peak_kib']) - int(r['baseline_kib']))} "
             f"| {diff} |"
         )
-    diffs["results"] = results
-    return rows, diffs
+    return rows
 
 
 def compare_files(first: Path, second: Path) -> tuple[int, int]:
@@ -408,15 +413,22 @@ def stream(
     return results, failures
 
 
-def stream_report(args: argparse.Namespace, workdir: Path) -> list[str]:
-    """Part 2 for every depth: print its table; return the failures."""
+def stream_part(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[str]]:
+    """Part 2 for every depth: the results by depth and the failures."""
     side, failures, by_depth = args.stream_plane, [], {}
     for depth in args.stream_depths:
         by_depth[depth], depth_failures = stream(depth, side, workdir, args.stream_network, not args.skip_monai_stream)
         failures += depth_failures
-    network = "3x3x3 mean filter (cheap)" if args.stream_network == "cheap" else "U-Net depth 3 / 8 channels"
+    return by_depth, failures
+
+
+def stream_report(p: dict, by_depth: dict) -> None:
+    """Part 2's table (``p``: the result's parameters)."""
+    by_depth = {int(depth): results for depth, results in by_depth.items()}
+    side = p["stream_plane"]
+    network = "3x3x3 mean filter (cheap)" if p["stream_network"] == "cheap" else "U-Net depth 3 / 8 channels"
     print(
-        f"\n## Streaming file to file, planes {side}x{side} uint16, tile 16x128x128, overlap 0.5, batch 4, "
+        f"\n### Streaming file to file, planes {side}x{side} uint16, tile 16x128x128, overlap 0.5, batch 4, "
         f"network: {network}\n"
     )
     print(
@@ -460,13 +472,12 @@ def stream_report(args: argparse.Namespace, workdir: Path) -> list[str]:
         f"\nFor scale: one float32 plane is {plane_mib:.1f} MiB, a 16-plane float32 slab {16 * plane_mib:.0f} MiB; "
         f"the {max(by_depth)}-plane volume as float32 {max(by_depth) * plane_mib / 1024:.2f} GiB."
     )
-    return failures
 
 
 # -- main ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line (``--measure``, ``--path`` and ``--out`` are internal)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.ArgumentParser:
+    """The command line (``--measure``, ``--path`` and ``--prediction-out`` are internal)."""
+    parser = harness.parser(__doc__)
     parser.add_argument("--shape", type=int, nargs=3, default=[48, 256, 256], help="z y x (default 48 256 256)")
     parser.add_argument("--tile", type=int, nargs=3, default=[16, 64, 64], help="tile z y x (default 16 64 64)")
     parser.add_argument(
@@ -484,86 +495,99 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the files (default: a temp dir)")
     parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--prediction-out", type=Path, help=argparse.SUPPRESS)
+    return parser
 
 
-def in_memory_report(args: argparse.Namespace, tile: tuple[int, ...], header: str, workdir: Path) -> list[str]:
-    """Part 1: print its table; return the failures."""
+def in_memory_part(args: argparse.Namespace, workdir: Path) -> tuple[dict, list[str]]:
+    """Part 1: the even and the uneven shape; the failures."""
+    tile = tuple(args.tile)
     failures: list[str] = []
-    even_rows, even = compare(tuple(args.shape), tile, workdir)
-    uneven_rows, uneven = compare(tuple(args.uneven_shape), tile, workdir)
+    even = compare(tuple(args.shape), tile, workdir)
+    uneven = compare(tuple(args.uneven_shape), tile, workdir)
     if even["same_starts"] and even["monai-ourweights"] > args.tolerance:
         failures.append(f"same tile starts, same weights: max abs difference {even['monai-ourweights']:.2e}")
     if not even["same_starts"]:
         failures.append(f"--shape {args.shape} is not tile + k * tile/2: tile starts differ")
+    return {"even": even, "uneven": uneven}, failures
 
-    print(f"## Sliding window: ours vs MONAI, tile {'x'.join(map(str, tile))}, overlap 0.5, batch 4, CPU float32\n")
-    print(header)
-    print("\n".join(even_rows + uneven_rows))
+
+def in_memory_report(p: dict, part: dict) -> None:
+    """Part 1's table: ours against MONAI's ``sliding_window_inference`` (the reference)."""
+    even, uneven = part["even"], part["uneven"]
+    tile = p["tile"]
+    print(f"### Sliding window: ours vs MONAI, tile {'x'.join(map(str, tile))}, overlap 0.5, batch 4, CPU float32\n")
+    print(
+        "| shape | tile starts | method | time (s) | peak RSS (MiB) | baseline (MiB) | above baseline (MiB) "
+        "| max abs diff to ours |\n|---|---|---|---:|---:|---:|---:|---:|"
+    )
+    print("\n".join(memory_rows(even) + memory_rows(uneven)))
     r = even["results"]
     time_ratio = r["ours"]["seconds"] / r["monai"]["seconds"]
     peak_ratio = r["ours"]["peak_kib"] / r["monai"]["peak_kib"]
     above = [int(r[m]["peak_kib"]) - int(r[m]["baseline_kib"]) for m in ("ours", "monai")]
-    print(f"\nOurs / MONAI on {'x'.join(map(str, args.shape))} (MONAI's own Gaussian):\n")
-    print(f"- time: {time_ratio:.2f} (target <= 1: {'met' if time_ratio <= 1 else 'not met'})")
-    print(
-        f"- peak RSS: {peak_ratio:.2f}; above baseline {above[0] / max(above[1], 1):.2f} "
-        f"(target <= 0.5: {'met' if peak_ratio <= 0.5 else 'not met'})"
-    )
+    print(f"\nOurs / MONAI on {'x'.join(map(str, p['shape']))} (MONAI's own Gaussian):\n")
+    print(f"- time: {time_ratio:.2f}")
+    print(f"- peak RSS: {peak_ratio:.2f}; above baseline {above[0] / max(above[1], 1):.2f}")
     print(
         f"- max abs difference: {even['monai']:.2e} with MONAI's Gaussian, {even['monai-ourweights']:.2e} with "
         f"our importance map (output range {even['output_range']:.2f}, {even['tiles']} tiles)"
     )
     print(
-        f"- uneven shape {'x'.join(map(str, args.uneven_shape))}: {uneven['monai']:.2e} with MONAI's Gaussian, "
+        f"- uneven shape {'x'.join(map(str, p['uneven_shape']))}: {uneven['monai']:.2e} with MONAI's Gaussian, "
         f"{uneven['monai-ourweights']:.2e} with our map (tile starts "
         f"{'same' if uneven['same_starts'] else 'different'})"
     )
-    return failures
 
 
-def benchmark(args: argparse.Namespace, workdir: Path) -> int:
-    """Run every measurement, print the report; return the exit status."""
-    tile = tuple(args.tile)
-    failures: list[str] = []
-    header = (
-        "| shape | tile starts | method | time (s) | peak RSS (MiB) | baseline (MiB) | above baseline (MiB) "
-        "| max abs diff to ours |\n|---|---|---|---:|---:|---:|---:|---:|"
-    )
-    if not args.skip_in_memory:
-        failures += in_memory_report(args, tile, header, workdir)
-    if not args.skip_stream:
-        failures += stream_report(args, workdir)
+def run(args: argparse.Namespace) -> dict:
+    """Run every part asked for: the result."""
+    created = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="sliding_window_")) if created else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"failures": []}
+    try:
+        if not args.skip_in_memory:
+            results["in_memory"], failures = in_memory_part(args, workdir)
+            results["failures"] += failures
+        if not args.skip_stream:
+            results["stream"], failures = stream_part(args, workdir)
+            results["failures"] += failures
+    finally:
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def report(results: dict) -> None:
+    """The Markdown of a result."""
+    p = results["parameters"]
+    if results.get("in_memory"):
+        in_memory_report(p, results["in_memory"])
+    if results.get("stream"):
+        stream_report(p, results["stream"])
     print(
         "\nPeak RSS is VmHWM of the measuring process; baseline is its VmHWM after imports, the network and the input."
     )
-    print("\nMachine:\n")
-    print("\n".join(machine_description()))
-    if failures:
-        print("\nFAILED:\n" + "\n".join(f"- {failure}" for failure in failures))
-        return 1
-    if not args.skip_in_memory:
-        print(f"\nSame tile starts and same weights: ours equals MONAI within {args.tolerance:g}.")
-    if not args.skip_stream and not args.skip_monai_stream:
-        print("\nStreaming: ours and MONAI's files differ by at most one uint16 level at every depth.")
+    if results["failures"]:
+        print("\nFAILED:\n" + "\n".join(f"- {failure}" for failure in results["failures"]))
+    elif results.get("in_memory"):
+        print(f"\nSame tile starts and same weights: ours equals MONAI within {p['tolerance']:g}.")
+    print()
+    harness.print_lines(harness.provenance(results))
+
+
+def measure_child(args: argparse.Namespace) -> int | None:
+    if not args.measure:
+        return None
+    args.out = args.prediction_out
+    print(json.dumps(measure(args)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, or one measurement when called with ``--measure``."""
-    args = parse_args(argv)
-    if args.measure:
-        print(json.dumps(measure(args)))
-        return 0
-    created = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="sliding_window_")) if created else args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return benchmark(args, workdir)
-    finally:
-        if created:
-            shutil.rmtree(workdir, ignore_errors=True)
+    """Run the benchmark (result in ``benchmarks/results/``), or one measurement with ``--measure``."""
+    return harness.main(__file__, argv, parse_args(), run, report, child=measure_child)
 
 
 if __name__ == "__main__":
