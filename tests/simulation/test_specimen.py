@@ -34,3 +34,12 @@ def test_nuclei_are_compact_and_membranes_are_thin_shells():
 def test_unknown_channel_is_refused():
     with pytest.raises(ValueError, match="unknown channel 'actin'"):
         make_specimen("actin", (8, 16, 16), (1, 1, 1), SpecimenParams(), np.random.default_rng(0))
+
+
+def test_a_volume_too_small_for_two_cells_still_has_its_surface_membrane():
+    rng = np.random.default_rng(0)
+    params = SpecimenParams(cell_diameter_um=200.0)  # one cell fills the whole body
+    specimen = make_specimen("membrane", (8, 16, 16), (1.0, 0.4, 0.4), params, rng)
+    assert len(specimen.cell_centres_um) < 2
+    assert specimen.density[specimen.tissue].max() > 0
+    assert np.isfinite(specimen.density).all()

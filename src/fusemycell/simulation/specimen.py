@@ -171,6 +171,8 @@ def _membranes(
     widened by the voxel footprint along the shell normal, so thin membranes survive coarse z
     sampling instead of aliasing away between planes.
     """
+    if len(centres) < 2:  # one cell (a tiny volume): no wall between cells, only the body's surface
+        return np.zeros(len(points), dtype=np.float32)
     half_gap = 0.5 * (distances[:, 1] - distances[:, 0])
     normal = centres[nearest[:, 1]] - centres[nearest[:, 0]]
     normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-6
