@@ -22,4 +22,5 @@ else
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
   python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA GPU visible to torch: nothing to check (GPU_CHECK_SMOKE=1 runs the script on the CPU)")'
 fi
-exec timeout --signal=INT --kill-after=20 "$limit" python benchmarks/gpu_check.py "${args[@]}"
+# further arguments go to gpu_check.py (e.g. --out "$OUT/gpu-check.json", --note "...")
+exec timeout --signal=INT --kill-after=20 "$limit" python benchmarks/gpu_check.py "${args[@]}" "$@"
