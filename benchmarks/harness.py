@@ -267,3 +267,39 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+# -- the docs ---------------------------------------------------------------------------------------
+GENERATED = (
+    r"(<!-- generated: python benchmarks/(?P<script>\w+)\.py --report (?P<file>\S+) -->\n)"
+    r"(?P<body>.*?)(<!-- end generated -->)"
+)
+
+
+def regenerate(page: Path) -> int:
+    """Rewrite every generated block of ``page`` with what its command prints; the number of blocks changed."""
+    import contextlib
+    import importlib
+    import io
+    import re
+
+    changed = 0
+
+    def block(match: re.Match) -> str:
+        nonlocal changed
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            importlib.import_module(match.group("script")).report(json.loads((ROOT / match.group("file")).read_text()))
+        body = printed.getvalue().strip() + "\n"
+        changed += body != match.group("body")
+        return match.group(1) + body + match.group(5)
+
+    text = page.read_text()
+    page.write_text(re.sub(GENERATED, block, text, flags=re.DOTALL))
+    return changed
+
+
+if __name__ == "__main__":
+    # python benchmarks/harness.py docs/benchmarks.md: regenerate the page's tables from their result files
+    for argument in sys.argv[1:]:
+        print(f"{argument}: {regenerate(Path(argument))} block(s) regenerated", file=sys.stderr)
