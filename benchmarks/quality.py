@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import _measure
+import harness
 import numpy as np
 import yaml
 
@@ -243,7 +244,7 @@ def read_per_volume(project: Path) -> list[dict]:
 def read_card(project: Path, code: Path) -> dict:
     """Best epoch, guard scale, steps and validation share from the model card (read with ``code``'s package)."""
     script = (
-        "import json, sys; from fusemycell.models.checkpoint import load_model; c = load_model(sys.argv[1]).card; "
+        "import json, sys; from fusemycell.models.model_file import load_model; c = load_model(sys.argv[1]).card; "
         "t = getattr(c, 'training', None); g = c.guard; v = c.validation; print(json.dumps({"
         "'best_epoch': v.epoch if v else None, 'guard_scale': g.scale if g else None, "
         "'optimizer_steps': t.optimizer_steps if t else None, 'epochs': t.epochs if t else None, "
@@ -540,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="quality_"))
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {
+        "script": "quality",
+        "command": harness.command("quality", sys.argv[1:] if argv is None else argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "env": args.env,
         "seeds": args.seeds,
