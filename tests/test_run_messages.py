@@ -196,3 +196,36 @@ def test_a_commands_logging_shows_its_own_records_only_and_is_put_back():
         "WARNING a.tif: voxel size z 3.0 um is outside",
     ]
     assert root.handlers == before_handlers and logging.getLogger("kedro").level == before_level
+
+
+def test_a_commands_logging_words_user_messages_its_own_way_and_leaves_other_records():
+    """A warning built from a UserMessage (or with a UserError attached) names settings as the command does."""
+    import io
+
+    from fusemycell.errors import Setting, UserError, UserMessage
+    from fusemycell.run_messages import CommandLogging
+
+    mode = Setting("inference.outside_training", "base", assignment=False)
+    line = UserMessage("a.tif: outside; the blurred input is written ({mode})", mode=mode)
+    names = {"inference.outside_training": "--outside-training", "inference.output_dir": "OUTPUT"}
+    stream = io.StringIO()
+    logger = logging.getLogger("fusemycell.inference.apply")
+    with CommandLogging(stream=stream, names=names):
+        logger.warning("%s", line)
+        logger.warning(line)
+        logger.warning("kept as written: inference.outside_training: %s", "base")  # plain text: not reworded
+        try:
+            raise UserError("{output} is busy", output=Setting("inference.output_dir", "FOLDER"))
+        except UserError:
+            logger.exception("could not write")
+    lines = [line.split(" ", 2)[2].strip() for line in stream.getvalue().splitlines()]
+    assert lines == [
+        "a.tif: outside; the blurred input is written (--outside-training base)",
+        "a.tif: outside; the blurred input is written (--outside-training base)",
+        "kept as written: inference.outside_training: base",
+        "could not write (UserError: OUTPUT is busy)",
+    ]
+    plain = io.StringIO()  # without names: kedro run's words
+    with CommandLogging(stream=plain):
+        logger.warning("%s", line)
+    assert plain.getvalue().rstrip().endswith("(inference.outside_training: base)")

@@ -1,34 +1,36 @@
 """The project's commands: ``kedro run`` with errors a person can read, and ``fusemycell predict``.
 
 Kedro picks up the ``cli`` group of this module: its ``run`` replaces Kedro's own (same options)
-and ``predict`` is added next to it. A problem the user can fix (a misspelt parameter, a folder
-that would be overwritten, a missing model, a bad input file) prints the project's message and
-hint in a few lines and exits 1; set ``FUSEMYCELL_TRACEBACK=1`` for the full traceback (of those
-errors and of the command line's own: a missing INPUT, no model). An unexpected error (a bug)
-always shows its traceback.
+and ``predict`` is added next to it.
+
+A problem the user can fix is a :class:`fusemycell.errors.UserError`, raised where it is found with
+the settings it concerns as placeholders (or Kedro's own error about the command line, a misspelt
+pipeline): the command prints its message in a few lines, in its own words (``fusemycell predict``
+says OUTPUT where ``kedro run`` says ``--params inference.output_dir=FOLDER``: :data:`PREDICT_NAMES`),
+and exits 1; ``FUSEMYCELL_TRACEBACK=1`` prints its traceback first. Any other exception is a bug
+(or a library's own failure) and always shows its traceback. Nothing here reads another module's
+message to decide what it is.
 
 ``fusemycell predict`` may run from any folder: its output is fusemycell's own records, one line each
-(:class:`fusemycell.run_messages.CommandLogging`), and a closing summary whose paths are relative to
-the folder it was started in (when inside it) or absolute.
+(:class:`fusemycell.run_messages.CommandLogging`, worded with :data:`PREDICT_NAMES`), and a closing
+summary whose paths are relative to the folder it was started in (when inside it) or absolute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import re
 import shlex
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 from kedro.framework.cli.project import run as kedro_run
-from kedro.io.core import DatasetError
 
 try:  # Python 3.11+
     import tomllib
@@ -38,7 +40,8 @@ except ModuleNotFoundError:  # Python 3.10: Kedro's own dependency
 import fusemycell
 from fusemycell.datasets.folder_writer import missing_folders, remove_if_empty
 from fusemycell.datasets.volume_sources import not_a_volume
-from fusemycell.inference.folders import UnsafeOutputError, check_output_folder, is_file_output
+from fusemycell.errors import find_user_error
+from fusemycell.inference.folders import check_output_folder, is_file_output
 from fusemycell.io.naming import TIFF_SUFFIXES
 from fusemycell.run_messages import CommandLogging, kedro_usage_error
 
@@ -46,107 +49,60 @@ from fusemycell.run_messages import CommandLogging, kedro_usage_error
 TRACEBACK_VARIABLE = "FUSEMYCELL_TRACEBACK"
 _PACKAGE = Path(fusemycell.__file__).resolve().parent
 
+#: What ``fusemycell predict`` calls the parameters it sets: the words of its messages and of the log records of
+#: the run it starts (:meth:`fusemycell.errors.UserError.message`).
+PREDICT_NAMES: dict[str, str] = {
+    "inference.input_dir": "INPUT",
+    "inference.output_dir": "OUTPUT",
+    "inference.model_uri": "--model",
+    "inference.backend": "--backend",
+    "inference.overwrite": "--overwrite",
+    "inference.outside_training": "--outside-training",
+    "inference.onnx_path": "the .onnx file next to --model",
+}
+
 
 def traceback_requested() -> bool:
     """``FUSEMYCELL_TRACEBACK`` is set to 1 (or true, yes, on)."""
     return os.environ.get(TRACEBACK_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _raised_by_project(error: BaseException) -> bool:
-    """True when fusemycell's own code raised ``error`` on purpose (its message is meant for the user)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE)
-
-
 def is_user_error(error: BaseException) -> bool:
-    """A problem of the inputs, parameters or folders, explained by its message (not a bug).
-
-    A ``DatasetError`` raised by fusemycell's datasets is one; one made by Kedro's wrapper around
-    any exception of a load or save is judged by that exception (an ``AttributeError`` is a bug).
-    """
-    if isinstance(error, DatasetError) and not _raised_by_project(error) and error.__cause__ is not None:
-        return is_user_error(error.__cause__)
-    if isinstance(error, DatasetError):
-        return True
-    return isinstance(error, (ValueError, RuntimeError, OSError, KeyError)) and _raised_by_project(error)
+    """A problem the user can fix, explained by its message (not a bug): a :class:`~fusemycell.errors.UserError`
+    (also behind Kedro's ``DatasetError`` wrapper), or Kedro's own error about the command line."""
+    return find_user_error(error) is not None or kedro_usage_error(error) is not None
 
 
-#: What ``fusemycell predict`` calls the parameters it sets, for the messages of the run it starts: longest
-#: phrases first (a whole hint), then the parameter names alone.
-PREDICT_WORDS: tuple[tuple[str, str], ...] = (
-    (r"Choose another one: --params inference\.output_dir=FOLDER", "Choose another OUTPUT"),
-    (r"Give a folder: --params inference\.output_dir=FOLDER", "Give a folder as OUTPUT"),
-    (
-        r"Choose an empty output folder \(--params inference\.output_dir=FOLDER\), or set\s+"
-        r"inference\.overwrite: true to replace them",
-        "Choose an empty OUTPUT folder, or add --overwrite to replace them",
-    ),
-    (
-        r"set --params inference\.input_dir=FOLDER \(the folder of the volumes, or one file\)",
-        "give INPUT as the folder of the volumes, or one file",
-    ),
-    (r"point inference\.input_dir at the angle files", "give the angle files as INPUT"),
-    (
-        r"Give a folder for the predictions of several inputs \(--params inference\.output_dir=FOLDER\)",
-        "Give a folder as OUTPUT for the predictions of several inputs",
-    ),
-    (r"inference_inputs \((.+?)\) not found: check inference\.input_dir", r"INPUT \1: no such file or folder"),
-    (r"inference_model \((.+?)\) not found: check inference\.model_uri", r"--model \1: no such file"),
-    (
-        r"check inference\.onnx_path \(by default the \.onnx file next to the model file, written by training\)",
-        "check the .onnx file next to --model (written by training)",
-    ),
-    (
-        r"inference_model \((.+?)\) not found yet: run '(kedro run --pipelines [\w,]+?),inference\b([^']*)'",
-        r"no model at \1 (the default of --model) yet: train one with '\2\3', or give --model a model file",
-    ),
-    (r"\binference_model: ", "--model "),
-    (r"\binference_inputs: ", "INPUT "),
-    (r"inference\.model_uri \(--model\)", "--model"),
-    (r"inference\.backend: (torch|onnx)", r"--backend \1"),
-    (r"inference\.overwrite: true", "--overwrite"),
-    (r"inference\.outside_training: (warn|base|refuse)", r"--outside-training \1"),
-    (r"--params inference\.output_dir=\S+", "OUTPUT"),
-    (r"--params inference\.input_dir=\S+", "INPUT"),
-    (r"--params inference\.model_uri=\S+", "--model"),
-    (r"the inference output folder", "OUTPUT"),
-    (r"the inference output", "OUTPUT"),
-    (r"the inference input folder", "INPUT"),
-    (r"inference\.output_dir", "OUTPUT"),
-    (r"inference\.input_dir", "INPUT"),
-    (r"inference\.model_uri", "--model"),
-    (r"inference\.backend", "--backend"),
-    (r"inference\.overwrite", "--overwrite"),
-    (r"inference\.outside_training", "--outside-training"),
-)
-
-
-def in_predict_words(message: str) -> str:
-    """``message`` of a run started by ``fusemycell predict``, naming its arguments and options (INPUT, OUTPUT,
-    --model, --backend, --overwrite) instead of the Kedro parameters they set (``inference.input_dir``, ...)."""
-    for pattern, replacement in PREDICT_WORDS:
-        message = re.sub(pattern, replacement, message)
-    return message
-
-
-def report_error(error: BaseException, command: str = "kedro run", words: Callable[[str], str] | None = None) -> None:
-    """Print ``error`` as the project's message (a traceback on request), then exit 1.
-
-    ``command``: the command the traceback hint repeats; ``words``: rewrites the message in that command's words.
-    """
+def user_message(error: BaseException, names: Mapping[str, str] | None = None) -> str | None:
+    """The message of a user error in a command's words (``names``; None: ``kedro run``'s); None for a bug."""
     usage = kedro_usage_error(error)
-    if traceback_requested() or not (usage or is_user_error(error)):
+    if usage is not None:
+        return usage
+    found = find_user_error(error)
+    return found.message(names) if found is not None else None
+
+
+def report_error(error: BaseException, command: str = "kedro run", names: Mapping[str, str] | None = None) -> None:
+    """Print a user error as its message and exit 1; any other exception (a bug) is raised again, traceback and all.
+
+    ``command``: the command the traceback hint repeats; ``names``: how that command names the settings.
+    With ``FUSEMYCELL_TRACEBACK=1`` the traceback of a user error is printed before its message.
+    """
+    message = user_message(error, names)
+    if message is None:
         raise error
-    message = usage or (words(str(error)) if words else str(error))
+    if traceback_requested():
+        traceback.print_exception(error, file=sys.stderr)
     click.secho(f"\nError: {message}", fg="red", err=True)
-    click.echo(f"(full traceback: {TRACEBACK_VARIABLE}=1 {command} ...)", err=True)
+    if not traceback_requested():
+        click.echo(f"(full traceback: {TRACEBACK_VARIABLE}=1 {command} ...)", err=True)
     sys.exit(1)
 
 
 class _FriendlyCommand(click.Command):
-    #: The command line a traceback hint repeats, and how its messages name its options.
+    #: The command line a traceback hint repeats, and how its messages name the settings (None: as ``kedro run``).
     command_line = "kedro run"
-    words: Callable[[str], str] | None = None
+    names: Mapping[str, str] | None = None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -158,12 +114,12 @@ class _FriendlyCommand(click.Command):
                 traceback.print_exception(error, file=sys.stderr)
             raise
         except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs
-            report_error(error, self.command_line, type(self).words)
+            report_error(error, self.command_line, self.names)
 
 
 class _PredictCommand(_FriendlyCommand):
     command_line = "fusemycell predict"
-    words = staticmethod(in_predict_words)
+    names = PREDICT_NAMES
 
 
 #: What ``fusemycell run --help`` says before Kedro's own words (``tests/test_doc_commands.py`` checks it names
@@ -203,32 +159,6 @@ run = _FriendlyCommand(
     short_help="Run the pipelines (the main job by default).",
 )
 cli.add_command(run)
-
-
-class _PredictWords(logging.Filter):
-    """Log records of the run in ``fusemycell predict``'s words (Kedro logs a failed node's error too)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        translated = in_predict_words(message)
-        if translated != message:
-            record.msg, record.args = translated, None
-        return True
-
-
-@contextlib.contextmanager
-def _logged_in_predict_words() -> Iterator[None]:
-    """Every handler configured for the run (the root's and any logger's) rewrites its records while it runs."""
-    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
-    handlers = list({id(h): h for lg in [logging.getLogger(), *named] for h in lg.handlers}.values())
-    words = _PredictWords()
-    for handler in handlers:
-        handler.addFilter(words)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(words)
 
 
 class ProjectNotFound(click.ClickException):
@@ -341,10 +271,7 @@ def _check_arguments(input_path: Path, output: Path, model: Path | None) -> None
     if model is not None and not model.is_file():
         what = "a folder, not a model file" if model.is_dir() else "no such file"
         raise click.ClickException(f"--model {model}: {what}")
-    try:
-        check_output_folder(input_path, output, None)
-    except UnsafeOutputError as error:
-        raise click.ClickException(in_predict_words(str(error))) from error
+    check_output_folder(input_path, output, None)  # a UserError, printed in this command's words
 
 
 EXAMPLES = """\b
@@ -426,10 +353,9 @@ def predict(
     try:
         bootstrap_project(project)  # (re)configures logging: before the command's own
         with (
-            CommandLogging(quiet=PREDICT_QUIET_LOGGERS),
+            CommandLogging(quiet=PREDICT_QUIET_LOGGERS, names=PREDICT_NAMES),
             contextlib.redirect_stdout(printed),
             KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session,
-            _logged_in_predict_words(),
         ):
             session.run(pipeline_names=["inference"])
     except BaseException:

@@ -29,10 +29,12 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+
+from fusemycell.errors import in_words
 
 #: Warnings of other libraries, by message (a regular expression matched from the message's start).
 KNOWN_WARNINGS = (
@@ -69,6 +71,11 @@ _SUGGESTION = "Did you mean one of these instead?"
 def kedro_usage_error(error: BaseException) -> str | None:
     """Kedro's own error about the command line (a misspelt pipeline or node) on one line; None for others.
 
+    This reads Kedro's message, the one error that is not raised as a :class:`~fusemycell.errors.UserError`:
+    Kedro raises a plain ``ValueError`` for a ``--pipelines`` or ``--nodes`` name it does not know. Only its two
+    fixed openings are matched (no project message is); if Kedro rewords them, the error shows its traceback
+    instead of one line, and ``tests/test_cli.py`` (a misspelt pipeline) fails.
+
     ``Failed to find the pipeline named 'trainng'. Did you mean: training?`` instead of Kedro's
     paragraph after a 100-line traceback.
     """
@@ -94,15 +101,33 @@ class OneLineHandler(logging.StreamHandler):
     A record with an exception gets its last line (``ValueError: ...``) appended: the command prints
     the error itself, and ``FUSEMYCELL_TRACEBACK=1`` the whole traceback. On a terminal the level of
     a warning or an error is coloured.
+
+    ``names``: how the command that prints the records names the settings (``fusemycell predict``'s
+    OUTPUT, ``--model``, ...); a record's message or argument that is a :class:`~fusemycell.errors.UserMessage`
+    or a :class:`~fusemycell.errors.UserError` is worded with them. Any other record is printed as it is.
     """
 
     COLOURS = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}
 
+    def __init__(self, stream: Any = None, names: Mapping[str, str] | None = None) -> None:
+        super().__init__(stream)
+        self.names = dict(names or {})
+
+    def _message(self, record: logging.LogRecord) -> str:
+        if not self.names:
+            return record.getMessage()
+        msg, args = in_words(record.msg, self.names), record.args
+        if isinstance(args, tuple):
+            args = tuple(in_words(arg, self.names) for arg in args)
+        elif isinstance(args, Mapping):
+            args = {key: in_words(value, self.names) for key, value in args.items()}
+        return str(msg) % args if args else str(msg)
+
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = self._message(record)
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
-            message += f" ({type(error).__name__}: {error})"
+            message += f" ({type(error).__name__}: {in_words(error, self.names)})"
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         level = f"{record.levelname:<7}"
         colour = self.COLOURS.get(record.levelname)
@@ -186,11 +211,19 @@ class CommandLogging:
     Inside the block the root logger has one handler, a :class:`OneLineHandler` on ``stream``
     (default: standard error) that passes ``package``'s records only, from INFO (the loggers in
     ``quiet`` from WARNING); the loggers of :data:`THIRD_PARTY_LOGGERS` are set to ERROR. Everything
-    is put back as it was when the block ends.
+    is put back as it was when the block ends. ``names``: the command's words for the settings
+    (:class:`OneLineHandler`).
     """
 
-    def __init__(self, package: str = "fusemycell", *, quiet: Iterable[str] = (), stream: Any = None) -> None:
-        self.package, self.quiet, self.stream = package, tuple(quiet), stream
+    def __init__(
+        self,
+        package: str = "fusemycell",
+        *,
+        quiet: Iterable[str] = (),
+        stream: Any = None,
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.package, self.quiet, self.stream, self.names = package, tuple(quiet), stream, names
         self.handler: OneLineHandler | None = None
         self._saved_handlers: list[logging.Handler] = []
         self._saved_levels: dict[str, int] = {}
@@ -210,7 +243,7 @@ class CommandLogging:
         self._saved_handlers = list(root.handlers)
         for handler in self._saved_handlers:
             root.removeHandler(handler)
-        self.handler = OneLineHandler(self.stream if self.stream is not None else sys.stderr)
+        self.handler = OneLineHandler(self.stream if self.stream is not None else sys.stderr, self.names)
         self.handler.addFilter(_OwnRecords(self.package))
         root.addHandler(self.handler)
         for name in THIRD_PARTY_LOGGERS:
