@@ -2,6 +2,7 @@ from collections import Counter
 
 import pytest
 
+from fusemycell.errors import UserError
 from fusemycell.preprocessing.split import split_by_volume
 
 
@@ -94,9 +95,10 @@ def test_test_fraction_still_applies_to_the_other_studies():
     [(["d"], "'d', but the volumes' studies are 'a', 'b', 'c'"), (["a", "b", "c"], "holds out every study")],
 )
 def test_test_studies_that_name_no_study_or_leave_none_to_train_are_refused(studies, words):
-    with pytest.raises(ValueError, match="preprocessing.split.test_studies") as error:
+    with pytest.raises(UserError, match="preprocessing.split.test_studies") as error:
         split_by_volume(_volumes(), val_fraction=0.2, test_fraction=0.0, seed=0, test_studies=studies)
     assert words in str(error.value)
+    assert [s.name for s in error.value.settings] == ["preprocessing.split.test_studies"]
 
 
 def test_pairs_needed_follows_the_split_rule():
@@ -115,5 +117,6 @@ def test_too_few_pairs_are_refused_naming_the_folder_the_counts_and_the_minimum(
         check_enough_pairs(["nucleus", "membrane"], "data/01_raw/mine", val_fraction=0.17, test_fraction=0.34)
     message = str(error.value)
     assert "data/01_raw/mine holds 2 complete angle/fused pairs (nucleus 1, membrane 1)" in message
-    assert "at least 3" in message and "test_fraction" in message
+    assert "at least 3" in message and "(preprocessing.split.test_fraction: 0 leaves the test out)" in message
+    assert isinstance(error.value, UserError)
     check_enough_pairs(["nucleus"] * 3, "data/01_raw/mine", val_fraction=0.17, test_fraction=0.34)  # enough

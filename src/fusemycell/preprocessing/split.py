@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fusemycell.errors import UserError
+from fusemycell.errors import Setting, UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -61,9 +61,11 @@ def check_split_files(split: Any, pairs: Mapping[str, Any], digest: Callable[[st
     if different:
         problems.append(f"{', '.join(different)} in {where} hold other voxels than the files the split was made from")
     raise SplitMismatchError(
-        f"the split (data/02_intermediate/split.csv) was made from {', '.join(made_from)}, but "
-        + "; ".join(problems)
-        + ": pass the raw_dir preprocessing used (--params raw_dir=PATH), or re-run preprocessing on this folder"
+        "the split (data/02_intermediate/split.csv) was made from {made_from}, but {problems}: pass the raw_dir "
+        "preprocessing used ({raw_dir}), or re-run preprocessing on this folder",
+        made_from=", ".join(made_from),
+        problems="; ".join(problems),
+        raw_dir=Setting("raw_dir", "PATH"),
     )
 
 
@@ -126,6 +128,9 @@ def split_by_volume(
     return assignment
 
 
+TEST_STUDIES = Setting("preprocessing.split.test_studies")
+
+
 def _held_out(volumes: Sequence[dict[str, str]], test_studies: Sequence[str]) -> set[str]:
     """The pairs of ``test_studies``, checked against the studies the volumes have."""
     if not test_studies:
@@ -133,14 +138,17 @@ def _held_out(volumes: Sequence[dict[str, str]], test_studies: Sequence[str]) ->
     studies = sorted({str(v["study"]) for v in volumes})
     unknown = [s for s in test_studies if s not in studies]
     if unknown:
-        raise ValueError(
-            f"preprocessing.split.test_studies names {', '.join(map(repr, unknown))}, but the volumes' studies are "
-            f"{', '.join(map(repr, studies))} (the study in each file's metadata)"
+        raise UserError(
+            "{setting} names {unknown}, but the volumes' studies are {studies} (the study in each file's metadata)",
+            setting=TEST_STUDIES,
+            unknown=", ".join(map(repr, unknown)),
+            studies=", ".join(map(repr, studies)),
         )
     if set(studies) <= set(test_studies):
-        raise ValueError(
-            f"preprocessing.split.test_studies holds out every study ({', '.join(map(repr, studies))}): "
-            "leave at least one to train on"
+        raise UserError(
+            "{setting} holds out every study ({studies}): leave at least one to train on",
+            setting=TEST_STUDIES,
+            studies=", ".join(map(repr, studies)),
         )
     return {v["pair"] for v in volumes if str(v["study"]) in test_studies}
 
@@ -193,13 +201,15 @@ def check_enough_pairs(
     if len(channels) >= needed:
         return
     counts = ", ".join(f"{c} {list(channels).count(c)}" for c in ("nucleus", "membrane"))
-    test = (
-        "one to test (preprocessing.split.test_fraction: 0 leaves the test out)"
-        if test_fraction > 0
-        else "no test volume (test_fraction is 0)"
-    )
+    test = "one to test ({no_test} leaves the test out)" if test_fraction > 0 else "no test volume ({no_test})"
     raise TooFewPairsError(
-        f"{where} holds {len(channels)} complete angle/fused pair{'s' if len(channels) != 1 else ''} ({counts}); "
-        f"training needs at least {needed}: one to train on, one to validate (it chooses the epoch and the guard), "
-        f"{test}. Add pairs named image_N_nucleus|membrane_angle|fused.tif to {where}."
+        "{where} holds {count} complete angle/fused pair{s} ({counts}); training needs at least {needed}: one to "
+        "train on, one to validate (it chooses the epoch and the guard), " + test + ". Add pairs named "
+        "image_N_nucleus|membrane_angle|fused.tif to {where}.",
+        where=where,
+        count=len(channels),
+        s="s" if len(channels) != 1 else "",
+        counts=counts,
+        needed=needed,
+        no_test=Setting("preprocessing.split.test_fraction", "0", assignment=False),
     )
