@@ -99,7 +99,7 @@ def test_fusemycell_help_lists_run_and_predict(tmp_path):
 @pytest.fixture(scope="module")
 def predict_project(tmp_path_factory) -> Path:
     """A project copy holding a tiny trained model at its default place, ``data/06_models/fusemycell_unet.pt``."""
-    from fusemycell.models.checkpoint import save_model
+    from fusemycell.models.model_file import save_model
     from tests.training.conftest import train_tiny_model
 
     folder = tmp_path_factory.mktemp("predict")
@@ -306,7 +306,7 @@ def test_a_run_stopped_before_its_first_node_leaves_no_folder(tmp_path):
 @pytest.fixture(scope="module")
 def narrow_model(predict_project) -> Path:
     """The tiny model of ``predict_project`` whose card says it was trained on 1 um planes only."""
-    from fusemycell.models.checkpoint import TrainedModel, load_model, save_model
+    from fusemycell.models.model_file import TrainedModel, load_model, save_model
     from fusemycell.models.domain import TrainingDomain, ValueRange
 
     model = load_model(predict_project / "data" / "06_models" / "fusemycell_unet.pt")

@@ -428,7 +428,7 @@ def _check_help(*words: str) -> Check:
 
 
 def _check_checkpoint(project: Path, result: subprocess.CompletedProcess) -> None:
-    from fusemycell.models.checkpoint import load_model
+    from fusemycell.models.model_file import load_model
 
     assert "model file version" in result.stdout
     load_model(project / "data" / "06_models" / "fusemycell_unet.pt")
@@ -565,8 +565,8 @@ STEPS = (
     ),
     Step(
         "a model file upgraded",
-        "python -m fusemycell.models.checkpoint data/06_models/fusemycell_unet.pt",
-        ("python -m fusemycell.models.checkpoint PATH",),
+        "python -m fusemycell.models.model_file data/06_models/fusemycell_unet.pt",
+        ("python -m fusemycell.models.model_file PATH",),
         _check_checkpoint,
     ),
     Step(

@@ -17,7 +17,7 @@ from fusemycell.export.bioimageio import (
     save_package,
 )
 from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 

@@ -14,7 +14,7 @@ from fusemycell.inference.tiling import HaloGrid, TileSettings, exact_grid, halo
 from fusemycell.inference.transform import InputTransform, scan_input
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.receptive_field import halo
 from fusemycell.models.unet import UNet3D

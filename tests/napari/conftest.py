@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from fusemycell.inference.onnx_backend import export_onnx  # noqa: E402
-from fusemycell.models.checkpoint import save_model  # noqa: E402
+from fusemycell.models.model_file import save_model  # noqa: E402
 from tests.training.conftest import train_tiny_model  # noqa: E402
 
 #: The sample's voxel size; the tiny model is trained at it.
@@ -68,7 +68,7 @@ def model_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def narrow_model_file(model_file, tmp_path_factory):
     """The tiny model whose card says it was trained on 1 um planes only (the sample's 3 um layer is outside)."""
-    from fusemycell.models.checkpoint import TrainedModel, load_model
+    from fusemycell.models.model_file import TrainedModel, load_model
     from fusemycell.models.domain import TrainingDomain, ValueRange
 
     model = load_model(model_file)

@@ -9,7 +9,7 @@ from fusemycell.inference.apply import predict_in_memory
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import write_volume
-from fusemycell.models.checkpoint import CheckpointError, load_model
+from fusemycell.models.model_file import CheckpointError, load_model
 from fusemycell.napari.prediction import (
     PredictionCancelled,
     PredictionOptions,

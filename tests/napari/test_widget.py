@@ -14,7 +14,7 @@ from qtpy.QtCore import Qt
 
 from fusemycell.inference.apply import predict_in_memory
 from fusemycell.inference.settings import InferenceSettings
-from fusemycell.models.checkpoint import load_model
+from fusemycell.models.model_file import load_model
 from fusemycell.napari.sample import simulated_pair
 from fusemycell.napari.widget import PredictWidget
 from tests.napari.conftest import SPACING_ZYX

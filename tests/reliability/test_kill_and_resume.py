@@ -33,7 +33,7 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import CheckpointError, TrainedModel, safe_torch_load, save_model
+from fusemycell.models.model_file import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.store import PatchStore, PatchStoreError, write_patch_store
@@ -185,7 +185,7 @@ store.write_patch_store(ARGS["target"], index, (4, 8, 8), "float32", cut_patches
 INFERENCE = """
 from fusemycell.datasets import TiffFolderDataset
 from fusemycell.inference.settings import InferenceSettings
-from fusemycell.models.checkpoint import load_model
+from fusemycell.models.model_file import load_model
 from fusemycell.pipelines.inference.nodes import plan_predictions
 
 settings = InferenceSettings.model_validate(ARGS["params"])

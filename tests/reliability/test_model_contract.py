@@ -18,7 +18,7 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import CheckpointError, TrainedModel, load_model
+from fusemycell.models.model_file import CheckpointError, TrainedModel, load_model
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.training.config import TrainingConfig

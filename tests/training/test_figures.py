@@ -4,7 +4,7 @@ curves have whole-number epochs and mark the kept epoch."""
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.store import PatchStore

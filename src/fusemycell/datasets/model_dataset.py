@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from fusemycell.models.checkpoint import CheckpointError, TrainedModel, is_onnx_file, load_model, save_model
+from fusemycell.models.model_file import CheckpointError, TrainedModel, is_onnx_file, load_model, save_model
 
 #: What to do with an ONNX file given where a model file is expected.
 ONNX_HINT = (
@@ -20,7 +20,7 @@ ONNX_HINT = (
 
 
 class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
-    """Saves a :class:`~fusemycell.models.checkpoint.TrainedModel` atomically; loads it with
+    """Saves a :class:`~fusemycell.models.model_file.TrainedModel` atomically; loads it with
     ``torch.load(weights_only=True)`` (a file carrying pickled code is refused).
 
     ``filepath`` may also be an MLflow artifact URI (``runs:/<run id>/model/fusemycell_unet.pt``,

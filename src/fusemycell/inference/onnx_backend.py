@@ -20,7 +20,7 @@ import torch
 
 from fusemycell.io.atomic import writing_atomically
 from fusemycell.models.card import ModelCard, card_from_legacy
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 
 #: ONNX metadata key holding the model card (JSON).
 CARD_KEY = "fusemycell_card"

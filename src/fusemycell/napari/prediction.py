@@ -22,7 +22,7 @@ import numpy as np
 from fusemycell.inference.apply import predict_in_memory
 from fusemycell.inference.outside import DomainCheck, check_array
 from fusemycell.inference.settings import InferenceSettings
-from fusemycell.models.checkpoint import TrainedModel, load_model
+from fusemycell.models.model_file import TrainedModel, load_model
 from fusemycell.parameters import DEFAULT_MODEL
 from fusemycell.progress import ProgressUpdate, listen
 from fusemycell.tracking import fetch_artifact, is_artifact_uri
@@ -123,7 +123,7 @@ def load_for_prediction(options: PredictionOptions, scratch: str | Path) -> tupl
     ------
     FileNotFoundError
         Naming the model (or its ONNX export) that is not there, and how to get one.
-    fusemycell.models.checkpoint.CheckpointError
+    fusemycell.models.model_file.CheckpointError
         For a file that is not a fusemycell model.
     """
     location = options.model.strip()

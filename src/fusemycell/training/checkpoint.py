@@ -20,7 +20,7 @@ import torch
 from pydantic import ValidationError
 
 from fusemycell.models.card import ModelCard, card_for
-from fusemycell.models.checkpoint import CheckpointError, atomic_torch_save, safe_torch_load, validation_summary
+from fusemycell.models.model_file import CheckpointError, atomic_torch_save, safe_torch_load, validation_summary
 from fusemycell.models.config import UNetConfig
 
 CHECKPOINT_FORMAT = "fusemycell-checkpoint"

@@ -24,7 +24,7 @@ from torch import nn
 
 from fusemycell.devices import resolve_device
 from fusemycell.models.card import ModelCard
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.training import budget as budget_clock

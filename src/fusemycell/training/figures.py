@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.patching.store import PatchStore
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.plotting import add_scale_bar, integer_ticks

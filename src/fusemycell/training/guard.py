@@ -39,7 +39,7 @@ import torch
 
 from fusemycell.devices import resolve_device
 from fusemycell.models.card import GuardSummary
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.training.volumes import ValidationVolume, VolumePredictor, reference, volume_nssim_of
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fusemycell.devices import resolve_world_size
-from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save, safe_torch_load
+from fusemycell.models.model_file import TrainedModel, atomic_torch_save, safe_torch_load
 from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.state import TrainingJob, TrainingResult
 

@@ -12,7 +12,7 @@ import torch
 
 from fusemycell.devices import Precision
 from fusemycell.models.card import ModelCard, TrainingSummary, ValidationSummary
-from fusemycell.models.checkpoint import TrainedModel, atomic_torch_save
+from fusemycell.models.model_file import TrainedModel, atomic_torch_save
 from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from fusemycell.devices import CpuThreads, local_cuda_device, memory_format, resolve_device, resolve_precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard, card_for
-from fusemycell.models.checkpoint import load_model
+from fusemycell.models.model_file import load_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.training.budget import TimeBudget

@@ -21,7 +21,7 @@ from torch import nn
 from fusemycell.devices import CpuThreads, Precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams

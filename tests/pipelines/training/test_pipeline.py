@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fusemycell.models.checkpoint import load_model
+from fusemycell.models.model_file import load_model
 from tests.conftest import project_after, run_session
 
 pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes

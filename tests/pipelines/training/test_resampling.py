@@ -18,7 +18,7 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.inference.transform import InputTransform, scan_input
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume
-from fusemycell.models.checkpoint import load_model
+from fusemycell.models.model_file import load_model
 from fusemycell.preprocessing.resample import resampled_shape
 from tests.conftest import copy_project, run_session
 

@@ -21,7 +21,7 @@ from fusemycell.io.digest import content_digest
 from fusemycell.io.pairs import PairListing
 from fusemycell.io.volume import Volume
 from fusemycell.metrics.ssim import image_statistics
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.parameters import Validated
 from fusemycell.preprocessing.split import check_split_files
 from fusemycell.tracking import log_metrics

@@ -23,7 +23,7 @@ from fusemycell.inference.folders import check_output_folder, select_inputs
 from fusemycell.inference.outside import OutsideTrainingError, check_file
 from fusemycell.io.naming import output_name
 from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.parameters import Validated
 from fusemycell.tracking import fetch_artifact, is_artifact_uri
 

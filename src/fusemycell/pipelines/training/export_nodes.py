@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusemycell.export.bioimageio import BioimageioExportError, NotExported, StagedPackage, build_package
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.patching.store import PatchStore
 
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from fusemycell.inference.predictor import predict_whole_volume
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.pairs import PairListing
-from fusemycell.models.checkpoint import TrainedModel
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.domain import TrainingDomain, domain_of_pairs
 from fusemycell.parameters import Validated
 from fusemycell.patching.store import PatchStore

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fusemycell.models.card import card_for
-from fusemycell.models.checkpoint import (
+from fusemycell.models.model_file import (
     CheckpointError,
     TrainedModel,
     load_model,

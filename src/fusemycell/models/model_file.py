@@ -93,7 +93,7 @@ def read_card(payload: Any, source: str = "") -> ModelCard:
             card = card_from_legacy(payload["config"], dict(payload.get("metadata") or {}))
             logger.info(
                 "%s: model file version 1, converted to a model card (no resampling, as version 1 predicted); "
-                "re-save it with 'python -m fusemycell.models.checkpoint %s' to upgrade the file",
+                "re-save it with 'python -m fusemycell.models.model_file %s' to upgrade the file",
                 source,
                 source,
             )
@@ -107,7 +107,7 @@ def read_card(payload: Any, source: str = "") -> ModelCard:
     raise CheckpointError(
         f"{source}: model file version {version!r} is unknown to this fusemycell (it reads versions 1 and "
         f"{MODEL_VERSION}); a file from a newer fusemycell needs that release, an older one can be converted "
-        "with 'python -m fusemycell.models.checkpoint PATH' from a release that reads it"
+        "with 'python -m fusemycell.models.model_file PATH' from a release that reads it"
     )
 
 
@@ -206,7 +206,7 @@ def upgrade_model_file(path: str | os.PathLike) -> Path:
     return save_model(load_model(path), path)
 
 
-if __name__ == "__main__":  # python -m fusemycell.models.checkpoint PATH [PATH ...]
+if __name__ == "__main__":  # python -m fusemycell.models.model_file PATH [PATH ...]
     import sys
 
     for argument in sys.argv[1:]:
