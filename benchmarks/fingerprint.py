@@ -255,18 +255,7 @@ def markdown_table(rows: list[dict[str, object]]) -> list[str]:
     naive = {r["cache"]: r for r in rows if r["method"] == "naive"}
     lines = []
     for row in rows:
-        above = (row["peak_kib"] - row["baseline_kib"]) / 1024
-        ref = naive[row["cache"]]
-        lines.append(
-            [
-                row["method"],
-                row["cache"],
-                f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
-                f"{row['seconds'] / ref['seconds']:.2f}",
-                f"{above:.0f}",
-                f"{above / ((ref['peak_kib'] - ref['baseline_kib']) / 1024):.3f}",
-            ]
-        )
+        lines.append([row["method"], row["cache"], *harness.against_reference(row, naive[row["cache"]], 3)])
     header = ["method", "cache", "time (s, median [IQR])", "time x naive", "RSS above baseline (MiB)", "memory x naive"]
     return harness.table(header, lines, "llrrrr")
 

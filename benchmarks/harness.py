@@ -146,6 +146,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | Non
     return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def above_baseline_mib(row: dict) -> float:
+    """A measuring child's peak RSS above its baseline (``peak_kib`` - ``baseline_kib``), MiB."""
+    return (row["peak_kib"] - row["baseline_kib"]) / 1024
+
+
+def against_reference(row: dict, reference: dict, memory_digits: int = 2) -> list[str]:
+    """Cells: time (median [IQR]), time x reference, peak RSS above baseline (MiB), memory x reference."""
+    above = above_baseline_mib(row)
+    return [
+        f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
+        f"{row['seconds'] / reference['seconds']:.2f}",
+        f"{above:.0f}",
+        f"{above / above_baseline_mib(reference):.{memory_digits}f}",
+    ]
+
+
 def provenance(results: dict) -> list[str]:
     """The lines that say where and how a result was measured and how to measure it again."""
     lines = [

@@ -228,39 +228,21 @@ def run_child(method: str, path: Path, z0: int, slab: int, out: Path) -> dict[st
 
 
 # -- result and report --------------------------------------------------------------------------
+READ_COLUMNS = (
+    "layout | method | cache | file size | "
+    "slab | time (s, median [IQR]) | time x naive | RSS above baseline (MiB) | memory x naive"
+).split(" | ")
+
+
 def markdown_table(rows: list[dict[str, object]]) -> list[str]:
     """The measurement rows as a Markdown table, each read against the naive read of the same file and cache."""
     naive = {(r["layout"], r["cache"]): r for r in rows if r["method"] == "naive"}
     lines = []
     for row in rows:
         shape = "x".join(str(s) for s in row["slab_shape"])  # type: ignore[attr-defined]
-        above = (row["peak_kib"] - row["baseline_kib"]) / 1024
-        ref = naive[(row["layout"], row["cache"])]
-        lines.append(
-            [
-                row["layout"],
-                row["method"],
-                row["cache"],
-                f"{row['file_bytes'] / 1024**3:.2f} GiB",
-                shape,
-                f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
-                f"{row['seconds'] / ref['seconds']:.2f}",
-                f"{above:.0f}",
-                f"{above / ((ref['peak_kib'] - ref['baseline_kib']) / 1024):.2f}",
-            ]
-        )
-    header = [
-        "layout",
-        "method",
-        "cache",
-        "file size",
-        "slab",
-        "time (s, median [IQR])",
-        "time x naive",
-        "RSS above baseline (MiB)",
-        "memory x naive",
-    ]
-    return harness.table(header, lines, "lllrlrrrr")
+        cells = [row["layout"], row["method"], row["cache"], f"{row['file_bytes'] / 1024**3:.2f} GiB", shape]
+        lines.append(cells + harness.against_reference(row, naive[(row["layout"], row["cache"])]))
+    return harness.table(READ_COLUMNS, lines, "lllrlrrrr")
 
 
 def report(results: dict) -> None:

@@ -360,40 +360,24 @@ def compare_stores(ours: Path, naive: Path, dtype: str) -> list[str]:
 
 
 # -- result and report --------------------------------------------------------------------------
+PATCHING_COLUMNS = (
+    "method | cache | sampling (s) | extraction (s) | total (s, median [IQR]) | time x naive | "
+    "above baseline: sampling (MiB) | extraction (MiB) | run (MiB) | memory x naive"
+).split(" | ")
+
+
 def markdown_table(rows: list[dict[str, object]]) -> list[str]:
     """The measurement rows as a Markdown table, ``ours`` against ``naive`` with the same cache."""
     naive = {r["cache"]: r for r in rows if r["method"] == "naive"}
     lines = []
     for row in rows:
-        ref = naive[row["cache"]]
-        above = (row["peak_kib"] - row["baseline_kib"]) / 1024
-        lines.append(
-            [
-                row["method"],
-                row["cache"],
-                f"{row['sampling_s']:.2f}",
-                f"{row['extraction_s']:.2f}",
-                f"{row['seconds']:.2f} [{row['seconds_iqr']:.2f}]",
-                f"{row['seconds'] / ref['seconds']:.2f}",
-                f"{(row['sampling_peak_kib'] - row['baseline_kib']) / 1024:.0f}",
-                f"{(row['extraction_peak_kib'] - row['baseline_kib']) / 1024:.0f}",
-                f"{above:.0f}",
-                f"{above / ((ref['peak_kib'] - ref['baseline_kib']) / 1024):.3f}",
-            ]
-        )
-    header = [
-        "method",
-        "cache",
-        "sampling (s)",
-        "extraction (s)",
-        "total (s, median [IQR])",
-        "time x naive",
-        "above baseline: sampling (MiB)",
-        "extraction (MiB)",
-        "run (MiB)",
-        "memory x naive",
-    ]
-    return harness.table(header, lines, "llrrrrrrrr")
+        phases = [f"{row['sampling_s']:.2f}", f"{row['extraction_s']:.2f}"]
+        peaks = [
+            f"{(row[f'{phase}_peak_kib'] - row['baseline_kib']) / 1024:.0f}" for phase in ("sampling", "extraction")
+        ]
+        cells = harness.against_reference(row, naive[row["cache"]], 3)  # time, x naive, memory, x naive
+        lines.append([row["method"], row["cache"], *phases, *cells[:2], *peaks, *cells[2:]])
+    return harness.table(PATCHING_COLUMNS, lines, "llrrrrrrrr")
 
 
 def report(results: dict) -> None:
