@@ -6,8 +6,8 @@ from kedro.io.core import DatasetError
 from fusemycell.datasets import OnnxModelDataset, TiffFolderDataset, TorchModelDataset
 from fusemycell.io.volume import Volume
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 
 

@@ -17,8 +17,8 @@ from fusemycell.export.bioimageio import (
     save_package,
 )
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 
 

@@ -10,8 +10,8 @@ from fusemycell.inference.transform import InputTransform, scan_array
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import InputChannel, card_for
-from fusemycell.models.model_file import TrainedModel, load_model, save_model
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel, load_model, save_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.position import CHANNEL_DESCRIPTIONS, PositionChannels

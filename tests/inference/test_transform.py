@@ -12,8 +12,8 @@ from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.metrics.ssim import normalized_ssim, ssim
 from fusemycell.models.card import PreprocessingContract, card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.pipelines.inference.nodes import predict_single_view_array
 from fusemycell.preprocessing.config import CropParams

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fusemycell.models.card import card_for
+from fusemycell.models.config import UNetConfig
 from fusemycell.models.model_file import (
     CheckpointError,
     TrainedModel,
@@ -12,7 +13,6 @@ from fusemycell.models.model_file import (
     save_model,
     upgrade_model_file,
 )
-from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 
 

@@ -68,8 +68,8 @@ def model_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def narrow_model_file(model_file, tmp_path_factory):
     """The tiny model whose card says it was trained on 1 um planes only (the sample's 3 um layer is outside)."""
-    from fusemycell.models.model_file import TrainedModel, load_model
     from fusemycell.models.domain import TrainingDomain, ValueRange
+    from fusemycell.models.model_file import TrainedModel, load_model
 
     model = load_model(model_file)
     pixel, size = ValueRange(low=0.39, high=0.39), ValueRange(low=12, high=40)

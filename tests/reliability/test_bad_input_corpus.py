@@ -37,8 +37,8 @@ from fusemycell.io.pairs import pair_files
 from fusemycell.io.tiff import save_volume
 from fusemycell.io.volume import Volume, VolumeFormatError, VolumeInfo
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import PatchingConfig
 from fusemycell.pipelines.inference.nodes import plan_predictions

@@ -37,8 +37,8 @@ from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume
 from fusemycell.io.volume import Volume
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel, atomic_torch_save, safe_torch_load
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel, atomic_torch_save, safe_torch_load
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.store import PatchStore, write_patch_store
 

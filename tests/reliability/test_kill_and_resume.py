@@ -33,8 +33,8 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import CheckpointError, TrainedModel, safe_torch_load, save_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.store import PatchStore, PatchStoreError, write_patch_store
 from fusemycell.pipelines.inference.nodes import plan_predictions

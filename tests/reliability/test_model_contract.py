@@ -18,8 +18,8 @@ from fusemycell.inference.apply import InferenceSettings, make_backend, predict_
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import CheckpointError, TrainedModel, load_model
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import CheckpointError, TrainedModel, load_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.engine import BEST_MODEL, LAST_CHECKPOINT, train

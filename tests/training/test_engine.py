@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import load_model
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import load_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.training.config import LossWeights, TrainingConfig

@@ -4,8 +4,8 @@ curves have whole-number epochs and mark the kept epoch."""
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.store import PatchStore
 from fusemycell.plotting import SCALE_BAR_GID

@@ -59,8 +59,8 @@ def test_the_guarded_network_is_the_base_plus_the_scaled_correction(tmp_path):
     from fusemycell.inference.predictor import predict_whole_volume
     from fusemycell.inference.tiling import TileSettings
     from fusemycell.models.card import card_for
-    from fusemycell.models.model_file import TrainedModel, load_model, save_model
     from fusemycell.models.config import UNetConfig
+    from fusemycell.models.model_file import TrainedModel, load_model, save_model
     from fusemycell.models.unet import UNet3D
     from fusemycell.training.guard import guard_model
 
@@ -183,8 +183,8 @@ def test_every_consumer_applies_the_scale_of_the_inputs_channel(tmp_path):
     from fusemycell.inference.apply import ChannelBackends, InferenceSettings
     from fusemycell.inference.onnx_backend import OnnxBackend, export_onnx
     from fusemycell.models.card import GuardSummary, card_for, channel_of
-    from fusemycell.models.model_file import TrainedModel, load_model, save_model
     from fusemycell.models.config import UNetConfig
+    from fusemycell.models.model_file import TrainedModel, load_model, save_model
     from fusemycell.models.unet import UNet3D
 
     torch = pytest.importorskip("torch")

@@ -21,8 +21,8 @@ from torch import nn
 from fusemycell.devices import CpuThreads, Precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.config import AugmentationParams
 from fusemycell.patching.torch_dataset import PatchDataset

@@ -4,8 +4,8 @@ import pytest
 
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.pipelines.inference.nodes import plan_predictions
 

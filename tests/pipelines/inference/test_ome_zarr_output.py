@@ -18,8 +18,8 @@ from fusemycell.io.formats import read_volume
 from fusemycell.io.ome_zarr import write_ome_zarr
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.pipelines.inference.nodes import plan_predictions
 from tests.conftest import run_session

@@ -5,8 +5,8 @@ import pandas as pd
 
 from fusemycell.io.tiff import write_volume
 from fusemycell.models.card import card_for
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
 from fusemycell.pipelines.training.nodes import describe_training_domain, with_training_domain
 

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 from fusemycell.inference.predictor import predict_whole_volume
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.io.pairs import PairListing
-from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.domain import TrainingDomain, domain_of_pairs
+from fusemycell.models.model_file import TrainedModel
 from fusemycell.parameters import Validated
 from fusemycell.patching.store import PatchStore
 from fusemycell.tracking import EpochMetricsLogger, RunLogger, log_metrics
