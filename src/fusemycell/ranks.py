@@ -7,12 +7,20 @@ goes to exactly one rank and every rank agrees without talking. :class:`RankStor
 of one run tell each other small things (rank 0 took the output folder; what each rank wrote): a
 key-value store reached through PyTorch's ``env://`` rendezvous, the one ``torchrun`` provides, with
 no process group (a training node of the same run may start its own). No Kedro import.
+
+A rank waits for another only while that one is alive: every rank beats a heartbeat in the store
+(:meth:`RankStore.start_heartbeat`) and :meth:`RankStore.collect_from` gives up, naming the rank, once
+it has not beaten for :data:`SILENCE_LIMIT`. Ranks started by hand (as a cluster scheduler does), one
+of which died, then end within minutes instead of waiting for it for days.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,8 +28,20 @@ from typing import Any
 
 #: How long a rank waits for rank 0 to take the output folder.
 START_TIMEOUT = timedelta(minutes=10)
-#: How long rank 0 waits for the other ranks' results (a share of a large run may take hours).
-FINISH_TIMEOUT = timedelta(days=2)
+#: Seconds between two heartbeats of a rank.
+HEARTBEAT_S = 5.0
+#: How long a rank may stay silent (no heartbeat) before the others stop waiting for it; the
+#: environment variable ``FUSEMYCELL_RANK_SILENCE_S`` (seconds) sets another limit.
+SILENCE_LIMIT = timedelta(minutes=2)
+
+
+def silence_limit() -> timedelta:
+    """:data:`SILENCE_LIMIT`, or ``FUSEMYCELL_RANK_SILENCE_S`` seconds when set."""
+    value = os.environ.get("FUSEMYCELL_RANK_SILENCE_S", "").strip()
+    try:
+        return timedelta(seconds=float(value)) if value else SILENCE_LIMIT
+    except ValueError:
+        raise RankError(f"FUSEMYCELL_RANK_SILENCE_S={value!r}: expected a number of seconds") from None
 
 
 class RankError(RuntimeError):
@@ -76,6 +96,8 @@ class RankStore:
     def __init__(self, store: Any, ranks: Ranks) -> None:
         self.store = store
         self.ranks = ranks
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @classmethod
     def connect(cls, ranks: Ranks, prefix: str) -> RankStore:
@@ -121,3 +143,61 @@ class RankStore:
             return json.loads(self.store.get(key))
         except RuntimeError as exc:
             raise RankError(f"{self.ranks}: no {key!r} from the other ranks after {timeout} ({exc})") from exc
+
+    def beats(self, rank: int) -> int:
+        """How many heartbeats ``rank`` has sent so far."""
+        return int(self.store.add(f"heartbeat/{rank}", 0))
+
+    def start_heartbeat(self, interval_s: float | None = None) -> None:
+        """Beat this rank's heartbeat every ``interval_s`` seconds (default: :data:`HEARTBEAT_S`, or a third of
+        the silence limit when that is shorter) until :meth:`stop_heartbeat`."""
+        if self._heartbeat is not None:
+            return
+        interval_s = interval_s if interval_s is not None else min(HEARTBEAT_S, silence_limit().total_seconds() / 3)
+        store, key, stop = self.store, f"heartbeat/{self.ranks.rank}", self._stop
+
+        def beat() -> None:
+            while True:
+                try:
+                    store.add(key, 1)
+                except RuntimeError:  # the store is gone (rank 0 or the launcher ended): nobody waits for us
+                    return
+                if stop.wait(interval_s):
+                    return
+
+        self._heartbeat = threading.Thread(target=beat, name=f"fusemycell heartbeat of {self.ranks}", daemon=True)
+        self._heartbeat.start()
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat and wait for its thread (no thread may be inside the store when the process exits)."""
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=60)
+        self._heartbeat = None
+
+    def collect_from(self, rank: int, key: str, silence: timedelta | None = None) -> Any:
+        """The value ``rank`` published under ``key``, waited for as long as ``rank`` keeps beating.
+
+        Raises
+        ------
+        RankError
+            When ``rank`` has not beaten for ``silence`` (default :func:`silence_limit`), or the store is gone.
+        """
+        silence = silence if silence is not None else silence_limit()
+        step = timedelta(seconds=min(HEARTBEAT_S, max(silence.total_seconds() / 4, 0.1)))
+        last, heard = self.beats(rank), time.monotonic()
+        while True:
+            with contextlib.suppress(RuntimeError):
+                self.store.wait([key], step)
+                return json.loads(self.store.get(key))
+            try:
+                now, beats = time.monotonic(), self.beats(rank)
+            except RuntimeError as exc:
+                raise RankError(f"{self.ranks}: the other ranks cannot be reached any more ({exc})") from exc
+            if beats != last:
+                last, heard = beats, now
+            elif now - heard > silence.total_seconds():
+                raise RankError(
+                    f"{self.ranks}: rank {rank} has not been heard from for {int(now - heard)} s (killed, or its "
+                    f"machine lost?); stopped waiting for it (FUSEMYCELL_RANK_SILENCE_S sets how long to wait)"
+                )

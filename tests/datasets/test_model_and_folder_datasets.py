@@ -68,10 +68,10 @@ def test_an_onnx_file_where_the_model_file_goes_is_called_so(tmp_path, name):
 
 
 def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
-    good = Volume(data=np.ones((2, 4, 4), np.uint16), spacing_zyx=(1, 1, 1))
+    good = Volume(data=np.ones((2, 4, 4), np.uint16), spacing_zyx=(1, 1, 1), metadata={"channel": "nucleus"})
 
     def broken():
-        raise ValueError("input truncated")
+        raise OSError("input truncated")
 
     dataset = TiffFolderDataset(path=tmp_path / "out")
     expected = r"1 volume\(s\) could not be predicted or written \(1 written\)(.|\n)*b.tif: input truncated"
@@ -80,8 +80,22 @@ def test_folder_dataset_writes_the_good_volumes_and_names_the_bad(tmp_path):
     loaded = dataset.load()
     assert {name: source.path for name, source in loaded.items()} == {"a.tif": str(tmp_path / "out" / "a.tif")}
     assert loaded["a.tif"]().data[:].sum() == 32  # a loader per file: the volume, read lazily
+    assert good.metadata == {"channel": "nucleus"}  # the mark went on the written copy, not on the caller's volume
+    assert loaded["a.tif"]().metadata["fusemycell"].startswith("prediction")
     with pytest.raises(DatasetError, match="no such file or folder"):
         TiffFolderDataset(path=tmp_path / "none").load()
+
+
+def test_a_bug_while_writing_one_volume_is_not_taken_for_a_bad_file(tmp_path):
+    """A ValueError raised by code (not a problem of the file) stops the save with its traceback."""
+
+    def buggy():
+        raise ValueError("a bug in the prediction")
+
+    with pytest.raises(DatasetError) as raised:
+        TiffFolderDataset(path=tmp_path / "out").save({"a.tif": buggy})
+    assert isinstance(raised.value.__cause__, ValueError) and "could not be predicted" not in str(raised.value)
+    assert not (tmp_path / "out").exists()  # the save's own run removed the folder it made
 
 
 def test_folder_preview_is_the_max_projection_of_its_first_volume(tmp_path):
@@ -120,7 +134,7 @@ def test_a_tif_path_writes_exactly_that_file(tmp_path):
 
 def test_a_failed_save_to_a_tif_path_leaves_no_folder_it_made(tmp_path):
     def broken():
-        raise ValueError("input truncated")
+        raise OSError("input truncated")
 
     with pytest.raises(DatasetError, match="stack.tif: input truncated"):
         TiffFolderDataset(path=tmp_path / "made" / "deeper" / "p.tif").save({"stack.tif": broken})

@@ -20,8 +20,10 @@ import pytest
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets.tiff_folder_dataset import PROVENANCE_VALUE, TiffFolderDataset
+from fusemycell.errors import UserError
 from fusemycell.hooks import MissingInputError
 from fusemycell.inference.folders import UnsafeOutputError
+from fusemycell.inference.run import InferenceRun
 from fusemycell.io import folder_lock
 from fusemycell.io.atomic import temporary_sibling
 from fusemycell.io.formats import read_volume
@@ -230,7 +232,8 @@ def test_two_concurrent_inference_runs_on_one_folder(evaluated_project):
     try:
         assert holder.stdout.readline().strip() == "locked"
         inputs = _angles(evaluated_project, evaluated_project / "in_concurrent")
-        with pytest.raises(DatasetError, match=f"in use by another fusemycell run .process {holder.pid}"):
+        busy = f"in use by another fusemycell run .process {holder.pid}"
+        with pytest.raises(folder_lock.FolderBusyError, match=busy):
             run_session(
                 evaluated_project,
                 ["inference"],
@@ -320,7 +323,7 @@ def test_an_output_folder_that_cannot_be_written_is_in_its_report(evaluated_proj
     blocker = evaluated_project / "a_file_not_a_folder"
     blocker.write_text("a file where the output's parent folder should be")
     out = blocker / "predictions"
-    with pytest.raises(DatasetError, match="cannot write here"):
+    with pytest.raises(UserError, match="cannot write here"):
         run_session(
             evaluated_project, ["inference"], inference={**INFERENCE, "input_dir": str(inputs), "output_dir": str(out)}
         )
@@ -329,7 +332,7 @@ def test_an_output_folder_that_cannot_be_written_is_in_its_report(evaluated_proj
 
 
 def test_two_runs_into_two_folders_at_the_same_time_keep_their_own_reports(tmp_path):
-    """Two runs interleaved (both started, both saving, both ending), as the catalog builds their datasets."""
+    """Two runs interleaved (both started, both saving, both ending), each saving through the catalog's dataset."""
     import yaml
 
     from fusemycell.datasets import VolumeFolderDataset
@@ -339,46 +342,42 @@ def test_two_runs_into_two_folders_at_the_same_time_keep_their_own_reports(tmp_p
     entry = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["inference_outputs"]
     entry.pop("type")
     reports = tmp_path / entry.pop("report_dir")
-    first, second = (
-        VolumeFolderDataset(**{**entry, "path": tmp_path / name, "report_dir": reports}) for name in ("a", "b")
-    )
-    first.begin_run()
-    second.begin_run()
-    first.save({"one.tif": _volume(1)})
-    second.save({"two.tif": _volume(2), "three.tif": _volume(3)})
-    first.end_run()
-    second.end_run()
+    first, second = (InferenceRun(tmp_path / name, report_dir=reports).start() for name in ("a", "b"))
+    VolumeFolderDataset(**{**entry, "path": tmp_path / "a"}).save({"one.tif": _volume(1)})
+    VolumeFolderDataset(**{**entry, "path": tmp_path / "b"}).save({"two.tif": _volume(2), "three.tif": _volume(3)})
+    first.finish()
+    second.finish()
     by_folder = {name: json.loads(report_path(reports, tmp_path / name).read_text()) for name in ("a", "b")}
     assert by_folder["a"]["written"] == ["one.tif"] and by_folder["a"]["output_dir"] == str(tmp_path / "a")
-    assert by_folder["b"]["written"] == ["two.tif", "three.tif"] and by_folder["b"]["output_dir"] == str(tmp_path / "b")
+    assert by_folder["b"]["written"] == ["three.tif", "two.tif"] and by_folder["b"]["output_dir"] == str(tmp_path / "b")
     assert {r["status"] for r in by_folder.values()} == {"complete"}
     assert [f["status"] for f in by_folder["b"]["files"]] == ["written", "written"]
 
 
 def test_a_report_left_running_by_a_killed_run_is_named_by_the_next_run(tmp_path, caplog):
-    from fusemycell.datasets import VolumeFolderDataset
     from fusemycell.inference.report import report_path
 
     out, reports = tmp_path / "out", tmp_path / "reports"
     killed = (
         "import os, signal, sys\n"
-        "from fusemycell.datasets import VolumeFolderDataset\n"
-        "VolumeFolderDataset(path=sys.argv[1], report_dir=sys.argv[2]).begin_run()\n"
+        "from fusemycell.inference.run import InferenceRun\n"
+        "InferenceRun(sys.argv[1], report_dir=sys.argv[2]).start()\n"
+        "open(os.path.join(sys.argv[1], 'finished.tif'), 'wb').close()\n"  # complete on disk, not yet recorded
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     child = subprocess.run([sys.executable, "-c", killed, str(out), str(reports)], check=False)
     assert child.returncode == -9
     left = json.loads(report_path(reports, out).read_text())
-    assert left["status"] == "running" and left["process"]["pid"] != os.getpid()
-    dataset = VolumeFolderDataset(path=out, report_dir=reports)
-    dataset.begin_run()  # takes over the dead run's lock
+    assert left["status"] == "running" and left["process"]["pid"] != os.getpid() and left["written"] == []
+    run = InferenceRun(out, report_dir=reports).start()  # takes over the dead run's lock
     assert "was killed before it finished" in caplog.text and str(out) in caplog.text
-    dataset.save({"a.tif": _volume()})
-    dataset.end_run()
+    TiffFolderDataset(path=out).save({"a.tif": _volume()})
+    run.finish()
     report = json.loads(report_path(reports, out).read_text())
     assert report["status"] == "complete" and report["written"] == ["a.tif"]
     assert report["previous_run"]["status"] == "interrupted"
     assert report["previous_run"]["process"]["pid"] == left["process"]["pid"]
+    assert report["previous_run"]["written"] == ["finished.tif"]  # what it really wrote, found on disk
 
 
 # ---------------------------------------------------------------- 13. misspelt parameters
@@ -462,5 +461,5 @@ def test_an_output_folder_on_a_read_only_mount_is_a_clear_error(tmp_path, monkey
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    with pytest.raises(DatasetError, match=r"new_folder: cannot create the output folder \(Read-only file system\)"):
+    with pytest.raises(DatasetError, match=r"new_folder: cannot write here \(Read-only file system\)"):
         TiffFolderDataset(path=tmp_path / "new_folder").save({"a.tif": _volume()})

@@ -1,7 +1,12 @@
 """Datasets that write a folder hold its lock: for a whole run (the project hook), or for one save.
 
 A run that fails leaves no folder behind that it created and wrote nothing into (taking the lock
-creates the folder; an empty output folder after a failed run would look like a result).
+creates the folder; an empty output folder after a failed run would look like a result). It removes
+only the folders it made itself (:func:`fusemycell.io.folder_lock.make_folders`), and only when they
+are empty: a folder holding anything, another run's lock included, stays.
+
+(The inference output folder is not written through this mixin: its run, lock and report are an
+:class:`fusemycell.inference.run.InferenceRun`.)
 """
 
 from __future__ import annotations
@@ -26,19 +31,11 @@ def missing_folders(folder: Path) -> list[Path]:
 
 
 def remove_if_empty(folders: list[Path]) -> None:
-    """Remove the folders of ``folders`` (deepest first) that hold nothing (hidden files count as nothing)."""
-    for folder in folders:
-        try:
-            entries = list(folder.iterdir())
-        except OSError:
-            continue
-        if any(not entry.name.startswith(".") for entry in entries):
-            return
-        with contextlib.suppress(OSError):
-            for entry in entries:
-                if entry.is_file():
-                    entry.unlink()
-            folder.rmdir()
+    """Remove the folders of ``folders`` (deepest first) that are empty; nothing inside any folder is deleted.
+
+    A folder that holds anything (a file, a hidden one, another run's lock) stays, and so do its parents.
+    """
+    folder_lock.remove_empty(folders)
 
 
 class LockedFolderWriter:
@@ -66,29 +63,29 @@ class LockedFolderWriter:
 
     def begin_run(self) -> None:
         """Take the folder for this run."""
-        created = missing_folders(self._lock_folder())
         with self._converted():
+            created = folder_lock.make_folders(self._lock_folder())
             folder_lock.acquire(self._lock_folder())
         self._created = created
 
     def end_run(self, error: BaseException | None = None) -> None:
-        """Give the folder back; after a failure, remove the folders this run created if they hold nothing."""
+        """Give the folder back; after a failure, remove the folders this run created if they are empty."""
         created, self._created = self._created, None
         folder_lock.release(self._lock_folder())
         if error is not None and created:
-            remove_if_empty(created)
+            folder_lock.remove_empty(created)
 
     @contextlib.contextmanager
-    def _writing(self, created: list[Path] | None = None) -> Iterator[None]:
-        """``with self._writing(): ...`` around a save: the only writer of the folder (``created``: the folders
-        the save made before, removed with the others if it fails leaving them empty)."""
-        created = missing_folders(self._lock_folder()) if created is None else created
+    def _writing(self) -> Iterator[None]:
+        """``with self._writing(): ...`` around a save: the only writer of the folder (the folders it makes are
+        removed if it fails leaving them empty)."""
         with self._converted():  # only taking the lock: the save's own errors name their files
+            made = folder_lock.make_folders(self._lock_folder())
             folder_lock.acquire(self._lock_folder())
         try:
             yield
         except BaseException:
             folder_lock.release(self._lock_folder())
-            remove_if_empty(created)
+            folder_lock.remove_empty(made)
             raise
         folder_lock.release(self._lock_folder())

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 class VolumeFolderDataset(TiffFolderDataset):
-    """:class:`TiffFolderDataset` (one writer, provenance, report, atomic writes) that also holds OME-Zarr images.
+    """:class:`TiffFolderDataset` (provenance, atomic writes, outcomes told to the run) that also holds OME-Zarr images.
 
     ``load``: ``{name: VolumeSource}`` of the folder's ``*.tif``/``*.tiff`` files and ``*.zarr`` OME-Zarr
     images (or of one such file or image): call one for its volume, read lazily. ``save``: a name ending

@@ -72,6 +72,23 @@ def configured_locations(
     return locations
 
 
+#: The parameter that chooses the inference run's output folder.
+INFERENCE_OUTPUT = "inference.output_dir"
+
+
+def location_dataset(parameter: str) -> str:
+    """The catalog entry whose location ``parameter`` chooses (:data:`~fusemycell.parameters.RUN_LOCATIONS`)."""
+    return next(loc.dataset for loc in RUN_LOCATIONS if loc.parameter == parameter and loc.dataset is not None)
+
+
+def inference_report_dir(conf_catalog: dict[str, Any], project: Path) -> Path | None:
+    """Where inference runs write their reports: ``report_dir`` of the catalog entry of the inference output
+    (relative to the project), or None when it has none."""
+    entry = conf_catalog.get(location_dataset(INFERENCE_OUTPUT))
+    report_dir = entry.get("report_dir") if isinstance(entry, dict) else None
+    return project / str(report_dir) if report_dir else None
+
+
 def same_location(first: str, second: str) -> bool:
     """True when two paths name the same file or folder (after ``~``, symlinks and ``..``)."""
     return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
@@ -94,8 +111,7 @@ def dataset_from_config(
 ) -> Any:
     """The dataset ``name`` of the catalog entry ``config``, at ``location``.
 
-    For ``inference_outputs``, ``report_dir`` is made absolute (Kedro does that to ``path`` and
-    ``filepath`` only).
+    A ``report_dir`` is made absolute (Kedro does that to ``path`` and ``filepath`` only).
     """
     from kedro.io import AbstractDataset
 
@@ -144,7 +160,7 @@ def rebind_locations(
             _refuse_second_source(
                 location.dataset, config.get(location.key), str(project / location.default), location.parameter, env
             )
-            overrides = {"overwrite": parameters.inference.overwrite} if location.dataset == "inference_outputs" else {}
+            overrides = {"overwrite": parameters.inference.overwrite} if location.parameter == INFERENCE_OUTPUT else {}
             catalog[location.dataset] = dataset_from_config(
                 location.dataset, config, paths.location(location.parameter), project, overrides
             )

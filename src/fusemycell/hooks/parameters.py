@@ -21,7 +21,14 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from fusemycell.hooks.catalog import configured_locations, dataset_from_config, rebind_locations
+from fusemycell.hooks.catalog import (
+    INFERENCE_OUTPUT,
+    configured_locations,
+    inference_report_dir,
+    location_dataset,
+    rebind_locations,
+)
+from fusemycell.inference.run import InferenceRun
 from fusemycell.parameters import (
     RUN_LOCATIONS,
     ParameterError,
@@ -63,7 +70,9 @@ class ParameterHooks:
     """Every parameter checked before anything runs; one resolved set of locations for catalog and nodes.
 
     :attr:`parameters` is the run's :class:`~fusemycell.parameters.ProjectParameters` with every
-    location resolved (None while the parameters are invalid), :attr:`paths` those locations.
+    location resolved (None while the parameters are invalid), :attr:`paths` those locations, and
+    :attr:`inference` the :class:`~fusemycell.inference.run.InferenceRun` of a run that predicts
+    (started and finished by :class:`~fusemycell.hooks.planning.RunPlanningHooks`; the summary names its report).
     """
 
     def __init__(self) -> None:
@@ -77,6 +86,20 @@ class ParameterHooks:
         self._tagged = False
         self.locations: dict[str, str] | None = None
         """``{dataset: file or folder}`` of the run's catalog (:func:`.catalog.configured_locations`)."""
+        self.inference: InferenceRun | None = None
+        """The inference run of this session's pipeline run, if it predicts."""
+
+    def writes_predictions(self, pipeline: Any) -> bool:
+        """True when ``pipeline`` writes the inference output folder."""
+        return location_dataset(INFERENCE_OUTPUT) in set(pipeline.all_outputs())
+
+    def new_inference_run(self, output: Path | None = None) -> InferenceRun | None:
+        """An inference run into ``output`` (default: the validated ``inference.output_dir``), reporting where the
+        catalog says; None when the output folder is not known."""
+        output = output if output is not None else (self.paths.inference_output if self.paths else None)
+        if output is None:
+            return None
+        return InferenceRun(output, report_dir=inference_report_dir(self._conf_catalog, self.project_path))
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -116,7 +139,7 @@ class ParameterHooks:
         if self._invalid is None:
             return
         error, self._invalid = self._invalid, None
-        if "inference_outputs" in set(pipeline.all_outputs()):
+        if self.writes_predictions(pipeline):
             self._refuse_in_report(error)
         raise error
 
@@ -139,12 +162,10 @@ class ParameterHooks:
 
     def _refuse_in_report(self, error: ParameterError) -> None:
         """The report of the output folder the (invalid) parameters name says the run was refused."""
-        config = self._conf_catalog.get("inference_outputs")
-        if self._invalid_output is None or not isinstance(config, dict):
+        run = self.new_inference_run(self._invalid_output)
+        if run is None:
             return
         try:
-            dataset = dataset_from_config("inference_outputs", config, str(self._invalid_output), self.project_path)
-            if hasattr(dataset, "refuse"):
-                dataset.refuse(error)
+            run.refuse(error)
         except Exception as exc:  # noqa: BLE001 - the parameters' error is the one to show
             logger.warning("could not write the inference report of %s: %s", self._invalid_output, exc)

@@ -1,9 +1,12 @@
 """Before the first node: the output folders are safe and taken, and every input of the run exists.
 
 - An inference run's output folder is checked against its inputs and the raw folder
-  (:func:`fusemycell.inference.folders.check_output_folder`); a refused run's report says why.
-- Every dataset the run writes that holds a folder lock takes it before the first node and gives it
-  back after the last (a second run on one folder fails at once).
+  (:func:`fusemycell.inference.folders.check_output_folder`); a refused run's report says why. Its
+  :class:`~fusemycell.inference.run.InferenceRun` then takes the folder and starts the report, and
+  ends it after the last node (or when the run fails; a run stopped by a signal ends it as it exits).
+- Every other dataset the run writes that holds a folder lock
+  (:class:`~fusemycell.datasets.folder_writer.LockedFolderWriter`) takes it before the first node and
+  gives it back after the last (a second run on one folder fails at once).
 - A missing input stops the run naming the one command that makes it
   (:mod:`fusemycell.run_planning`, which this hook feeds with the registry and the catalog).
 """
@@ -15,6 +18,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from fusemycell.datasets.folder_writer import LockedFolderWriter
 from fusemycell.hooks.catalog import dataset_locations, quiet, relative, same_location
 from fusemycell.hooks.parameters import ParameterHooks
 from fusemycell.inference.folders import UnsafeOutputError, check_output_folder
@@ -59,26 +63,19 @@ class RunPlanningHooks:
 
     def __init__(self, parameters: ParameterHooks) -> None:
         self.parameters = parameters
-        self._writers: list[Any] = []
+        self._writers: list[LockedFolderWriter] = []
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         outputs = set(pipeline.all_outputs())
-        paths = self.parameters.paths
-        if "inference_outputs" in outputs and paths is not None:
-            try:
-                check_output_folder(paths.inference_input, paths.inference_output, paths.raw_dir)
-            except UnsafeOutputError as error:  # refused before anything is written: the report says so
-                dataset = _dataset(catalog, "inference_outputs")
-                if hasattr(dataset, "refuse"):
-                    dataset.refuse(error)
-                raise
-        self._writers = []
+        self._end_runs(RuntimeError("a new run started in this process before the previous one finished"))
+        if self.parameters.writes_predictions(pipeline):
+            self._start_inference()
         try:
             for name in sorted(outputs):
                 dataset = _dataset(catalog, name)
-                if hasattr(dataset, "begin_run"):
-                    dataset.begin_run()  # takes the folder (a second run fails here), voids an old report
+                if isinstance(dataset, LockedFolderWriter):
+                    dataset.begin_run()  # takes the folder (a second run fails here)
                     self._writers.append(dataset)
             self._require_inputs(run_params, pipeline, catalog)
             if "volume_split" in outputs:
@@ -86,6 +83,19 @@ class RunPlanningHooks:
         except Exception as error:  # Kedro calls on_pipeline_error only for errors of the run itself
             self._end_runs(error)
             raise
+
+    def _start_inference(self) -> None:
+        """The inference run: refused (its report says why) when its output folder is unsafe, else started."""
+        paths, run = self.parameters.paths, self.parameters.new_inference_run()
+        if paths is None or run is None:
+            return
+        try:
+            check_output_folder(paths.inference_input, paths.inference_output, paths.raw_dir)
+        except UnsafeOutputError as error:  # refused before anything is written: the report says so
+            run.refuse(error)
+            raise
+        run.start()  # takes the folder (a second run is refused here), starts the report
+        self.parameters.inference = run
 
     def _require_inputs(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         from kedro.framework.project import pipelines as registry
@@ -129,5 +139,10 @@ class RunPlanningHooks:
 
     def _end_runs(self, error: BaseException | None) -> None:
         writers, self._writers = self._writers, []
-        for dataset in writers:
-            dataset.end_run(error)
+        run, self.parameters.inference = self.parameters.inference, None
+        try:
+            for dataset in writers:
+                dataset.end_run(error)
+        finally:
+            if run is not None:
+                run.finish(error)

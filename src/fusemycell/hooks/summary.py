@@ -27,13 +27,6 @@ SUMMARY_DATASETS = (
 )
 
 
-def _report_file(catalog: Any) -> Path | None:
-    try:
-        return catalog.get("inference_outputs").report_file
-    except Exception:  # noqa: BLE001 - a summary never fails a finished run
-        return None
-
-
 def _nssim_lines(catalog: Any) -> list[str]:
     try:
         table = catalog.load("evaluation_by_channel")
@@ -76,11 +69,15 @@ def _mlflow_run() -> str | None:
 
 
 def summary_lines(
-    outputs: set[str], catalog: Any, locations: dict[str, str] | None = None, training: Any = None
+    outputs: set[str],
+    catalog: Any,
+    locations: dict[str, str] | None = None,
+    training: Any = None,
+    report: Path | None = None,
 ) -> list[str]:
-    """One line per artefact the run wrote (``label: location``), how training went (epochs, optimizer
-    steps, whether the time budget cut it short; ``training`` is the run's ``TrainingConfig``), the test
-    scores, the MLflow run."""
+    """One line per artefact the run wrote (``label: location``), the inference run's ``report`` file, how
+    training went (epochs, optimizer steps, whether the time budget cut it short; ``training`` is the run's
+    ``TrainingConfig``), the test scores, the MLflow run."""
     locations = locations if locations is not None else dataset_locations(catalog)
     lines = []
     for name, label in SUMMARY_DATASETS:
@@ -89,7 +86,6 @@ def summary_lines(
             location = f"not exported, see {location}.not-exported.txt"
         if location:
             lines.append(f"  {label + ':':<22}{location}")
-    report = _report_file(catalog) if "inference_outputs" in outputs else None
     if report is not None:
         lines.append(f"  {'inference report:':<22}{relative(str(report))}")
     if "training_history" in outputs and training is not None:
@@ -117,6 +113,8 @@ class RunSummaryHooks:
         locations = self.parameters.locations if self.parameters is not None else None
         validated = self.parameters.parameters if self.parameters is not None else None
         training = getattr(validated, "training", None)
-        lines = summary_lines(set(pipeline.all_outputs()), catalog, locations, training)
+        run = self.parameters.inference if self.parameters is not None else None
+        report = run.report_file if run is not None else None
+        lines = summary_lines(set(pipeline.all_outputs()), catalog, locations, training, report)
         if lines:
             print("\nfusemycell run finished:\n" + "\n".join(lines) + "\n  lineage graph:        kedro viz run\n")

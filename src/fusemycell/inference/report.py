@@ -12,9 +12,18 @@ Status, written atomically at each step:
   failure names its file and why), or the run stopped before its first prediction (``reason``);
 - ``refused``: the run never started (invalid parameters, an output folder that would overwrite
   inputs); ``nothing to write``: the run ended without anything to predict;
+- ``interrupted``: the run was stopped by a signal (Ctrl-C, SIGTERM; ``reason`` names it); ``files``
+  lists what it had finished;
 - a report still ``running`` when the next run into its folder starts belonged to a run that was
-  killed (the folder's lock shows no live run): that run says so in its log and keeps the old
-  report under ``previous_run``, status ``interrupted``.
+  killed with SIGKILL (the folder's lock shows no live run): that run says so in its log and keeps the
+  old report under ``previous_run``, status ``interrupted``, whose ``written`` lists the files that run
+  had recorded and those it finished on disk (a rank of a shared run records only at its end).
+
+A run refused because another one held the folder changes nothing of that run's: it leaves a note
+next to the report (``<report>.refused.<pid>.<time>.json``, :func:`write_refusal_note`), and the
+holder's final report lists the notes under ``refused_runs`` (who, when, why).
+
+The run that owns the report is :class:`fusemycell.inference.run.InferenceRun`.
 
 Every input has one entry in ``files`` (``written`` or ``failed``, with the problem); ``written``
 and ``failures`` list the same by kind. ``outside_training`` (from the plan) gives
@@ -27,6 +36,7 @@ how many there were, and every entry of ``files`` names the ``rank`` that predic
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,6 +99,8 @@ class InferenceReport:
     """The report of a run into this folder that was killed before it finished."""
     ranks: int | None = None
     """How many processes shared the run (None: one)."""
+    refused_runs: list[dict[str, Any]] = field(default_factory=list)
+    """Runs refused while this one held the folder (their notes, :func:`refusal_notes`)."""
 
     def finish(self, status: str, reason: str | None = None) -> InferenceReport:
         """Set the final status (and the reason of a run that did not predict); returns ``self``."""
@@ -108,6 +120,7 @@ class InferenceReport:
             "status": self.status,
             "output_dir": self.output_dir,
             "started": _when(self.started),
+            "started_unix": round(self.started, 3),
             "finished": _when(self.finished),
             "process": self.process,
             **({"ranks": self.ranks} if self.ranks is not None else {}),
@@ -119,6 +132,8 @@ class InferenceReport:
         }
         if self.previous_run is not None:
             content["previous_run"] = self.previous_run
+        if self.refused_runs:
+            content["refused_runs"] = self.refused_runs
         return content
 
     def write(self, path: str | os.PathLike) -> Path:
@@ -148,6 +163,41 @@ def interrupted(previous: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "status": "interrupted",
         "started": previous.get("started"),
+        "started_unix": previous.get("started_unix"),
         "process": previous.get("process"),
         "written": previous.get("written", []),
     }
+
+
+def _notes(report_file: Path) -> list[Path]:
+    found = report_file.parent.glob(f"{report_file.stem}.refused.*.json")
+    return sorted(
+        found, key=lambda note: int(note.name.rsplit(".", 2)[-2]) if note.name.rsplit(".", 2)[-2].isdigit() else 0
+    )
+
+
+def write_refusal_note(report_file: str | os.PathLike, process: dict[str, Any], reason: str) -> Path:
+    """Note, next to ``report_file``, that a run (``process``) was refused for ``reason``; returns the note.
+
+    The note is the refused run's own file: the report of the run that holds the folder is not touched.
+    """
+    report_file = Path(report_file)
+    note = report_file.parent / f"{report_file.stem}.refused.{os.getpid()}.{time.time_ns()}.json"
+    record = {"refused": _when(time.time()), "process": process, "reason": reason}
+    with writing_atomically(note) as temporary:
+        temporary.write_text(json.dumps(record, indent=2, default=str))
+    return note
+
+
+def refusal_notes(report_file: str | os.PathLike, *, consume: bool = False) -> list[dict[str, Any]]:
+    """The notes of runs refused into the folder of ``report_file``, oldest first; ``consume``: then remove them
+    (the run that holds the folder does, once its report lists them)."""
+    notes = []
+    for path in _notes(Path(report_file)):
+        content = read_report(path)
+        if content is not None:
+            notes.append(content)
+        if consume:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return notes

@@ -6,6 +6,10 @@ writes a folder takes :class:`FolderLock` first: a second run fails at once, nam
 the folder and the process that holds it. A lock whose process is gone (same machine)
 is stale and taken over with a warning. The lock is re-entrant within one process, so
 a run that took it at its start can save into the folder later.
+
+Only the process that took a lock removes it (:func:`release`), and a run removes only the folders it
+made itself (:func:`make_folders` says which; :func:`remove_empty` removes them when they hold nothing,
+not even another run's lock): a run refused because another holds the folder leaves everything as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fusemycell.errors import Setting, UserError
+
 logger = logging.getLogger(__name__)
 
 #: Name of the lock file inside the locked folder (hidden: folder listings skip it).
@@ -30,8 +36,41 @@ _held: dict[Path, int] = {}  # folder -> nesting depth, for this process
 _guard = threading.Lock()
 
 
-class FolderBusyError(RuntimeError):
-    """Another live process holds the folder's lock."""
+class FolderBusyError(UserError):
+    """Another live process holds the folder's lock (the message names it, and the setting to change)."""
+
+
+def make_folders(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those this call created, deepest first.
+
+    A folder that another process creates at the same moment is not counted: only what this call made
+    is this run's to remove.
+    """
+    missing = []
+    current = Path(folder).expanduser().absolute()
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        created.append(path)
+    return created[::-1]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty; stop at the first that is not.
+
+    Nothing in them is deleted: a folder holding anything (a file, another run's lock) stays.
+    """
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,8 +125,10 @@ def owner_alive(owner: dict[str, Any]) -> bool:
     return not _is_stale(owner)
 
 
-def acquire(folder: str | os.PathLike) -> Path:
+def acquire(folder: str | os.PathLike, setting: Setting | None = None) -> Path:
     """Take the lock of ``folder`` (created if needed) for this process; re-entrant.
+
+    ``setting``: the parameter that chooses the folder, named in the message when another run holds it.
 
     Raises
     ------
@@ -112,14 +153,21 @@ def acquire(folder: str | os.PathLike) -> Path:
                 _held[path] = 1  # ours, from before a fork or a reload of this module
                 return path
             if not _is_stale(owner):
+                choose = {"output": setting} if setting is not None else {}
                 raise FolderBusyError(
-                    f"{path} is in use by another fusemycell run ({_describe(owner)}); wait for it to finish, "
-                    f"or choose another folder. If that process is gone, delete {lock}"
+                    "{folder} is in use by another fusemycell run ({owner}); wait for it to finish, or choose "
+                    "another folder" + (": {output}" if choose else "") + ". If that process is gone, delete {lock}",
+                    folder=path,
+                    owner=_describe(owner),
+                    lock=lock,
+                    **choose,
                 )
             logger.warning("%s: taking over the lock of a run that no longer exists (%s)", path, _describe(owner))
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
-        raise FolderBusyError(f"{path}: could not take the lock {lock} (another run keeps taking it)")
+        raise FolderBusyError(
+            "{folder}: could not take the lock {lock} (another run keeps taking it)", folder=path, lock=lock
+        )
 
 
 def release(folder: str | os.PathLike) -> None:
