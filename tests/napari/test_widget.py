@@ -109,7 +109,7 @@ def test_a_missing_model_is_reported_in_the_widget(qtbot, widget, viewer, tmp_pa
     widget.model_edit.setText(str(tmp_path / "nowhere.pt"))
     _predict(qtbot, widget)
     assert widget.status.text() == f"error: {tmp_path / 'nowhere.pt'}: no model file there; " + (
-        "train one ('kedro run' in the project folder) or choose a model file"
+        "train one ('kedro run' in the project folder) or choose another one in the model box"
     )
     assert "color" in widget.status.styleSheet() and len(viewer.layers) == 2
     assert widget.predict_button.isEnabled()
@@ -149,3 +149,8 @@ def test_a_layer_outside_the_training_domain_shows_the_line(qtbot, widget, viewe
     widget.outside_combo.setCurrentText("refuse")
     _predict(qtbot, widget)
     assert widget.status.text().startswith("error: image_100_nucleus_angle: voxel size z 3.0 um")
+    assert widget.status.text().endswith("skipped (outside training refuse; warn or base would predict it)")
+    widget.outside_combo.setCurrentText("base")  # the warning names the control too
+    _predict(qtbot, widget)
+    assert widget.status.text().endswith("instead of the prediction (outside training base)"), widget.status.text()
+    assert "inference." not in widget.status.text()

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fusemycell.errors import Setting, UserError
 from fusemycell.inference.apply import predict_in_memory
 from fusemycell.inference.outside import DomainCheck, check_array
 from fusemycell.inference.settings import InferenceSettings
@@ -93,7 +94,7 @@ def parse_tile(text: str) -> tuple[int, int, int] | None:
 
     Raises
     ------
-    ValueError
+    fusemycell.errors.UserError
         Saying what a tile is, for anything else.
     """
     parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
@@ -104,8 +105,20 @@ def parse_tile(text: str) -> tuple[int, int, int] | None:
     except ValueError:
         tile = ()
     if len(tile) != 3 or min(tile) < 1:
-        raise ValueError(f"tile {text!r}: give three sizes in voxels, z, y, x (e.g. 32, 128, 128), or leave it empty")
+        raise UserError(
+            "{tile} {text!r}: give three sizes in voxels, z, y, x (e.g. 32, 128, 128), or leave it empty",
+            tile=Setting("inference.tile_zyx"),
+            text=text,
+        )
     return tile  # type: ignore[return-value]
+
+
+class NoModelError(UserError, FileNotFoundError):
+    """The model chosen (or its ONNX export) is not there; the message says how to get one."""
+
+
+#: The model setting (the widget's "model" box, ``fusemycell predict``'s ``--model``).
+MODEL = Setting("inference.model_uri")
 
 
 def onnx_sibling(location: str) -> str:
@@ -121,29 +134,38 @@ def load_for_prediction(options: PredictionOptions, scratch: str | Path) -> tupl
 
     Raises
     ------
-    FileNotFoundError
+    NoModelError
         Naming the model (or its ONNX export) that is not there, and how to get one.
     fusemycell.models.model_file.CheckpointError
         For a file that is not a fusemycell model.
     """
     location = options.model.strip()
     if not location:
-        raise FileNotFoundError("no model chosen: give a model file (.pt) or an MLflow URI (runs:/<run id>/...)")
+        raise NoModelError(
+            "no model chosen: put a model file (.pt) or an MLflow URI (runs:/<run id>/...) in {model}", model=MODEL
+        )
     if is_artifact_uri(location):
         model = load_model(fetch_artifact(location, Path(scratch) / "model"))
         onnx = fetch_artifact(onnx_sibling(location), Path(scratch) / "onnx") if options.backend == "onnx" else None
         return model, onnx
     path = Path(options.model_location())
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no model file there; train one ('kedro run' in the project folder) or choose a model file"
+        raise NoModelError(
+            "{path}: no model file there; train one ('kedro run' in the project folder) or choose another one in "
+            "{model}",
+            path=path,
+            model=MODEL,
         )
     model = load_model(path)
     if options.backend != "onnx":
         return model, None
     onnx = Path(onnx_sibling(str(path)))
     if not onnx.is_file():
-        raise FileNotFoundError(f"{onnx}: no ONNX export next to the model; choose the torch backend")
+        raise NoModelError(
+            "{onnx}: no ONNX export next to the model; choose {torch}",
+            onnx=onnx,
+            torch=Setting("inference.backend", "torch", assignment=False),
+        )
     return model, str(onnx)
 
 
@@ -173,8 +195,8 @@ def predict_volume(
 
     Raises
     ------
-    ValueError
-        For a volume that is not 3D, and every problem the inference reports (naming ``name``);
+    fusemycell.errors.UserError
+        For a volume that is not 3D, and every problem of the input the inference reports (naming ``name``);
         :class:`~fusemycell.inference.outside.OutsideTrainingError` for a volume outside the
         training domain under ``outside_training: refuse``.
     """
@@ -187,7 +209,11 @@ def predict_volume(
             on_progress(update)
 
     if len(data.shape) != 3:
-        raise ValueError(f"{name}: a layer of shape {tuple(data.shape)}; the model predicts 3D volumes (z, y, x)")
+        raise UserError(
+            "{name}: a layer of shape {shape}; the model predicts 3D volumes (z, y, x)",
+            name=name,
+            shape=tuple(data.shape),
+        )
     settings = options.settings()
     with tempfile.TemporaryDirectory(prefix="fusemycell-napari-") as scratch:
         model, onnx = load_for_prediction(options, scratch)

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from fusemycell.errors import UserError, find_user_error, in_words
 from fusemycell.inference.outside import DomainCheck
 from fusemycell.napari.layers import contrast_limits, prediction_name
 from fusemycell.napari.prediction import (
@@ -55,8 +56,14 @@ BACKENDS = ("torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: What happens to a layer outside the model's training domain (``inference.outside_training``).
 OUTSIDE_TRAINING = ("warn", "base", "refuse")
-#: Errors a user can cause (a missing file, a wrong layer, a bad tile): their message alone is shown.
-USER_ERRORS = (ValueError, OSError)
+#: How the widget names the settings in its messages: by its own controls.
+CONTROL_NAMES: dict[str, str] = {
+    "inference.model_uri": "the model box",
+    "inference.tile_zyx": "tile",
+    "inference.backend": "backend",
+    "inference.device": "device",
+    "inference.outside_training": "outside training",
+}
 
 
 class _ProgressSignal(QObject):
@@ -193,19 +200,19 @@ class PredictWidget(QWidget):
 
         Raises
         ------
-        ValueError
+        fusemycell.errors.UserError
             When there is none, or it has been removed from the viewer since.
         """
         layer = self.layer_combo.currentData()
         if layer is None:
-            raise ValueError("no image layer to predict: open a single view (File > Open, or File > Open Sample)")
+            raise UserError("no image layer to predict: open a single view (File > Open, or File > Open Sample)")
         if layer not in list(self.viewer.layers):
-            raise ValueError(f"layer {layer.name!r} is no longer in the viewer")
+            raise UserError("layer {name!r} is no longer in the viewer", name=layer.name)
         return layer
 
     # ------------------------------------------------------------------ options
     def options(self) -> PredictionOptions:
-        """The prediction options set in the widget (a bad tile raises ValueError saying what a tile is)."""
+        """The prediction options set in the widget (a bad tile raises a UserError saying what a tile is)."""
         return PredictionOptions(
             model=self.model_edit.text().strip(),
             tile_zyx=parse_tile(self.tile_edit.text()),
@@ -235,8 +242,8 @@ class PredictWidget(QWidget):
         try:
             layer = self.chosen_layer()
             options = self.options()
-        except ValueError as exc:
-            self._show_error(str(exc))
+        except UserError as exc:
+            self._show_error(exc.message(CONTROL_NAMES))
             return
         data = layer.data[0] if layer.multiscale else layer.data  # full resolution
         stored = (layer.metadata.get("fusemycell") or {}).get("spacing_zyx")
@@ -287,7 +294,7 @@ class PredictWidget(QWidget):
         info.update(kind="prediction", model=options.model_location(), backend=options.backend, input=layer.name)
         outside = check is not None and check.outside
         if outside:
-            info["outside_training"] = check.line()
+            info["outside_training"] = str(check.line())
         added = self.viewer.add_image(
             prediction,
             name=prediction_name(layer.name),
@@ -302,7 +309,7 @@ class PredictWidget(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         if outside:
-            self._show_warning(f"{added.name}: done in {seconds:.1f} s. {check.line()}")
+            self._show_warning(f"{added.name}: done in {seconds:.1f} s. {in_words(check.line(), CONTROL_NAMES)}")
         else:
             self._show(f"{added.name}: done in {seconds:.1f} s")
 
@@ -311,9 +318,9 @@ class PredictWidget(QWidget):
         self.progress_bar.setValue(0)
         if isinstance(exc, PredictionCancelled):
             self._show("cancelled")
-        elif isinstance(exc, USER_ERRORS):
-            self._show_error(str(exc))
-        else:  # a bug: the message here, the traceback in the log
+        elif (user := find_user_error(exc)) is not None:
+            self._show_error(user.message(CONTROL_NAMES))
+        else:  # a bug (or a library's failure, a disk's): the message here, the traceback in the log
             logger.error("Predict fused view failed", exc_info=(type(exc), exc, exc.__traceback__))
             self._show_error(f"{type(exc).__name__}: {exc}")
 

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from fusemycell.datasets.raw_pairs_dataset import PairSources
 from fusemycell.datasets.volume_sources import VolumeSource
+from fusemycell.errors import Setting, UserError
 from fusemycell.evaluation.config import EvaluationConfig
 from fusemycell.evaluation.figures import summary_figure, volume_figure
 from fusemycell.evaluation.scoring import score_pair
@@ -33,7 +34,10 @@ def _test_pairs(raw_pairs: PairListing, volume_split: pd.DataFrame) -> dict[str,
     """The test pairs of the split, checked by content to be the very files the split was made from."""
     test = volume_split[volume_split["split"] == "test"]
     if test.empty:
-        raise ValueError("no test volume to evaluate: check preprocessing.split.test_fraction and re-run preprocessing")
+        raise UserError(
+            "no test volume to evaluate: check {test_fraction} and re-run preprocessing",
+            test_fraction=Setting("preprocessing.split.test_fraction"),
+        )
     folders = sorted({str(Path(pair.angle).parent) for pair in raw_pairs.values() if pair.angle})
     check_split_files(test, raw_pairs, content_digest, where=f"the raw folder {', '.join(folders) or '(empty)'}")
     return {key: raw_pairs[key] for key in sorted(test["pair"])}
@@ -65,7 +69,9 @@ def _volumes(raw_pairs: PairSources, key: str, prediction: VolumeSource) -> tupl
     """The pair's angle and fused volumes and the prediction, read lazily."""
     angle, fused = raw_pairs.sources(key)
     if angle is None or fused is None:
-        raise ValueError(f"{key}: the test pair lacks its {'angle' if angle is None else 'fused'} file")
+        raise UserError(
+            "{key}: the test pair lacks its {kind} file", key=key, kind="angle" if angle is None else "fused"
+        )
     return angle(), fused(), prediction()
 
 
@@ -80,7 +86,7 @@ def score_test_volumes(
     for key, pair in _test_pairs(raw_pairs, volume_split).items():
         prediction_source = test_predictions.get(Path(pair.angle).name)
         if prediction_source is None:
-            raise ValueError(f"no prediction for {pair.angle}; run the evaluation pipeline from its start")
+            raise UserError("no prediction for {angle}; run the evaluation pipeline from its start", angle=pair.angle)
         angle, fused, prediction = _volumes(raw_pairs, key, prediction_source)
         spacing = angle.spacing_zyx
         scores = score_pair(
