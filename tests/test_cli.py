@@ -208,24 +208,32 @@ def test_predict_names_its_arguments_and_what_a_file_is(tmp_path):
         ("views", "out.tif"): "but the input " + str(tmp_path / "views") + " is a folder",
         ("views", "views/pred"): "OUTPUT " + str(tmp_path / "views" / "pred") + " is inside the input folder",
         ("views", "out", "--model", "nothere.pt"): "--model " + str(tmp_path / "nothere.pt") + ": no such file",
+        ("views", "x.ome.zarr"): "OUTPUT "
+        + str(tmp_path / "x.ome.zarr")
+        + ": predictions are not written as .ome.zarr",
+        ("views/a_angle.tif", "x.png"): "OUTPUT " + str(tmp_path / "x.png") + ": predictions are not written as .png",
     }
     for args, expected in cases.items():
         result = _predict(tmp_path, *args)
         assert result.exit_code == 1 and expected in result.output, (args, result.output)
         assert not any(word in result.output for word in ("inference.", "--params", "not found")), result.output
     assert "Give a folder as OUTPUT" in _predict(tmp_path, "views", "out.tif").output
+    assert "one .tif/.tiff file. Choose another name (OUTPUT)" in _predict(tmp_path, "views", "x.h5").output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["view.png", "views"]  # no output folder made
 
 
 def test_the_runs_messages_in_the_commands_words(tmp_path):
-    """Messages that the pipeline raises, as fusemycell predict prints them: its arguments, not Kedro parameters."""
+    """Errors that the pipeline raises, as fusemycell predict prints them: its arguments, not Kedro parameters.
+
+    Each is a UserError raised where the problem is found; the command words its settings (no rewriting)."""
     from kedro.io.core import DatasetError
 
-    from fusemycell.cli import in_predict_words
+    from fusemycell.cli import PREDICT_NAMES, user_message
     from fusemycell.datasets import TiffFolderDataset
     from fusemycell.inference.folders import select_inputs
-    from fusemycell.inference.onnx_backend import OnnxModelError, open_session
+    from fusemycell.inference.onnx_backend import open_session
     from fusemycell.io.volume import Volume
+    from fusemycell.run_planning import MissingInputError, PipelineShape, check_inputs
 
     (tmp_path / "out").mkdir()
     _stack(tmp_path / "out" / "theirs.tif")
@@ -234,16 +242,31 @@ def test_the_runs_messages_in_the_commands_words(tmp_path):
         TiffFolderDataset(path=tmp_path / "out").save({"theirs.tif": volume})
     with pytest.raises(ValueError) as empty:
         select_inputs({}, tmp_path)
-    with pytest.raises(OnnxModelError) as no_onnx:
+    with pytest.raises(ValueError) as no_onnx:
         open_session(tmp_path / "fusemycell_unet.onnx", ["CPUExecutionProvider"])
-    missing = "inference_inputs (/data/nowhere) not found: check inference.input_dir"  # run_planning's words
-    translated = [in_predict_words(str(e.value)) for e in (foreign, empty, no_onnx)] + [in_predict_words(missing)]
-    assert "Choose an empty OUTPUT folder, or add --overwrite to replace them" in translated[0]
-    assert "give INPUT as the folder of the volumes, or one file" in translated[1]
-    assert "check the .onnx file next to --model (written by training), or use --backend torch" in translated[2]
-    assert translated[3] == "INPUT /data/nowhere: no such file or folder"
-    for message in translated:
-        assert "inference." not in message and "--params" not in message
+
+    class Facts:  # the user's own input folder is not there
+        def exists(self, name):
+            return False
+
+        def location(self, name):
+            return "/data/nowhere"
+
+        def user_chosen(self, name):
+            return True
+
+    with pytest.raises(MissingInputError) as missing:
+        check_inputs(["inference_inputs"], {"inference": PipelineShape(frozenset(), frozenset())}, Facts(), {})
+    errors = {"foreign": foreign, "empty": empty, "no_onnx": no_onnx, "missing": missing}
+    worded = {key: user_message(error.value, PREDICT_NAMES) for key, error in errors.items()}
+    assert None not in worded.values(), worded  # every one is the user's to fix, wherever it was raised
+    assert "OUTPUT" in worded["foreign"] and "--overwrite" in worded["foreign"]
+    assert worded["empty"].endswith("give the folder of the volumes, or one file, as INPUT")
+    assert "--model" in worded["no_onnx"] and "--backend torch" in worded["no_onnx"]
+    assert worded["missing"] == "inference_inputs (/data/nowhere) not found: check INPUT"
+    for message in worded.values():
+        assert "inference." not in message and "--params" not in message, message
+    assert "inference.input_dir" in user_message(missing.value)  # kedro run's own words
 
 
 def test_outside_any_project_says_what_to_do_in_one_line(tmp_path):
@@ -284,6 +307,7 @@ def test_a_bug_inside_a_dataset_save_keeps_its_traceback():
         None.missing  # noqa: B018 - an AttributeError raised outside fusemycell's code: a bug
     except AttributeError as bug:
         assert not is_user_error(kedro_wrapper(bug))
+    assert not is_user_error(ValueError("a bug's message, even one raised by fusemycell's own code"))
     try:
         TiffFolderDataset(path="/nonexistent/folder").load()
     except DatasetError as refused:  # raised by fusemycell on purpose: a message for the user
@@ -297,17 +321,20 @@ def test_a_run_stopped_before_its_first_node_leaves_no_folder(tmp_path):
     source = _stack(tmp_path / "data" / "stack.tif")
     result = _fusemycell(project, "predict", str(source), str(tmp_path / "made" / "p.tif"), "--env", "test")
     output = _output(result)
-    assert result.returncode == 1 and "no model at data/06_models/fusemycell_unet.pt (the default of --model)" in output
-    assert "train one with 'kedro run --pipelines simulation,preprocessing,patching,training --env test'" in output
-    assert "inference." not in output and "Traceback" not in output
+    text = " ".join(output.split())  # the console may wrap long lines
+    assert result.returncode == 1 and "inference_model (data/06_models/fusemycell_unet.pt) not found yet" in text
+    assert "run 'kedro run --pipelines simulation,preprocessing,patching,training,inference --env test" in text
+    assert f"--params inference.input_dir={source},inference.output_dir={tmp_path / 'made' / 'p.tif'}'" in text
+    assert text.endswith("or choose another: --model (full traceback: FUSEMYCELL_TRACEBACK=1 fusemycell predict ...)")
+    assert "inference.model_uri" not in output and "Traceback" not in output
     assert not (tmp_path / "made").exists()
 
 
 @pytest.fixture(scope="module")
 def narrow_model(predict_project) -> Path:
     """The tiny model of ``predict_project`` whose card says it was trained on 1 um planes only."""
-    from fusemycell.models.model_file import TrainedModel, load_model, save_model
     from fusemycell.models.domain import TrainingDomain, ValueRange
+    from fusemycell.models.model_file import TrainedModel, load_model, save_model
 
     model = load_model(predict_project / "data" / "06_models" / "fusemycell_unet.pt")
     pixel, size = ValueRange(low=0.5, high=0.5), ValueRange(low=8, high=24)
@@ -506,6 +533,54 @@ def test_the_traceback_on_request_for_the_command_lines_own_errors(tmp_path):
         assert result.stderr.rstrip().splitlines()[-1].startswith("Error: ")  # the message still ends it
         quiet = _typed(tmp_path, "predict", *args)
         assert "Traceback" not in _output(quiet)
+
+
+#: ``fusemycell`` in a real process, with a bug put into the project's own code: ``check_output_folder`` raises a
+#: plain ValueError, as a mistake in fusemycell would (not a UserError).
+_WITH_A_BUG = """
+import sys
+import fusemycell.cli
+def check_output_folder(*args):
+    raise ValueError("a bug in fusemycell's own code")
+fusemycell.cli.check_output_folder = check_output_folder
+from fusemycell.__main__ import main
+sys.argv = ["fusemycell", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_user_error_prints_its_message_and_its_traceback_on_request(tmp_path):
+    """A real process: the message in the command's words and the hint; with FUSEMYCELL_TRACEBACK=1 the traceback."""
+    _stack(tmp_path / "stack.tif")
+    quiet = _typed(tmp_path, "predict", "stack.tif", "pred.ome.zarr")
+    lines = quiet.stderr.strip().splitlines()
+    assert quiet.returncode == 1 and "Traceback" not in _output(quiet), _output(quiet)
+    assert lines[-2].startswith(f"Error: OUTPUT {tmp_path / 'pred.ome.zarr'}: predictions are not written as .ome.zarr")
+    assert lines[-1] == "(full traceback: FUSEMYCELL_TRACEBACK=1 fusemycell predict ...)"
+    shown = _typed(tmp_path, "predict", "stack.tif", "pred.ome.zarr", FUSEMYCELL_TRACEBACK="1")
+    assert shown.returncode == 1 and "Traceback (most recent call last)" in shown.stderr, shown.stderr
+    assert "UnsafeOutputError" in shown.stderr and "check_output_name" in shown.stderr  # where it was raised
+    assert shown.stderr.rstrip().splitlines()[-1].startswith("Error: OUTPUT ")  # the message still ends it
+    assert not (tmp_path / "pred.ome.zarr").exists()
+
+
+def test_a_bug_always_shows_its_traceback_in_a_real_process(tmp_path):
+    """A ValueError raised by fusemycell's own code is a bug, not a message for the user: its traceback is shown."""
+    _stack(tmp_path / "stack.tif")
+    for env in ({}, {"FUSEMYCELL_TRACEBACK": "1"}):
+        result = subprocess.run(
+            [sys.executable, "-c", _WITH_A_BUG, "predict", "stack.tif", "pred"],
+            cwd=tmp_path,
+            env=_environment(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 1, _output(result)
+        assert "Traceback (most recent call last)" in result.stderr and "in check_output_folder" in result.stderr
+        assert result.stderr.rstrip().endswith("ValueError: a bug in fusemycell's own code"), result.stderr
+        assert "\nError: a bug" not in result.stderr and "full traceback:" not in result.stderr
 
 
 @pytest.mark.slow
