@@ -160,7 +160,7 @@ def test_a_foreign_last_checkpoint_is_refused_naming_it_and_nothing_is_overwritt
     with pytest.raises(CheckpointError) as raised:
         train(_config(tmp_path, epochs=2, resume=True), *stores)
     assert str(last) in str(raised.value) and phrase in str(raised.value)
-    assert "training.resume: false" in str(raised.value)  # what to do about it
+    assert "--params training.resume=false" in str(raised.value)  # what to do about it
     assert last.read_bytes() == before and not (tmp_path / "ckpt" / BEST_MODEL).exists()
 
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from fusemycell.models.model_file import CheckpointError, TrainedModel, is_onnx_file, load_model, save_model
-
-#: What to do with an ONNX file given where a model file is expected.
-ONNX_HINT = (
-    "to apply an ONNX export, set inference.backend: onnx and inference.onnx_path: {path} (fusemycell "
-    "predict: --backend onnx, which reads the .onnx file next to --model), with inference.model_uri (--model) "
-    "the fusemycell model file (.pt) it was exported from"
+from fusemycell.models.model_file import (
+    MODEL_SETTING,
+    CheckpointError,
+    TrainedModel,
+    is_remote,
+    load_model,
+    save_model,
 )
 
 
@@ -24,7 +24,11 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
     ``torch.load(weights_only=True)`` (a file carrying pickled code is refused).
 
     ``filepath`` may also be an MLflow artifact URI (``runs:/<run id>/model/fusemycell_unet.pt``,
-    ``models:/...``): the file is then fetched from the tracking server (read only).
+    ``models:/...``): the file is then fetched from the tracking server (read only); or any location
+    fsspec opens (``s3://bucket/fusemycell_unet.pt`` with s3fs installed, ``memory://...``).
+
+    A file that is not a model file is refused with a message saying what it is and what to give
+    instead (:mod:`fusemycell.models.file_kind`).
 
     Example catalog entry::
 
@@ -37,7 +41,9 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         """Create a dataset for the model file ``filepath`` (local, or an MLflow artifact URI)."""
         self._uri = str(filepath)
         self._mlflow = self._uri.startswith(("runs:/", "models:/", "mlflow-artifacts:"))
-        self._filepath = PurePosixPath(self._uri if self._mlflow else Path(filepath).as_posix())
+        self._remote = not self._mlflow and is_remote(self._uri)
+        # a URI keeps its "//" (PurePosixPath would fold s3://bucket into s3:/bucket, a local path)
+        self._filepath = self._uri if self._mlflow or self._remote else PurePosixPath(Path(filepath).as_posix())
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
@@ -47,17 +53,14 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         """Rebuild the network from the file alone."""
         if self._mlflow:
             return self._load_from_mlflow()
-        if not Path(self._filepath).is_file():
-            raise DatasetError(f"{self._filepath}: no trained model yet; run 'kedro run --pipelines training' first")
-        if is_onnx_file(self._filepath):
-            raise DatasetError(
-                f"{self._filepath}: an ONNX file, not a fusemycell model file (.pt); "
-                + ONNX_HINT.format(path=self._filepath)
+        if not self._remote and not Path(self._filepath).exists():
+            raise CheckpointError(
+                "{path}: no trained model yet; run 'kedro run --pipelines training' first, or give a model file: "
+                "{model}",
+                path=self._filepath,
+                model=MODEL_SETTING,
             )
-        try:
-            return load_model(self._filepath)
-        except CheckpointError as exc:
-            raise DatasetError(str(exc)) from exc
+        return load_model(str(self._filepath))  # its CheckpointError says what the file is: Kedro wraps it
 
     def _load_from_mlflow(self) -> TrainedModel:
         import mlflow
@@ -69,8 +72,10 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
                 raise DatasetError(f"{self._uri}: could not fetch the model from MLflow ({exc})") from exc
             try:
                 return load_model(local)
-            except CheckpointError as exc:
-                raise DatasetError(f"{self._uri}: {exc}") from exc
+            except CheckpointError as exc:  # named by its URI, not by the temporary copy
+                if "source" in exc.values:
+                    raise CheckpointError(exc.template, **{**exc.values, "source": self._uri}) from None
+                raise
 
     def save(self, data: TrainedModel) -> None:
         """Write the model (weights, configuration, metadata) atomically."""
@@ -79,11 +84,16 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         if not isinstance(data, TrainedModel):
             raise DatasetError(f"{self._filepath}: TorchModelDataset saves a TrainedModel, got {type(data).__name__}")
         try:
-            save_model(data, self._filepath)
+            save_model(data, str(self._filepath))
         except OSError as exc:
             raise DatasetError(f"could not write {self._filepath}: {exc}") from exc
 
     def _exists(self) -> bool:
+        if self._remote:
+            import fsspec
+
+            filesystem, path = fsspec.core.url_to_fs(self._uri)
+            return bool(filesystem.isfile(path))
         return self._mlflow or Path(self._filepath).is_file()
 
 

@@ -1,27 +1,42 @@
-"""Saving and loading models safely: atomic writes, ``torch.load(weights_only=True)``.
+"""The trained-model file: the network's weights with its model card, saved and read safely.
 
 A model file holds only tensors and plain Python values: the weights and the
 :class:`~fusemycell.models.card.ModelCard` (architecture, normalisation, voxel
 size, resampling, tile, training summary) as a dict. It rebuilds the network
-without the training code and never unpickles arbitrary objects. Version 1 files
-(architecture plus a free ``metadata`` dict) are converted to a card on load.
+without the training code and never unpickles arbitrary objects
+(``torch.load(weights_only=True)``). Version 1 files (architecture plus a free
+``metadata`` dict) are converted to a card on load.
+
+A file that is not a model file is refused with a message saying what it really is
+(:mod:`fusemycell.models.file_kind`: empty, zeros, an image, an ONNX export, a
+bioimage.io package, a training checkpoint, a bare state dict, ...) and what to give
+instead. A model may be read from any location fsspec opens (``s3://``, ``gs://``,
+``memory://``; the protocol's package installed) as well as a local path.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import json
 import logging
 import os
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from pydantic import ValidationError
 
+from fusemycell.errors import Setting, UserError
 from fusemycell.io.atomic import could_not_write, writing_atomically
 from fusemycell.models.card import CARD_VERSION, ModelCard, card_from_legacy
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.file_kind import FileKind, identify, pickled_globals
 from fusemycell.models.unet import UNet3D
 
 logger = logging.getLogger(__name__)
@@ -29,10 +44,17 @@ logger = logging.getLogger(__name__)
 MODEL_FORMAT = "fusemycell-unet"
 #: Version of the model file: 1 = architecture + free metadata dict, 2 = the model card.
 MODEL_VERSION = CARD_VERSION
+#: The ``format`` of a training checkpoint (``last.pt``, :mod:`fusemycell.training.checkpoint`).
+CHECKPOINT_FORMAT = "fusemycell-checkpoint"
+#: Where a command takes the model file from.
+MODEL_SETTING = Setting("inference.model_uri", "FILE")
 
 
-class CheckpointError(ValueError):
-    """A model or checkpoint file cannot be used; the message names the file."""
+class CheckpointError(UserError):
+    """A model or checkpoint file cannot be used; the message names the file, says what it is and what to do.
+
+    ``values["what"]``, where present, is what the file really is ("an empty file (0 bytes)").
+    """
 
 
 @dataclass
@@ -68,26 +90,81 @@ class TrainedModel:
         }
 
     @classmethod
-    def from_payload(cls, payload: Any, source: str = "") -> TrainedModel:
+    def from_payload(cls, payload: Any, source: str = "", give: Setting | None = MODEL_SETTING) -> TrainedModel:
         """Rebuild a network from :meth:`payload` (or a version 1 payload, converted).
 
         Raises
         ------
         CheckpointError
-            Naming ``source``: not a model file, an unknown version, an invalid card,
-            or weights that do not fit the architecture the card describes.
+            Naming ``source``: not a model file (saying what it is instead), an unknown version, an
+            invalid card, or weights that do not fit the architecture the card describes.
         """
-        card = read_card(payload, source)
+        card = read_card(payload, source, give)
         return cls(network=network_from_state(card.architecture, payload["state_dict"], source), card=card)
 
 
-def read_card(payload: Any, source: str = "") -> ModelCard:
+def model_digest(model: TrainedModel) -> str:
+    """The model's identity: a SHA-256 of its card and its weights (names, shapes, types and bytes).
+
+    Equal for a model and the same model saved and read again; different for another training run,
+    another epoch, or the same weights with another card. An export records it, so that it is used
+    only with its own model.
+    """
+    digest = hashlib.sha256(json.dumps(model.card.model_dump(mode="json"), sort_keys=True).encode())
+    for name, tensor in sorted(model.network.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def _not_a_model(source: Any, what: str, advice: str, give: Setting | None, **values: Any) -> CheckpointError:
+    """``source: <what it is>. <what to do>``; without ``give`` (a file the user did not name), the generic way."""
+    if give is None:
+        advice = "fusemycell reads only the files it writes (weights with their model card)."
+    else:
+        values["give"] = give
+    return CheckpointError("{source}: {what}. " + advice, source=source, what=what, **values)
+
+
+#: What to give instead of a file of each kind (``{give}``: the setting that names the model file).
+_ADVICE = {
+    "empty": "Nothing was written to it (a copy or a training run that stopped?). Give the model file (.pt) "
+    "that training wrote: {give}.",
+    "zeros": "Its content was never written (a copy or download that did not finish?). Copy the model file "
+    "again, or give another one: {give}.",
+    "damaged-zip": "Copy the model file again from where training wrote it, or give another one: {give}.",
+    "image": "Images are what a model is applied to ({inputs}); the model is the .pt file that training wrote: {give}.",
+    "onnx": "To apply an ONNX export, set {backend} and {onnx}, and give the fusemycell model file (.pt) it "
+    "was exported from: {give}.",
+    "torchscript": "fusemycell applies its own model files (weights with their model card), the .pt file that "
+    "training wrote: {give}.",
+    "bioimageio": "It is made for bioimage.io tools (bioimageio.core, deepImageJ, ilastik, napari), which apply "
+    "it themselves; fusemycell applies the model file the package was exported from (the .pt file written by "
+    "the same training run, data/06_models/fusemycell_unet.pt by default): {give}.",
+}
+_DEFAULT_ADVICE = "A fusemycell model file is the .pt file that training wrote: {give}."
+
+
+def not_a_model_file(source: Any, kind: FileKind, give: Setting | None = MODEL_SETTING) -> CheckpointError:
+    """The error for a file of ``kind`` (never a PyTorch file) given as a model file."""
+    settings = {
+        "inputs": Setting("inference.input_dir", "FOLDER"),
+        "backend": Setting("inference.backend", "onnx", assignment=False),
+        "onnx": Setting("inference.onnx_path", str(source), assignment=False),
+    }
+    advice = _ADVICE.get(kind.kind, _DEFAULT_ADVICE)
+    used = {name: setting for name, setting in settings.items() if "{" + name + "}" in advice}
+    return _not_a_model(source, kind.what, advice, give, **used)
+
+
+def read_card(payload: Any, source: str = "", give: Setting | None = MODEL_SETTING) -> ModelCard:
     """The card of a model file's payload; version 1 files are converted (see :func:`card_from_legacy`)."""
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{source}: not a {MODEL_FORMAT} model file")
+        raise _foreign_payload(payload, source, give)
     version = payload.get("version")
     if not isinstance(payload.get("state_dict"), dict):
-        raise CheckpointError(f"{source}: the model file holds no weights (state_dict)")
+        raise CheckpointError("{source}: the model file holds no weights (state_dict)", source=source)
     try:
         if version == 1:
             card = card_from_legacy(payload["config"], dict(payload.get("metadata") or {}))
@@ -101,14 +178,57 @@ def read_card(payload: Any, source: str = "") -> ModelCard:
         if version == MODEL_VERSION:
             return ModelCard.model_validate(payload["card"])
     except ValidationError as exc:
-        raise CheckpointError(f"{source}: invalid model card (version {version}): {validation_summary(exc)}") from None
+        raise CheckpointError(
+            "{source}: invalid model card (version {version}): {problems}",
+            source=source,
+            version=version,
+            problems=validation_summary(exc),
+        ) from None
     except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{source}: invalid model card (version {version}): {exc!r}") from None
+        raise CheckpointError(
+            "{source}: invalid model card (version {version}): {problems}",
+            source=source,
+            version=version,
+            problems=repr(exc),
+        ) from None
     raise CheckpointError(
-        f"{source}: model file version {version!r} is unknown to this fusemycell (it reads versions 1 and "
-        f"{MODEL_VERSION}); a file from a newer fusemycell needs that release, an older one can be converted "
-        "with 'python -m fusemycell.models.model_file PATH' from a release that reads it"
+        "{source}: model file version {version} is unknown to this fusemycell (it reads versions 1 and {current}); "
+        "a file from a newer fusemycell needs that release, an older one can be converted with "
+        "'python -m fusemycell.models.model_file PATH' from a release that reads it",
+        source=source,
+        version=repr(version),
+        current=MODEL_VERSION,
     )
+
+
+def _foreign_payload(payload: Any, source: str, give: Setting | None) -> CheckpointError:
+    """What a readable PyTorch file that is not a model file holds, and what to give instead."""
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        return _not_a_model(
+            source,
+            f"a fusemycell training checkpoint (the state of epoch {payload.get('epoch', '?')}, kept to resume "
+            "training), not a trained model",
+            "The model of that run is best.pt in the same folder, or the file training wrote at its end "
+            "(data/06_models/fusemycell_unet.pt by default): {give}.",
+            give,
+        )
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return _not_a_model(
+            source,
+            f"a bare PyTorch state dict ({len(payload)} tensors, such as '{next(iter(payload))}') without "
+            "fusemycell's model card",
+            "The card (architecture, normalisation, voxel size, tile) cannot be recovered from weights alone. "
+            "Give the model file that training wrote: {give} (fusemycell.models.model_file.save_model writes a "
+            "network's weights with its card).",
+            give,
+        )
+    if isinstance(payload, dict):
+        keys = ", ".join(repr(k) for k in list(payload)[:5]) + (", ..." if len(payload) > 5 else "")
+        recorded = f" of format {payload['format']!r}" if "format" in payload else ""
+        what = f"a PyTorch file holding a dict{recorded} (keys {keys or 'none'}), not a {MODEL_FORMAT} model file"
+    else:
+        what = f"a PyTorch file holding a {type(payload).__name__}, not a {MODEL_FORMAT} model file"
+    return _not_a_model(source, what, _DEFAULT_ADVICE, give)
 
 
 def validation_summary(error: ValidationError) -> str:
@@ -122,10 +242,13 @@ def network_from_state(config: UNetConfig, state_dict: dict[str, Any], source: s
     try:
         network.load_state_dict(state_dict)
     except (RuntimeError, KeyError, TypeError) as exc:
-        detail = " ".join(str(exc).split())
         raise CheckpointError(
-            f"{source}: the weights do not fit the architecture it describes (depth {config.depth}, "
-            f"base_channels {config.base_channels}): {detail[:400]}"
+            "{source}: the weights do not fit the architecture it describes (depth {depth}, base_channels "
+            "{channels}): {detail}",
+            source=source,
+            depth=config.depth,
+            channels=config.base_channels,
+            detail=" ".join(str(exc).split())[:400],
         ) from None
     return network
 
@@ -152,56 +275,134 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def is_onnx_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` is an ONNX model (by its suffix, or a header that parses as one), not a PyTorch file."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return True
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(1) != b"\x08":  # ONNX: protobuf field 1 (ir_version); PyTorch: a zip ("PK") or a pickle
-                return False
-        import onnx
-
-        onnx.load_model(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - anything that does not parse is not an ONNX file
-        return False
-    return True
+def is_remote(location: str | os.PathLike) -> bool:
+    """True for a URI that fsspec opens (``s3://``, ``memory://``, ...), False for a local path (or ``file://``)."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
 
 
-def safe_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file.
+@contextmanager
+def open_model_file(location: str | os.PathLike, give: Setting | None = MODEL_SETTING) -> Iterator[BinaryIO]:
+    """The file at ``location`` (a local path or an fsspec URI), open for binary reading.
 
-    A file carrying pickled Python objects (code) is refused, not executed.
+    Raises
+    ------
+    CheckpointError
+        Naming it: not found, a folder, or a location that cannot be read (unknown protocol, its package
+        missing, no access).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    if is_onnx_file(path):
-        raise CheckpointError(f"{path}: an ONNX file (an exported network), not a fusemycell model file (.pt)")
+    if not is_remote(location):
+        path = Path(str(location).removeprefix("file://"))
+        if not path.is_file():
+            what = "a folder, not a file" if path.is_dir() else "file not found"
+            raise _not_a_model(location, what, "Give the model file (.pt) that training wrote: {give}.", give)
+        with open(path, "rb") as handle:
+            yield handle
+        return
+    with _remote_file(location, give) as handle:
+        yield handle
+
+
+@contextmanager
+def _remote_file(location: str | os.PathLike, give: Setting | None) -> Iterator[BinaryIO]:
+    import fsspec
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad files
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"{path}: refused, it holds pickled Python objects that weights_only loading does not "
-                f"execute ({message}). Only load model files you trust, saved by fusemycell."
-            ) from exc
-        raise CheckpointError(f"{path}: not a readable model or checkpoint ({message}); truncated?") from exc
+        opened = fsspec.open(str(location), "rb")
+        handle = opened.open()
+    except FileNotFoundError:
+        raise _not_a_model(
+            location, "file not found", "Give the model file (.pt) that training wrote: {give}.", give
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - fsspec raises ValueError, ImportError, its backends' own types
+        raise CheckpointError(
+            "{source}: cannot read it ({kind}: {detail}). Give a model file on a local disk or at a location "
+            "fsspec reads with its package installed (s3:// needs s3fs, gs:// gcsfs): {give}",
+            source=location,
+            kind=type(exc).__name__,
+            detail=" ".join(str(exc).split())[:200],
+            give=give or MODEL_SETTING,
+        ) from None
+    try:
+        yield handle  # type: ignore[misc]
+    finally:
+        handle.close()
 
 
-def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
-    """Write a model file atomically."""
-    return atomic_torch_save(model.payload(), path)
+def safe_torch_load(location: str | os.PathLike, give: Setting | None = MODEL_SETTING) -> Any:
+    """``torch.load(weights_only=True)`` of a local path or fsspec URI, with errors saying what the file is.
+
+    A file that is not a PyTorch file is refused before PyTorch reads it, saying what it is
+    (:func:`fusemycell.models.file_kind.identify`); one carrying pickled Python objects (code) is refused,
+    not executed. ``give``: the setting that names the file, for the advice (None: a file the user did not
+    name, such as a training checkpoint).
+    """
+    with open_model_file(location, give) as handle:
+        kind = identify(handle)
+        if not kind.may_be_model:
+            raise not_a_model_file(location, kind, give)
+        try:
+            return torch.load(handle, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
+                raise _unreadable(location, kind, exc, give) from None
+            raise _holds_code(location, handle, give) from None
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError... on damaged files
+            raise _unreadable(location, kind, exc, give) from None
 
 
-def load_model(path: str | os.PathLike) -> TrainedModel:
-    """Load a model file written by :func:`save_model` (``weights_only=True``)."""
-    return TrainedModel.from_payload(safe_torch_load(path), source=str(path))
+def _holds_code(location: Any, handle: BinaryIO, give: Setting | None) -> CheckpointError:
+    names = [name for name in pickled_globals(handle) if not _is_plain_pickle_global(name)]
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    if any(name.startswith("torch.nn.modules.") for name in names):
+        what = "a whole pickled network, saved with torch.save(model) rather than as weights with a model card"
+    else:
+        what = "a PyTorch file holding pickled Python objects besides tensors"
+    return _not_a_model(
+        location,
+        what + (f" (it names {shown})" if shown else ""),
+        "It is refused, not loaded: unpickling them would run code from the file. Give the model file that "
+        "training wrote: {give}.",
+        give,
+    )
 
 
-def upgrade_model_file(path: str | os.PathLike) -> Path:
+def _is_plain_pickle_global(name: str) -> bool:
+    """Names every PyTorch file's pickle holds (tensor rebuilding, storages, containers): not worth showing."""
+    if name.startswith("torch.") and not name.startswith("torch.nn."):
+        return True
+    return name.startswith("collections.") or name in ("__builtin__.set", "builtins.set", "builtins.dict")
+
+
+def _unreadable(location: Any, kind: FileKind, exc: BaseException, give: Setting | None) -> CheckpointError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _not_a_model(
+        location,
+        f"{kind.what} that PyTorch cannot read ({detail[:200]}): damaged or cut short",
+        "Copy the model file again from where training wrote it, or give another one: {give}.",
+        give,
+    )
+
+
+def save_model(model: TrainedModel, location: str | os.PathLike) -> Path | str:
+    """Write a model file: atomically on a local disk; in one write at an fsspec URI."""
+    if not is_remote(location):
+        return atomic_torch_save(model.payload(), str(location).removeprefix("file://"))
+    import fsspec
+
+    buffer = io.BytesIO()
+    torch.save(model.payload(), buffer)
+    with fsspec.open(str(location), "wb") as handle:
+        handle.write(buffer.getvalue())
+    return str(location)
+
+
+def load_model(location: str | os.PathLike, give: Setting | None = MODEL_SETTING) -> TrainedModel:
+    """Load a model file written by :func:`save_model` (``weights_only=True``), local or at an fsspec URI."""
+    return TrainedModel.from_payload(safe_torch_load(location, give), source=str(location), give=give)
+
+
+def upgrade_model_file(path: str | os.PathLike) -> Path | str:
     """Rewrite a model file (of any version this release reads) in the current version, atomically."""
     return save_model(load_model(path), path)
 

@@ -19,11 +19,28 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from fusemycell.errors import Setting
 from fusemycell.models.card import ModelCard, card_for
-from fusemycell.models.model_file import CheckpointError, atomic_torch_save, safe_torch_load, validation_summary
 from fusemycell.models.config import UNetConfig
+from fusemycell.models.model_file import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    atomic_torch_save,
+    safe_torch_load,
+    validation_summary,
+)
 
-CHECKPOINT_FORMAT = "fusemycell-checkpoint"
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "EpochMetrics",
+    "TrainingCheckpoint",
+    "restore_state",
+    "resume_changes",
+    "resume_error",
+]
+
+#: The setting that starts a run afresh instead of resuming.
+RESUME_SETTING = Setting("training.resume", "false")
 
 
 @dataclass
@@ -93,7 +110,10 @@ class TrainingCheckpoint:
         CheckpointError
             Naming ``path`` and what is wrong, with what to do about it.
         """
-        payload = safe_torch_load(path)
+        try:
+            payload = safe_torch_load(path, give=None)
+        except CheckpointError as exc:  # what the file is, then the way out of resuming
+            raise resume_error(path, f"it is {exc.values['what']}" if "what" in exc.values else exc.message()) from None
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             found = type(payload).__name__ if not isinstance(payload, dict) else "a dict of another format"
             raise resume_error(path, f"not a fusemycell training checkpoint (it holds {found})")
@@ -121,9 +141,12 @@ class TrainingCheckpoint:
 
 def resume_error(path: str | os.PathLike, problem: str) -> CheckpointError:
     """An error naming the checkpoint and the way out."""
-    folder = Path(path).parent
     return CheckpointError(
-        f"{path}: cannot resume from it: {problem}; set training.resume: false or delete {folder} to start over"
+        "{path}: cannot resume from it: {problem}; start over with {resume}, or delete {folder}",
+        path=path,
+        problem=problem,
+        resume=RESUME_SETTING,
+        folder=Path(path).parent,
     )
 
 
@@ -145,3 +168,77 @@ def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
             for key, value in optimizer.state.get(parameter, {}).items():
                 if isinstance(value, torch.Tensor) and value.ndim and value.shape != parameter.shape:
                     raise ValueError(f"{key} has shape {tuple(value.shape)}, the parameter {tuple(parameter.shape)}")
+
+
+#: Settings a resumed run takes from the checkpoint (the optimizer's and the schedule's state), not from the
+#: new configuration: ``setting: what carries the checkpoint's value``.
+KEPT_FROM_CHECKPOINT = {
+    "learning_rate": "the optimizer and the learning-rate schedule",
+    "weight_decay": "the optimizer",
+    "warmup_fraction": "the learning-rate schedule",
+    "min_lr_fraction": "the learning-rate schedule",
+}
+#: Settings that change how many patches an optimizer step or an epoch holds.
+STEP_SIZE_SETTINGS = ("batch_size", "accumulation_steps", "patches_per_epoch")
+
+
+def resume_changes(
+    saved: dict[str, Any], config: Any, *, steps_taken: int, planned_steps: int, steps_per_epoch: int, epoch: int
+) -> list[str]:
+    """What a resumed run does differently from what ``config`` asks, one line per changed setting.
+
+    ``saved`` is the checkpoint's training configuration; ``steps_taken`` and ``planned_steps`` are the
+    optimizer steps of the checkpoint's schedule (taken, planned in all); ``steps_per_epoch`` the steps of an
+    epoch now; ``epoch`` the checkpoint's last epoch. Empty when nothing that matters changed.
+    """
+    lines = []
+    for name, carrier in KEPT_FROM_CHECKPOINT.items():
+        before, now = saved.get(name), getattr(config, name)
+        if before is not None and before != now:
+            lines.append(
+                f"training.{name} is {before} in the checkpoint and {now} now: a resumed run keeps the "
+                f"checkpoint's {carrier}, so it trains on with {before}; to train with {now}, start over "
+                "(training.resume: false)"
+            )
+    for name in STEP_SIZE_SETTINGS:
+        before, now = saved.get(name), getattr(config, name)
+        if name in saved and before != now:
+            lines.append(_step_size_line(name, before, now, steps_taken, planned_steps, steps_per_epoch, epoch))
+    if saved.get("epochs") not in (None, config.epochs) and config.budget_minutes is None:
+        lines.append(
+            f"training.epochs is {saved['epochs']} in the checkpoint and {config.epochs} now: the learning-rate "
+            f"schedule kept from the checkpoint was planned on {planned_steps} optimizer steps; "
+            + _schedule_end(steps_taken, planned_steps, steps_per_epoch, epoch, config.epochs)
+        )
+    return lines
+
+
+def _step_size_line(
+    name: str, before: Any, now: Any, steps_taken: int, planned: int, steps_per_epoch: int, epoch: int
+) -> str:
+    meaning = {
+        "batch_size": f"a batch now holds {now} patches instead of {before}, trained at the checkpoint's learning "
+        f"rate (chosen for batches of {before})",
+        "accumulation_steps": f"an optimizer step now accumulates {now} batches instead of {before}, with the "
+        "checkpoint's learning rate (chosen for the old number)",
+        "patches_per_epoch": f"an epoch now holds {now or 'every training patch'} patches instead of "
+        f"{before or 'every training patch'}",
+    }[name]
+    return (
+        f"training.{name} is {before} in the checkpoint and {now} now: {meaning}; an epoch takes {steps_per_epoch} "
+        f"optimizer steps, and the learning-rate schedule kept from the checkpoint was planned on {planned} steps "
+        f"of the old size: " + _schedule_end(steps_taken, planned, steps_per_epoch, epoch, None)
+    )
+
+
+def _schedule_end(steps_taken: int, planned: int, steps_per_epoch: int, epoch: int, epochs: int | None) -> str:
+    """When the kept schedule reaches its minimum, in epochs of the new size."""
+    left = max(0, planned - steps_taken)
+    end = epoch + -(-left // max(1, steps_per_epoch))
+    text = f"it reaches its minimum learning rate after epoch {end}"
+    if epochs is not None and end < epochs:
+        later = f"epoch {epochs} trains" if end + 1 == epochs else f"epochs {end + 1} to {epochs} train"
+        text += f", and {later} at that minimum"
+    elif epochs is not None and end > epochs:
+        text += f", after the run ends (epoch {epochs}): the rate never decays fully"
+    return text + "; to plan anew, start over (training.resume: false)"

@@ -25,7 +25,7 @@ from fusemycell.models.model_file import load_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.training.budget import TimeBudget
-from fusemycell.training.checkpoint import TrainingCheckpoint, restore_state, resume_error
+from fusemycell.training.checkpoint import TrainingCheckpoint, restore_state, resume_changes, resume_error
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
 from fusemycell.training.records import best_of, save_best
@@ -198,6 +198,15 @@ def restore(state: TrainingState, checkpoint: TrainingCheckpoint) -> None:
     if not state.main:
         return
     logger.info("resuming from %s after epoch %d", path, checkpoint.epoch)
+    for change in resume_changes(
+        checkpoint.training_config,
+        state.config,
+        steps_taken=int(state.scheduler.last_epoch),
+        planned_steps=state.schedule.total_steps,
+        steps_per_epoch=state.steps_per_epoch,
+        epoch=checkpoint.epoch,
+    ):
+        logger.warning("resuming from %s: %s", path, change)
     if state.start_epoch > state.config.epochs:
         logger.warning(
             "%s already holds epoch %d of the %d asked for: nothing left to train "
