@@ -56,7 +56,7 @@ def test_a_gain_and_offset_model_exports_to_onnx_and_answers_the_same(tmp_path):
 def test_a_missing_or_damaged_export_is_one_line_naming_the_file(tmp_path):
     from fusemycell.inference.onnx_backend import OnnxModelError
 
-    with pytest.raises(OnnxModelError, match=r"gone.onnx: ONNX model file not found; check inference.onnx_path"):
+    with pytest.raises(OnnxModelError, match=r"gone.onnx: ONNX model file not found; check --params inference.onnx"):
         OnnxBackend(tmp_path / "gone.onnx")
     (tmp_path / "damaged.onnx").write_bytes(b"\x08\x07" + bytes(range(40)))
     with pytest.raises(OnnxModelError, match=r"damaged.onnx: not a readable ONNX model \(") as raised:
@@ -203,3 +203,55 @@ def test_inference_gives_the_network_the_channels_training_gave_it(tmp_path, pos
         patch_input = dataset[row][0].numpy()
         np.testing.assert_allclose(tiles[origin][0], patch_input[0], atol=1e-6)
         np.testing.assert_allclose(tiles[origin][1:], patch_input[1:], atol=1e-6)
+
+
+def test_an_export_is_used_only_with_the_model_it_was_exported_from(tmp_path, model):
+    from fusemycell.inference.onnx_backend import OnnxModelError
+
+    save_model(model, tmp_path / "m.pt")
+    path = export_onnx(model, tmp_path / "m.onnx")
+    OnnxBackend(path, model=load_model(tmp_path / "m.pt"))  # the model as read back from its file: the same identity
+
+    torch.manual_seed(1)  # a new training run of the same architecture stopped before its export
+    retrained = TrainedModel(UNet3D(model.config), model.card)
+    with pytest.raises(OnnxModelError, match=r"m.onnx: it was exported from another model \(another training run"):
+        OnnxBackend(path, model=retrained)
+    other = UNetConfig(depth=2, base_channels=8, spacing_zyx=(2.0, 0.5, 0.5))
+    architectures = r"another architecture \(depth 3, base_channels 4; the model given: depth 2,"
+    with pytest.raises(OnnxModelError, match=architectures):
+        OnnxBackend(path, model=TrainedModel(UNet3D(other), card_for(other, (8, 16, 16))))
+    with pytest.raises(OnnxModelError) as refused:
+        OnnxBackend(path, model=TrainedModel(model.network, card_for(model.config, (8, 32, 32))))  # another card
+    message = refused.value.message({"inference.onnx_path": "--onnx"})
+    assert "--onnx" in message and "inference.backend: torch" in message
+    assert "kedro run --pipelines training --nodes training.export_onnx_model" in message
+
+
+def test_an_export_that_records_no_model_identity_is_refused(tmp_path, model):
+    import onnx
+
+    from fusemycell.inference.onnx_backend import DIGEST_KEY, OnnxModelError
+
+    path = export_onnx(model, tmp_path / "old.onnx")
+    exported = onnx.load(str(path))
+    kept = [entry for entry in exported.metadata_props if entry.key != DIGEST_KEY]
+    del exported.metadata_props[:]
+    exported.metadata_props.extend(kept)
+    onnx.save(exported, str(path))  # as exported before the identity was recorded
+    assert OnnxBackend(path).card == model.card  # still readable alone
+    with pytest.raises(OnnxModelError, match=r"old.onnx: it records no model identity"):
+        OnnxBackend(path, model=model)
+
+
+def test_an_export_is_read_from_an_fsspec_uri(tmp_path, model):
+    import fsspec
+
+    path = export_onnx(model, tmp_path / "m.onnx")
+    uri = "memory://fusemycell-test-onnx/m.onnx"
+    with fsspec.open(uri, "wb") as handle:
+        handle.write(path.read_bytes())
+    try:
+        backend = OnnxBackend(uri, model=model)
+        assert backend.path == uri and backend.card == model.card
+    finally:
+        fsspec.filesystem("memory").rm("/fusemycell-test-onnx", recursive=True)
