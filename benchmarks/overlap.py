@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         for tile in args.tiles:
             for overlap in args.overlaps:
-                settings = InferenceSettings(device="cpu", amp=False, tile_zyx=tile, overlap=overlap)
+                settings = InferenceSettings(device="cpu", amp=False, tile_zyx=tile, overlap=overlap, tiling="blend")
                 backend = make_backend(model, settings)
                 times, scores, tiles = [], {}, 0
                 for pair in pairs:

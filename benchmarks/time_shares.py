@@ -140,7 +140,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     model = load_model(args.model)
     if args.network == "cheap":  # a stand-in for a fast (GPU) network: the disk and the CPU-side work show
         model.network = torch.nn.AvgPool3d(3, stride=1, padding=1, count_include_pad=False)
-    settings = apply.InferenceSettings(device="cpu", amp=False, background_io=args.background)
+    settings = apply.InferenceSettings(device="cpu", amp=False, background_io=args.background, tiling="blend")
     backend = backends.TorchBackend(model.network, "cpu", amp=False)
     backend_call = clock.wrap("predict", backend.__call__)
     baseline = peak_rss_kib()
