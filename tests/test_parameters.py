@@ -1,5 +1,6 @@
 """fusemycell.parameters: every key checked, the origin of every value named, one set of resolved paths."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,27 @@ def test_a_word_that_is_not_a_list_is_still_refused_naming_the_parameter():
         validate_parameters(with_command_line_lists({"inference": {"tile_zyx": "64x256"}}))
     with pytest.raises(ParameterError, match=r"inference\.tile_zyx = 'big'"):
         validate_parameters(with_command_line_lists({"inference": {"tile_zyx": "big"}}))
+
+
+def _kedro_params(value: str) -> dict:
+    """``--params VALUE`` as Kedro 1.7's ``kedro run`` parses it (its own option callback)."""
+    import click
+    from kedro.framework.cli.project import run
+
+    (option,) = [p for p in run.params if p.name == "params"]
+    return option.process_value(click.Context(run), value)
+
+
+def test_the_documented_list_syntax_is_what_kedros_params_parser_accepts():
+    """docs/reference/configuration.md: its ``--params`` example goes through Kedro's parser to a list."""
+    import click
+
+    page = (Path(__file__).parents[1] / "docs" / "reference" / "configuration.md").read_text()
+    (example,) = re.findall(r"^kedro run .*--params (\S*tile_zyx=\S+)$", page, flags=re.MULTILINE)
+    params = validate_parameters(with_command_line_lists(_kedro_params(example)))
+    assert params.inference.tile_zyx == (16, 64, 64)
+    quoted = with_command_line_lists(_kedro_params("inference.tile_zyx=16 64 64"))  # one quoted shell word
+    assert validate_parameters(quoted).inference.tile_zyx == (16, 64, 64)
+    with pytest.raises(click.UsageError, match="must contain a key and a value"):  # why the doc says not [16,64,64]
+        _kedro_params("inference.tile_zyx=[16,64,64]")
+    assert "Item `64` must contain a key and a value separated by `=`" in " ".join(page.split())
