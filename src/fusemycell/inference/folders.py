@@ -118,32 +118,25 @@ def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | P
     source, target = Path(inputs).resolve(), Path(output).resolve()
     one = single_input(inputs)
     if is_file_output(target) and not one:
-        raise UnsafeOutputError(
-            "{output} {target} names one TIFF file, but the input {source} is a folder: the predictions of a folder "
-            "go into a folder. Give a folder as {choose}",
-            output=OUTPUT,
-            target=target,
+        raise _unsafe(
+            "names one TIFF file, but the input {source} is a folder: the predictions of a folder go into a folder. "
+            "Give a folder as {choose}",
+            target,
             source=source,
-            choose=CHOOSE_OUTPUT,
         )
     if one:
         if _within(target, source):
-            raise UnsafeOutputError(
-                "{output} {target} is the input {source} itself: the prediction would replace it. "
-                "Choose another one ({choose})",
-                output=OUTPUT,
-                target=target,
+            raise _unsafe(
+                "is the input {source} itself: the prediction would replace it. Choose another one ({choose})",
+                target,
                 source=source,
-                choose=CHOOSE_OUTPUT,
             )
         if target in (source.parent, Path(os.path.abspath(inputs)).parent.resolve()):  # a link's folder too
-            raise UnsafeOutputError(
-                "{output} {target} is the input folder, the one of {source}: its prediction, named after it, would "
-                "replace it. Choose another one ({choose})",
-                output=OUTPUT,
-                target=target,
+            raise _unsafe(
+                "is the input folder, the one of {source}: its prediction, named after it, would replace it. "
+                "Choose another one ({choose})",
+                target,
                 source=source,
-                choose=CHOOSE_OUTPUT,
             )
         protected = []
     else:
@@ -151,28 +144,33 @@ def check_output_folder(inputs: str | Path, output: str | Path, raw_dir: str | P
     protected += [("raw folder (raw_dir)", Path(raw_dir).resolve())] if raw_dir else []
     for name, folder in protected:
         if _within(target, folder):
-            where = "is the" if target == folder else "is inside the"
-            raise UnsafeOutputError(
-                "{output} {target} {where} {name} {folder}: predictions would replace or mix with the inputs (raw "
-                "folders are read with their sub-folders). Choose another one ({choose})",
-                output=OUTPUT,
-                target=target,
-                where=where,
+            raise _unsafe(
+                "{where} {name} {folder}: predictions would replace or mix with the inputs (raw folders are read "
+                "with their sub-folders). Choose another one ({choose})",
+                target,
+                where="is the" if target == folder else "is inside the",
                 name=name,
                 folder=folder,
-                choose=CHOOSE_OUTPUT,
             )
-    folder = target.parent if is_file_output(target) else target
+    _check_no_raw_pairs(target.parent if is_file_output(target) else target)
+
+
+def _check_no_raw_pairs(folder: Path) -> None:
     raw_files = sorted(_raw_pair_files(folder.iterdir() if folder.is_dir() else ()))
     if raw_files:
-        raise UnsafeOutputError(
-            "{output} {folder} holds raw angle/fused pairs ({files}); predictions are never written next to raw "
-            "pairs. Choose another one ({choose})",
-            output=OUTPUT,
-            folder=folder,
+        raise _unsafe(
+            "holds raw angle/fused pairs ({files}); predictions are never written next to raw pairs. "
+            "Choose another one ({choose})",
+            folder,
             files=", ".join(raw_files[:3]) + (", ..." if len(raw_files) > 3 else ""),
-            choose=CHOOSE_OUTPUT,
         )
+
+
+def _unsafe(problem: str, target: Path, **values: object) -> UnsafeOutputError:
+    """``inference.output_dir TARGET <problem>``, the output setting named as the printing command names it."""
+    return UnsafeOutputError(
+        "{output} {target} " + problem, output=OUTPUT, target=target, choose=CHOOSE_OUTPUT, **values
+    )
 
 
 def _raw_pair_files(entries: Iterable[Path]) -> list[str]:
