@@ -7,10 +7,11 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from fusemycell.errors import UserError
 from fusemycell.hooks.parameters import ParameterHooks
 
 
-class UnknownEnvironmentError(ValueError):
+class UnknownEnvironmentError(UserError):
     """``--env`` names an environment that has no folder under ``conf/``."""
 
 
