@@ -129,9 +129,17 @@ def test_a_short_burst_of_another_program_changes_no_thread(monkeypatch):
 
 
 def test_an_explicit_omp_num_threads_is_left_alone(monkeypatch):
+    # the same busy machine as above, where an adaptive sizing would drop to one thread
+    moments = _Moments([(0, 0), (20, 20), (40, 30)])
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(devices, "cpu_times", moments.cpu_times)
+    monkeypatch.setattr(devices, "time", moments)
     chosen = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
     threads = devices.CpuThreads()
-    assert threads.resize() == threads.threads == torch.get_num_threads() and chosen == []
+    assert threads.adaptive is False
+    assert threads.resize() == threads.threads and threads.resize() == threads.threads
+    assert chosen == []  # never set: neither the usable CPUs (2) nor the load changed the user's 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
     assert devices.CpuThreads(processes=2).adaptive is False  # a sibling rank is not another program

@@ -45,7 +45,10 @@ def test_the_queue_is_bounded():
     for depth in (1, 2, 4):
         made[0], taken[0], ahead[:] = 0, 0, []
         for _ in BackgroundIterator(source(), depth=depth):
-            time.sleep(0.002)  # a slow consumer: the thread runs ahead as far as it may
+            # a slow consumer: wait until the thread has run ahead as far as it may (or made everything)
+            deadline = time.monotonic() + 10
+            while made[0] - taken[0] < depth + 1 and made[0] < 30 and time.monotonic() < deadline:
+                time.sleep(0.001)
             taken[0] += 1  # the caller is done with it
         assert made[0] == 30 and max(ahead) <= depth + 1
         assert max(ahead) == depth + 1  # and it does run ahead
@@ -88,9 +91,9 @@ def test_closing_stops_the_thread():
 
     items = BackgroundIterator(endless(), depth=2)
     assert next(items) == 0
-    started.wait(1)
+    assert started.wait(10)
     items.close()
-    time.sleep(0.3)
+    items._thread.join(timeout=10)  # the thread notices within a poll; a thread that never stops stays alive
     assert not items._thread.is_alive()
 
 

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fusemycell.errors import find_user_error
 from fusemycell.models.model_file import load_model
+from fusemycell.run_planning import MissingInputError
 from tests.conftest import project_after, run_session
 
 pytestmark = pytest.mark.slow  # whole pipeline chains, Kedro sessions or real processes
@@ -30,13 +32,13 @@ def test_model_and_reports_are_written(trained_project):
     assert card.preprocessing.resample_spacing_zyx == (1.0, 0.39, 0.39) and card.preprocessing.crop.enabled
     assert card.training_data.volumes >= 2 and set(card.training_data.channels) <= {"nucleus", "membrane"}
     assert card.training_data.acquisition_spacings_zyx and card.training_data.shapes_zyx
-    assert card.validation is not None and card.validation.epoch in (1, 2)
+    assert card.validation is not None
     # the guard chose the correction's scale on whole validation volumes, never below the base (scale 0)
     assert card.guard is not None and card.guard.volumes >= 1
     assert card.architecture.residual_scale == card.guard.scale == min(card.guard.scale_by_channel.values())
     assert set(card.guard.scale_by_channel) <= {"nucleus", "membrane"}
-    for study, score in card.guard.val_nssim_by_study.items():  # each channel at its scale: no study below its base
-        assert score >= card.guard.base_nssim_by_study[study] - 1e-6
+    # scored per study at the chosen scales and at the base (choose_scale's rule is tested in tests/training)
+    assert set(card.guard.val_nssim_by_study) == set(card.guard.base_nssim_by_study) != set()
     # the training domain: ranges over the raw training and validation single views, from the fingerprint
     domain = card.training_domain
     assert domain is not None and domain.volumes >= 2 and domain.noise is not None
@@ -95,8 +97,10 @@ def test_mlflow_run_has_params_stepped_metrics_and_artifacts(trained_project):
 
 
 def test_training_without_patches_says_which_pipeline_to_run(kedro_project):
-    with pytest.raises(Exception, match="kedro run --pipelines simulation,preprocessing,patching,training --env test"):
+    with pytest.raises(MissingInputError) as raised:
         run_session(kedro_project, ["training"])
+    assert "kedro run --pipelines simulation,preprocessing,patching,training --env test" in str(raised.value)
+    assert find_user_error(raised.value) is raised.value  # printed as the user's problem, without a traceback
 
 
 def test_training_run_logs_the_inference_pipeline_as_an_mlflow_model(trained_project):
