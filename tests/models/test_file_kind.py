@@ -75,7 +75,7 @@ CASES = {
     "zeros": ("all zeros", "never written"),
     "random": ("in no format fusemycell knows (it starts with 13 37", "training wrote"),
     "tiff": ("a TIFF image", "inference.input_dir"),
-    "truncated": ("a zip archive cut short or damaged", "Copy the model file again"),
+    "truncated": ("a zip archive cut short (truncated) or damaged", "Copy the model file again"),
     "bioimageio": ("a bioimage.io model package", "bioimageio.core, deepImageJ"),
     "onnx": ("an ONNX file", "inference.backend: onnx"),
     "state_dict": ("a bare PyTorch state dict (", "cannot be recovered from weights alone"),

@@ -106,7 +106,7 @@ def _zip_kind(handle: BinaryIO, size: int) -> FileKind:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return FileKind(
             "damaged-zip",
-            f"a zip archive cut short or damaged ({size_text(size)}, its table of contents unreadable; "
+            f"a zip archive cut short (truncated) or damaged ({size_text(size)}, its table of contents unreadable; "
             "a PyTorch file is a zip, so probably a copy or download that did not finish)",
         )
     leaves = {name.rsplit("/", 1)[-1] for name in names}

@@ -129,8 +129,8 @@ def _not_a_model(source: Any, what: str, advice: str, give: Setting | None, **va
 
 #: What to give instead of a file of each kind (``{give}``: the setting that names the model file).
 _ADVICE = {
-    "empty": "Nothing was written to it (a copy or a training run that stopped?). Give the model file (.pt) "
-    "that training wrote: {give}.",
+    "empty": "Nothing was written to it, or it was truncated (a copy or a training run that stopped?). Give the "
+    "model file (.pt) that training wrote: {give}.",
     "zeros": "Its content was never written (a copy or download that did not finish?). Copy the model file "
     "again, or give another one: {give}.",
     "damaged-zip": "Copy the model file again from where training wrote it, or give another one: {give}.",
