@@ -55,6 +55,7 @@ def test_a_missing_or_unreadable_uri_names_it_and_the_setting(memory):
     error = find_user_error(unknown.value)
     assert isinstance(error, CheckpointError) and "nosuchprotocol://bucket/model.pt: cannot read it" in str(error)
     assert "inference.model_uri" in str(error)
+    assert TorchModelDataset(filepath="nosuchprotocol://bucket/model.pt").exists()  # load() says what is wrong
 
 
 def test_a_bad_file_at_a_uri_is_named_for_what_it_is(memory):

@@ -92,8 +92,11 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
         if self._remote:
             import fsspec
 
-            filesystem, path = fsspec.core.url_to_fs(self._uri)
-            return bool(filesystem.isfile(path))
+            try:
+                filesystem, path = fsspec.core.url_to_fs(self._uri)
+                return bool(filesystem.isfile(path))
+            except Exception:  # noqa: BLE001 - no access, no package: load() says which, naming the setting
+                return True
         return self._mlflow or Path(self._filepath).is_file()
 
 

@@ -176,5 +176,10 @@ def plot_learning_curves(training_history: pd.DataFrame) -> Figure:
 
 
 def export_onnx_model(trained_model: TrainedModel) -> TrainedModel:
-    """Hand the model to the ONNX dataset, which exports it with dynamic spatial axes."""
+    """Hand the model to the ONNX dataset, which exports it with dynamic spatial axes and the model's identity.
+
+    The export records a digest of the model's card and weights (``fusemycell_model_digest``), so inference
+    uses it only with this model. Run alone (``--nodes training.export_onnx_model``), it exports the
+    catalog's ``trained_model`` again.
+    """
     return trained_model
