@@ -127,8 +127,17 @@ class RankStore:
         return cls(dist.PrefixStore(prefix, store), ranks)
 
     def publish(self, key: str, value: Any) -> None:
-        """Make ``value`` (JSON) known to every rank under ``key``."""
-        self.store.set(key, json.dumps(value, default=str))
+        """Make ``value`` (JSON) known to every rank under ``key``.
+
+        Raises
+        ------
+        RankError
+            When the store cannot be reached any more (rank 0 or the launcher ended).
+        """
+        try:
+            self.store.set(key, json.dumps(value, default=str))
+        except RuntimeError as exc:
+            raise RankError(f"{self.ranks}: the other ranks cannot be reached any more ({exc})") from exc
 
     def collect(self, key: str, timeout: timedelta = START_TIMEOUT) -> Any:
         """The value published under ``key``, waiting for it up to ``timeout``.

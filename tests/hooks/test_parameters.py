@@ -68,3 +68,21 @@ def test_kedro_itself_validates_no_node_parameter():
     assert TypeExtractor(register_pipelines()).extract_types_from_pipelines() == {}
     with pytest.raises(TypeError, match="annotation"):
         Validated()
+
+
+def test_the_inference_run_is_built_from_the_validated_folder_and_the_catalogs_report_dir(tmp_path):
+    """The hooks reach the run through the parameters' folder and the catalog's configuration, not a dataset."""
+    import yaml
+
+    from fusemycell.inference.report import report_path
+
+    hooks = ParameterHooks()
+    hooks.after_context_created(_context(tmp_path, {"inference": {"output_dir": "predictions"}}))
+    entry = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["inference_outputs"]
+    hooks.after_catalog_created(DataCatalog(), {"inference_outputs": {**entry, "path": str(tmp_path / entry["path"])}})
+    run = hooks.new_inference_run()
+    report_dir = tmp_path / entry["report_dir"]
+    assert run.folder == (tmp_path / "predictions").resolve()
+    assert run.report_file == report_path(report_dir, tmp_path / "predictions")
+    assert hooks.writes_predictions(Pipeline([Node(lambda x: x, "a", "inference_outputs")]))
+    assert not hooks.writes_predictions(Pipeline([Node(lambda x: x, "a", "test_predictions")]))

@@ -175,6 +175,8 @@ class InferenceRun:
                 self._take()
         except BaseException as error:
             self._tell_ranks(error)
+            if self._store is not None:
+                self._store.stop_heartbeat()
             raise
         self._tell_ranks(None)
         self._active = True
@@ -202,11 +204,16 @@ class InferenceRun:
             )
             self._write_quietly(self.report.finish("failed", str(problem)))
             raise problem from exc
+        try:
+            remove_leftovers(self.folder)  # temporary files of killed writes: no other run writes here now
+            self._keep_previous_run()
+            self.report.ranks = self.ranks.world_size if self.ranks.distributed else None
+            self._write()
+        except BaseException:  # an unwritable report folder: the folder is given back as it was found
+            folder_lock.release(self.folder)
+            folder_lock.remove_empty(created)
+            raise
         self._created = created
-        remove_leftovers(self.folder)  # temporary files of killed writes: no other run writes here now
-        self._keep_previous_run()
-        self.report.ranks = self.ranks.world_size if self.ranks.distributed else None
-        self._write()
 
     def _keep_previous_run(self) -> None:
         """A report still ``running`` (its run is gone: we hold the folder) is kept, with what that run wrote."""
@@ -309,8 +316,9 @@ class InferenceRun:
     def _close_report(self, error: BaseException | None) -> None:
         records = None
         if not self._published and self.ranks.distributed:
-            with contextlib.suppress(RankError):  # a rank that cannot reach the others has said why already
-                records = self._exchange(error)
+            stopping = isinstance(error, KeyboardInterrupt)  # a stopped run waits for no other rank
+            with contextlib.suppress(RankError, RunStartError):  # a rank that cannot reach the others said why
+                records = self._exchange(error, wait=not stopping)
         if self.report.status != "running" or not self.ranks.lead:
             return
         stopped: list[str] = []
@@ -394,10 +402,11 @@ class InferenceRun:
                 "{folder}: rank 0 could not start the run: {problem}", folder=self.folder, problem=problem
             )
 
-    def _exchange(self, error: BaseException | None) -> list[dict[str, Any]] | None:
-        """Publish this rank's files (or why it stopped); on rank 0, every rank's record (None elsewhere)."""
+    def _exchange(self, error: BaseException | None, wait: bool = True) -> list[dict[str, Any]] | None:
+        """Publish this rank's files (or why it stopped); on rank 0 (``wait``), every rank's record (else None)."""
         if self._store is None:
             return None
+        record = None
         if not self._published:
             self._published = True
             record = {
@@ -405,10 +414,11 @@ class InferenceRun:
                 "files": [{"file": o.file, "status": o.status, "problem": o.problem} for o in self.outcomes],
                 "error": None if error is None else str(error) or type(error).__name__,
             }
-            self._store.publish(f"finished/{self.ranks.rank}", record)
-        if not self.ranks.lead:
-            return None
         try:
+            if record is not None:
+                self._store.publish(f"finished/{self.ranks.rank}", record)
+            if not self.ranks.lead or not wait:
+                return None
             return [self._store.collect_from(rank, f"finished/{rank}") for rank in range(self.ranks.world_size)]
         except RankError as exc:
             raise RunStartError("{folder}: {problem}", folder=self.folder, problem=exc) from exc
