@@ -71,3 +71,22 @@ def test_the_checkpoint_records_the_settings_it_is_compared_with(tmp_path, store
     train(_config(tmp_path), *stores)
     saved = TrainingCheckpoint.read(tmp_path / "ckpt" / LAST_CHECKPOINT).training_config
     assert {"batch_size", "accumulation_steps", "learning_rate", "weight_decay", "epochs"} <= set(saved)
+
+
+def test_a_damaged_best_model_stops_the_resume_saying_what_the_file_is(tmp_path, stores):
+    import torch
+
+    from fusemycell.models.model_file import CheckpointError
+    from fusemycell.training.engine import BEST_MODEL
+
+    train(_config(tmp_path, epochs=2), *stores)
+    last = tmp_path / "ckpt" / LAST_CHECKPOINT
+    payload = torch.load(last, weights_only=True)
+    payload["best_epoch"] = 1  # the best epoch is not the checkpoint's own: its weights come from best.pt
+    torch.save(payload, last)
+    (tmp_path / "ckpt" / BEST_MODEL).write_bytes(b"")
+    with pytest.raises(CheckpointError) as refused:
+        train(_config(tmp_path, epochs=3, resume=True), *stores)
+    message = str(refused.value)
+    assert f"{tmp_path / 'ckpt' / BEST_MODEL}: cannot resume from it: it is an empty file (0 bytes)" in message
+    assert "--params training.resume=false" in message and "inference.model_uri" not in message

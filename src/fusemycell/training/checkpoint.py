@@ -37,6 +37,7 @@ __all__ = [
     "restore_state",
     "resume_changes",
     "resume_error",
+    "unreadable_for_resume",
 ]
 
 #: The setting that starts a run afresh instead of resuming.
@@ -112,8 +113,8 @@ class TrainingCheckpoint:
         """
         try:
             payload = safe_torch_load(path, give=None)
-        except CheckpointError as exc:  # what the file is, then the way out of resuming
-            raise resume_error(path, f"it is {exc.values['what']}" if "what" in exc.values else exc.message()) from None
+        except CheckpointError as exc:
+            raise unreadable_for_resume(path, exc) from None
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             found = type(payload).__name__ if not isinstance(payload, dict) else "a dict of another format"
             raise resume_error(path, f"not a fusemycell training checkpoint (it holds {found})")
@@ -148,6 +149,11 @@ def resume_error(path: str | os.PathLike, problem: str) -> CheckpointError:
         resume=RESUME_SETTING,
         folder=Path(path).parent,
     )
+
+
+def unreadable_for_resume(path: str | os.PathLike, error: CheckpointError) -> CheckpointError:
+    """A file of the run that cannot be read, as a :func:`resume_error`: what the file is, then the way out."""
+    return resume_error(path, f"it is {error.values['what']}" if "what" in error.values else error.message())
 
 
 def restore_state(target: Any, state: dict[str, Any], what: str, path: str | os.PathLike) -> None:

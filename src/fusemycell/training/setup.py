@@ -21,11 +21,17 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from fusemycell.devices import CpuThreads, local_cuda_device, memory_format, resolve_device, resolve_precision
 from fusemycell.memory import MemoryPeak
 from fusemycell.models.card import ModelCard, card_for
-from fusemycell.models.model_file import load_model
+from fusemycell.models.model_file import CheckpointError, load_model
 from fusemycell.models.unet import UNet3D
 from fusemycell.patching.torch_dataset import PatchDataset
 from fusemycell.training.budget import TimeBudget
-from fusemycell.training.checkpoint import TrainingCheckpoint, restore_state, resume_changes, resume_error
+from fusemycell.training.checkpoint import (
+    TrainingCheckpoint,
+    restore_state,
+    resume_changes,
+    resume_error,
+    unreadable_for_resume,
+)
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel, consistency_loss
 from fusemycell.training.records import best_of, save_best
@@ -224,5 +230,8 @@ def _best_weights_after_resume(state: TrainingState, checkpoint: TrainingCheckpo
             save_best(state, best_of(state.history, state.best.epoch))
         return copy.deepcopy(state.model.unet.state_dict())
     if state.best_path.exists():
-        return load_model(state.best_path).network.state_dict()
+        try:
+            return load_model(state.best_path, give=None).network.state_dict()
+        except CheckpointError as exc:
+            raise unreadable_for_resume(state.best_path, exc) from None
     return copy.deepcopy(state.model.unet.state_dict())
