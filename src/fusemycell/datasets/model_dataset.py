@@ -55,8 +55,8 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
             return self._load_from_mlflow()
         if not self._remote and not Path(self._filepath).exists():
             raise CheckpointError(
-                "{path}: no trained model yet; run 'kedro run --pipelines training' first, or give a model file: "
-                "{model}",
+                "{path}: no trained model yet; run 'kedro run --pipelines training' first, or give a model file "
+                "({model})",
                 path=self._filepath,
                 model=MODEL_SETTING,
             )

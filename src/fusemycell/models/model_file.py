@@ -130,20 +130,21 @@ def _not_a_model(source: Any, what: str, advice: str, give: Setting | None, **va
 #: What to give instead of a file of each kind (``{give}``: the setting that names the model file).
 _ADVICE = {
     "empty": "Nothing was written to it, or it was truncated (a copy or a training run that stopped?). Give the "
-    "model file (.pt) that training wrote: {give}.",
+    "model file (.pt) that training wrote ({give}).",
     "zeros": "Its content was never written (a copy or download that did not finish?). Copy the model file "
-    "again, or give another one: {give}.",
-    "damaged-zip": "Copy the model file again from where training wrote it, or give another one: {give}.",
-    "image": "Images are what a model is applied to ({inputs}); the model is the .pt file that training wrote: {give}.",
+    "again, or give another one ({give}).",
+    "damaged-zip": "Copy the model file again from where training wrote it, or give another one ({give}).",
+    "image": "Images are what a model is applied to ({inputs}); the model is the .pt file that training wrote "
+    "({give}).",
     "onnx": "To apply an ONNX export, set {backend} and {onnx}, and give the fusemycell model file (.pt) it "
-    "was exported from: {give}.",
+    "was exported from ({give}).",
     "torchscript": "fusemycell applies its own model files (weights with their model card), the .pt file that "
-    "training wrote: {give}.",
+    "training wrote ({give}).",
     "bioimageio": "It is made for bioimage.io tools (bioimageio.core, deepImageJ, ilastik, napari), which apply "
     "it themselves; fusemycell applies the model file the package was exported from (the .pt file written by "
-    "the same training run, data/06_models/fusemycell_unet.pt by default): {give}.",
+    "the same training run, data/06_models/fusemycell_unet.pt by default; {give}).",
 }
-_DEFAULT_ADVICE = "A fusemycell model file is the .pt file that training wrote: {give}."
+_DEFAULT_ADVICE = "A fusemycell model file is the .pt file that training wrote ({give})."
 
 
 def not_a_model_file(source: Any, kind: FileKind, give: Setting | None = MODEL_SETTING) -> CheckpointError:
@@ -209,7 +210,7 @@ def _foreign_payload(payload: Any, source: str, give: Setting | None) -> Checkpo
             f"a fusemycell training checkpoint (the state of epoch {payload.get('epoch', '?')}, kept to resume "
             "training), not a trained model",
             "The model of that run is best.pt in the same folder, or the file training wrote at its end "
-            "(data/06_models/fusemycell_unet.pt by default): {give}.",
+            "(data/06_models/fusemycell_unet.pt by default; {give}).",
             give,
         )
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -218,7 +219,7 @@ def _foreign_payload(payload: Any, source: str, give: Setting | None) -> Checkpo
             f"a bare PyTorch state dict ({len(payload)} tensors, such as '{next(iter(payload))}') without "
             "fusemycell's model card",
             "The card (architecture, normalisation, voxel size, tile) cannot be recovered from weights alone. "
-            "Give the model file that training wrote: {give} (fusemycell.models.model_file.save_model writes a "
+            "Give the model file that training wrote ({give}; fusemycell.models.model_file.save_model writes a "
             "network's weights with its card).",
             give,
         )
@@ -295,7 +296,7 @@ def open_model_file(location: str | os.PathLike, give: Setting | None = MODEL_SE
         path = Path(str(location).removeprefix("file://"))
         if not path.is_file():
             what = "a folder, not a file" if path.is_dir() else "file not found"
-            raise _not_a_model(location, what, "Give the model file (.pt) that training wrote: {give}.", give)
+            raise _not_a_model(location, what, "Give the model file (.pt) that training wrote ({give}).", give)
         with open(path, "rb") as handle:
             yield handle
         return
@@ -312,12 +313,12 @@ def _remote_file(location: str | os.PathLike, give: Setting | None) -> Iterator[
         handle = opened.open()
     except FileNotFoundError:
         raise _not_a_model(
-            location, "file not found", "Give the model file (.pt) that training wrote: {give}.", give
+            location, "file not found", "Give the model file (.pt) that training wrote ({give}).", give
         ) from None
     except Exception as exc:  # noqa: BLE001 - fsspec raises ValueError, ImportError, its backends' own types
         raise CheckpointError(
             "{source}: cannot read it ({kind}: {detail}). Give a model file on a local disk or at a location "
-            "fsspec reads with its package installed (s3:// needs s3fs, gs:// gcsfs): {give}",
+            "fsspec reads with its package installed (s3:// needs s3fs, gs:// gcsfs), with {give}",
             source=location,
             kind=type(exc).__name__,
             detail=" ".join(str(exc).split())[:200],
@@ -362,7 +363,7 @@ def _holds_code(location: Any, handle: BinaryIO, give: Setting | None) -> Checkp
         location,
         what + (f" (it names {shown})" if shown else ""),
         "It is refused, not loaded: unpickling them would run code from the file. Give the model file that "
-        "training wrote: {give}.",
+        "training wrote ({give}).",
         give,
     )
 
@@ -379,7 +380,7 @@ def _unreadable(location: Any, kind: FileKind, exc: BaseException, give: Setting
     return _not_a_model(
         location,
         f"{kind.what} that PyTorch cannot read ({detail[:200]}): damaged or cut short",
-        "Copy the model file again from where training wrote it, or give another one: {give}.",
+        "Copy the model file again from where training wrote it, or give another one ({give}).",
         give,
     )
 
