@@ -94,7 +94,9 @@ class TorchModelDataset(AbstractDataset[TrainedModel, TrainedModel]):
 
             try:
                 filesystem, path = fsspec.core.url_to_fs(self._uri)
-                return bool(filesystem.isfile(path))
+                return filesystem.info(path).get("type") == "file"  # isfile() would answer False for no access
+            except FileNotFoundError:
+                return False
             except Exception:  # noqa: BLE001 - no access, no package: load() says which, naming the setting
                 return True
         return self._mlflow or Path(self._filepath).is_file()
