@@ -79,9 +79,9 @@ def save_spawn_result(result: TrainingResult, folder: str | os.PathLike) -> Path
 
 def read_spawn_result(path: str | os.PathLike) -> TrainingResult:
     """The result rank 0 of a spawned run saved."""
-    payload = safe_torch_load(path)
+    payload = safe_torch_load(path, give=None)  # the run's own file: the user named no setting for it
     return TrainingResult(
-        model=TrainedModel.from_payload(payload["model"]),
+        model=TrainedModel.from_payload(payload["model"], source=str(path), give=None),
         history=[EpochMetrics(**h) for h in payload["history"]],
         best_epoch=int(payload["best_epoch"]),
         stopped_early=bool(payload["stopped_early"]),
