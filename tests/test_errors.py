@@ -86,3 +86,19 @@ def test_a_user_message_is_the_kedro_words_and_keeps_its_template():
     assert in_words("plain text", names) == "plain text" and in_words(3, names) == 3
     copy = pickle.loads(pickle.dumps(line))
     assert type(copy) is UserMessage and copy.message(names) == in_words(line, names)
+
+
+def test_a_message_inside_another_is_worded_with_it():
+    """A failure kept as a line (a report's list) and listed in the run's error reads in the command's words."""
+    refused = UserError(
+        "a.tif: skipped ({mode})", mode=Setting("inference.outside_training", "refuse", assignment=False)
+    )
+    line = refused.line()
+    assert line == str(refused) and isinstance(line, UserMessage)
+    summary = UserError("{count} volume(s) failed:\n  - {p0}\n  - {p1}", count=2, p0=line, p1="b.tif: unreadable")
+    names = {"inference.outside_training": "--outside-training"}
+    assert (
+        summary.message(names)
+        == "2 volume(s) failed:\n  - a.tif: skipped (--outside-training refuse)\n  - b.tif: unreadable"
+    )
+    assert "inference.outside_training: refuse" in str(summary)

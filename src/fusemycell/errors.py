@@ -78,6 +78,11 @@ class UserError(ValueError):
         """The message, each setting named as ``names`` says (a command's own words) or as ``kedro run`` does."""
         return _fill(self.template, self.values, names)
 
+    def line(self) -> UserMessage:
+        """The message as a :class:`UserMessage`: a ``str`` for a report or a list of failures that a command can
+        still word its own way (put in another error's values, it is worded with that error)."""
+        return UserMessage(self.template, **self.values)
+
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across ranks and worker processes
         return (_rebuild, (type(self), self.template, self.values))
 
@@ -89,7 +94,15 @@ def _rebuild(cls: type[UserError], template: str, values: dict[str, Any]) -> Use
 
 
 def _fill(template: str, values: Mapping[str, Any], names: Mapping[str, str] | None) -> str:
-    filled = {k: v.words(names) if isinstance(v, Setting) else v for k, v in values.items()}
+    """``template`` filled: a Setting in the command's words, a nested UserMessage or UserError worded the same way."""
+    filled = {
+        k: v.words(names)
+        if isinstance(v, Setting)
+        else v.message(names)
+        if isinstance(v, (UserError, UserMessage))
+        else v
+        for k, v in values.items()
+    }
     return template.format(**filled) if filled else template
 
 
