@@ -44,7 +44,20 @@ def project(tmp_path_factory) -> Path:
     project = copy_project(folder / "project")
     model = train_tiny_model(folder, epochs=1, volumes=(4, 2), spacing_zyx=SPACING_ZYX)
     save_model(model, project / "data" / "06_models" / "fusemycell_unet.pt")
+    _create_tracking_store(project)
     return project
+
+
+def _create_tracking_store(project: Path) -> None:
+    """The project's MLflow store, made once: two ranks starting together would both try to create it."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{(project / 'mlflow.db').as_posix()}")
+    try:
+        mlflow.search_experiments()
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")
@@ -182,4 +195,45 @@ def test_two_runs_into_one_new_folder_one_refused_the_other_complete(project, in
     assert report["written"] == _predictions(out)
     assert [r["process"]["pid"] for r in report["refused_runs"]] == [other.pid]
     assert "in use by another fusemycell run" in report["refused_runs"][0]["reason"]
+    assert folder_lock.read_owner(out) is None
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    found = [entry[len(b"RANK=") :] for entry in environ if entry.startswith(b"RANK=")]
+    return int(found[0]) if found else None
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """``{rank: pid}`` of the processes ``torchrun`` (pid ``launcher``) started."""
+    children = subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True, check=False).stdout
+    return {rank: pid for pid in map(int, children.split()) if (rank := _rank_of(pid)) is not None}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks' processes through /proc")
+def test_a_rank_killed_under_torchrun_leaves_a_report_that_says_what_was_written(project, inputs, tmp_path):
+    """SIGKILL of rank 1: torchrun stops rank 0 with SIGTERM; its report says interrupted, the folder is free."""
+    out, log = tmp_path / "out", tmp_path / "torchrun.log"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "kedro", "run"]
+    command += ["--pipelines", "inference", "--env", "test"]
+    command += ["--params", f"inference.input_dir={inputs},inference.output_dir={out}"]
+    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "1"}
+    with log.open("w") as handle:
+        launcher = subprocess.Popen(command, cwd=project, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: bool(_predictions(out)) and 1 in _workers(launcher.pid), launcher, "prediction on disk")
+        os.kill(_workers(launcher.pid)[1], signal.SIGKILL)
+        launcher.wait(timeout=WAIT_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    printed = log.read_text()
+    assert launcher.returncode != 0, printed
+    report = _report(project, out)
+    assert report["status"] == "interrupted" and report["ranks"] == 2, printed
+    assert sorted(report["written"]) == _predictions(out)  # every rank's finished files, as they are on disk
     assert folder_lock.read_owner(out) is None
