@@ -170,10 +170,13 @@ def interrupted(previous: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _notes(report_file: Path) -> list[Path]:
-    found = report_file.parent.glob(f"{report_file.stem}.refused.*.json")
-    return sorted(
-        found, key=lambda note: int(note.name.rsplit(".", 2)[-2]) if note.name.rsplit(".", 2)[-2].isdigit() else 0
-    )
+    """The refusal notes next to ``report_file``, oldest first (their names end in the time they were written)."""
+
+    def written(note: Path) -> int:
+        stamp = note.name.rsplit(".", 2)[-2]
+        return int(stamp) if stamp.isdigit() else 0
+
+    return sorted(report_file.parent.glob(f"{report_file.stem}.refused.*.json"), key=written)
 
 
 def write_refusal_note(report_file: str | os.PathLike, process: dict[str, Any], reason: str) -> Path:
