@@ -7,6 +7,7 @@ are saved (``memory.<pipeline>.<node>.peak_rss_mb``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -74,3 +75,89 @@ class MemoryPeak:
     def rss_mb(self) -> float:
         """Peak resident memory, MB."""
         return self.rss / 2**20
+
+
+def call_peak_bytes(call: Callable[[], Any], device: Any = None) -> int:
+    """The peak memory ``call()`` adds, bytes: on a CUDA ``device`` the device's allocated bytes, else the host's.
+
+    On the host the measure is the resident set's high-water mark (Linux ``VmHWM``, reset first through
+    ``/proc/self/clear_refs``; after giving freed heap back with ``malloc_trim``), so a peak however short is
+    seen, whatever allocated it (PyTorch's CPU allocator, oneDNN's scratch buffers, ONNX Runtime's arena),
+    which ``tracemalloc`` does not see. Where the mark cannot be reset, a thread samples the resident set
+    every millisecond (a peak shorter than that may be missed). Other threads allocating meanwhile count too:
+    measure while nothing else runs.
+    """
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call()
+        torch.cuda.synchronize(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - before)
+    _release_free_heap()
+    before = _status_bytes("VmRSS")
+    if before is not None and _reset_high_water_mark():
+        call()
+        peak = _status_bytes("VmHWM")
+        if peak is not None:
+            return max(0, peak - before)
+    return _sampled_peak_bytes(call)
+
+
+def _status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes; None where there is no such file."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset ``VmHWM`` to the current resident set (Linux 4.0 and later); False where it cannot be."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _release_free_heap() -> None:
+    """Give the C heap's free pages back (glibc), so that the next peak is not served from retained pages."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to give back this way
+        return
+
+
+def _sampled_peak_bytes(call: Callable[[], Any]) -> int:
+    """The peak resident set while ``call()`` runs, over its start, sampled every millisecond by a thread."""
+    import threading
+
+    peak = MemoryPeak(device="cpu")
+    before = peak.current_rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.001):
+            peak.sample()
+
+    sampler = threading.Thread(target=sample, name="memory sampler", daemon=True)
+    sampler.start()
+    try:
+        call()
+    finally:
+        done.set()
+        sampler.join()
+    peak.sample()
+    return max(0, peak.rss - before)

@@ -147,3 +147,20 @@ def test_flip_averaging_returns_one_channel_for_a_batch_with_position_channels()
     averaged = FlipAveraging(lambda b: b[:, :1].copy())(batch)
     np.testing.assert_allclose(averaged[:, :1], batch[:, :1], rtol=1e-6)
     assert averaged.shape == (2, 1, 4, 8, 8)
+
+
+def test_blending_with_a_one_voxel_tile_is_refused_before_any_network_call():
+    from fusemycell.errors import UserError
+    from fusemycell.inference.predictor import predict_volume
+
+    calls = []
+    config = UNetConfig(normalization="instance", depth=2, base_channels=2, spacing_zyx=(1.0, 0.5, 0.5))
+    with pytest.raises(UserError, match="too small to blend"):
+        predict_volume(
+            np.zeros((64, 128, 128), np.float32),
+            lambda batch: calls.append(batch) or batch[:, :1],
+            config,
+            TileSettings(tiling="blend", tile_zyx=(1, 1, 1)),
+            blend_tile=(8, 16, 16),
+        )
+    assert not calls

@@ -20,6 +20,7 @@ import numpy as np
 
 from fusemycell.inference.backends import Backend, TorchBackend
 from fusemycell.inference.background import BackgroundPlanes
+from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD
 from fusemycell.inference.outside import DomainCheck, ResidualBaseBackend, check_array
 from fusemycell.inference.predictor import predict_volume, resolve_tiling
 from fusemycell.inference.settings import InferenceSettings
@@ -90,7 +91,7 @@ def predict_file(path: str, backend: Backend, settings: InferenceSettings, card:
     header.data.close()
     data = predict_transformed(path, transform, backend, settings, Path(path).name)
     if settings.background_io:  # planes computed ahead while the writer encodes and writes the last ones
-        depth = resolve_tile(settings, card)[0] if check_tiling(settings, card) == "blend" else 16
+        depth = resolve_tile(settings, card)[0] if check_tiling(settings, card) == "blend" else OUTPUT_PLANES_AHEAD
         data = BackgroundPlanes(data, depth=depth, description=f"predicting {path}", path=str(path))
     return Volume(
         data=data,

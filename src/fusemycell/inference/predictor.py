@@ -9,16 +9,20 @@ single view, what training's whole-volume validation and the guard score (bound 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Sequence
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
+from fusemycell import memory
 from fusemycell.inference.backends import Backend, FlipAveraging, TorchBackend
+from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD, HostLoad
 from fusemycell.inference.streams import ExactPrediction, StreamingPrediction, StreamOptions
-from fusemycell.inference.tiling import HostLoad, TileSettings, exact_grid
+from fusemycell.inference.tiling import HaloGrid, TileSettings, check_blend_tiling, exact_grid
 from fusemycell.models.card import ModelCard
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.receptive_field import halo as receptive_halo
@@ -32,20 +36,66 @@ class TilingError(ValueError):
     """The requested tiling cannot be used with this model; the message says what to set instead."""
 
 
-def network_bytes_per_voxel(architecture: UNetConfig, element_bytes: int) -> float:
-    """Approximate peak memory of one forward pass per voxel of its input (inference, no gradients).
+#: Measured network memory, by model (the network object, or the backend that has none: ONNX Runtime),
+#: then by device, element type, input channels and tiles: measured once, forgotten with the model.
+_MEASURED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
 
-    About seven feature maps of the full-resolution width live at once (the skip, the upsampled
-    features, their concatenation, a convolution's output), plus the float32 input and output:
-    measured 245 bytes (float32) and 132 (bf16) for 8 base channels, 839 (float32) for 32.
+#: Calls of a rehearsal (:func:`network_bytes`): on the host, the C heap keeps what one call freed and
+#: the next call's buffers do not all fit in it, so the resident set grows over the first calls of a
+#: stream (about twice one call's peak, measured with the ``mac`` network) and then levels off.
+REHEARSAL_CALLS = 8
+
+#: A plan whose tiles, measured, take more than this share over the bytes per voxel it was planned with
+#: is planned again with the measured value.
+REPLAN_ABOVE = 1.05
+
+
+def network_bytes(backend: Any, tiles: Sequence[Sequence[int]], in_channels: int, calls: int = 1) -> int:
+    """The memory ``backend`` takes on tiles of the shapes ``tiles`` (``calls`` calls, cycling), measured, bytes.
+
+    Measured by calling the backend on tiles of zeros (:func:`fusemycell.memory.call_peak_bytes`: on a
+    GPU the device's allocated bytes, on the host the resident set's peak), once per model, device,
+    precision and tiles, and cached with the model (:data:`_MEASURED`, keyed by the network object, or
+    by the backend when it has none). Measuring rather than modelling: what a call takes depends on the
+    algorithm PyTorch or oneDNN picks for the shape (an im2col buffer of 27 times the input on small
+    tiles), on the precision and, on the host, on what the C heap keeps between calls; no hand-kept
+    constant follows all three.
     """
-    return element_bytes * (7 * architecture.channels(0) + 2 * architecture.in_channels) + 8
-
-
-def element_bytes(backend: Any) -> int:
-    """Bytes of an activation element in ``backend``: 2 under bf16/fp16 autocast, else 4."""
+    owner = getattr(backend, "network", backend)
+    device = getattr(backend, "device", None)
     precision = getattr(backend, "precision", None)
-    return 2 if precision is not None and precision.enabled else 4
+    shapes = tuple(tuple(int(t) for t in tile) for tile in tiles)
+    key = (
+        str(device),
+        str(precision.dtype) if getattr(precision, "enabled", False) else "float32",
+        int(in_channels),
+        shapes,
+        int(calls),
+    )
+    try:
+        cache = _MEASURED.setdefault(owner, {})
+    except TypeError:  # an owner that cannot be weakly referenced: measured every time
+        cache = {}
+    if key not in cache:
+        batches = [np.zeros((1, int(in_channels), *shape), dtype=np.float32) for shape in shapes]
+
+        def calls_in_a_thread() -> None:
+            for call in range(int(calls)):
+                backend(batches[call % len(batches)])
+
+        def rehearse() -> None:  # in a thread of its own, as a stream's network runs (its own C heap arena)
+            worker = threading.Thread(target=calls_in_a_thread, name="memory rehearsal")
+            worker.start()
+            worker.join()
+
+        cache[key] = memory.call_peak_bytes(rehearse, device)
+    return cache[key]
+
+
+def tile_shapes(grid: HaloGrid) -> list[tuple[int, int, int]]:
+    """The shapes of the tiles ``grid`` reads, the largest first (a core at an edge reads less halo)."""
+    lengths = [sorted({span.read_length for span in spans}, reverse=True) for spans in grid.spans]
+    return [(z, y, x) for z in lengths[0] for y in lengths[1] for x in lengths[2]]
 
 
 def _device_bytes(backend: Any) -> float | None:
@@ -57,13 +107,17 @@ def _device_bytes(backend: Any) -> float | None:
     return 0.5 * free
 
 
-def host_load(source: Any, architecture: UNetConfig, flips: int, backend: Any) -> HostLoad:
-    """What streaming ``source`` holds on the host: from its transform when it is a preprocessed file."""
+def host_load(source: Any, architecture: UNetConfig, flips: int, backend: Any, read_ahead: bool = True) -> HostLoad:
+    """What streaming ``source`` holds on the host: from its transform when it is a preprocessed file.
+
+    ``read_ahead``: whether output planes are computed ahead of the writer (``inference.background_io``).
+    """
     device = getattr(backend, "device", None)
     pinned = device is not None and device.type == "cuda"
+    ahead = OUTPUT_PLANES_AHEAD if read_ahead else 0
     transform = getattr(source, "transform", None)
     if transform is None:  # an array on the network's grid
-        return HostLoad(in_channels=architecture.in_channels, flips=flips, pinned=pinned)
+        return HostLoad(in_channels=architecture.in_channels, flips=flips, pinned=pinned, planes_ahead=ahead)
     original, cropped, output = transform.original_shape, transform.cropped_shape, transform.output_shape
     return HostLoad(
         in_channels=architecture.in_channels,
@@ -73,14 +127,15 @@ def host_load(source: Any, architecture: UNetConfig, flips: int, backend: Any) -
         output_plane=int(original[1]) * int(original[2]),
         raw_width=int(original[2]),
         pinned=pinned,
+        planes_ahead=ahead,
     )
 
 
 def resolve_tiling(architecture: UNetConfig, settings: TileSettings) -> str:
     """``exact`` or ``blend`` for this model: ``auto`` picks exact for tile-invariant networks."""
-    if settings.mode == "blend":
+    if settings.tiling == "blend":
         return "blend"
-    if settings.mode == "exact" and not architecture.tile_invariant:
+    if settings.tiling == "exact" and not architecture.tile_invariant:
         raise TilingError(
             f"inference.tiling is exact, but this model normalises every tile by its own statistics "
             f"(normalization: {architecture.normalization}), so its prediction depends on how the volume is cut; "
@@ -106,18 +161,14 @@ def predict_volume(
     Blending otherwise, with ``settings.tile_zyx`` or ``blend_tile`` (the card's tile).
     """
     tta = FlipAveraging(backend) if settings.tta else None
+    shape = tuple(int(s) for s in source.shape)
     if resolve_tiling(architecture, settings) == "blend":
-        tiling = replace(settings, tile_zyx=tuple(settings.tile_zyx or blend_tile))
+        tiling = settings.model_copy(update={"tile_zyx": tuple(settings.tile_zyx or blend_tile)})
+        check_blend_tiling(shape, tiling, card_tile=blend_tile)
         return StreamingPrediction(source, tta or backend, tiling, position=position, options=options)
-    grid = exact_grid(
-        tuple(int(s) for s in source.shape),
-        halo=receptive_halo(architecture),
-        multiple=architecture.size_multiple,
-        settings=settings,
-        load=host_load(source, architecture, len(tta.flip_sets) if tta is not None else 1, backend),
-        network_bytes_per_voxel=network_bytes_per_voxel(architecture, element_bytes(backend)),
-        device_bytes=_device_bytes(backend),
-    )
+    flips = len(tta.flip_sets) if tta is not None else 1
+    load = host_load(source, architecture, flips, backend, read_ahead=options.read_ahead)
+    grid = plan_exact(shape, backend, architecture, settings, load)
     return ExactPrediction(
         source,
         backend,
@@ -127,6 +178,39 @@ def predict_volume(
         position=position,
         options=options,
     )
+
+
+def plan_exact(
+    shape: Sequence[int], backend: Any, architecture: UNetConfig, settings: TileSettings, load: HostLoad
+) -> HaloGrid:
+    """The exact tiling of a volume of ``shape`` for this model, its memory plan from measurement.
+
+    The network's bytes per voxel are measured (:func:`network_bytes`) in one call on the smallest exact
+    tile (a core of one size multiple in its halo), the tiles planned with them, then measured again in a
+    rehearsal of :data:`REHEARSAL_CALLS` calls on the planned tiles' shapes (what a stream of tiles
+    holds): tiles that take more per voxel than planned are planned again with their own value, at most
+    three times. Each measurement is cached with the model, so a folder of volumes of one shape measures
+    once; the rehearsal costs a few tiles' time (a few percent of a study's).
+    """
+    halo, multiple = receptive_halo(architecture), architecture.size_multiple
+    plan = partial(exact_grid, shape, halo=halo, multiple=multiple, settings=settings, load=load)
+    if settings.tile_zyx is not None:  # the tile is given: the network's memory does not choose it
+        given = plan()
+        if not given.planned:
+            return given
+        settings = settings.model_copy(update={"tile_zyx": None})  # set aside (and said so): plan from memory
+        plan = partial(exact_grid, shape, halo=halo, multiple=multiple, settings=settings, load=load)
+    channels, device_bytes = architecture.in_channels, _device_bytes(backend)
+    probe = tuple(min(int(n), 2 * h + m) for n, h, m in zip(shape, halo, multiple))  # the smallest exact tile
+    per_voxel = network_bytes(backend, [probe], channels) / math.prod(probe)
+    for _ in range(3):
+        grid = plan(network_bytes_per_voxel=per_voxel, device_bytes=device_bytes)
+        tiles = tile_shapes(grid)
+        measured = network_bytes(backend, tiles, channels, REHEARSAL_CALLS) / math.prod(grid.tile)
+        if measured <= REPLAN_ABOVE * per_voxel:
+            break
+        per_voxel = measured
+    return grid
 
 
 def read_all(stream: Any) -> np.ndarray:

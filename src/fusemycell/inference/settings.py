@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from fusemycell.configuration import StrictConfig
 from fusemycell.inference.tiling import TileSettings
 
-PositiveInt = Annotated[int, Field(ge=1)]
 
-
-class InferenceSettings(StrictConfig):
+class InferenceSettings(TileSettings):
     """How a model is applied (``params:inference``); an unknown key is an error.
+
+    The tiling fields (``tiling``, ``memory_gb``, ``tile_zyx``, ``overlap``, ``batch_size``, ``tta``) are
+    :class:`~fusemycell.inference.tiling.TileSettings`'s, inherited: one definition.
 
     The four path fields are resolved once per run (:class:`fusemycell.parameters.RunPaths`):
     the catalog's datasets and the nodes both get the resolved value.
@@ -38,24 +38,6 @@ class InferenceSettings(StrictConfig):
     """PyTorch device."""
     amp: bool = True
     """Mixed precision where the device gains from it."""
-    tiling: Literal["auto", "exact", "blend"] = "auto"
-    """``exact``: tiles read with a halo of the network's reach, only their cores kept; the result equals the
-    whole volume's prediction, each voxel computed about once (tile-invariant models: ``normalization: none``).
-    ``blend``: overlapping tiles averaged with Gaussian weights (models that normalise each tile, and model
-    files from before exact tiling). ``auto``: exact where the model allows it, else blend."""
-    memory_gb: float = Field(default=2.0, gt=0)
-    """Exact tiling: the memory a prediction may take (tiles, the planes being predicted, reads), GiB;
-    the largest tiles that fit are used. A speed setting only: the result does not depend on it."""
-    tile_zyx: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
-    """Tile size, voxels (each at least 1). Exact tiling: the region the network reads, halo included
-    (null = the largest that fits ``memory_gb``). Blending: null = the model card's tile (the training patch)."""
-    overlap: float = Field(default=0.5, ge=0, lt=1)
-    """Blending: fraction of a tile shared with its neighbours."""
-    batch_size: int = Field(default=4, ge=1)
-    """Tiles per network call (blending; exact tiling with ``tile_zyx`` set. Planned exact tiles go one
-    per call: they are as large as memory allows)."""
-    tta: bool = False
-    """Test-time augmentation: average over flips along y and x."""
     crop_to_specimen: bool = False
     """Predict only the specimen's bounding box; the rest of the frame gets the input's background level."""
     slab_depth: int = Field(default=16, ge=1)
@@ -74,12 +56,5 @@ class InferenceSettings(StrictConfig):
 
     @property
     def tile_settings(self) -> TileSettings:
-        """How volumes are cut into tiles: the one object the predictor, validation and the guard take."""
-        return TileSettings(
-            mode=self.tiling,
-            tile_zyx=self.tile_zyx,
-            overlap=self.overlap,
-            batch_size=self.batch_size,
-            memory_gb=self.memory_gb,
-            tta=self.tta,
-        )
+        """The tiling fields alone: the one object the predictor, validation and the guard take."""
+        return TileSettings.model_validate({name: getattr(self, name) for name in TileSettings.model_fields})

@@ -14,10 +14,16 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
-from fusemycell import normalization
+from fusemycell.configuration import StrictConfig
+from fusemycell.errors import Setting, UserError
+from fusemycell.inference.memory_plan import PLANNED_MEMORY_SHARE, HostLoad, planned_bytes
+
+PositiveInt = Annotated[int, Field(ge=1)]
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +52,48 @@ def gaussian_weights_1d(length: int, sigma_scale: float = 1 / 8) -> np.ndarray:
     return np.maximum(weights / weights.max(), 1e-3)
 
 
-@dataclass(frozen=True)
-class TileSettings:
-    """How volumes are cut into tiles for prediction (``params:inference``'s tiling fields, in one object)."""
+TilingMode = Literal["auto", "exact", "blend"]
+"""How tiles are combined: ``exact`` (halo tiles, tile-invariant models), ``blend`` or ``auto`` (the model's)."""
 
-    mode: str = "auto"
-    """``exact`` (halo tiles, tile-invariant models), ``blend`` (overlapping tiles) or ``auto`` (the model's)."""
-    tile_zyx: tuple[int, int, int] | None = None
-    """Tile read by the network (exact: halo included); null = planned from ``memory_gb`` / the card's tile."""
-    overlap: float = 0.5
+
+class TileSettings(StrictConfig):
+    """How volumes are cut into tiles: the tiling fields of ``params:inference``, defined once.
+
+    :class:`~fusemycell.inference.settings.InferenceSettings` inherits these fields; the predictor, its
+    streams, training's whole-volume validation and the guard take this object alone.
+    """
+
+    tiling: TilingMode = "auto"
+    """``exact``: tiles read with a halo of the network's reach, only their cores kept; the result equals the
+    whole volume's prediction, each voxel computed about once (tile-invariant models: ``normalization: none``).
+    ``blend``: overlapping tiles averaged with Gaussian weights (models that normalise each tile, and model
+    files from before exact tiling). ``auto``: exact where the model allows it, else blend."""
+    memory_gb: float = Field(default=2.0, gt=0)
+    """Exact tiling: the memory a prediction may take (the network on a tile, measured once per model, the
+    tiles read, the planes being predicted and written), GiB; the largest tiles that fit are used. A speed
+    setting only: the result does not depend on it. Too little to tile the volume at most
+    27 network evaluations per voxel is refused, naming a value that works."""
+    tile_zyx: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
+    """Tile size, voxels (each at least 1). Exact tiling: the region the network reads, halo included
+    (null = the largest that fits ``memory_gb``). Blending: null = the model card's tile (the training patch).
+    A tile that would cost more than 27 network evaluations per voxel, or under 1024 voxels, is refused."""
+    overlap: float = Field(default=0.5, ge=0, lt=1)
     """Blending: fraction of a tile shared with its neighbours."""
-    batch_size: int = 4
-    """Tiles per network call (planned exact tiles: one)."""
-    memory_gb: float = 2.0
-    """Exact tiling: memory for the tiles, the row of planes being predicted and the reads, GiB."""
+    batch_size: int = Field(default=4, ge=1)
+    """Tiles per network call (blending; exact tiling with ``tile_zyx`` set. Planned exact tiles go one
+    per call: they are as large as memory allows)."""
     tta: bool = False
-    """Average over flips along y and x."""
+    """Test-time augmentation: average over flips along y and x."""
+
+
+#: Network evaluations per output voxel beyond which a tiling is refused: blending with an overlap of 2/3
+#: (three tiles over every voxel along each axis), or exact tiles whose cores are no larger than their halo.
+#: The default blending (overlap 0.5) costs about 8, planned exact tiles 1 to 2.
+MAX_EVALUATIONS_PER_VOXEL = 27.0
+
+#: Voxels a tile must hold (unless it is the whole volume): below, a network call is mostly its fixed cost
+#: and a 64x512x512 volume takes millions of calls.
+MIN_TILE_VOXELS = 1024
 
 
 class TileGrid:
@@ -93,6 +125,13 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.starts[0]) * len(self.starts[1]) * len(self.starts[2])
 
+    def evaluations_per_voxel(self) -> float:
+        """Network voxel evaluations per output voxel: the tiles' voxels over the volume's."""
+        factor = 1.0
+        for starts, tile, size in zip(self.starts, self.tile, self.shape):
+            factor *= len(starts) * tile / size
+        return factor
+
     def tile_weights(self) -> np.ndarray:
         """The 3D importance map of one tile (float32)."""
         wz, wy, wx = self.weights_1d
@@ -106,6 +145,42 @@ class TileGrid:
     def yx_origins(self) -> list[tuple[int, int]]:
         """Origins ``(y, x)`` of the tiles in one row of tiles (one z start)."""
         return [(y, x) for y in self.starts[1] for x in self.starts[2]]
+
+
+def check_blend_tiling(shape: Sequence[int], settings: TileSettings, *, card_tile: Sequence[int]) -> TileGrid:
+    """The blended tiling of a volume of ``shape`` with ``settings.tile_zyx``, refused when not worth running.
+
+    Raises
+    ------
+    UserError
+        When tiles hold fewer than :data:`MIN_TILE_VOXELS` voxels (less than the volume) or the overlap
+        makes the network compute each voxel more than :data:`MAX_EVALUATIONS_PER_VOXEL` times: the
+        message names the setting and a value that works (the model's own tile, an overlap of 0.5).
+    """
+    grid = TileGrid(shape, settings.tile_zyx or card_tile, settings.overlap)
+    voxels = math.prod(grid.tile)
+    if voxels < min(MIN_TILE_VOXELS, math.prod(grid.shape)):
+        raise UserError(
+            "{tile} is too small to blend: a tile of {voxels} voxels (under {minimum}) is mostly the cost of a "
+            "network call, and the network sees almost none of the context it learnt on. Set {card} (the "
+            "model's training patch) or {null} to use it.",
+            tile=Setting("inference.tile_zyx", _zyx(grid.tile), assignment=False),
+            voxels=voxels,
+            minimum=MIN_TILE_VOXELS,
+            card=Setting("inference.tile_zyx", _list(card_tile), assignment=False),
+            null=Setting("inference.tile_zyx", "null", assignment=False),
+        )
+    if grid.evaluations_per_voxel() > MAX_EVALUATIONS_PER_VOXEL:
+        raise UserError(
+            "{overlap} with tiles of {tile} makes the network compute every voxel {evaluations:.0f} times "
+            "(at most {limit:g} is allowed). Set {working} (about 8) or larger tiles.",
+            overlap=Setting("inference.overlap", f"{settings.overlap:g}", assignment=False),
+            tile=_zyx(grid.tile),
+            evaluations=grid.evaluations_per_voxel(),
+            limit=MAX_EVALUATIONS_PER_VOXEL,
+            working=Setting("inference.overlap", "0.5"),
+        )
+    return grid
 
 
 # -- exact tiling -------------------------------------------------------------------------------------
@@ -142,6 +217,14 @@ class AxisSpan:
         return AxisSpan(size - self.core_stop, size - self.core_start, size - self.read_stop, size - self.read_start)
 
 
+def _three(values: Sequence[int], what: str, *, minimum: int) -> tuple[int, int, int]:
+    """Three integers ``(z, y, x)``, each at least ``minimum``."""
+    numbers = tuple(int(v) for v in values)
+    if len(numbers) != 3 or any(v != w for v, w in zip(numbers, values)) or min(numbers) < minimum:
+        raise ValueError(f"the {what} must be three integers (z, y, x) of at least {minimum}, got {tuple(values)}")
+    return numbers  # type: ignore[return-value]
+
+
 def halo_spans(size: int, core: int, halo: int) -> list[AxisSpan]:
     """Cores of ``core`` voxels from 0 (the last one shorter), each read with ``halo`` voxels on both sides.
 
@@ -164,18 +247,43 @@ class HaloGrid:
     shape
         Volume shape ``(z, y, x)``.
     core
-        Core size per axis: a multiple of the network's size multiple (or at least the axis).
+        Core size per axis, at least 1: a multiple of ``multiple`` (or at least the axis).
     halo
         Voxels read on each side of a core (the network's reach rounded up to its size multiple,
         :func:`fusemycell.models.receptive_field.halo`), so that every read starts on the pooling grid.
+    multiple
+        The network's size multiple (the product of its pooling factors) per axis.
+
+    Raises
+    ------
+    ValueError
+        When a size is not three positive integers (halo: non-negative), or a core shorter than its
+        axis or a halo is not a multiple of ``multiple``: such a tiling would not equal the whole volume's
+        prediction, so it cannot be made.
     """
 
-    def __init__(self, shape: Sequence[int], core: Sequence[int], halo: Sequence[int], *, planned: bool = False):
-        self.shape = tuple(int(s) for s in shape)
-        self.core = tuple(min(int(c), s) for c, s in zip(core, self.shape))
-        self.halo = tuple(int(h) for h in halo)
-        if min(self.core) < 1:
-            raise ValueError(f"tile cores must be at least 1 voxel, got {self.core}")
+    def __init__(
+        self,
+        shape: Sequence[int],
+        core: Sequence[int],
+        halo: Sequence[int],
+        *,
+        multiple: Sequence[int],
+        planned: bool = False,
+    ):
+        self.shape = _three(shape, "volume shape", minimum=1)
+        requested = _three(core, "tile core", minimum=1)
+        self.halo = _three(halo, "halo", minimum=0)
+        self.multiple = _three(multiple, "size multiple", minimum=1)
+        self.core = tuple(min(c, s) for c, s in zip(requested, self.shape))
+        for axis, (size, c, h, m) in enumerate(zip(self.shape, self.core, self.halo, self.multiple)):
+            # a core shorter than its axis must keep every read on the pooling grid of the whole volume
+            if h % m or (c < size and c % m):
+                raise ValueError(
+                    f"exact tiling along axis {'zyx'[axis]}: core {c} and halo {h} must be multiples of the "
+                    f"network's size multiple {m} (or the core the whole axis, {size}); got core {self.core}, "
+                    f"halo {self.halo}, size multiple {self.multiple}"
+                )
         self.spans = [halo_spans(s, c, h) for s, c, h in zip(self.shape, self.core, self.halo)]
         self.planned = planned
         """True when :func:`exact_grid` sized the tiles from memory (one tile per network call)."""
@@ -266,74 +374,6 @@ def plan_cores(
     return best[1]
 
 
-#: Share of ``memory_gb`` the exact tiling plans for; the rest is for the model's weights and the interpreter.
-PLANNED_MEMORY_SHARE = 0.75
-
-#: Output planes the file writer holds: 16 read ahead as uint16 (and two in hand), 5 in float32 in flight
-#: (mapping to uint16, placing in the frame, the two planes interpolated back from a resampled grid).
-WRITER_PLANE_BYTES = 18 * 2 + 5 * 4
-
-
-@dataclass(frozen=True)
-class HostLoad:
-    """What the host holds around the network while it streams a volume (see :func:`host_bytes`)."""
-
-    in_channels: int = 1
-    """Network input channels (the single view, then position channels)."""
-    flips: int = 1
-    """Flip sets averaged (test-time augmentation: 4); more than one keeps a flipped copy of each batch."""
-    read_ratio: float = 1.0
-    """Source voxels read per network voxel (above 1 when the model's grid is coarser than the file's)."""
-    resampled: bool = False
-    """Whether the source is interpolated onto the network's grid (temporaries while reading)."""
-    output_plane: int | None = None
-    """Voxels of a plane of the written output (the file's grid); None: the network's plane."""
-    raw_width: int | None = None
-    """Voxels of a row of the file; None: the network's row."""
-    pinned: bool = False
-    """Whether each batch goes through page-locked buffers (CUDA): one in, two out."""
-
-
-def host_bytes(shape: Sequence[int], core_z: int, tile: Sequence[int], load: HostLoad = HostLoad()) -> float:
-    """Host memory (bytes) of exact streaming, besides the network: what :func:`exact_grid` plans with.
-
-    Per voxel of the tile read (``C`` channels, float32 unless said):
-
-    * in hand: the tile waiting for a batch, the next tile, their stacked batch (and with flips its
-      flipped copy), and with pinned buffers the batch in and the prediction out twice;
-    * being read in the background: the raw box (at most 4 bytes an item, ``read_ratio`` voxels per
-      voxel), its normalisation, when resampled the interpolation's temporaries, and with position
-      channels the channels and their concatenation; plus a raw plane's rows of the tile, twice.
-
-    Per plane: the row of output planes being predicted (``core_z`` planes of the network's grid)
-    and the writer's planes (:data:`WRITER_PLANE_BYTES` per voxel of an output plane). Fixed: two
-    float32 chunks of normalisation (:data:`fusemycell.normalization.NORMALIZE_CHUNK_VOXELS`).
-    """
-    plane = int(shape[1]) * int(shape[2])
-    voxels = int(tile[0]) * int(tile[1]) * int(tile[2])
-    channels = load.in_channels
-    in_hand = (3 + (load.flips > 1)) * 4 * channels + (4 * channels + 8 if load.pinned else 0)
-    ratio = max(1.0, load.read_ratio)
-    reading = ratio * (4 + 4) + (ratio * 8 + 4 if load.resampled else 0)
-    if channels > 1:
-        reading += 4 * (channels - 1) + 4 * channels
-    raw_rows = 2 * 4 * ratio * int(tile[1]) * (load.raw_width or int(shape[2]))
-    return (
-        4.0 * core_z * plane
-        + (in_hand + reading) * voxels
-        + raw_rows
-        + WRITER_PLANE_BYTES * (load.output_plane or plane)
-        + 2 * 4 * normalization.NORMALIZE_CHUNK_VOXELS
-    )
-
-
-def planned_bytes(
-    shape: Sequence[int], core_z: int, tile: Sequence[int], load: HostLoad, network_bytes_per_voxel: float
-) -> tuple[float, float]:
-    """``(host, network)`` bytes :func:`exact_grid` counts for a tiling: :func:`host_bytes` and the network's tile."""
-    return host_bytes(shape, core_z, tile, load), network_bytes_per_voxel * int(tile[0]) * int(tile[1]) * int(tile[2])
-
-
 def _zyx(values: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in values)
 
@@ -344,41 +384,116 @@ def exact_grid(
     halo: Sequence[int],
     multiple: Sequence[int],
     settings: TileSettings,
-    load: HostLoad = HostLoad(),
+    load: HostLoad | None = None,
     network_bytes_per_voxel: float = 256.0,
     device_bytes: float | None = None,
 ) -> HaloGrid:
     """The exact tiling of a volume of ``shape``: the given tile, or the one with fewest evaluations in memory.
 
-    Memory counted (bytes): the network on a tile (``network_bytes_per_voxel`` per voxel read; on a GPU
-    within ``device_bytes`` instead) and the host's buffers (:func:`host_bytes`: the row of planes
-    being predicted, the tiles read, the writer's planes). Their sum stays within
+    Memory counted (bytes): the network on a tile (``network_bytes_per_voxel`` per voxel read, measured
+    for the model: :func:`fusemycell.inference.predictor.network_bytes_per_voxel`; on a GPU within
+    ``device_bytes`` instead) and the host's buffers (:func:`host_bytes`). Their sum stays within
     :data:`PLANNED_MEMORY_SHARE` of ``settings.memory_gb``; none of it grows with the volume's depth.
 
-    A ``settings.tile_zyx`` too small to hold a core inside the halo (``2 * halo + multiple`` along an
-    axis the volume exceeds) is set aside with a warning naming the setting, and the tiles are planned
-    from ``memory_gb``: with exact tiling the tile is a speed setting, and a smaller one would only
-    compute more halo.
+    Raises
+    ------
+    UserError
+        When ``settings.memory_gb`` is too small for tiles that compute each voxel at most
+        :data:`MAX_EVALUATIONS_PER_VOXEL` times (and read at least :data:`MIN_TILE_VOXELS`): the message
+        names a budget that works. A ``settings.tile_zyx`` that small (or without room for a core inside
+        its halo) is set aside with a warning naming the smallest sensible tile
+        (:func:`recommended_tile`), and the tiles are planned from memory: with exact tiling the tile is a
+        speed setting only.
     """
     shape = tuple(int(s) for s in shape)
+    load = load or HostLoad()
     if settings.tile_zyx is not None:
         tile = tuple(int(t) for t in settings.tile_zyx)
         core = [size if t >= size else (t - 2 * h) // m * m for size, t, h, m in zip(shape, tile, halo, multiple)]
-        if min(core) >= 1:
-            return HaloGrid(shape, core, halo)
-        logger.warning(
-            "inference.tile_zyx %s is too small for exact tiling with this model (a tile needs %s voxels of context "
-            "on each side of its core, so at least %s): tiles are sized from inference.memory_gb instead",
-            _zyx(tile),
-            _zyx(halo),
-            _zyx([2 * h + m for h, m in zip(halo, multiple)]),
+        grid = HaloGrid(shape, core, halo, multiple=multiple) if min(core) >= 1 else None
+        if grid is not None and _affordable(grid):
+            return grid
+        _warn_set_aside(tile, shape, halo, multiple, grid)
+
+    def plan(memory_gb: float) -> HaloGrid:
+        budget = memory_gb * 2**30 * PLANNED_MEMORY_SHARE
+
+        def fits(core: tuple[int, int, int], tile: tuple[int, int, int]) -> bool:
+            host, network = planned_bytes(shape, core[0], tile, load, network_bytes_per_voxel)
+            if device_bytes is not None:
+                return host <= budget and network <= device_bytes
+            return host + network <= budget
+
+        return HaloGrid(shape, plan_cores(shape, halo, multiple, fits), halo, multiple=multiple, planned=True)
+
+    grid = plan(settings.memory_gb)
+    if _affordable(grid):
+        return grid
+    raise _too_little_memory(settings.memory_gb, grid, plan, gpu=device_bytes is not None)
+
+
+def _too_little_memory(memory_gb: float, grid: HaloGrid, plan: Callable[[float], HaloGrid], *, gpu: bool) -> UserError:
+    """The refusal of a budget whose largest tiles cost too many evaluations, naming one that works (a power
+    of two whose plan computes each voxel at most 8 times)."""
+    working = next(
+        (gb for gb in (2.0**k for k in range(-6, 21)) if gb > memory_gb and plan(gb).evaluations_per_voxel() <= 8),
+        None,
+    )
+    return UserError(
+        "{memory} is too little memory to tile this {shape} volume exactly: the largest tiles that fit ({tile} "
+        "voxels read for cores of {core}) mean that {cost}. Set {working}{device}.",
+        memory=Setting("inference.memory_gb", f"{memory_gb:g}", assignment=False),
+        shape=_zyx(grid.shape),
+        tile=_zyx(grid.tile),
+        core=_zyx(grid.core),
+        cost=_cost(grid),
+        working=Setting("inference.memory_gb", f"{working:g}" if working is not None else "MORE"),
+        device=" (the network's tile must also fit in half the GPU's free memory)" if gpu else "",
+    )
+
+
+def _warn_set_aside(
+    tile: Sequence[int], shape: Sequence[int], halo: Sequence[int], multiple: Sequence[int], grid: HaloGrid | None
+) -> None:
+    """Say that ``inference.tile_zyx`` is set aside for exact tiling, and which tile would be used."""
+    logger.warning(
+        "inference.tile_zyx %s is too small for exact tiling with this model: a tile reads %s voxels of context "
+        "on each side of its core, so %s. Tiles are sized from inference.memory_gb instead (the result does "
+        "not depend on the tile); to set one, use %s or larger (at most 8 evaluations per voxel).",
+        _zyx(tile),
+        _zyx(halo),
+        "it holds no core" if grid is None else _cost(grid),
+        _list(recommended_tile(shape, halo, multiple)),
+    )
+
+
+def _affordable(grid: HaloGrid) -> bool:
+    """Whether a tiling is worth running: few evaluations per voxel, tiles that are not mostly call overhead."""
+    voxels = math.prod(grid.tile)
+    return grid.evaluations_per_voxel() <= MAX_EVALUATIONS_PER_VOXEL and voxels >= min(
+        MIN_TILE_VOXELS, math.prod(grid.shape)
+    )
+
+
+def _cost(grid: HaloGrid) -> str:
+    evaluations = grid.evaluations_per_voxel()
+    if evaluations > MAX_EVALUATIONS_PER_VOXEL:
+        return (
+            f"the network would compute every voxel {evaluations:.0f} times over {len(grid)} tiles "
+            f"(at most {MAX_EVALUATIONS_PER_VOXEL:g} is allowed)"
         )
-    budget = settings.memory_gb * 2**30 * PLANNED_MEMORY_SHARE
+    return f"its tiles of {math.prod(grid.tile)} voxels are under the {MIN_TILE_VOXELS} a network call needs"
 
-    def fits(core: tuple[int, int, int], tile: tuple[int, int, int]) -> bool:
-        host, network = planned_bytes(shape, core[0], tile, load, network_bytes_per_voxel)
-        if device_bytes is not None:
-            return host <= budget and network <= device_bytes
-        return host + network <= budget
 
-    return HaloGrid(shape, plan_cores(shape, halo, multiple, fits), halo, planned=True)
+def recommended_tile(shape: Sequence[int], halo: Sequence[int], multiple: Sequence[int]) -> tuple[int, int, int]:
+    """The smallest exact tile worth setting: cores of twice the halo (rounded up to the size multiple),
+    so at most 2 reads per voxel along each axis (8 evaluations per voxel); the axis where that covers it."""
+    tile = []
+    for size, h, m in zip(shape, halo, multiple):
+        core = max(int(m), int(m) * math.ceil(2 * int(h) / int(m)))
+        tile.append(int(size) if core >= size else min(int(size), core + 2 * int(h)))
+    return tuple(tile)  # type: ignore[return-value]
+
+
+def _list(values: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(v)) for v in values) + "]"
