@@ -116,19 +116,19 @@ def measure_file(args: argparse.Namespace) -> dict:
     precision = getattr(getattr(backend, "precision", None), "dtype", None)
     planned = None
     if hasattr(grid, "core"):  # exact tiling: the memory the planner counted (host buffers + the network)
-        from fusemycell.inference.predictor import element_bytes, host_load, network_bytes_per_voxel
-        from fusemycell.inference.tiling import planned_bytes
+        from fusemycell.inference.memory_plan import planned_bytes
+        from fusemycell.inference.predictor import REHEARSAL_CALLS, host_load, network_bytes, tile_shapes
 
         architecture = model.card.architecture
-        planned = sum(
-            planned_bytes(
-                grid.shape,
-                grid.core[0],
-                grid.tile,
-                host_load(stream.source, architecture, len(stream.flip_sets), backend),
-                network_bytes_per_voxel(architecture, element_bytes(backend)),
-            )
+        host, _ = planned_bytes(
+            grid.shape,
+            grid.core[0],
+            grid.tile,
+            host_load(stream.source, architecture, len(stream.flip_sets), backend),
+            0,
         )
+        # the network's part as the planner measured it (cached with the model: no second measurement)
+        planned = host + network_bytes(backend, tile_shapes(grid), architecture.in_channels, REHEARSAL_CALLS)
     return {
         "planned_kib": planned / 1024 if planned is not None else None,
         "seconds": seconds,
@@ -243,11 +243,15 @@ def memory_part(shape: tuple[int, int, int], workdir: Path, with_monai: bool) ->
 
 PLAN_DEPTHS = (40, 80, 120, 300)
 PLAN_MEMORY_GB = (1.0, 2.0, 4.0, 8.0)
+#: The ``mac`` network's bytes per voxel read in bf16 for the computed plan table (the former model's value).
+PLAN_NETWORK_BYTES_PER_VOXEL = 132
 
 
 def plan_rows(depths: tuple[int, ...] = PLAN_DEPTHS, budgets: tuple[float, ...] = PLAN_MEMORY_GB) -> list[dict]:
-    """What the planner chooses for the ``mac`` network in bf16 on 1920-wide files (computed, nothing run)."""
-    from fusemycell.inference.predictor import network_bytes_per_voxel
+    """What the planner chooses for the ``mac`` network in bf16 on 1920-wide files (computed, nothing run).
+
+    The network's bytes per voxel are :data:`PLAN_NETWORK_BYTES_PER_VOXEL` here (a run measures its own:
+    :func:`fusemycell.inference.predictor.plan_exact`), so the table shows the planner, not one machine."""
     from fusemycell.inference.tiling import TileSettings, exact_grid
     from fusemycell.models.receptive_field import halo
 
@@ -260,7 +264,7 @@ def plan_rows(depths: tuple[int, ...] = PLAN_DEPTHS, budgets: tuple[float, ...] 
                 halo=halo(config),
                 multiple=config.size_multiple,
                 settings=TileSettings(memory_gb=memory_gb),
-                network_bytes_per_voxel=network_bytes_per_voxel(config, 2),
+                network_bytes_per_voxel=PLAN_NETWORK_BYTES_PER_VOXEL,
             )
             rows.append(
                 {
