@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from fusemycell.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """The requested device is not usable here; the message says what to do instead."""
 
 

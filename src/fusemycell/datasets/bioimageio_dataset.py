@@ -9,6 +9,7 @@ from typing import Any
 from kedro.io.core import DatasetError
 
 from fusemycell.datasets.model_dataset import ExportedFileDataset
+from fusemycell.datasets.volume_sources import VolumeSourceError
 from fusemycell.export.bioimageio import NotExported, StagedPackage, save_package
 from fusemycell.io.atomic import writing_atomically
 from fusemycell.tracking import RunLogger
@@ -49,7 +50,7 @@ class BioimageioPackageDataset(ExportedFileDataset):
     def load(self) -> str:
         """The zip's path; a model that could not be packaged is named with the reason."""
         if not Path(self._filepath).is_file() and self._reason_path.is_file():
-            raise DatasetError(f"{self._filepath}: not exported: {self._reason_path.read_text().strip()}")
+            raise VolumeSourceError(f"{self._filepath}: not exported: {self._reason_path.read_text().strip()}")
         return super().load()
 
     def save(self, data: StagedPackage | NotExported) -> None:

@@ -24,7 +24,7 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
 from fusemycell.datasets.folder_writer import LockedFolderWriter
-from fusemycell.datasets.volume_sources import VolumeSource
+from fusemycell.datasets.volume_sources import VolumeSource, VolumeSourceError
 from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.formats import read_info
 from fusemycell.io.pairs import PairingError, PairListing, pair_files, parse_filename
@@ -107,18 +107,18 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
         """Pair the folder's files; raises ``DatasetError`` if the folder is missing or holds no such file."""
         if not self._path.is_dir():
             if self._created_by:
-                raise DatasetError(
+                raise VolumeSourceError(
                     f"{self._path}: data folder not found; run 'kedro run --pipelines {self._created_by}' "
                     "first (with the same --env, and --params raw_dir=... if you use your own data)"
                 )
-            raise DatasetError(
+            raise VolumeSourceError(
                 f"{self._path}: data folder not found. For synthetic data run 'kedro run --pipelines simulation'; "
                 "for your FuseMyCell folder pass it to every run that reads raw data, e.g. 'kedro run "
                 "--pipelines preprocessing,patching,training,evaluation --params raw_dir=PATH'"
             )
         listing = pair_files(_tiff_files(self._path), root=self._path)
         if not listing.pairs and not listing.duplicates:
-            raise DatasetError(
+            raise VolumeSourceError(
                 f"{self._path}: no image_{{N}}_{{nucleus|membrane}}_{{angle|fused}}.tif files found"
                 + (f"; ignored: {', '.join(listing.unmatched)}" if listing.unmatched else "")
             )
@@ -181,7 +181,7 @@ class FuseMyCellPairsDataset(LockedFolderWriter, AbstractDataset[Mapping[str, Sa
             return
         existing = _tiff_files(self._path)
         if existing:
-            raise DatasetError(
+            raise VolumeSourceError(
                 f"{self._path}: refusing to write into a folder that holds {len(existing)} TIFF file(s) "
                 f"not written by a fusemycell pipeline (e.g. {existing[0].name}); real data is never "
                 "overwritten. Point this output at its own folder; with your own data leave out the "

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusemycell.errors import UserError
 from fusemycell.io.atomic import could_not_write, writing_atomically
 
 #: The challenge, cited by every package.
@@ -52,7 +53,7 @@ TENSOR_DESCRIPTION_LIMIT = 128
 TOLERANCE = 1e-4
 
 
-class BioimageioExportError(ValueError):
+class BioimageioExportError(UserError):
     """The model cannot be described by a bioimage.io package; the message says what is missing."""
 
 

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from fusemycell.errors import UserError
 from fusemycell.metrics.ssim import ImageStatistics, image_statistics
 
 
-class SegmenterUnavailable(RuntimeError):
+class SegmenterUnavailable(UserError, RuntimeError):
     """The requested segmentation backend cannot run here; the message says why and what to do."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fusemycell.errors import UserError
 from fusemycell.io.atomic import could_not_write, remove_leftovers, writing_atomically
 from fusemycell.position import PositionChannels, PositionField
 from fusemycell.progress import track
@@ -36,7 +37,7 @@ STORE_VERSION = 1
 ARRAYS = ("angle", "fused")
 
 
-class PatchStoreError(ValueError):
+class PatchStoreError(UserError):
     """A patch store is missing, incomplete or inconsistent; the message names the folder."""
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fusemycell.datasets import ParallelVolumes
+from fusemycell.errors import Setting, UserError
 from fusemycell.io.pairs import PairListing
 from fusemycell.parameters import Validated
 from fusemycell.patching.config import PatchingConfig, resolve_patch_size
@@ -101,10 +102,13 @@ def select_valid_pairs(validation_report: dict[str, Any], config: Validated[Prep
             f"  - {p['pair']}: {p['problem']}" + ("" if p["file"] in p["problem"] else f" ({p['file']})")
             for p in errors
         )
-        raise ValueError(
-            f"{len(errors)} problem(s) in {len(validation_report['invalid_pairs'])} pair(s) "
-            f"(full report in data/08_reporting/validation_report.json):\n{listing}\n"
-            "Fix the files, or set preprocessing.on_invalid: skip to leave these pairs out."
+        raise UserError(
+            "{count} problem(s) in {pairs} pair(s) (full report in data/08_reporting/validation_report.json):\n"
+            "{listing}\nFix the files, or set {skip} to leave these pairs out.",
+            count=len(errors),
+            pairs=len(validation_report["invalid_pairs"]),
+            listing=listing,
+            skip=Setting("preprocessing.on_invalid", "skip", assignment=False),
         )
     if errors:
         logger.warning(
@@ -113,7 +117,7 @@ def select_valid_pairs(validation_report: dict[str, Any], config: Validated[Prep
             ", ".join(validation_report["invalid_pairs"]),
         )
     if not validation_report["valid_pairs"]:
-        raise ValueError("no valid angle/fused pair left to preprocess (see data/08_reporting/validation_report.json)")
+        raise UserError("no valid angle/fused pair left to preprocess (see data/08_reporting/validation_report.json)")
     return list(validation_report["valid_pairs"])
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from fusemycell.errors import UserError
 from fusemycell.io.pairs import pair_key
 from fusemycell.io.volume import Volume
 from fusemycell.parameters import Validated
@@ -23,7 +24,7 @@ def simulate_acquisitions(
     calls them one at a time while saving, so only one pair is ever in memory.
     """
     if simulation is None:
-        raise ValueError("no simulation parameters: set simulation.volumes in conf/<env>/parameters_simulation.yml")
+        raise UserError("no simulation parameters: set simulation.volumes in conf/<env>/parameters_simulation.yml")
     config = simulation
     total = len(config.volumes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fusemycell.errors import UserError
 from fusemycell.export.bioimageio import BioimageioExportError, NotExported, StagedPackage, build_package
 from fusemycell.models.model_file import TrainedModel
 from fusemycell.patching.store import PatchStore
@@ -23,7 +24,7 @@ def export_bioimageio_package(trained_model: TrainedModel, patch_store_val: Patc
             "patching.position.enabled: false for a package"
         )
     if len(patch_store_val) == 0:
-        raise ValueError(f"{patch_store_val.directory}: no validation patch to make the package's test input")
+        raise UserError(f"{patch_store_val.directory}: no validation patch to make the package's test input")
     single_view, _ = patch_store_val[0]
     try:
         return build_package(trained_model, single_view)
