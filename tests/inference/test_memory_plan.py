@@ -1,0 +1,101 @@
+"""The memory plan of exact tiling: the network measured once per model, the host's buffers counted,
+and the whole checked against the peak a file-to-file prediction really takes."""
+
+import numpy as np
+import pytest
+import torch
+
+from fusemycell import memory
+from fusemycell.inference.apply import predict_file
+from fusemycell.inference.backends import TorchBackend
+from fusemycell.inference.memory_plan import planned_bytes
+from fusemycell.inference.predictor import (
+    REHEARSAL_CALLS,
+    host_load,
+    network_bytes,
+    plan_exact,
+    tile_shapes,
+)
+from fusemycell.inference.settings import InferenceSettings
+from fusemycell.inference.transform import InputTransform, scan_input
+from fusemycell.io.tiff import write_volume
+from fusemycell.models.config import UNetConfig
+from fusemycell.models.unet import UNet3D
+
+linux_only = pytest.mark.skipif(memory._status_bytes("VmRSS") is None, reason="reads /proc/self/status")
+
+
+def _model():
+    from fusemycell.models.card import card_for
+    from fusemycell.models.model_file import TrainedModel
+
+    torch.manual_seed(0)
+    config = UNetConfig(normalization="none", depth=2, base_channels=2, spacing_zyx=(2.0, 0.5, 0.5))
+    network = UNet3D(config).eval()
+    return TrainedModel(network, card_for(config, (8, 16, 16)))
+
+
+class CountingBackend:
+    """Counts its calls; what it returns takes memory like a network's output."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        return np.zeros((batch.shape[0], 1, *batch.shape[2:]), np.float32)
+
+
+def test_the_network_is_measured_once_per_model_and_tiles():
+    backend = CountingBackend()
+    first = network_bytes(backend, [(8, 16, 16)], 1, calls=3)
+    assert backend.calls == 3
+    assert network_bytes(backend, [(8, 16, 16)], 1, calls=3) == first and backend.calls == 3  # cached
+    network_bytes(backend, [(8, 32, 32)], 1, calls=3)
+    assert backend.calls == 6  # another tile: measured again
+
+
+def test_the_plan_measures_on_the_model_at_hand():
+    model = _model()
+    backend = TorchBackend(model.network, "cpu", amp=False)
+    architecture = model.card.architecture
+    settings = InferenceSettings(device="cpu", amp=False, memory_gb=0.1)
+    load = host_load(np.zeros((40, 160, 160), np.float32), architecture, 1, backend)
+    grid = plan_exact((40, 160, 160), backend, architecture, settings.tile_settings, load)
+    assert grid.planned and len(grid) > 1
+    host, network = planned_bytes((40, 160, 160), grid.core[0], grid.tile, load, 0)
+    measured = network_bytes(backend, tile_shapes(grid), architecture.in_channels, REHEARSAL_CALLS)
+    assert measured > 0 and host + measured <= 0.75 * 0.1 * 2**30 * 1.05  # planned within the budget
+
+
+@linux_only
+@pytest.mark.parametrize(("shape", "memory_gb"), [((48, 192, 192), 0.3), ((64, 256, 256), 0.5)])
+def test_a_file_to_file_prediction_peaks_near_its_plan(tmp_path, shape, memory_gb):
+    """The resident set's peak while a file is predicted and written, over its start, against the plan:
+    the network measured on the planned tiles plus the host's buffers counted from their shapes.
+
+    Issue 29 asks for 15 %; not met yet: eight runs (two shapes, four runs, one shared core) gave
+    peak / plan from 0.76 to 1.37, because what the C heap keeps between tile calls varies from run to
+    run, in the rehearsal as in the stream. The bounds are 0.5 and 1.5 until that is tightened: a
+    buffer left out of the plan, or a network measured on one call only (about 2x), still fails."""
+    model = _model()
+    card = model.card
+    data = (100 + 2900 * np.random.default_rng(0).random(shape)).astype(np.uint16)
+    path = write_volume(tmp_path / "image_1_nucleus_angle.tif", data, (2.0, 0.5, 0.5))
+    del data
+    settings = InferenceSettings(device="cpu", amp=False, memory_gb=memory_gb, crop_to_specimen=False)
+    backend = TorchBackend(model.network, "cpu", amp=False)
+    source = InputTransform.from_card(card, scan_input(str(path), card)).network_input(str(path))
+    load = host_load(source, card.architecture, 1, backend)
+    grid = plan_exact(source.shape, backend, card.architecture, settings.tile_settings, load)  # measures, caches
+    host, _ = planned_bytes(source.shape, grid.core[0], grid.tile, load, 0)
+    plan = host + network_bytes(backend, tile_shapes(grid), card.architecture.in_channels, REHEARSAL_CALLS)
+
+    def predict_and_write():
+        volume = predict_file(str(path), backend, settings, card)
+        write_volume(tmp_path / "prediction.tif", volume.data, volume.spacing_zyx)
+
+    peak = memory.call_peak_bytes(predict_and_write)
+    print(f"{shape}: plan {plan / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, ratio {peak / plan:.3f}")
+    assert len(grid) > 1  # several tiles: the stream's memory, not one call's
+    assert 0.5 * plan <= peak <= 1.5 * plan
