@@ -26,24 +26,17 @@ import pytest
 
 from fusemycell.inference.report import report_path
 from fusemycell.io import folder_lock
-from tests.conftest import copy_project
+from tests.test_cli import SPACING_ZYX, predict_project  # noqa: F401 - the fixture, shared with the CLI's tests
 
 pytestmark = pytest.mark.slow  # real `fusemycell predict` processes, started, stopped and killed
 
 WAIT_S = 300  # generous: the machine may be busy; a healthy run gets there within seconds
-SPACING_ZYX = (1.0, 0.5, 0.5)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A project copy with a tiny trained model at its default place."""
-    from fusemycell.models.model_file import save_model
-    from tests.training.conftest import train_tiny_model
-
-    folder = tmp_path_factory.mktemp("interrupted")
-    project = copy_project(folder / "project")
-    model = train_tiny_model(folder, epochs=1, volumes=(4, 2), spacing_zyx=SPACING_ZYX)
-    save_model(model, project / "data" / "06_models" / "fusemycell_unet.pt")
+def project(request) -> Path:
+    """The CLI tests' project copy with a tiny trained model at its default place, its MLflow store made."""
+    project = request.getfixturevalue("predict_project")
     _create_tracking_store(project)
     return project
 
