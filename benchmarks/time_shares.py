@@ -148,7 +148,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     volume = apply.predict_file(str(args.path), backend_call, settings, model.card)
     tiff.save_volume(args.output, volume)
     wall = time.perf_counter() - start
-    stream = volume.data.inner.inner if args.background else volume.data.inner
+    stream = volume.data
+    while not hasattr(stream, "grid"):  # the wrappers (background planes, uint16 mapping, resampling) hold it
+        stream = stream.inner
     return {
         "wall": wall,
         "tiles": len(stream.grid),
