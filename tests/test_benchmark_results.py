@@ -26,8 +26,8 @@ BLOCK = re.compile(
     r"(?P<body>.*?)<!-- end generated -->",
     re.DOTALL,
 )
-#: Scripts with no result on the page yet: the GPU check needs a CUDA GPU, training.py two free cores for ~10 min.
-NOT_ON_THE_PAGE = {"gpu_check", "training"}
+#: Scripts with no result on the page yet: the GPU check needs a CUDA GPU.
+NOT_ON_THE_PAGE = {"gpu_check"}
 
 
 def _script(name: str):
