@@ -43,7 +43,7 @@ def copy_project(destination: Path) -> Path:
     # MLflow caches one store per tracking URI, so the relative sqlite:///mlflow.db of conf/base
     # would follow the first copy of a test session; each copy tracks to its own absolute path
     (destination / "conf" / "test" / "mlflow.yml").write_text(
-        f"server:\n  mlflow_tracking_uri: sqlite:///{(destination / 'mlflow.db').as_posix()}\n"
+        f"server:\n  mlflow_tracking_uri: sqlite:///{(destination / 'mlflow.db').as_posix()}?timeout=60\n"
     )
     for layer in sorted(p.name for p in (PROJECT_ROOT / "data").iterdir() if p.is_dir()):
         (destination / "data" / layer).mkdir(parents=True, exist_ok=True)

@@ -38,10 +38,9 @@ except ModuleNotFoundError:  # Python 3.10: Kedro's own dependency
     import tomli as tomllib
 
 import fusemycell
-from fusemycell.datasets.folder_writer import missing_folders, remove_if_empty
 from fusemycell.datasets.volume_sources import not_a_volume
 from fusemycell.errors import find_user_error
-from fusemycell.inference.folders import check_output_folder, is_file_output
+from fusemycell.inference.folders import check_output_folder
 from fusemycell.io.naming import TIFF_SUFFIXES
 from fusemycell.run_messages import CommandLogging, kedro_usage_error
 
@@ -109,6 +108,8 @@ class _FriendlyCommand(click.Command):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (fusemycell.inference.run.Interrupted carries which)
+            sys.exit(getattr(stop, "exit_status", 130))
         except click.ClickException as error:  # the command line's own errors (a missing INPUT, no model)
             if traceback_requested():
                 traceback.print_exception(error, file=sys.stderr)
@@ -347,7 +348,6 @@ def predict(
         inference["overwrite"] = True
     if outside_training:
         inference["outside_training"] = outside_training
-    created = missing_folders(output.parent if is_file_output(output) else output)
     os.chdir(project)  # as 'kedro run': what the configuration places relative to the run (mlflow.db) is in the project
     printed = io.StringIO()  # the run's memory table and summary, said again below in the user's folder
     try:
@@ -357,10 +357,7 @@ def predict(
             contextlib.redirect_stdout(printed),
             KedroSession.create(project_path=project, env=env, runtime_params={"inference": inference}) as session,
         ):
-            session.run(pipeline_names=["inference"])
-    except BaseException:
-        remove_if_empty(created)  # a failed run leaves no folder it made and wrote nothing into
-        raise
+            session.run(pipeline_names=["inference"])  # the run removes the folders it made, if it wrote nothing
     finally:
         os.chdir(here)
     click.echo("\n" + predict_summary(printed.getvalue(), project, here))

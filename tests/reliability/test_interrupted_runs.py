@@ -119,11 +119,6 @@ def test_a_stopped_run_says_interrupted_and_frees_its_folder(project, inputs, tm
     assert folder_lock.read_owner(out) is None  # the next run is not blocked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 29 item 7: needs cli.py to exit 128+signal on Interrupted (it prints 'Aborted!', exit 1), and "
-    "inference/background.py's close() to join its thread (a daemon thread in conv3d at exit aborts: 134)",
-)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stopped_run_ends_as_one_stopped_by_that_signal(project, inputs, tmp_path, signum):
     run, printed = _stop(project, inputs, tmp_path / f"out_{signum}", signum)
@@ -167,6 +162,10 @@ def test_two_runs_into_one_new_folder_one_refused_the_other_complete(project, in
         _wait_for(lambda: folder_lock.read_owner(out) is not None, first, "lock on the output folder")
         holder = runs[folder_lock.read_owner(out)["pid"]]
         other = second if holder is first else first
+        holder_log = tmp_path / ("first.log" if holder is first else "second.log")
+        # stopped once predicting, past its MLflow writes: a process stopped inside an SQLite write would hold
+        # mlflow.db, and the other run would fail on 'database is locked' instead of the folder's lock
+        _wait_for(lambda: "predicting" in holder_log.read_text(), holder, "the holder's first prediction")
         holder.send_signal(signal.SIGSTOP)  # holds the folder, mid-run, until the other has been refused
         try:
             other.wait(timeout=WAIT_S)

@@ -136,6 +136,11 @@ class BackgroundIterator:
             except queue.Empty:
                 break
             self._slots.release()
+        # wait for the item being made: a daemon thread still inside a torch kernel when Python exits is killed
+        # through pybind11's GIL release, which aborts the process ("terminate called without an active exception")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread() and thread.is_alive():
+            thread.join(timeout=60)
 
     def __enter__(self) -> BackgroundIterator:
         return self
