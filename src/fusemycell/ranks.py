@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from fusemycell.errors import UserError
+
 #: How long a rank waits for rank 0 to take the output folder.
 START_TIMEOUT = timedelta(minutes=10)
 #: Seconds between two heartbeats of a rank.
@@ -44,7 +46,7 @@ def silence_limit() -> timedelta:
         raise RankError(f"FUSEMYCELL_RANK_SILENCE_S={value!r}: expected a number of seconds") from None
 
 
-class RankError(RuntimeError):
+class RankError(UserError, RuntimeError):
     """The launcher's variables do not describe a run, or the ranks cannot reach each other."""
 
 

@@ -227,6 +227,19 @@ def test_an_export_is_used_only_with_the_model_it_was_exported_from(tmp_path, mo
     assert "kedro run --pipelines training --nodes training.export_onnx_model" in message
 
 
+def test_every_consumer_makes_its_onnx_backend_with_the_identity_check(tmp_path, model):
+    """make_backend (kedro run, fusemycell predict, napari, the MLflow model) refuses another model's export."""
+    from fusemycell.inference.onnx_backend import OnnxModelError
+
+    path = export_onnx(model, tmp_path / "m.onnx")
+    settings = InferenceSettings(device="cpu", backend="onnx", tile_zyx=(8, 16, 16), amp=False)
+    make_backend(model, settings, str(path))  # its own export
+    torch.manual_seed(1)
+    retrained = TrainedModel(UNet3D(model.config), model.card)
+    with pytest.raises(OnnxModelError, match="exported from another model"):
+        make_backend(retrained, settings, str(path))
+
+
 def test_an_export_that_records_no_model_identity_is_refused(tmp_path, model):
     import onnx
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fusemycell.errors import Setting, UserError
 from fusemycell.inference.backends import Backend, TorchBackend
 from fusemycell.inference.background import BackgroundPlanes
 from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD
@@ -33,6 +34,10 @@ from fusemycell.models.card import ModelCard, channel_of
 logger = logging.getLogger(__name__)
 
 
+#: The blending tile's setting, as messages name it.
+TILE = Setting("inference.tile_zyx", "DxHxW")
+
+
 def resolve_tile(settings: InferenceSettings, card: ModelCard) -> tuple[int, int, int]:
     """The blending tile: ``inference.tile_zyx``, or the card's default tile; three sizes of at least one voxel.
 
@@ -43,7 +48,7 @@ def resolve_tile(settings: InferenceSettings, card: ModelCard) -> tuple[int, int
     """
     tile = settings.tile_zyx or card.default_tile_zyx
     if len(tile) != 3 or min(int(t) for t in tile) < 1:
-        raise ValueError(f"inference.tile_zyx must be three sizes of at least 1 voxel, got {list(tile)}")
+        raise UserError("{tile} must be three sizes of at least 1 voxel, got {got}", tile=TILE, got=list(tile))
     return int(tile[0]), int(tile[1]), int(tile[2])
 
 
@@ -112,8 +117,12 @@ def make_backend(model: Any, settings: InferenceSettings, onnx_path: str | None 
         from fusemycell.inference.onnx_backend import OnnxBackend
 
         if not onnx_path:
-            raise ValueError("inference.backend is 'onnx' but inference.onnx_path is not set")
-        return OnnxBackend(onnx_path)
+            raise UserError(
+                "{backend} but {onnx} is not set",
+                backend=Setting("inference.backend", "onnx", assignment=False),
+                onnx=Setting("inference.onnx_path", "FILE"),
+            )
+        return OnnxBackend(onnx_path, model=model)  # refused unless exported from this very model
     return TorchBackend(model.network, settings.device, settings.amp)
 
 

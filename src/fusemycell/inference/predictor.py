@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fusemycell import memory
+from fusemycell.errors import Setting, UserError
 from fusemycell.inference.backends import Backend, FlipAveraging, TorchBackend
 from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD, HostLoad
 from fusemycell.inference.streams import ExactPrediction, StreamingPrediction, StreamOptions
@@ -32,7 +33,7 @@ from fusemycell.position import PositionField
 PREDICTION = StreamOptions(description="prediction")
 
 
-class TilingError(ValueError):
+class TilingError(UserError):
     """The requested tiling cannot be used with this model; the message says what to set instead."""
 
 
@@ -137,9 +138,12 @@ def resolve_tiling(architecture: UNetConfig, settings: TileSettings) -> str:
         return "blend"
     if settings.tiling == "exact" and not architecture.tile_invariant:
         raise TilingError(
-            f"inference.tiling is exact, but this model normalises every tile by its own statistics "
-            f"(normalization: {architecture.normalization}), so its prediction depends on how the volume is cut; "
-            "use inference.tiling: blend (or auto), or a model trained with normalization: none"
+            "{exact} but this model normalises every tile by its own statistics (normalization: {norm}), so its "
+            "prediction depends on how the volume is cut; use {blend} (or auto), or a model trained with "
+            "normalization: none",
+            exact=Setting("inference.tiling", "exact", assignment=False),
+            norm=architecture.normalization,
+            blend=Setting("inference.tiling", "blend", assignment=False),
         )
     return "exact" if architecture.tile_invariant else "blend"
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from fusemycell.errors import UserError
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.models.card import card_for
 from fusemycell.models.config import UNetConfig
@@ -14,9 +15,10 @@ def test_an_empty_input_folder_is_an_error_naming_it(tmp_path):
     config = UNetConfig(depth=2, base_channels=4)
     model = TrainedModel(UNet3D(config), card_for(config))
     params = InferenceSettings(device="cpu", input_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"))
-    message = r"no \.tif/\.tiff file or \.ome\.zarr image in the inference input folder .*in; sub-folders"
-    with pytest.raises(ValueError, match=message):
+    message = r"no \.tif/\.tiff file or \.ome\.zarr image in inference\.input_dir .*in; sub-folders"
+    with pytest.raises(UserError, match=message) as raised:
         plan_predictions({}, model, params, str(tmp_path / "raw"))
+    assert "no .tif/.tiff file or .ome.zarr image in INPUT" in raised.value.message({"inference.input_dir": "INPUT"})
 
 
 def _outside_setup(tmp_path):

@@ -131,7 +131,7 @@ def _plan_input(
     try:
         chosen = backends(name, check)
     except OutsideTrainingError as refused:
-        plan.report["failures"].append({"file": name, "problem": str(refused)})
+        plan.report["failures"].append({"file": name, "problem": refused.line()})
         logger.error("%s", refused)
         return
     if check.outside:
