@@ -210,14 +210,17 @@ class TiffFolderDataset(AbstractDataset[Predictions, dict[str, VolumeSource]]):
         if not failures:
             return
         written = sum(1 for f in run.outcomes if f.status == "written")
-        listing = "\n  - ".join(f"{f.file}: {f.problem}" for f in failures)
+        # each problem a value of its own: a problem worded for the user (a UserMessage) keeps the command's words
+        values = {f"file_{i}": f.file for i, f in enumerate(failures)}
+        values.update({f"problem_{i}": f.problem for i, f in enumerate(failures)})
+        listing = "\n  - ".join(f"{{file_{i}}}: {{problem_{i}}}" for i in range(len(failures)))
         report = f"; report: {run.report_file}" if run.report_file else ""
         raise SaveFailed(
-            "{count} volume(s) could not be predicted or written ({written} written{report}):\n  - {listing}",
+            "{count} volume(s) could not be predicted or written ({written} written{report}):\n  - " + listing,
             count=len(failures),
             written=written,
             report=report,
-            listing=listing,
+            **values,
         )
 
     def _write_volume(self, target: Path, volume: Volume) -> None:
