@@ -64,7 +64,7 @@ def test_cancel_stops_between_two_batches_of_tiles(model_file, single_view):
         if update.total and update.count >= 1:
             cancel.set()
 
-    options = PredictionOptions(model=str(model_file), tile_zyx=(15, 26, 26), device="cpu")  # 400 exact tiles
+    options = PredictionOptions(model=str(model_file), tile_zyx=(15, 34, 34), device="cpu")  # 16 exact tiles
     with pytest.raises(PredictionCancelled):
         predict_volume(single_view, SPACING_ZYX, options, on_progress=cancel_after_the_first_batch, cancel=cancel)
     assert 1 <= counts[-1] <= 4 < totals[-1]  # one batch (at most 4 tiles) of many: stopped at the next batch
