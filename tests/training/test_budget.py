@@ -21,7 +21,7 @@ from fusemycell.training.budget import (
 from fusemycell.training.engine import train
 from fusemycell.training.records import outcome
 from fusemycell.training.schedule import steps_that_fit
-from fusemycell.training.volumes import VolumeValidation
+from fusemycell.training.validation_volumes import VolumeValidation
 from tests.training.conftest import FakeClock, make_store
 from tests.training.test_engine import _config
 from tests.training.test_steps import _identity, _volume_pairs

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fusemycell.training.guard import GUARD_SCALES, choose_scale
-from fusemycell.training.volumes import ValidationVolume
+from fusemycell.training.validation_volumes import ValidationVolume
 
 
 def _volumes(seed: int = 0, n: int = 2) -> list[ValidationVolume]:

@@ -16,7 +16,7 @@ from fusemycell.training.engine import end_epoch
 from fusemycell.training.setup import start
 from fusemycell.training.state import TrainingJob
 from fusemycell.training.steps import EpochTotals, epoch_loader, train_epoch, train_step, validate_volumes
-from fusemycell.training.volumes import VolumeValidation
+from fusemycell.training.validation_volumes import VolumeValidation
 from tests.training.test_engine import _config
 
 

@@ -20,10 +20,10 @@ import numpy as np
 
 from fusemycell.errors import Setting, UserError
 from fusemycell.inference.backends import Backend, TorchBackend
-from fusemycell.inference.background import BackgroundPlanes
 from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD
 from fusemycell.inference.outside import DomainCheck, ResidualBaseBackend, check_array
 from fusemycell.inference.predictor import predict_volume, resolve_tiling
+from fusemycell.inference.read_ahead import BackgroundPlanes
 from fusemycell.inference.settings import InferenceSettings
 from fusemycell.inference.streams import StreamOptions
 from fusemycell.inference.transform import InputTransform, scan_array, scan_input

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fusemycell.inference.backends import Backend
-from fusemycell.inference.background import BackgroundIterator
+from fusemycell.inference.read_ahead import BackgroundIterator
 from fusemycell.inference.tiling import AxisSpan, HaloGrid, TileGrid, TileSettings
 from fusemycell.position import PositionField
 from fusemycell.progress import Progress

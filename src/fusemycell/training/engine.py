@@ -43,7 +43,7 @@ from fusemycell.training.state import (
     TrainingState,
 )
 from fusemycell.training.steps import train_epoch
-from fusemycell.training.volumes import VolumeValidation
+from fusemycell.training.validation_volumes import VolumeValidation
 
 logger = logging.getLogger(__name__)
 

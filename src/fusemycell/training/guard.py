@@ -24,7 +24,7 @@ consumer applies by the input's channel (:meth:`fusemycell.models.card.ModelCard
 
 Because blending is linear, two predictions per volume (the correction at ``s = 1`` and the
 base) give every candidate scale exactly. The prediction is a function the caller gives
-(:class:`~fusemycell.training.volumes.VolumePredictor`): training does not import inference.
+(:class:`~fusemycell.training.validation_volumes.VolumePredictor`): training does not import inference.
 No Kedro import.
 """
 
@@ -41,7 +41,7 @@ from fusemycell.devices import resolve_device
 from fusemycell.models.card import GuardSummary
 from fusemycell.models.model_file import TrainedModel
 from fusemycell.models.unet import UNet3D
-from fusemycell.training.volumes import ValidationVolume, VolumePredictor, reference, volume_nssim_of
+from fusemycell.training.validation_volumes import ValidationVolume, VolumePredictor, reference, volume_nssim_of
 
 logger = logging.getLogger(__name__)
 

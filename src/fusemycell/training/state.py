@@ -31,7 +31,7 @@ from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.physics import SingleViewForwardModel
 from fusemycell.training.schedule import CosineSchedule
-from fusemycell.training.volumes import VolumeValidation
+from fusemycell.training.validation_volumes import VolumeValidation
 
 LAST_CHECKPOINT = "last.pt"
 BEST_MODEL = "best.pt"

@@ -27,7 +27,7 @@ from fusemycell.training.checkpoint import EpochMetrics
 from fusemycell.training.config import TrainingConfig
 from fusemycell.training.losses import image_loss, ssim3d
 from fusemycell.training.state import FusionModel, TrainingState
-from fusemycell.training.volumes import volume_nssim
+from fusemycell.training.validation_volumes import volume_nssim
 
 
 def batch_loss(

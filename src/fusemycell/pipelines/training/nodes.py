@@ -23,7 +23,7 @@ from fusemycell.training.engine import train
 from fusemycell.training.figures import learning_curves, validation_figure
 from fusemycell.training.guard import guard_model
 from fusemycell.training.stores import card_for_stores, store_manifest
-from fusemycell.training.volumes import VolumeValidation, read_validation_volumes
+from fusemycell.training.validation_volumes import VolumeValidation, read_validation_volumes
 
 logger = logging.getLogger(__name__)
 

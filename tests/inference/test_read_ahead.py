@@ -7,7 +7,7 @@ import torch
 
 from fusemycell.inference.apply import InferenceSettings, predict_file
 from fusemycell.inference.backends import TorchBackend
-from fusemycell.inference.background import BackgroundIterator, BackgroundPlanes
+from fusemycell.inference.read_ahead import BackgroundIterator, BackgroundPlanes
 from fusemycell.inference.streams import StreamingPrediction, StreamOptions
 from fusemycell.inference.tiling import TileSettings
 from fusemycell.io.formats import read_volume
