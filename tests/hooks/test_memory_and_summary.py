@@ -1,3 +1,4 @@
+import time
 import types
 
 import numpy as np
@@ -6,6 +7,14 @@ import torch
 
 from fusemycell.hooks import MemoryMonitorHooks
 from tests.conftest import run_kedro
+
+
+def _sampled(sampler, times: int = 2) -> None:
+    """Wait (10 s at most) until the node's sampling thread has taken ``times`` more samples."""
+    target = sampler.peak.samples + times
+    deadline = time.monotonic() + 10
+    while sampler.peak.samples < target and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def test_memory_monitor_records_a_peak_per_node():
@@ -17,12 +26,13 @@ def test_memory_monitor_records_a_peak_per_node():
 
     hooks.before_node_run(large)
     block = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    _sampled(hooks._samplers["large_node"])
+    del block  # freed before the node ends: only the sampling thread can have seen it
     hooks.after_node_run(large)
-    del block
 
     assert set(hooks.peaks) == {"small_node", "large_node"}
     assert hooks.peaks["large_node"].peak_rss_mb >= hooks.peaks["small_node"].peak_rss_mb + 250
-    assert hooks.peaks["large_node"].samples >= 2
+    assert hooks.peaks["large_node"].samples >= 4  # the first, two by the thread, the last
 
 
 def test_a_failing_node_is_recorded_too():
@@ -104,12 +114,11 @@ class _AllocatingSave:
 
     def __init__(self, fail: bool = False):
         self.fail = fail
+        self.hooks = None
 
     def save(self, data):
         block = np.ones(300 * 2**20 // 8)
-        import time
-
-        time.sleep(0.1)  # a few samples while it is held
+        _sampled(self.hooks._samplers["write_plan"])  # a few samples while it is held
         del block
         if self.fail:
             raise OSError("disk full")
@@ -132,6 +141,7 @@ def _run_with_monitor(save_dataset):
             return {}
 
     hooks = MemoryMonitorHooks(interval=0.01)
+    save_dataset.hooks = hooks
     manager = _create_hook_manager()
     manager.register(hooks)
     pipeline = Pipeline(
