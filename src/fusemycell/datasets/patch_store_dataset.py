@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
-from kedro_datasets._typing import TablePreview
 
 from fusemycell.datasets.folder_writer import LockedFolderWriter
+from fusemycell.datasets.previews import TablePreview
 from fusemycell.patching.extract import PatchPlan
 from fusemycell.patching.store import PatchStore, PatchStoreError
 

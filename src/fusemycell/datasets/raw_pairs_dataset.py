@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
-from kedro_datasets._typing import TablePreview
 
 from fusemycell.datasets.folder_writer import LockedFolderWriter
+from fusemycell.datasets.previews import TablePreview
 from fusemycell.datasets.volume_sources import VolumeSource, VolumeSourceError
 from fusemycell.io.atomic import remove_leftovers
 from fusemycell.io.formats import read_info

@@ -8,11 +8,12 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NewType
+from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
 from fusemycell import __version__
+from fusemycell.datasets.previews import ImagePreview
 from fusemycell.datasets.volume_sources import VolumeSource, close, list_tiffs
 from fusemycell.errors import Setting, UserError
 from fusemycell.inference.folders import is_file_output
@@ -28,10 +29,6 @@ logger = logging.getLogger(__name__)
 
 #: The provenance mark this version writes (:data:`fusemycell.io.metadata.PROVENANCE_KEY`).
 PROVENANCE_VALUE = f"{PROVENANCE_PREFIX} {__version__}"
-
-#: What kedro-viz shows for :meth:`TiffFolderDataset.preview` (it reads the annotation's name, as for
-#: kedro-datasets' own ``ImagePreview``): a base64 PNG.
-ImagePreview = NewType("ImagePreview", str)
 
 
 def written_by_fusemycell(path: str | os.PathLike) -> bool:

@@ -24,8 +24,8 @@ from kedro.io.core import (
     get_filepath_str,
     get_protocol_and_path,
 )
-from kedro_datasets._typing import ImagePreview
 
+from fusemycell.datasets.previews import ImagePreview
 from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume
 from fusemycell.io.volume import Volume, VolumeFormatError
