@@ -300,7 +300,8 @@ Errors you can fix print in a few lines; FUSEMYCELL_TRACEBACK=1 shows all."""
     "--model",
     "model_uri",
     default=None,
-    help="Model file or MLflow URI (default: the project's data/06_models/fusemycell_unet.pt).",
+    help="Model file, MLflow URI or fsspec URI such as s3://... (default: the project's "
+    "data/06_models/fusemycell_unet.pt).",
 )
 @click.option("--env", "-e", default="mac", show_default=True, help="Kedro environment (mac, cloud, ...).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None, help="Inference backend.")
