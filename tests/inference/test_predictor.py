@@ -13,6 +13,7 @@ from fusemycell.io.tiff import write_volume
 from fusemycell.models.config import UNetConfig
 from fusemycell.models.unet import UNet3D
 from fusemycell.position import PositionChannels, position_field
+from tests.inference.conftest import random_network
 from tests.patching.conftest import textured_ellipsoid
 
 
@@ -27,18 +28,10 @@ def test_identity_network_returns_the_input(shape):
     np.testing.assert_allclose(out, volume, rtol=1e-5, atol=1e-6)
 
 
-def _network():
-    torch.manual_seed(0)
-    network = UNet3D(UNetConfig(depth=2, base_channels=4, residual=False))
-    for parameter in network.parameters():
-        torch.nn.init.normal_(parameter, std=0.2)
-    return network
-
-
 def test_streaming_from_a_file_equals_in_memory_prediction(tmp_path):
     volume = np.random.default_rng(1).random((19, 40, 36)).astype(np.float32)
     path = write_volume(tmp_path / "v.tif", volume, (1, 1, 1))
-    backend = TorchBackend(_network(), device="cpu")
+    backend = TorchBackend(random_network(), device="cpu")
     in_memory = predict_array(volume, backend, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5))
     stream = StreamingPrediction(
         read_volume(path, lazy=True).data, backend, TileSettings(tile_zyx=(8, 16, 16), overlap=0.5)

@@ -3,7 +3,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from fusemycell.inference.apply import InferenceSettings, predict_file
 from fusemycell.inference.backends import TorchBackend
@@ -14,17 +13,9 @@ from fusemycell.io.formats import read_volume
 from fusemycell.io.tiff import save_volume, write_volume
 from fusemycell.models.card import card_for
 from fusemycell.models.config import UNetConfig
-from fusemycell.models.unet import UNet3D
+from tests.inference.conftest import random_network
 
 CARD = card_for(UNetConfig(depth=2, base_channels=4, residual=False), (8, 16, 16))
-
-
-def _network():
-    torch.manual_seed(0)
-    network = UNet3D(UNetConfig(depth=2, base_channels=4, residual=False))
-    for parameter in network.parameters():
-        torch.nn.init.normal_(parameter, std=0.2)
-    return network
 
 
 def test_items_come_in_order_and_all_of_them():
@@ -109,7 +100,7 @@ def test_background_planes_equal_the_planes():
 def test_read_ahead_gives_the_same_prediction(tmp_path):
     volume = np.random.default_rng(1).random((27, 40, 36)).astype(np.float32)
     source = read_volume(write_volume(tmp_path / "v.tif", volume, (1, 1, 1)), lazy=True).data
-    backend = TorchBackend(_network(), device="cpu")
+    backend = TorchBackend(random_network(), device="cpu")
     outputs = []
     for read_ahead in (False, True):
         stream = StreamingPrediction(
@@ -125,7 +116,7 @@ def test_read_ahead_gives_the_same_prediction(tmp_path):
 def test_predict_file_writes_the_same_file_with_and_without_background_io(tmp_path):
     rng = np.random.default_rng(2)
     source = write_volume(tmp_path / "x_angle.tif", rng.integers(100, 3000, (21, 40, 36)).astype(np.uint16), (2, 1, 1))
-    backend = TorchBackend(_network(), device="cpu")
+    backend = TorchBackend(random_network(), device="cpu")
     written = []
     for background in (False, True):
         settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), background_io=background)
@@ -140,7 +131,7 @@ def test_a_read_failure_in_the_background_names_the_file(tmp_path, monkeypatch):
     voxels = np.arange(21 * 40 * 36, dtype=np.uint16).reshape(21, 40, 36)
     source = write_volume(tmp_path / "x_angle.tif", voxels, (1, 1, 1))
     settings = InferenceSettings(device="cpu", tile_zyx=(8, 16, 16), background_io=True, tiling="blend")
-    volume = predict_file(str(source), TorchBackend(_network(), device="cpu"), settings, CARD)
+    volume = predict_file(str(source), TorchBackend(random_network(), device="cpu"), settings, CARD)
     stream = volume.data.inner.inner
     calls = [0]
     original = type(stream.source).__getitem__
