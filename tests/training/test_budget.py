@@ -233,7 +233,7 @@ def test_a_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path, fake_st
     assert "4 epoch(s), 10 optimizer steps" in caplog.text and "after epoch 4 of the 50 asked for" in caplog.text
 
 
-def test_the_closing_summary_says_what_ran_and_whether_the_budget_cut_it_short():
+def test_the_closing_summary_says_what_ran_and_whether_the_budget_cut_it_short(monkeypatch):
     from fusemycell.training.checkpoint import EpochMetrics
 
     def epoch(number, steps, planned, budget=False):
@@ -256,12 +256,16 @@ def test_the_closing_summary_says_what_ran_and_whether_the_budget_cut_it_short()
     # the run's closing summary (hooks.summary) says it, from the history the training node saved
     from dataclasses import asdict
 
+    import mlflow
     import pandas as pd
     from kedro.io import DataCatalog, MemoryDataset
 
     from fusemycell.hooks.summary import summary_lines
     from fusemycell.training.config import TrainingConfig
 
+    # no MLflow run line: an earlier test of this process may have left a last active run
+    monkeypatch.setattr(mlflow, "active_run", lambda: None)
+    monkeypatch.setattr(mlflow, "last_active_run", lambda: None)
     table = pd.DataFrame([asdict(m) for m in planned]).assign(kept=[False, True, False])
     catalog = DataCatalog({"training_history": MemoryDataset(table)})
     lines = summary_lines({"training_history"}, catalog, {}, TrainingConfig(epochs=80, budget_minutes=5.0))

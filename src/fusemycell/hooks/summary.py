@@ -65,7 +65,8 @@ def _mlflow_run() -> str | None:
         return None
     if run is None:
         return None
-    return f"{run.info.run_id} in {mlflow.get_tracking_uri()}"
+    uri = mlflow.get_tracking_uri().split("?", 1)[0]  # the store, without its connection options (?timeout=60)
+    return f"{run.info.run_id} in {uri}"
 
 
 def summary_lines(
