@@ -84,3 +84,18 @@ def test_an_input_outside_the_training_domain_gets_one_line_and_its_mode(tmp_pat
     else:
         assert backends["image_2_nucleus_angle.tif"] is inside
         assert lines[0].endswith("the prediction may be worse than the input")
+
+
+@pytest.mark.parametrize("tile", [None, (8, 24, 24)])
+def test_the_report_gives_the_tiling_that_is_used(tmp_path, tile):
+    """Exact tiles are planned per volume and never blended: no overlap, and no tile the run did not use."""
+    (tmp_path / "in").mkdir()
+    model, sources = _outside_setup(tmp_path)  # a tile-invariant network (normalization none): exact tiling
+    common = {"device": "cpu", "input_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"), "tile_zyx": tile}
+    report = plan_predictions(sources, model, InferenceSettings(**common), str(tmp_path / "raw")).report
+    assert report["tiling"] == "exact" and report["overlap"] is None
+    assert report["tile_zyx"] == (list(tile) if tile else None)
+    assert ("memory_gb" in report["tiles"]) is (tile is None)
+    blended = plan_predictions(sources, model, InferenceSettings(**common, tiling="blend"), str(tmp_path / "raw"))
+    assert blended.report["tiling"] == "blend" and blended.report["overlap"] == 0.5
+    assert blended.report["tile_zyx"] == list(tile or model.card.default_tile_zyx)

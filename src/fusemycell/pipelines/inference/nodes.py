@@ -21,6 +21,7 @@ from fusemycell.inference.apply import (
 )
 from fusemycell.inference.folders import check_output_folder, select_inputs
 from fusemycell.inference.outside import OutsideTrainingError, check_file
+from fusemycell.inference.predictor import resolve_tiling
 from fusemycell.io.naming import output_name
 from fusemycell.io.volume import VolumeFormatError, raw_dtype_problem
 from fusemycell.models.model_file import TrainedModel
@@ -85,8 +86,7 @@ def plan_predictions(
             "input": str(location),
             "model": model_file,
             "backend": settings.backend,
-            "tile_zyx": list(resolve_tile(settings, inference_model.card)),
-            "overlap": settings.overlap,
+            **_tiling_record(inference_model, settings),
             "skipped_fused": selection.skipped_fused,
             "failures": [],
             "outside_training": _domain_summary(inference_model, settings),
@@ -106,6 +106,19 @@ def plan_predictions(
         settings.output_dir,
     )
     return plan
+
+
+def _tiling_record(model: TrainedModel, settings: InferenceSettings) -> dict[str, Any]:
+    """The tiling the run uses, as its report says it: blended tiles have a tile and an overlap; exact tiles
+    are planned per volume (from ``inference.memory_gb``, or ``inference.tile_zyx`` when set) and never blended."""
+    mode = resolve_tiling(model.card.architecture, settings)
+    if mode == "blend":
+        return {"tiling": mode, "tile_zyx": list(resolve_tile(settings, model.card)), "overlap": settings.overlap}
+    asked = list(settings.tile_zyx) if settings.tile_zyx else None
+    planned = (
+        "inference.tile_zyx, halo included" if asked else f"planned per volume within memory_gb {settings.memory_gb:g}"
+    )
+    return {"tiling": mode, "tile_zyx": asked, "overlap": None, "tiles": planned}
 
 
 def _plan_input(
