@@ -315,9 +315,8 @@ def card_from_legacy(config: dict[str, Any], metadata: dict[str, Any]) -> ModelC
         default_tile_zyx=(int(patch[0]), 2 * int(patch[1]), 2 * int(patch[2])),  # version 1's tile
         fusemycell_version="<=0.1.0 (model file version 1)",
         preprocessing=PreprocessingContract(
-            normalization=NormalizationParams(
-                low_percentile=float(normalization.get("low_percentile", 2.0)),
-                high_percentile=float(normalization.get("high_percentile", 99.8)),
+            normalization=NormalizationParams(  # what version 1 recorded; its defaults are the challenge's
+                **{key: float(value) for key, value in normalization.items() if key.endswith("_percentile")}
             )
         ),
         physics=metadata.get("physics"),
