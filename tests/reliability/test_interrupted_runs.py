@@ -71,7 +71,20 @@ def _start(project: Path, inputs: Path, out: Path, log: Path) -> subprocess.Pope
     command = [sys.executable, "-m", "fusemycell", "predict", str(inputs), str(out), "--env", "test"]
     environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
     with log.open("w") as handle:
-        return subprocess.Popen(command, cwd=project, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            _with_default_sigint(command), cwd=project, env=environment, stdout=handle, stderr=subprocess.STDOUT
+        )
+
+
+#: Runs argv[1:] with SIGINT at its default, as at a terminal: a test session started in the background (nohup,
+#: or `&` in a script) hands its children an ignored SIGINT, which the run rightly keeps ignored.
+_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _with_default_sigint(command: list[str]) -> list[str]:
+    return [sys.executable, "-c", _DEFAULT_SIGINT, *command]
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str) -> None:
