@@ -31,6 +31,7 @@ Usage::
 
     python benchmarks/quality.py [--env mac] [--seeds 1 2 3 4] [--rows today default ...]
         [--workdir DIR] [--out results.json]
+    python benchmarks/quality.py --rows default@b4db048 ...   # a row on the code and defaults of a revision
     python benchmarks/quality.py --report results.json
 """
 
@@ -41,6 +42,7 @@ import csv
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -114,6 +116,48 @@ for _study in ("a", "b", "c"):
         reference=f"loso {_study}",
         note=f"study {_study} held out; the training volumes' voxel sizes choose the target (nnU-Net's rule)",
     )
+#: The defaults published on the benchmarks page (two idle cores, 2026-12-07): a reference that does not move
+#: when the defaults do. Any row runs on the code and defaults of a revision as ``NAME@REVISION``.
+PUBLISHED_DEFAULT_REVISION = "b4db048"
+ROWS["published default"] = Row(
+    revision=PUBLISHED_DEFAULT_REVISION,
+    note=f"the defaults of revision {PUBLISHED_DEFAULT_REVISION}, published on the benchmarks page: a pinned reference",
+)
+
+
+def row_named(name: str) -> Row:
+    """The row ``name``: one of :data:`ROWS`, or ``NAME@REVISION``, that row on the code and defaults of REVISION.
+
+    ``NAME@REVISION`` reruns a published row as it was measured (the report prints the command with its
+    rows pinned so). A pinned row's reference, unless pinned itself, is pinned to the same revision.
+    Raises ``KeyError`` for an unknown name and ``ValueError`` for a row that names its revision twice.
+    """
+    base, _, revision = name.partition("@")
+    row = ROWS[base]
+    if not revision:
+        return row
+    if row.revision is not None:
+        raise ValueError(f"row {base!r} already runs revision {row.revision}")
+    reference = row.reference
+    if reference is not None and ROWS[reference].revision is None:
+        reference = f"{reference}@{revision}"
+    if row.overrides:
+        note = f"{row.note or json.dumps(row.overrides)}; on the code and defaults of revision {revision}"
+    else:
+        note = f"the code and defaults of revision {revision}"
+    return Row(row.overrides, revision=revision, reference=reference, note=note)
+
+
+def pinned_name(name: str, definition: dict, revision: str | None) -> str | None:
+    """``name`` as it reruns the row measured on ``revision`` (a checkout's row pinned to it); None when the
+    checkout had uncommitted changes (nothing pins that code)."""
+    if definition.get("revision") or "@" in name:
+        return name
+    if not revision or "+" in revision or revision == "unknown":
+        return None
+    return f"{name}@{revision}"
+
+
 #: Parameter groups that the shared part (``simulation,preprocessing``) reads: rows that set them get their own.
 SHARED_GROUPS = ("simulation", "preprocessing")
 DEFAULT_ROWS = ("today", "default", "accumulation 4", "float32", "instance + blend", "+position", "+gain/offset")
@@ -134,7 +178,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="mac", help="Kedro environment (default mac; test = tiny data, seconds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4], help="training and patching seeds")
-    parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help=f"rows, of: {', '.join(ROWS)}")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=list(DEFAULT_ROWS),
+        help=f"rows, of: {', '.join(ROWS)}; NAME@REVISION: that row on a revision's code and defaults",
+    )
     parser.add_argument(
         "--fixed-epochs",
         type=int,
@@ -146,9 +195,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--report", type=Path, default=None, help="print the tables of a JSON file and stop")
     args = parser.parse_args(argv)
-    unknown = [row for row in args.rows if row not in ROWS]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+    for name in args.rows:
+        try:
+            row_named(name)
+        except KeyError:
+            parser.error(f"unknown row {name!r}; known: {list(ROWS)}, each also as NAME@REVISION")
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -345,6 +398,20 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):+.3f} ± {sd:.3f} [{min(values):+.3f}, {max(values):+.3f}]"
 
 
+def rerun_line(results: dict, names: list[str]) -> str:
+    """The command that reruns ``names`` on the code and defaults they were measured on (rows pinned with ``@``)."""
+    pinned = [pinned_name(n, results["definitions"][n], results.get("revision")) for n in names]
+    if None in pinned:
+        return (
+            f"Measured on revision {results.get('revision')}, which had uncommitted changes: no revision pins "
+            "these rows' code, so they cannot be rerun as measured."
+        )
+    options = ["--env", results["env"], "--seeds", *map(str, results["seeds"]), "--rows", *pinned]
+    if results.get("fixed_epochs"):
+        options += ["--fixed-epochs", str(results["fixed_epochs"])]
+    return "Rerun as measured: `" + shlex.join(["python", "benchmarks/quality.py", *options]) + "`"
+
+
 def report(results: dict) -> None:
     """The Markdown tables of ``results``."""
     runs = [r for r in results["runs"] if "volumes" in r]
@@ -358,6 +425,7 @@ def report(results: dict) -> None:
     )
     if results.get("fixed_epochs"):
         print(f"Equal work: every row trained {results['fixed_epochs']} epochs with no time budget.\n")
+    print(rerun_line(results, names) + "\n")
     for name in names:
         row = results["definitions"][name]
         print(
@@ -512,7 +580,7 @@ def shared_parts(args: argparse.Namespace, workdir: Path, results: dict) -> tupl
     run in it (timed in ``results``)."""
     projects: dict[tuple[str | None, str], tuple[Path, Path, dict]] = {}
     status = 0
-    for key in dict.fromkeys(shared_key(ROWS[n]) for n in args.rows):
+    for key in dict.fromkeys(shared_key(row_named(n)) for n in args.rows):
         revision, shared = key
         code = code_tree(revision, workdir)
         label = f"{revision or 'checkout'}" + ("" if shared == "{}" else f"_{len(projects)}")
@@ -551,10 +619,10 @@ def main(argv: list[str] | None = None) -> int:
         "rows": args.rows,
         "definitions": {
             n: {
-                "overrides": ROWS[n].overrides,
-                "revision": ROWS[n].revision,
-                "reference": ROWS[n].reference,
-                "note": ROWS[n].note,
+                "overrides": row_named(n).overrides,
+                "revision": row_named(n).revision,
+                "reference": row_named(n).reference,
+                "note": row_named(n).note,
             }
             for n in args.rows
         },
@@ -569,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ceiling_names"] = sorted({v["method"] for v in results["ceilings"]})
         for seed in args.seeds:  # seeds outermost: an interrupted run still has paired rows
             for name in args.rows:
-                row = ROWS[name]
+                row = row_named(name)
                 if shared_key(row) not in projects:
                     continue
                 project, code, pristine = projects[shared_key(row)]

@@ -110,3 +110,36 @@ def test_the_generator_would_notice_an_edited_number():
         else:
             results["revision"] = "0000000"
         assert _printed(script, results).strip() != body.strip()
+
+
+@pytest.mark.parametrize("file", sorted(RESULTS.glob("quality-*.json")), ids=lambda path: path.name)
+def test_every_published_quality_row_reruns_as_measured(file):
+    """The report's rerun command pins each row to the revision it ran on, and the row it names still sets
+    what the result recorded: rerunning it runs the same code, defaults and overrides."""
+    quality = _script("quality")
+    results = json.loads(file.read_text())
+    line = quality.rerun_line(results, results["rows"])
+    assert line.startswith("Rerun as measured: `python benchmarks/quality.py"), line
+    for name in results["rows"]:
+        pinned = quality.pinned_name(name, results["definitions"][name], results["revision"])
+        assert pinned in line
+        row = quality.row_named(pinned)
+        assert row.overrides == results["definitions"][name]["overrides"], f"row {name!r} of {file.name} changed"
+        assert row.revision == (results["definitions"][name]["revision"] or results["revision"])
+
+
+def test_a_quality_row_pinned_to_a_revision_runs_its_code_and_defaults():
+    quality = _script("quality")
+    pinned = quality.row_named("+position@abc1234")
+    assert pinned.revision == "abc1234" and pinned.reference == "default@abc1234"
+    assert pinned.overrides == quality.ROWS["+position"].overrides
+    assert quality.row_named("published default").revision == quality.PUBLISHED_DEFAULT_REVISION
+    with pytest.raises(ValueError, match="already runs revision"):
+        quality.row_named("today@abc1234")  # a row with its own revision is pinned already
+    with pytest.raises(KeyError):
+        quality.row_named("no such row@abc1234")
+    uncommitted = {"revision": "abc1234+uncommitted", "env": "mac", "seeds": [1], "rows": ["default"]}
+    uncommitted["definitions"] = {"default": {"revision": None}}
+    assert "cannot be rerun" in quality.rerun_line(uncommitted, ["default"])
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--rows", "no such row"])
