@@ -196,6 +196,8 @@ def plan_exact(
     three times. Each measurement is cached with the model, so a folder of volumes of one shape measures
     once; the rehearsal costs a few tiles' time (a few percent of a study's).
     """
+    if settings.steady_heap:  # a resident set that follows the live memory: the measurement predicts the stream
+        memory.steady_heap()
     halo, multiple = receptive_halo(architecture), architecture.size_multiple
     plan = partial(exact_grid, shape, halo=halo, multiple=multiple, settings=settings, load=load)
     if settings.tile_zyx is not None:  # the tile is given: the network's memory does not choose it

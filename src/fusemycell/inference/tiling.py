@@ -1,11 +1,9 @@
 """Tiling: where tiles go, blended (any network) or exact (a tile-invariant network).
 
-Following nnU-Net: tiles overlap by ``overlap`` of their size, their starts are
-spread so the last tile is flush with the volume's edge, and predictions are
-blended with a Gaussian importance map (``sigma = tile / 8``) whose minimum is
-lifted above zero so every voxel has weight. The map is separable, so the sum of
-weights at a voxel is the product of three 1D sums: the blending normalizer
-needs no volume-sized weight array.
+Following nnU-Net: tiles overlap by ``overlap`` of their size, their starts are spread so the last tile is
+flush with the volume's edge, and predictions are blended with a Gaussian importance map (``sigma = tile / 8``)
+whose minimum is lifted above zero so every voxel has weight. The map is separable, so the sum of weights at a
+voxel is the product of three 1D sums: the blending normalizer needs no volume-sized weight array.
 """
 
 from __future__ import annotations
@@ -73,6 +71,9 @@ class TileSettings(StrictConfig):
     tiles read, the planes being predicted and written), GiB; the largest tiles that fit are used. A speed
     setting only: the result does not depend on it. Too little to tile the volume at most
     27 network evaluations per voxel is refused, naming a value that works."""
+    steady_heap: bool = True
+    """Exact tiling: freed memory goes back to the system at once (glibc, :func:`fusemycell.memory.steady_heap`):
+    a peak near the plan and half glibc's own, for about 1.3x the time on a CPU (``benchmarks/heap.py``)."""
     tile_zyx: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
     """Tile size, voxels (each at least 1). Exact tiling: the region the network reads, halo included
     (null = the largest that fits ``memory_gb``). Blending: null = the model card's tile (the training patch).
