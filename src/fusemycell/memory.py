@@ -140,7 +140,7 @@ def steady_heap() -> bool:
 
     glibc serves buffers below a threshold that it raises as the program runs (up to 32 MiB) from a heap
     that keeps freed pages: a stream of tiles then holds, besides what it uses, what earlier tiles left,
-    by an amount that changes from run to run (measured: a peak of 0.8 to 1.5 times the live memory). With
+    by an amount that changes from run to run (measured: a peak of 1.1 to 1.8 times the plan). With
     a fixed threshold of :data:`STEADY_HEAP_MMAP_BYTES` (``mallopt(M_MMAP_THRESHOLD)``, which also fixes the
     trimming threshold) every larger buffer is mapped on its own and unmapped when freed, so the resident
     set follows the live memory: the network measured once predicts the stream (the exact tiling's
