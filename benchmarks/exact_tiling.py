@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -341,17 +339,12 @@ def measure_child(args: argparse.Namespace) -> int | None:
 
 def run(args: argparse.Namespace) -> dict:
     """The planner's table, then the parts asked for."""
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exact_tiling_"))
-    workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {"shape": args.shape, "plans": plan_rows()}
-    try:
+    with harness.scratch_folder(args.workdir, "exact_tiling_") as workdir:
         if not args.skip_memory:
             results["memory"] = memory_part(tuple(args.shape), workdir, not args.skip_monai)
         if not args.skip_file:
             results["file"] = file_part(args.depths, workdir, tuple(args.methods))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 

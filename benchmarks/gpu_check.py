@@ -33,7 +33,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -276,15 +275,10 @@ def run(args: argparse.Namespace) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (no CUDA: fallback path, not a GPU check)"
     print(f"device: {name}; torch {torch.__version__}; smoke: {args.smoke}", file=sys.stderr, flush=True)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with harness.scratch_folder(args.workdir, "gpu_check_") as workdir:
         model, training = train_briefly(args, workdir, device)
         print(f"training: {training}", file=sys.stderr, flush=True)
         prediction = predict_study(args, model, workdir, device)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     return {
         "device": name,
         "smoke": args.smoke,

@@ -17,14 +17,17 @@ and ``tests/test_benchmark_results.py`` checks every such block against its file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,19 @@ ROOT = _measure.ROOT
 RESULTS = ROOT / "benchmarks" / "results"
 #: Version of the shared fields of a result file.
 SCHEMA = 1
+
+
+# -- scratch space --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def scratch_folder(given: Path | None, prefix: str) -> Iterator[Path]:
+    """``given`` (``--workdir``: made if missing, kept), or a temporary folder removed afterwards."""
+    folder = given or Path(tempfile.mkdtemp(prefix=prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        if given is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- timing ---------------------------------------------------------------------------------------

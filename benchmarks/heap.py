@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -105,10 +103,8 @@ def child(args: argparse.Namespace) -> int | None:
 
 def run(args: argparse.Namespace) -> dict:
     """Every heap ``--repeat`` times, alternately, each run in a fresh process."""
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="heap_"))
-    workdir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {heap: [] for heap in HEAPS}
-    try:
+    with harness.scratch_folder(args.workdir, "heap_") as workdir:
         path = workdir / "input.tif"
         make_input(path, tuple(args.shape))
         for _ in range(args.repeat):
@@ -117,9 +113,6 @@ def run(args: argparse.Namespace) -> dict:
                 result = run_measurement(__file__, [*arguments, "--memory-gb", str(args.memory_gb)], heap)
                 runs[heap].append(result)
                 print(f"  {heap}: {result['seconds']:.1f} s, peak {result['peak_mib']:.0f} MiB", file=sys.stderr)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     digests = {r["output_sha256"] for rs in runs.values() for r in rs}
     rows = [
         {

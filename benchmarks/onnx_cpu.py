@@ -20,9 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,10 +63,8 @@ def run(args: argparse.Namespace) -> dict:
     batch = np.random.default_rng(0).random((4, 1, *tile), dtype=np.float32)
     raw = {name: backend(batch) for name, backend in backends.items()}  # warm-up, and the raw outputs
     raw_diff = float(np.max(np.abs(np.subtract(*raw.values()))))
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnx_cpu_"))
-    workdir.mkdir(parents=True, exist_ok=True)
     times: dict[str, list[float]] = {name: [] for name in backends}
-    try:
+    with harness.scratch_folder(args.workdir, "onnx_cpu_") as workdir:
         path = workdir / "input.tif"
         make_input(path, tuple(args.shape))
         settings = InferenceSettings(device="cpu", amp=False, tiling="blend")  # the tiles the table names
@@ -83,9 +79,6 @@ def run(args: argparse.Namespace) -> dict:
         files = [read_volume(p).data.astype(np.int32) for p in outputs.values()]
         file_diff = int(np.max(np.abs(files[0] - files[1])))
         differing = int(np.count_nonzero(files[0] != files[1]))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     tiles = len(TileGrid(tuple(args.shape), tile, settings.overlap))
     rows = [{"backend": name, "seconds": harness.summary(runs)} for name, runs in times.items()]
