@@ -116,3 +116,39 @@ def test_the_plan_makes_the_heap_steady_unless_told_not_to(monkeypatch, steady):
     load = host_load(np.zeros((24, 96, 96), np.float32), model.card.architecture, 1, backend)
     plan_exact((24, 96, 96), backend, model.card.architecture, settings, load)
     assert bool(calls) is steady
+
+
+def test_a_high_first_estimate_is_planned_again_with_larger_tiles_that_still_fit(monkeypatch):
+    """A call's fixed cost (thread pools, the first call's caches) weighs on the small probe tile: its bytes
+    per voxel overstate a large tile's. The planner measures the tiles it planned and plans larger ones,
+    keeping only a plan whose measured network and host buffers fit the budget."""
+    import math
+
+    from fusemycell.inference import predictor
+    from fusemycell.inference.memory_plan import PLANNED_MEMORY_SHARE
+
+    fixed, per_voxel = 150 * 2**20, 180  # bytes: a network that takes a fixed cost plus 180 bytes per voxel
+
+    def measured(backend, tiles, in_channels, calls=1):
+        return fixed + per_voxel * max(math.prod(t) for t in tiles)
+
+    monkeypatch.setattr(predictor, "network_bytes", measured)
+    model = _model()
+    backend = TorchBackend(model.network, "cpu", amp=False)
+    shape, settings = (64, 512, 512), InferenceSettings(device="cpu", amp=False, memory_gb=1.0).tile_settings
+    load = host_load(np.zeros(shape, np.float32), model.card.architecture, 1, backend)
+    grid = plan_exact(shape, backend, model.card.architecture, settings, load)
+    architecture = model.card.architecture
+    halo, multiple = predictor.receptive_halo(architecture), architecture.size_multiple
+    probe = tuple(min(n, 2 * h + m) for n, h, m in zip(shape, halo, multiple))  # the planner's first tile
+    first = predictor.exact_grid(
+        shape,
+        halo=halo,
+        multiple=multiple,
+        settings=settings,
+        load=load,
+        network_bytes_per_voxel=measured(None, [probe], 1) / math.prod(probe),
+    )
+    assert math.prod(grid.tile) > 2 * math.prod(first.tile)  # planned again, larger
+    host, network = planned_bytes(shape, grid.core[0], grid.tile, load, 0)[0], measured(None, tile_shapes(grid), 1)
+    assert host + network <= 1.0 * 2**30 * PLANNED_MEMORY_SHARE * predictor.REPLAN_ABOVE  # and it fits

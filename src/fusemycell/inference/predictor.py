@@ -46,9 +46,12 @@ _MEASURED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], int]] = weakref.
 #: stream (about twice one call's peak, measured with the ``mac`` network) and then levels off.
 REHEARSAL_CALLS = 8
 
-#: A plan whose tiles, measured, take more than this share over the bytes per voxel it was planned with
-#: is planned again with the measured value.
+#: A plan whose tiles, measured, take more than this share over the bytes per voxel it was planned with,
+#: or less than its inverse (and that cuts the volume), is planned again with the measured value.
 REPLAN_ABOVE = 1.05
+
+#: Plans (each measured in a rehearsal) at most, before the last one that fits is kept.
+MAX_PLANS = 4
 
 
 def network_bytes(backend: Any, tiles: Sequence[Sequence[int]], in_channels: int, calls: int = 1) -> int:
@@ -191,10 +194,13 @@ def plan_exact(
 
     The network's bytes per voxel are measured (:func:`network_bytes`) in one call on the smallest exact
     tile (a core of one size multiple in its halo), the tiles planned with them, then measured again in a
-    rehearsal of :data:`REHEARSAL_CALLS` calls on the planned tiles' shapes (what a stream of tiles
-    holds): tiles that take more per voxel than planned are planned again with their own value, at most
-    three times. Each measurement is cached with the model, so a folder of volumes of one shape measures
-    once; the rehearsal costs a few tiles' time (a few percent of a study's).
+    rehearsal of :data:`REHEARSAL_CALLS` calls on the planned tiles' shapes (what a stream of tiles holds).
+    Tiles that take more per voxel than planned are planned again, smaller, with their own value; tiles
+    that take much less (a small tile's share of a call's fixed cost, and of the first call's, made the
+    first estimate high) are planned again, larger, with theirs. At most :data:`MAX_PLANS` plans; the last
+    that fits (measured within :data:`REPLAN_ABOVE` of what it was planned with) is used.
+    Each measurement is cached with the model, so a folder of volumes of one shape measures once; the
+    rehearsals cost a few tiles' time (a few percent of a study's).
     """
     if settings.steady_heap:  # a resident set that follows the live memory: the measurement predicts the stream
         memory.steady_heap()
@@ -209,14 +215,16 @@ def plan_exact(
     channels, device_bytes = architecture.in_channels, _device_bytes(backend)
     probe = tuple(min(int(n), 2 * h + m) for n, h, m in zip(shape, halo, multiple))  # the smallest exact tile
     per_voxel = network_bytes(backend, [probe], channels) / math.prod(probe)
-    for _ in range(3):
+    fits = None
+    for _ in range(MAX_PLANS):
         grid = plan(network_bytes_per_voxel=per_voxel, device_bytes=device_bytes)
-        tiles = tile_shapes(grid)
-        measured = network_bytes(backend, tiles, channels, REHEARSAL_CALLS) / math.prod(grid.tile)
+        measured = network_bytes(backend, tile_shapes(grid), channels, REHEARSAL_CALLS) / math.prod(grid.tile)
         if measured <= REPLAN_ABOVE * per_voxel:
-            break
+            fits = grid
+            if measured * REPLAN_ABOVE >= per_voxel or len(grid) == 1:
+                break  # as planned, or the whole volume in one tile
         per_voxel = measured
-    return grid
+    return fits or grid
 
 
 def read_all(stream: Any) -> np.ndarray:
