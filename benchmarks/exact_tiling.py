@@ -115,7 +115,7 @@ def measure_file(args: argparse.Namespace) -> dict:
     planned = None
     if hasattr(grid, "core"):  # exact tiling: the memory the planner counted (host buffers + the network)
         from fusemycell.inference.memory_plan import planned_bytes
-        from fusemycell.inference.predictor import REHEARSAL_CALLS, host_load, network_bytes, tile_shapes
+        from fusemycell.inference.predictor import host_load, planned_network_bytes
 
         architecture = model.card.architecture
         host, _ = planned_bytes(
@@ -126,7 +126,7 @@ def measure_file(args: argparse.Namespace) -> dict:
             0,
         )
         # the network's part as the planner measured it (cached with the model: no second measurement)
-        planned = host + network_bytes(backend, tile_shapes(grid), architecture.in_channels, REHEARSAL_CALLS)
+        planned = host + planned_network_bytes(backend, grid, architecture.in_channels, settings.tile_settings)
     return {
         "planned_kib": planned / 1024 if planned is not None else None,
         "seconds": seconds,

@@ -57,7 +57,7 @@ def measure(heap: str, path: Path, output: Path, memory_gb: float) -> dict:
     from fusemycell.inference.apply import predict_file
     from fusemycell.inference.backends import TorchBackend
     from fusemycell.inference.memory_plan import planned_bytes
-    from fusemycell.inference.predictor import REHEARSAL_CALLS, host_load, network_bytes, plan_exact, tile_shapes
+    from fusemycell.inference.predictor import host_load, plan_exact, planned_network_bytes
     from fusemycell.inference.settings import InferenceSettings
     from fusemycell.inference.transform import InputTransform, scan_input
     from fusemycell.io.tiff import save_volume
@@ -82,7 +82,7 @@ def measure(heap: str, path: Path, output: Path, memory_gb: float) -> dict:
     load = host_load(source, card.architecture, 1, backend)
     grid = plan_exact(source.shape, backend, card.architecture, settings.tile_settings, load)  # the run's, cached
     host, _ = planned_bytes(source.shape, grid.core[0], grid.tile, load, 0)
-    network_part = network_bytes(backend, tile_shapes(grid), card.architecture.in_channels, REHEARSAL_CALLS)
+    network_part = planned_network_bytes(backend, grid, card.architecture.in_channels, settings.tile_settings)
     return {
         "seconds": seconds,
         "peak_mib": (peak - baseline) / 1024,

@@ -10,10 +10,10 @@ from fusemycell.inference.apply import predict_file
 from fusemycell.inference.backends import TorchBackend
 from fusemycell.inference.memory_plan import planned_bytes
 from fusemycell.inference.predictor import (
-    REHEARSAL_CALLS,
     host_load,
     network_bytes,
     plan_exact,
+    planned_network_bytes,
     tile_shapes,
 )
 from fusemycell.inference.settings import InferenceSettings
@@ -98,7 +98,7 @@ def test_a_file_to_file_prediction_peaks_near_its_plan(tmp_path, shape, memory_g
     load = host_load(source, card.architecture, 1, backend)
     grid = plan_exact(source.shape, backend, card.architecture, settings.tile_settings, load)  # the run's (cached)
     host, _ = planned_bytes(source.shape, grid.core[0], grid.tile, load, 0)
-    plan = host + network_bytes(backend, tile_shapes(grid), card.architecture.in_channels, REHEARSAL_CALLS)
+    plan = host + planned_network_bytes(backend, grid, card.architecture.in_channels, settings.tile_settings)
     print(f"{shape}: plan {plan / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, ratio {peak / plan:.3f}")
     assert len(grid) > 1  # several tiles: the stream's memory, not one call's
     assert 0.85 * plan <= peak <= 1.15 * plan  # issue 29: within 15 %

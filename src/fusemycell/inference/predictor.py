@@ -41,10 +41,26 @@ class TilingError(UserError):
 #: then by device, element type, input channels and tiles: measured once, forgotten with the model.
 _MEASURED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
 
-#: Calls of a rehearsal (:func:`network_bytes`): on the host, the C heap keeps what one call freed and
+#: Calls of a rehearsal (:func:`network_bytes`) on glibc's own heap: it keeps what one call freed and
 #: the next call's buffers do not all fit in it, so the resident set grows over the first calls of a
 #: stream (about twice one call's peak, measured with the ``mac`` network) and then levels off.
 REHEARSAL_CALLS = 8
+
+#: Calls of a rehearsal on the steady heap (:func:`fusemycell.memory.steady_heap`), where the resident set
+#: follows the live memory: two, the first on a new shape setting up its kernels. A rehearsal is several
+#: tiles' work: on a small volume, eight calls took longer than the prediction.
+STEADY_REHEARSAL_CALLS = 2
+
+
+def rehearsal_calls(settings: TileSettings) -> int:
+    """The calls of a rehearsal under ``settings``: fewer where the heap is steady."""
+    return STEADY_REHEARSAL_CALLS if settings.steady_heap and memory.steady_heap() else REHEARSAL_CALLS
+
+
+def planned_network_bytes(backend: Any, grid: HaloGrid, in_channels: int, settings: TileSettings) -> int:
+    """The network's part of the memory plan of ``grid`` (planned by :func:`plan_exact`: measured, cached)."""
+    return network_bytes(backend, tile_shapes(grid), in_channels, rehearsal_calls(settings))
+
 
 #: A plan whose tiles, measured, take more than this share over the bytes per voxel it was planned with,
 #: or less than its inverse (and that cuts the volume), is planned again with the measured value.
@@ -194,7 +210,7 @@ def plan_exact(
 
     The network's bytes per voxel are measured (:func:`network_bytes`) in one call on the smallest exact
     tile (a core of one size multiple in its halo), the tiles planned with them, then measured again in a
-    rehearsal of :data:`REHEARSAL_CALLS` calls on the planned tiles' shapes (what a stream of tiles holds).
+    rehearsal (:func:`rehearsal_calls` calls) on the planned tiles' shapes (what a stream of tiles holds).
     Tiles that take more per voxel than planned are planned again, smaller, with their own value; tiles
     that take much less (a small tile's share of a call's fixed cost, and of the first call's, made the
     first estimate high) are planned again, larger, with theirs. At most :data:`MAX_PLANS` plans; the last
@@ -218,7 +234,7 @@ def plan_exact(
     fits = None
     for _ in range(MAX_PLANS):
         grid = plan(network_bytes_per_voxel=per_voxel, device_bytes=device_bytes)
-        measured = network_bytes(backend, tile_shapes(grid), channels, REHEARSAL_CALLS) / math.prod(grid.tile)
+        measured = planned_network_bytes(backend, grid, channels, settings) / math.prod(grid.tile)
         if measured <= REPLAN_ABOVE * per_voxel:
             fits = grid
             if measured * REPLAN_ABOVE >= per_voxel or len(grid) == 1:
