@@ -73,7 +73,7 @@ class TileSettings(StrictConfig):
     27 network evaluations per voxel is refused, naming a value that works."""
     steady_heap: bool = True
     """Exact tiling: freed memory goes back to the system at once (glibc, :func:`fusemycell.memory.steady_heap`):
-    a peak near the plan and half glibc's own, for about 1.3x the time on a CPU (``benchmarks/heap.py``)."""
+    a peak within 10 % of the plan, below glibc's own, and a shorter plan (``benchmarks/heap.py``)."""
     tile_zyx: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
     """Tile size, voxels (each at least 1). Exact tiling: the region the network reads, halo included
     (null = the largest that fits ``memory_gb``). Blending: null = the model card's tile (the training patch).
