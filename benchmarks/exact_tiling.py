@@ -114,19 +114,11 @@ def measure_file(args: argparse.Namespace) -> dict:
     precision = getattr(getattr(backend, "precision", None), "dtype", None)
     planned = None
     if hasattr(grid, "core"):  # exact tiling: the memory the planner counted (host buffers + the network)
-        from fusemycell.inference.memory_plan import planned_bytes
-        from fusemycell.inference.predictor import host_load, planned_network_bytes
+        from fusemycell.inference.predictor import host_load, plan_bytes
 
         architecture = model.card.architecture
-        host, _ = planned_bytes(
-            grid.shape,
-            grid.core[0],
-            grid.tile,
-            host_load(stream.source, architecture, len(stream.flip_sets), backend),
-            0,
-        )
-        # the network's part as the planner measured it (cached with the model: no second measurement)
-        planned = host + planned_network_bytes(backend, grid, architecture.in_channels, settings.tile_settings)
+        load = host_load(stream.source, architecture, len(stream.flip_sets), backend)
+        planned = plan_bytes(grid, load, backend, architecture.in_channels, settings.tile_settings)
     return {
         "planned_kib": planned / 1024 if planned is not None else None,
         "seconds": seconds,

@@ -58,8 +58,7 @@ def measure(heap: str, path: Path, output: Path, memory_gb: float) -> dict:
 
     from fusemycell.inference.apply import predict_file
     from fusemycell.inference.backends import TorchBackend
-    from fusemycell.inference.memory_plan import planned_bytes
-    from fusemycell.inference.predictor import host_load, plan_exact, planned_network_bytes
+    from fusemycell.inference.predictor import host_load, plan_bytes, plan_exact
     from fusemycell.inference.settings import InferenceSettings
     from fusemycell.inference.transform import InputTransform, scan_input
     from fusemycell.io.tiff import save_volume
@@ -86,13 +85,12 @@ def measure(heap: str, path: Path, output: Path, memory_gb: float) -> dict:
     source = InputTransform.from_card(card, scan_input(str(path), card)).network_input(str(path))
     load = host_load(source, card.architecture, 1, backend)
     grid = plan_exact(source.shape, backend, card.architecture, settings.tile_settings, load)  # the run's, cached
-    host, _ = planned_bytes(source.shape, grid.core[0], grid.tile, load, 0)
-    network_part = planned_network_bytes(backend, grid, card.architecture.in_channels, settings.tile_settings)
+    plan = plan_bytes(grid, load, backend, card.architecture.in_channels, settings.tile_settings)
     return {
         "seconds": seconds,
         "seconds_again": seconds_again,
         "peak_mib": (peak - baseline) / 1024,
-        "plan_mib": (host + network_part) / 2**20,
+        "plan_mib": plan / 2**20,
         "tile_zyx": list(grid.tile),
         "tiles": len(grid),
         "output_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),

@@ -81,8 +81,8 @@ def test_the_steady_heap_gives_freed_buffers_back_where_glibc_keeps_them():
 
 def test_a_malloc_threshold_set_by_the_user_is_kept(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
-    memory._set_steady_heap.cache_clear()
+    memory.steady_heap.cache_clear()
     try:
-        assert memory._set_steady_heap() is False  # the user's choice: nothing set
+        assert memory.steady_heap() is False  # the user's choice: nothing set
     finally:
-        memory._set_steady_heap.cache_clear()
+        memory.steady_heap.cache_clear()

@@ -135,12 +135,13 @@ STEADY_HEAP_MMAP_BYTES = 64 * 1024
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
+@functools.cache  # once per process: the setting holds until it ends
 def steady_heap() -> bool:
     """Have the C heap give a large buffer back to the system when it is freed (glibc), for this process.
 
     glibc serves buffers below a threshold that it raises as the program runs (up to 32 MiB) from a heap
     that keeps freed pages: a stream of tiles then holds, besides what it uses, what earlier tiles left,
-    by an amount that changes from run to run (measured: a peak of 1.1 to 1.8 times the plan). With
+    by an amount that changes from run to run (measured: a peak of 1.05 to 1.8 times the plan). With
     a fixed threshold of :data:`STEADY_HEAP_MMAP_BYTES` (``mallopt(M_MMAP_THRESHOLD)``, which also fixes the
     trimming threshold) every larger buffer is mapped on its own and unmapped when freed, so the resident
     set follows the live memory: the network measured once predicts the stream (the exact tiling's
@@ -151,35 +152,36 @@ def steady_heap() -> bool:
     environment is the user's choice and is kept. Returns whether the heap is steady (False on other C
     libraries).
     """
-    return _set_steady_heap()
-
-
-@functools.cache  # once per process: the setting holds until it ends
-def _set_steady_heap() -> bool:
-    import ctypes
-    import ctypes.util
     import os
 
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, STEADY_HEAP_MMAP_BYTES)) and bool(
             libc.mallopt(_M_TRIM_THRESHOLD, STEADY_HEAP_MMAP_BYTES)
         )
-    except (OSError, AttributeError, TypeError):  # not glibc: its own policy stands
+    except AttributeError:  # not glibc: its own policy stands
         return False
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library (``ctypes``); its glibc-only functions raise ``AttributeError`` elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):  # no C library to load by name: nothing to call
+        return None
 
 
 def _release_free_heap() -> None:
     """Give the C heap's free pages back (glibc), so that the next peak is not served from retained pages."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
     try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc: nothing to give back this way
+        _libc().malloc_trim(0)
+    except AttributeError:  # not glibc (or no C library): nothing to give back this way
         return
 
 

@@ -12,8 +12,8 @@ from fusemycell.inference.memory_plan import planned_bytes
 from fusemycell.inference.predictor import (
     host_load,
     network_bytes,
+    plan_bytes,
     plan_exact,
-    planned_network_bytes,
     tile_shapes,
 )
 from fusemycell.inference.settings import InferenceSettings
@@ -79,7 +79,7 @@ def test_a_file_to_file_prediction_peaks_near_its_plan(tmp_path, shape, memory_g
     plan: the network measured on the planned tiles plus the host's buffers counted from their shapes.
 
     With the steady heap (the default, ``inference.steady_heap``) the resident set follows the live memory:
-    peak / plan measured 0.95 to 1.07 at these shapes (run alone or after each other). A buffer left out of
+    peak / plan measured 0.95 to 1.00 at these shapes (run alone or after each other). A buffer left out of
     the plan, or a network measured on one call only, fails; so would glibc's own heap (1.3 to 1.9)."""
     model = _model()
     card = model.card
@@ -97,8 +97,7 @@ def test_a_file_to_file_prediction_peaks_near_its_plan(tmp_path, shape, memory_g
     source = InputTransform.from_card(card, scan_input(str(path), card)).network_input(str(path))
     load = host_load(source, card.architecture, 1, backend)
     grid = plan_exact(source.shape, backend, card.architecture, settings.tile_settings, load)  # the run's (cached)
-    host, _ = planned_bytes(source.shape, grid.core[0], grid.tile, load, 0)
-    plan = host + planned_network_bytes(backend, grid, card.architecture.in_channels, settings.tile_settings)
+    plan = plan_bytes(grid, load, backend, card.architecture.in_channels, settings.tile_settings)
     print(f"{shape}: plan {plan / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, ratio {peak / plan:.3f}")
     assert len(grid) > 1  # several tiles: the stream's memory, not one call's
     assert 0.85 * plan <= peak <= 1.15 * plan  # issue 29: within 15 %

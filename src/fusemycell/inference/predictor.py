@@ -21,7 +21,7 @@ import torch
 from fusemycell import memory
 from fusemycell.errors import Setting, UserError
 from fusemycell.inference.backends import Backend, FlipAveraging, TorchBackend
-from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD, HostLoad
+from fusemycell.inference.memory_plan import OUTPUT_PLANES_AHEAD, HostLoad, planned_bytes
 from fusemycell.inference.streams import ExactPrediction, StreamingPrediction, StreamOptions
 from fusemycell.inference.tiling import HaloGrid, TileSettings, check_blend_tiling, exact_grid
 from fusemycell.models.card import ModelCard
@@ -60,6 +60,13 @@ def rehearsal_calls(settings: TileSettings) -> int:
 def planned_network_bytes(backend: Any, grid: HaloGrid, in_channels: int, settings: TileSettings) -> int:
     """The network's part of the memory plan of ``grid`` (planned by :func:`plan_exact`: measured, cached)."""
     return network_bytes(backend, tile_shapes(grid), in_channels, rehearsal_calls(settings))
+
+
+def plan_bytes(grid: HaloGrid, load: HostLoad, backend: Any, in_channels: int, settings: TileSettings) -> float:
+    """The memory the plan of ``grid`` counts, bytes: the host's buffers for ``load`` and the network as
+    :func:`plan_exact` measured it (cached with the model: no second measurement)."""
+    host, _ = planned_bytes(grid.shape, grid.core[0], grid.tile, load, 0)
+    return host + planned_network_bytes(backend, grid, in_channels, settings)
 
 
 #: A plan whose tiles, measured, take more than this share over the bytes per voxel it was planned with,
