@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -617,15 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         "fixed_epochs": args.fixed_epochs,
         "revision": _measure.checkout_revision(ROOT),
         "rows": args.rows,
-        "definitions": {
-            n: {
-                "overrides": row_named(n).overrides,
-                "revision": row_named(n).revision,
-                "reference": row_named(n).reference,
-                "note": row_named(n).note,
-            }
-            for n in args.rows
-        },
+        "definitions": {n: dataclasses.asdict(row_named(n)) for n in args.rows},  # overrides, revision, ...
         "runs": [],
         "machine": machine(),
     }
